@@ -1,0 +1,379 @@
+"""The ENAS macro search space (Pham et al. 2018; Zhu 2019) as plain data.
+
+A network has L search layers. Layer i applies one op from `OPS` and sums in
+the outputs of any subset of the earlier layers 0..i-1 ("skip inputs"). The
+original ENAS integer encoding lists, for each layer i in order, the op id
+followed by i skip bits (bit j = 1 means layer j feeds layer i), so an
+architecture is a sequence of n = L + L(L-1)/2 = L(L+1)/2 integers.
+
+No deep-learning framework is imported here: the controller, the child model
+builder and the command-line tools all share these definitions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+import os
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+OPS: tuple[str, ...] = ("sep3x3", "sep5x5", "avgpool3x3", "maxpool3x3")
+
+_OP_ID_BY_NAME = {name: op_id for op_id, name in enumerate(OPS)}
+
+
+class ArchitectureError(ValueError):
+  """An architecture (or its encoding) does not describe a valid network."""
+
+
+def _as_int(value: Any, what: str) -> int:
+  """`value` as a Python int (accepts numpy integers), else ArchitectureError."""
+  if isinstance(value, (bool, np.bool_)):
+    raise ArchitectureError(f"{what} must be an integer, got the boolean {value!r}")
+  try:
+    return operator.index(value)
+  except TypeError:
+    raise ArchitectureError(
+        f"{what} must be an integer, got {value!r} of type {type(value).__name__}") from None
+
+
+def _num_encoding_ints(num_layers: int) -> int:
+  """Length of the ENAS encoding: n = L + L(L-1)/2 = L(L+1)/2."""
+  return num_layers * (num_layers + 1) // 2
+
+
+def _num_layers_from_length(length: int) -> int | None:
+  """The L with L(L+1)/2 == length, or None if no positive integer L fits."""
+  if length < 1:
+    return None
+  num_layers = (math.isqrt(8 * length + 1) - 1) // 2
+  return num_layers if _num_encoding_ints(num_layers) == length else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """One child network of the macro search space.
+
+  ops[i] is the op id (index into `OPS`) of layer i; skips[i] holds exactly i
+  bits, skips[i][j] = 1 when layer j's output is a skip input of layer i.
+  Lists are converted to tuples, so instances are hashable and compare by value.
+  """
+  ops: tuple[int, ...]
+  skips: tuple[tuple[int, ...], ...]
+
+  def __post_init__(self):
+    if isinstance(self.ops, (str, bytes)) or not isinstance(self.ops, Iterable):
+      raise ArchitectureError(f"ops must be a sequence of op ids, got {self.ops!r}")
+    if isinstance(self.skips, (str, bytes)) or not isinstance(self.skips, Iterable):
+      raise ArchitectureError(f"skips must be a sequence of bit sequences, got {self.skips!r}")
+    ops = tuple(_as_int(op, f"op id of layer {i}") for i, op in enumerate(self.ops))
+    if not ops:
+      raise ArchitectureError("an architecture needs at least 1 layer, got 0 ops")
+    for i, op in enumerate(ops):
+      if not 0 <= op < len(OPS):
+        raise ArchitectureError(
+            f"op id of layer {i} is {op}; expected 0..{len(OPS) - 1} ({', '.join(OPS)})")
+    raw_skips = list(self.skips)
+    if len(raw_skips) != len(ops):
+      raise ArchitectureError(
+          f"skips must have one entry per layer: got {len(raw_skips)} entries for {len(ops)} ops")
+    skips = []
+    for i, layer_bits in enumerate(raw_skips):
+      if isinstance(layer_bits, (str, bytes)) or not isinstance(layer_bits, Iterable):
+        raise ArchitectureError(f"skips[{i}] must be a sequence of {i} bits, got {layer_bits!r}")
+      bits = tuple(_as_int(bit, f"skip bit {j} of layer {i}") for j, bit in enumerate(layer_bits))
+      if len(bits) != i:
+        raise ArchitectureError(
+            f"layer {i} must have exactly {i} skip bits (one per earlier layer), got {len(bits)}: {bits}")
+      for j, bit in enumerate(bits):
+        if bit not in (0, 1):
+          raise ArchitectureError(
+              f"skip bit from layer {j} into layer {i} is {bit}; expected 0 or 1")
+      skips.append(bits)
+    object.__setattr__(self, "ops", ops)
+    object.__setattr__(self, "skips", tuple(skips))
+
+  # ---------------------------------------------------------------- queries
+  @property
+  def num_layers(self) -> int:
+    """L, the number of search layers."""
+    return len(self.ops)
+
+  @property
+  def op_names(self) -> tuple[str, ...]:
+    """OPS[ops[i]] for every layer i."""
+    return tuple(OPS[op] for op in self.ops)
+
+  def skip_inputs(self, layer: int) -> tuple[int, ...]:
+    """The earlier layers j < layer with skips[layer][j] == 1, ascending."""
+    layer = _as_int(layer, "layer")
+    if not 0 <= layer < self.num_layers:
+      raise ArchitectureError(f"layer must be in 0..{self.num_layers - 1}, got {layer}")
+    return tuple(j for j, bit in enumerate(self.skips[layer]) if bit)
+
+  @property
+  def num_skips(self) -> int:
+    """Number of skip connections: sum_i sum_j skips[i][j]."""
+    return sum(sum(bits) for bits in self.skips)
+
+  @property
+  def skip_density(self) -> float:
+    """num_skips / (L(L-1)/2), the fraction of possible skips used; 0 for L = 1."""
+    possible = self.num_layers * (self.num_layers - 1) // 2
+    return self.num_skips / possible if possible else 0.0
+
+  # ---------------------------------------------------------- integer form
+  def to_ints(self) -> list[int]:
+    """ENAS encoding [op_0, op_1, s_1_0, op_2, s_2_0, s_2_1, ...], length L(L+1)/2."""
+    encoding = []
+    for op, bits in zip(self.ops, self.skips):
+      encoding.append(op)
+      encoding.extend(bits)
+    return encoding
+
+  @classmethod
+  def from_ints(cls, seq: Sequence[int], num_layers: int | None = None) -> Architecture:
+    """Decode the ENAS encoding; L is inferred from len(seq) = L(L+1)/2."""
+    if isinstance(seq, (str, bytes)):
+      raise ArchitectureError(f"expected a sequence of integers, got the string {seq!r}; use from_string")
+    if isinstance(seq, np.ndarray):
+      seq = seq.ravel().tolist()
+    if not isinstance(seq, Iterable):
+      raise ArchitectureError(f"expected a sequence of integers, got {type(seq).__name__}: {seq!r}")
+    values = [_as_int(v, f"encoding entry {k}") for k, v in enumerate(seq)]
+    inferred = _num_layers_from_length(len(values))
+    if inferred is None:
+      below = (math.isqrt(8 * len(values) + 1) - 1) // 2
+      hint = f"{_num_encoding_ints(below)} (L={below}) or " if below >= 1 else ""
+      raise ArchitectureError(
+          f"encoding has {len(values)} integers; expected L(L+1)/2 for some L >= 1, "
+          f"e.g. {hint}{_num_encoding_ints(below + 1)} (L={below + 1})")
+    if num_layers is not None and _as_int(num_layers, "num_layers") != inferred:
+      expected = f" ({_num_encoding_ints(num_layers)} integers)" if num_layers >= 1 else ""
+      raise ArchitectureError(
+          f"encoding has {len(values)} integers, i.e. {inferred} layers; "
+          f"expected num_layers={num_layers}{expected}")
+    ops, skips, position = [], [], 0
+    for layer in range(inferred):
+      ops.append(values[position])
+      skips.append(tuple(values[position + 1:position + 1 + layer]))
+      position += 1 + layer
+    return cls(tuple(ops), tuple(skips))
+
+  # ----------------------------------------------------------- string form
+  def to_string(self) -> str:
+    """The ENAS encoding as space-separated integers, e.g. "0 1 1 3 0 1"."""
+    return " ".join(str(v) for v in self.to_ints())
+
+  @classmethod
+  def from_string(cls, text: str, num_layers: int | None = None) -> Architecture:
+    """Parse "0 1 1 ...", "0,1,1,...", "[0, 1, 1]" or "(0 1 1)" into an Architecture."""
+    if not isinstance(text, str):
+      raise ArchitectureError(f"expected a string, got {type(text).__name__}: {text!r}")
+    body = text.strip()
+    if body and body[0] in "[(":
+      closing = "]" if body[0] == "[" else ")"
+      if not body.endswith(closing):
+        raise ArchitectureError(
+            f"architecture string {text!r} opens with {body[0]!r} but does not end with {closing!r}")
+      body = body[1:-1].strip()
+    tokens = [token for token in re.split(r"[\s,]+", body) if token]
+    if not tokens:
+      raise ArchitectureError(f"architecture string is empty ({text!r}); expected integers such as '0 1 1'")
+    values = []
+    for position, token in enumerate(tokens):
+      try:
+        values.append(int(token))
+      except ValueError:
+        raise ArchitectureError(
+            f"token {position} of architecture string is {token!r}; expected a non-negative integer") from None
+    return cls.from_ints(values, num_layers=num_layers)
+
+  # ------------------------------------------------------------- JSON form
+  def to_json(self) -> dict:
+    """{"ops": [op names], "skips": [[bits], ...], "encoding": to_string()}."""
+    return {"ops": list(self.op_names),
+            "skips": [list(bits) for bits in self.skips],
+            "encoding": self.to_string()}
+
+  @classmethod
+  def from_json(cls, obj: Any) -> Architecture:
+    """Inverse of to_json; also accepts ops as ids or a dict holding only "encoding".
+
+    When both "ops"/"skips" and "encoding" are present they must agree.
+    """
+    if not isinstance(obj, dict):
+      raise ArchitectureError(f"expected a JSON object (dict), got {type(obj).__name__}: {obj!r}")
+    has_ops, has_skips, has_encoding = "ops" in obj, "skips" in obj, "encoding" in obj
+    if has_ops != has_skips:
+      raise ArchitectureError(
+          f"JSON architecture needs both 'ops' and 'skips' (or only 'encoding'); got keys {sorted(obj)}")
+    from_encoding = None
+    if has_encoding:
+      encoding = obj["encoding"]
+      if isinstance(encoding, str):
+        from_encoding = cls.from_string(encoding)
+      elif isinstance(encoding, (list, tuple)):
+        from_encoding = cls.from_ints(encoding)
+      else:
+        raise ArchitectureError(
+            f"'encoding' must be a string or a list of integers, got {type(encoding).__name__}: {encoding!r}")
+    if not has_ops:
+      if from_encoding is None:
+        raise ArchitectureError(f"JSON architecture needs 'ops' and 'skips' or 'encoding'; got keys {sorted(obj)}")
+      return from_encoding
+    raw_ops = obj["ops"]
+    if isinstance(raw_ops, (str, bytes)) or not isinstance(raw_ops, (list, tuple)):
+      raise ArchitectureError(f"'ops' must be a list of op names or ids, got {raw_ops!r}")
+    ops = []
+    for i, op in enumerate(raw_ops):
+      if isinstance(op, str):
+        if op not in _OP_ID_BY_NAME:
+          raise ArchitectureError(f"op of layer {i} is {op!r}; expected one of {', '.join(OPS)}")
+        ops.append(_OP_ID_BY_NAME[op])
+      else:
+        ops.append(_as_int(op, f"op of layer {i}"))
+    if not isinstance(obj["skips"], (list, tuple)):
+      raise ArchitectureError(f"'skips' must be a list of bit lists, got {obj['skips']!r}")
+    architecture = cls(tuple(ops), tuple(obj["skips"]))
+    if from_encoding is not None and from_encoding != architecture:
+      raise ArchitectureError(
+          f"'encoding' {obj['encoding']!r} disagrees with 'ops'/'skips' "
+          f"(which encode {architecture.to_string()!r})")
+    return architecture
+
+  def save_json(self, path: str | os.PathLike) -> None:
+    """Write to_json() to `path` (pretty-printed, trailing newline)."""
+    with open(path, "w", encoding="utf-8") as handle:
+      json.dump(self.to_json(), handle, indent=2)
+      handle.write("\n")
+
+  @classmethod
+  def load_json(cls, path: str | os.PathLike) -> Architecture:
+    """Read an architecture written by save_json (or any dict from_json accepts).
+
+    Raises FileNotFoundError for a missing file and ArchitectureError (naming
+    the file) when it is not JSON or does not describe an architecture.
+    """
+    try:
+      with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    except FileNotFoundError:
+      raise FileNotFoundError(f"architecture file {os.fspath(path)!r} does not exist") from None
+    try:
+      obj = json.loads(text)
+    except json.JSONDecodeError as error:
+      raise ArchitectureError(f"architecture file {os.fspath(path)!r} is not valid JSON: {error}") from None
+    try:
+      return cls.from_json(obj)
+    except ArchitectureError as error:
+      raise ArchitectureError(
+          f"architecture file {os.fspath(path)!r} is not a valid architecture: {error}") from None
+
+  def __str__(self) -> str:
+    """Human form, e.g. "L0 sep3x3 | L1 maxpool3x3 <- 0 | L2 sep5x5 <- 0,1"."""
+    parts = []
+    for layer, name in enumerate(self.op_names):
+      inputs = self.skip_inputs(layer)
+      parts.append(f"L{layer} {name}" + (f" <- {','.join(map(str, inputs))}" if inputs else ""))
+    return " | ".join(parts)
+
+
+def count_architectures(num_layers: int, num_ops: int = len(OPS)) -> int:
+  """Size of the search space: num_ops**L * 2**(L(L-1)/2)."""
+  num_layers = _as_int(num_layers, "num_layers")
+  num_ops = _as_int(num_ops, "num_ops")
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  if num_ops < 1:
+    raise ValueError(f"num_ops must be >= 1, got {num_ops}")
+  return num_ops ** num_layers * 2 ** (num_layers * (num_layers - 1) // 2)
+
+
+def sample_uniform(num_layers: int, rng: np.random.Generator) -> Architecture:
+  """An architecture drawn uniformly: each op id ~ U{0..|OPS|-1}, each skip bit ~ U{0,1}, independently.
+
+  Independent uniform choices give every one of count_architectures(L)
+  architectures probability 1 / count_architectures(L).
+  """
+  num_layers = _as_int(num_layers, "num_layers")
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  ops = rng.integers(0, len(OPS), size=num_layers)
+  skips = tuple(tuple(int(b) for b in rng.integers(0, 2, size=layer)) for layer in range(num_layers))
+  return Architecture(tuple(int(op) for op in ops), skips)
+
+
+def default_architecture(num_layers: int = 5) -> Architecture:
+  """Hand-picked baseline: ops alternate sep3x3/sep5x5; each layer i >= 2 takes a skip from layer i-2."""
+  num_layers = _as_int(num_layers, "num_layers")
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  ops = tuple(_OP_ID_BY_NAME["sep3x3"] if i % 2 == 0 else _OP_ID_BY_NAME["sep5x5"] for i in range(num_layers))
+  skips = tuple(tuple(1 if j == i - 2 else 0 for j in range(i)) for i in range(num_layers))
+  return Architecture(ops, skips)
+
+
+def reduction_layers(num_layers: int, num_reductions: int = 3) -> tuple[int, ...]:
+  """Layers after which a factorized reduction halves H and W.
+
+  Evenly spaced: r_k = floor((k+1) L / (R+1)) - 1 for k = 0..R-1, e.g.
+  L=5, R=3 -> (0, 1, 2) (after each of the first three blocks, as in the
+  paper) and L=12, R=3 -> (2, 5, 8). Requires 0 <= R < L: for R = L the
+  formula gives r_0 = -1 (and a reduction after the last layer is useless),
+  so the indices are always distinct and in 0..L-2.
+  """
+  num_layers = _as_int(num_layers, "num_layers")
+  num_reductions = _as_int(num_reductions, "num_reductions")
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  if not 0 <= num_reductions < num_layers:
+    raise ValueError(
+        f"num_reductions must be in 0..{num_layers - 1} (fewer than num_layers={num_layers}), "
+        f"got {num_reductions}")
+  return tuple((k + 1) * num_layers // (num_reductions + 1) - 1 for k in range(num_reductions))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+  """One controller decision.
+
+  kind "op": choose layer `layer`'s op among num_choices = |OPS| values;
+  kind "skip": choose whether layer `source` feeds layer `layer` (num_choices = 2).
+  source is None for "op" decisions.
+  """
+  name: str
+  num_choices: int
+  kind: str
+  layer: int
+  source: int | None = None
+
+  def __post_init__(self):
+    if self.kind not in ("op", "skip"):
+      raise ValueError(f"kind must be 'op' or 'skip', got {self.kind!r}")
+    if self.kind == "skip" and (self.source is None or not 0 <= self.source < self.layer):
+      raise ValueError(f"skip decision needs 0 <= source < layer={self.layer}, got source={self.source}")
+    if self.kind == "op" and self.source is not None:
+      raise ValueError(f"op decision takes no source, got source={self.source}")
+    if self.num_choices < 1:
+      raise ValueError(f"num_choices must be >= 1, got {self.num_choices}")
+
+
+def decisions(num_layers: int) -> list[Decision]:
+  """The controller's decisions in ENAS order (per layer: op, then skip bits from 0..i-1).
+
+  Entry k of the returned list decides entry k of Architecture.to_ints().
+  """
+  num_layers = _as_int(num_layers, "num_layers")
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+  result = []
+  for layer in range(num_layers):
+    result.append(Decision(f"layer{layer}/op", len(OPS), "op", layer))
+    for source in range(layer):
+      result.append(Decision(f"layer{layer}/skip_from{source}", 2, "skip", layer, source))
+  return result

@@ -1,0 +1,29 @@
+"""enas_face: ENAS neural architecture search for deep face recognition (TF2 / Keras 3)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="enas_face",
+    version="0.1.0",
+    description="ENAS neural architecture search for deep face recognition (Zhu 2019), "
+                "TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["enas_face", "enas_face.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # TensorFlow itself comes from an extra: tensorflow-cpu and tensorflow are different
+        # distributions, and requiring one would pull it in even where the other is installed.
+        "keras>=3.0",
+        "absl-py>=1.0",
+        "numpy>=1.23",
+        "opencv-python-headless>=4.8",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["enas-face=enas_face.main:entry_point"]},
+)

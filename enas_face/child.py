@@ -1,0 +1,144 @@
+"""Child networks of the ENAS macro space.
+
+Layer i (at stage s_i, i.e. after s_i reductions, with C_s = base * 2^s channels):
+
+    h_i = BN_i( op_i(x_i) + sum_{j in skips(i)} nonlinear_ij(R_{j -> s_i}(h_j)) )
+
+where x_i = R_{i-1 -> s_i}(h_{i-1}) (x_0 = stem(image)), and R_{j -> s} applies
+the factorized reductions (j, s_j+1), ..., (j, s), one module per source layer
+and stage, shared by the main path and every skip that needs it. The last
+layer's output, reduced to the final stage, passes ReLU -> DropBlock ->
+embedding head.
+
+Modules are held in dicts keyed by name (`layer{i}_{op}`, `layer{i}_skip{j}`,
+`reduce{j}_to{s}`), built from `ops.OP_REGISTRY`: the fixed child holds only the
+chosen ones, the shared child (search) every candidate, under the same keys.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+from keras import ops as K
+
+from enas_face import ops
+from enas_face import search_space
+from enas_face.config import ModelConfig
+
+
+def layer_stages(num_layers: int, num_reductions: int) -> tuple[int, ...]:
+  """s_i = number of reductions placed after layers before i."""
+  after = search_space.reduction_layers(num_layers, num_reductions)
+  return tuple(sum(1 for r in after if r < i) for i in range(num_layers))
+
+
+def op_key(layer: int, op_name: str) -> str:
+  return f"layer{layer}_{op_name}"
+
+
+def skip_key(layer: int, source: int) -> str:
+  return f"layer{layer}_skip{source}"
+
+
+def reduction_key(source: int, stage: int) -> str:
+  return f"reduce{source}_to{stage}"
+
+
+class _ChildBase(keras.Model):
+  """Stem, per-layer BN, reductions and head shared by both child kinds."""
+
+  def __init__(self, config: ModelConfig, reduction_pairs, **kwargs):
+    super().__init__(**kwargs)
+    config.validate()
+    self.config = config
+    self.stages = layer_stages(config.num_layers, config.num_reductions)
+    self.final_stage = config.num_reductions
+    self.standardize = ops.ChannelStandardization(name="standardize")
+    self.stem = ops.Stem(config.base_filters, config.stem_stride, name="stem")
+    self.layer_bns = {f"layer{i}_bn": layers.BatchNormalization(name=f"layer{i}_bn")
+                      for i in range(config.num_layers)}
+    self.reductions = {reduction_key(j, s): ops.FactorizedReduction(self.filters(s),
+                                                                    name=reduction_key(j, s))
+                       for j, s in sorted(reduction_pairs)}
+    self.dropblock = ops.DropBlock(config.dropblock_keep_prob, config.dropblock_size,
+                                   name="dropblock")
+    self.embedding = ops.EmbeddingHead(config.embedding_dim, config.embedding_head,
+                                       config.embedding_dropout, name="embedding")
+
+  def filters(self, stage: int) -> int:
+    return self.config.base_filters * 2**stage
+
+  def _reduced(self, outputs, cache, source: int, stage: int, training):
+    """R_{source -> stage}(h_source), computed once per call."""
+    if stage == self.stages[source]:
+      return outputs[source]
+    if (source, stage) not in cache:
+      previous = self._reduced(outputs, cache, source, stage - 1, training)
+      cache[(source, stage)] = self.reductions[reduction_key(source, stage)](previous,
+                                                                            training=training)
+    return cache[(source, stage)]
+
+  def _head(self, features, training):
+    return self.embedding(self.dropblock(K.relu(features), training=training), training=training)
+
+  def build_for_input(self) -> "_ChildBase":
+    """Creates all weights by one call on a zero image batch of the configured size."""
+    size = self.config.image_size
+    self(K.zeros((1, size, size, 3)), training=False)
+    return self
+
+
+def _reduction_pairs_for(stages, final_stage, consumers):
+  """(source, stage) pairs needed so that each (source, target_stage) is reachable."""
+  pairs = set()
+  for source, target in consumers:
+    pairs.update((source, s) for s in range(stages[source] + 1, target + 1))
+  return pairs
+
+
+@keras.saving.register_keras_serializable("enas_face")
+class FixedChild(_ChildBase):
+  """The child network of one architecture: only its chosen ops and skips exist.
+
+  Input: raw pixels [N, S, S, 3] in [0, 255]; output: embedding [N, D].
+  """
+
+  def __init__(self, config: ModelConfig, arc: search_space.Architecture, **kwargs):
+    if arc.num_layers != config.num_layers:
+      raise ValueError(f"architecture has {arc.num_layers} layers but the model config expects "
+                       f"num_layers={config.num_layers}")
+    stages = layer_stages(config.num_layers, config.num_reductions)
+    consumers = [(i - 1, stages[i]) for i in range(1, arc.num_layers)]
+    consumers += [(j, stages[i]) for i in range(arc.num_layers) for j in arc.skip_inputs(i)]
+    consumers.append((arc.num_layers - 1, config.num_reductions))
+    super().__init__(config, _reduction_pairs_for(stages, config.num_reductions, consumers),
+                     **kwargs)
+    self.arc = arc
+    self.layer_ops = {}
+    self.skip_modules = {}
+    for i, op_name in enumerate(arc.op_names):
+      channels = self.filters(self.stages[i])
+      self.layer_ops[op_key(i, op_name)] = ops.build_op(op_name, channels, op_key(i, op_name))
+      for j in arc.skip_inputs(i):
+        self.skip_modules[skip_key(i, j)] = ops.NonlinearSkip(channels, name=skip_key(i, j))
+
+  def call(self, images, training=False):
+    x = self.stem(self.standardize(images), training=training)
+    outputs, cache = [], {}
+    for i, op_name in enumerate(self.arc.op_names):
+      if i > 0:
+        x = self._reduced(outputs, cache, i - 1, self.stages[i], training)
+      total = self.layer_ops[op_key(i, op_name)](x, training=training)
+      for j in self.arc.skip_inputs(i):
+        skip = self._reduced(outputs, cache, j, self.stages[i], training)
+        total = total + self.skip_modules[skip_key(i, j)](skip, training=training)
+      outputs.append(self.layer_bns[f"layer{i}_bn"](total, training=training))
+    final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
+    return self._head(final, training)
+
+  def get_config(self):
+    return {"config": vars(self.config).copy(), "arc": self.arc.to_json(), "name": self.name}
+
+  @classmethod
+  def from_config(cls, cfg):
+    return cls(ModelConfig(**cfg["config"]), search_space.Architecture.from_json(cfg["arc"]),
+               name=cfg.get("name"))

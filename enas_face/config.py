@@ -1,0 +1,153 @@
+"""Frozen run configuration. Built from flags by `flags.config_from_flags`;
+library code reads only these dataclasses, never absl flags.
+
+A config round-trips through JSON (`RunConfig.to_json` / `from_json`), so a run
+folder's `config.json` is enough to rebuild its model for eval and export.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from enas_face import search_space
+
+
+EMBEDDING_HEADS = ("gdc", "gap", "flatten")
+
+
+class ConfigError(ValueError):
+  """A bad flag combination or input file; the message names the flag/file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The child network's macro skeleton (the searched part is the Architecture)."""
+  image_size: int = 112
+  num_layers: int = 5
+  num_reductions: int = 3
+  base_filters: int = 32
+  stem_stride: int = 1
+  embedding_dim: int = 512
+  embedding_head: str = "gdc"
+  embedding_dropout: float = 0.0
+  dropblock_keep_prob: float = 0.9
+  dropblock_size: int = 3
+
+  @property
+  def final_feature_size(self) -> int:
+    """H (= W) of the last feature map: image_size / stem_stride / 2^num_reductions."""
+    return self.image_size // self.stem_stride // 2**self.num_reductions
+
+  def validate(self) -> None:
+    divisor = self.stem_stride * 2**self.num_reductions
+    if self.image_size % divisor or self.image_size // divisor < 1:
+      raise ConfigError(
+          f"--image_size={self.image_size} cannot be reduced by the network: it must be a "
+          f"positive multiple of stem_stride * 2^num_reductions = {self.stem_stride} * "
+          f"2^{self.num_reductions} = {divisor} (e.g. {divisor * max(1, self.image_size // divisor)})")
+    if self.num_reductions >= self.num_layers:
+      raise ConfigError(f"--num_reductions={self.num_reductions} must be smaller than "
+                        f"--num_layers={self.num_layers}: reductions sit between layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where images come from and how they are augmented."""
+  dataset: str = "synthetic"
+  image_size: int = 112
+  synthetic_identities: int = 100
+  synthetic_images_per_identity: int = 30
+  synthetic_heldout_identities: int = 50
+  synthetic_heldout_images_per_identity: int = 10
+  num_pairs: int = 600
+  num_folds: int = 10
+  random_flip: bool = True
+  pad_pixels: int = 4
+  cutout_size: int = 16
+  seed: int = 0
+
+  def scaled_to_input(self, pixels_at_112: int) -> int:
+    """round(pixels * image_size / 112): the paper's augmentation sizes at this input."""
+    return int(round(pixels_at_112 * self.image_size / 112))
+
+  @property
+  def pad(self) -> int:
+    return self.scaled_to_input(self.pad_pixels)
+
+  @property
+  def cutout(self) -> int:
+    return self.scaled_to_input(self.cutout_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimiser and schedule of from-scratch training (paper Section 4)."""
+  epochs: int = 150
+  batch_size: int = 128
+  lr_max: float = 0.1
+  lr_min: float = 1e-4
+  warmup_epochs: int = 20
+  cosine_period_epochs: int = 0
+  cosine_period_mult: float = 1.0
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  label_smoothing: float = 0.0
+  keep_checkpoints: int = 3
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Verification / identification protocol settings."""
+  flip_test: bool = True
+  far: float = 1e-3
+  pca_components: int = 64
+  batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  mode: str
+  run_dir: str
+  arc: search_space.Architecture
+  model: ModelConfig
+  data: DataConfig
+  train: TrainConfig
+  eval: EvalConfig
+  export_dir: str = ""
+
+  @property
+  def resolved_export_dir(self) -> str:
+    return self.export_dir or os.path.join(self.run_dir, "saved_model")
+
+  def to_json(self) -> dict[str, Any]:
+    out = dataclasses.asdict(dataclasses.replace(self, arc=None))
+    out["arc"] = self.arc.to_json()
+    return out
+
+  @classmethod
+  def from_json(cls, obj: dict[str, Any]) -> "RunConfig":
+    try:
+      return cls(mode=obj["mode"], run_dir=obj["run_dir"],
+                 arc=search_space.Architecture.from_json(obj["arc"]),
+                 model=ModelConfig(**obj["model"]), data=DataConfig(**obj["data"]),
+                 train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
+                 export_dir=obj.get("export_dir", ""))
+    except (KeyError, TypeError) as e:
+      raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
+
+  def save(self, path: str) -> None:
+    with open(path, "w") as f:
+      json.dump(self.to_json(), f, indent=2, sort_keys=True)
+
+  @classmethod
+  def load(cls, path: str) -> "RunConfig":
+    if not os.path.exists(path):
+      raise ConfigError(f"{path}: no such file (is --run_dir a finished or started run?)")
+    try:
+      with open(path) as f:
+        return cls.from_json(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path}: not valid JSON ({e})") from e

@@ -1,0 +1,93 @@
+"""Framework-free containers for face datasets and verification pairs.
+
+Every reader (synthetic faces, image folders, TFRecords, ...) returns these, so
+training and evaluation never depend on where the images came from.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledImages:
+  """Images of known identities.
+
+  images: uint8 [N, H, W, 3]; labels: int32 [N] in [0, num_classes).
+  """
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __post_init__(self):
+    if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+      raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {self.images.shape}")
+    if self.labels.shape != (self.images.shape[0],):
+      raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {self.labels.shape}")
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationPairs:
+  """Face pairs for 1:1 verification, ordered by fold (LFW convention).
+
+  images: uint8 [M, H, W, 3], each image stored once; pairs: int [P, 2] indices
+  into images; is_same: bool [P]. Fold k holds rows k*P/F .. (k+1)*P/F - 1.
+  """
+  images: np.ndarray
+  pairs: np.ndarray
+  is_same: np.ndarray
+  num_folds: int = 10
+
+  def __post_init__(self):
+    if self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
+      raise ValueError(f"pairs must be [P, 2], got {self.pairs.shape}")
+    if self.is_same.shape != (self.pairs.shape[0],):
+      raise ValueError(f"is_same must be [{self.pairs.shape[0]}], got {self.is_same.shape}")
+    if self.pairs.size and (self.pairs.min() < 0 or self.pairs.max() >= self.images.shape[0]):
+      raise ValueError("pair indices fall outside the image array")
+
+  def __len__(self) -> int:
+    return int(self.pairs.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceDataset:
+  """Train/val/test images of the training identities plus held-out pairs."""
+  name: str
+  train: LabelledImages
+  val: LabelledImages
+  test: LabelledImages
+  num_classes: int
+  pairs: VerificationPairs
+
+  @property
+  def image_size(self) -> int:
+    return int(self.train.images.shape[1])
+
+
+def split_per_identity(labels: np.ndarray, fractions=(0.8, 0.1, 0.1),
+                       seed: int = 0) -> tuple[np.ndarray, ...]:
+  """Index arrays that split every identity's images by `fractions`.
+
+  For an identity with n images: n_val = round(n * f_val), n_test =
+  round(n * f_test), the rest train; each identity with >= 3 images gets at
+  least one val and one test image, so identification covers every class.
+  """
+  if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+    raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+  rng = np.random.default_rng(seed)
+  train, val, test = [], [], []
+  for identity in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == identity))
+    n = len(members)
+    n_val = int(round(n * fractions[1]))
+    n_test = int(round(n * fractions[2]))
+    if n >= 3:
+      n_val, n_test = max(n_val, 1), max(n_test, 1)
+    val.append(members[:n_val])
+    test.append(members[n_val:n_val + n_test])
+    train.append(members[n_val + n_test:])
+  return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))

@@ -1,0 +1,81 @@
+"""tf.data input pipelines: shuffle, augment, batch, prefetch.
+
+Images stay raw pixels in [0, 255]; the model's first layer standardises them
+with the training set's per-channel statistics (`channel_statistics`), so the
+exported model accepts the same raw pixels. Augmentation (paper, at 112x112:
+random flip, pad 4 to 120 then random crop 112, cutout 16) works around the
+mean colour, so padded and cut-out pixels standardise to exactly 0.
+
+Every random choice is a stateless op seeded by (seed, epoch, element index):
+an epoch's batches are identical whenever they are rebuilt, e.g. on resume.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from enas_face.data.base import LabelledImages
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean_c = E[x_c] and std_c = sqrt(E[x_c^2] - mean_c^2) over all pixels."""
+  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
+  return pixels.mean(axis=0).astype(np.float32), pixels.std(axis=0).astype(np.float32)
+
+
+def _augment(image, element_seed, mean, random_flip: bool, pad: int, cutout: int):
+  """Flip, pad + random crop and cutout of one image, all relative to the mean colour."""
+  flip_seed, crop_seed, cutout_seed = tf.unstack(
+      tf.random.experimental.stateless_split(element_seed, 3))
+  size = image.shape[0]
+  centred = tf.cast(image, tf.float32) - mean
+  if random_flip:
+    centred = tf.image.stateless_random_flip_left_right(centred, flip_seed)
+  if pad > 0:
+    padded = tf.pad(centred, [[pad, pad], [pad, pad], [0, 0]])
+    centred = tf.image.stateless_random_crop(padded, [size, size, 3], crop_seed)
+  if cutout > 0:
+    centre = tf.random.stateless_uniform([2], cutout_seed, 0, size, dtype=tf.int32)
+    rows = tf.range(size)[:, None]
+    cols = tf.range(size)[None, :]
+    half = cutout // 2
+    # A cutout x cutout square around a uniform centre, clipped at the border.
+    inside = ((rows >= centre[0] - half) & (rows < centre[0] - half + cutout) &
+              (cols >= centre[1] - half) & (cols < centre[1] - half + cutout))
+    centred = centred * tf.cast(~inside, tf.float32)[:, :, None]
+  return centred + mean
+
+
+def train_dataset(split: LabelledImages, batch_size: int, mean: np.ndarray, *, seed: int,
+                  epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
+                  augment: bool = True) -> tf.data.Dataset:
+  """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]).
+
+  Shuffled with a seed derived from (seed, epoch); the last partial batch is
+  dropped so every step has the same shape.
+  """
+  count = len(split)
+  if batch_size > count:
+    raise ValueError(f"batch_size={batch_size} is larger than the training split ({count} images)")
+  order = np.random.default_rng([seed, epoch]).permutation(count)
+  mean = tf.constant(mean, tf.float32)
+  ds = tf.data.Dataset.from_tensor_slices((split.images[order], split.labels[order].astype(np.int32),
+                                           np.arange(count, dtype=np.int64)))
+
+  def prepare(image, label, index):
+    if augment:
+      element_seed = tf.stack([tf.constant(seed * 100003 + epoch, tf.int64), index])
+      image = _augment(image, element_seed, mean, random_flip, pad, cutout)
+    return tf.cast(image, tf.float32), label
+
+  ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
+  """Batches of raw images (float32, no augmentation), in order."""
+  ds = tf.data.Dataset.from_tensor_slices(images)
+  return ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=AUTOTUNE).batch(
+      batch_size).prefetch(AUTOTUNE)

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from enas_face import child as child_lib
+from enas_face import search_space
+from enas_face.config import ConfigError, ModelConfig
+
+
+def bn(c):  # gamma, beta, moving mean, moving variance
+  return 4 * c
+
+
+def test_layer_stages_follow_reduction_positions():
+  assert child_lib.layer_stages(5, 3) == (0, 1, 2, 3, 3)
+  assert child_lib.layer_stages(2, 1) == (0, 1)
+
+
+def test_parameter_count_by_hand():
+  # L=2, one reduction after layer 0, base 4 channels, GAP head of 16.
+  # Layer 0: sep3x3 at 4 channels; layer 1: maxpool3x3 at 8 channels with a skip from layer 0.
+  config = ModelConfig(image_size=8, num_layers=2, num_reductions=1, base_filters=4,
+                       embedding_dim=16, embedding_head="gap")
+  arc = search_space.Architecture(ops=(0, 3), skips=((), (1,)))
+  model = child_lib.FixedChild(config, arc).build_for_input()
+  expected = (
+      3 + 3                                    # standardisation mean/std (non-trainable)
+      + 3 * 3 * 3 * 4 + bn(4)                  # stem 3x3 conv + BN
+      + 4 * 4 + 3 * 3 * 4 + 4 * 4 + bn(4)      # layer 0: 1x1, depthwise 3x3, pointwise, BN
+      + bn(4)                                  # layer 0 post-sum BN
+      + 4 * 4 + 4 * 4 + bn(8)                  # reduce0_to1: two 1x1 convs 4->4, BN(8)
+      + 8 * 8                                  # layer 1 maxpool branch 1x1 conv
+      + 8 * 8 + bn(8)                          # skip 0->1 nonlinear module (ReLU, 1x1, BN)
+      + bn(8)                                  # layer 1 post-sum BN
+      + bn(8) + 8 * 16 + 3 * 16                # head: BN in, fc, BN out (no scale)
+  )
+  assert model.count_params() == expected
+  assert sorted(model.reductions) == ["reduce0_to1"]
+  assert model(tf.zeros([3, 8, 8, 3])).shape == (3, 16)
+
+
+def test_skips_across_reductions_get_their_own_reductions():
+  config = ModelConfig(image_size=16, num_layers=5, num_reductions=3, base_filters=4,
+                       embedding_dim=8)
+  arc = search_space.Architecture.from_string("0  1 1  2 0 0  3 0 0 0  0 1 0 0 1")
+  model = child_lib.FixedChild(config, arc).build_for_input()
+  # Main path: reduce0_to1, reduce1_to2, reduce2_to3; skip 0->1 uses reduce0_to1;
+  # skip 0->4 (stage 3) needs reduce0_to2 and reduce0_to3; skip 3->4 is at the same stage.
+  assert sorted(model.reductions) == ["reduce0_to1", "reduce0_to2", "reduce0_to3", "reduce1_to2",
+                                      "reduce2_to3"]
+  out = model(tf.random.uniform([2, 16, 16, 3], 0, 255), training=True)
+  assert out.shape == (2, 8)
+  assert np.all(np.isfinite(out))
+
+
+def test_inference_is_deterministic():
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=0.5)
+  model = child_lib.FixedChild(config, search_space.default_architecture(5)).build_for_input()
+  x = tf.random.uniform([4, 16, 16, 3], 0, 255)
+  np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+
+
+def test_rejects_mismatched_arc_and_unreducible_input():
+  with pytest.raises(ValueError, match="num_layers=5"):
+    child_lib.FixedChild(ModelConfig(image_size=16), search_space.default_architecture(3))
+  with pytest.raises(ConfigError, match="--image_size=20"):
+    child_lib.FixedChild(ModelConfig(image_size=20), search_space.default_architecture(5))
+
+
+def test_get_config_round_trip():
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
+  model = child_lib.FixedChild(config, search_space.default_architecture(5))
+  clone = child_lib.FixedChild.from_config(model.get_config())
+  assert clone.config == config and clone.arc == model.arc

@@ -19,6 +19,7 @@ setup(
         "opencv-python-headless>=4.8",
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
+        "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer depends on it
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],

@@ -10,9 +10,12 @@ and stage, shared by the main path and every skip that needs it. The last
 layer's output, reduced to the final stage, passes ReLU -> DropBlock ->
 embedding head.
 
-Modules are held in dicts keyed by name (`layer{i}_{op}`, `layer{i}_skip{j}`,
-`reduce{j}_to{s}`), built from `ops.OP_REGISTRY`: the fixed child holds only the
-chosen ones, the shared child (search) every candidate, under the same keys.
+Modules are attributes named by key (`layer{i}_{op}`, `layer{i}_skip{j}`,
+`reduce{j}_to{s}`, `layer{i}_bn`), built from `ops.OP_REGISTRY`: the fixed child
+holds only the chosen ones, the shared child (search) every candidate, under the
+same keys. (Attributes, not dicts or lists: with Keras 3 on TensorFlow, layers
+inside a dict or list are not tracked by `tf.train.Checkpoint`, so their weights
+would silently be neither saved nor restored.)
 """
 from __future__ import annotations
 
@@ -54,15 +57,22 @@ class _ChildBase(keras.Model):
     self.final_stage = config.num_reductions
     self.standardize = ops.ChannelStandardization(name="standardize")
     self.stem = ops.Stem(config.base_filters, config.stem_stride, name="stem")
-    self.layer_bns = {f"layer{i}_bn": layers.BatchNormalization(name=f"layer{i}_bn")
-                      for i in range(config.num_layers)}
-    self.reductions = {reduction_key(j, s): ops.FactorizedReduction(self.filters(s),
-                                                                    name=reduction_key(j, s))
-                       for j, s in sorted(reduction_pairs)}
+    for i in range(config.num_layers):
+      self._add_module(f"layer{i}_bn", layers.BatchNormalization(name=f"layer{i}_bn"))
+    self.reduction_keys = tuple(reduction_key(j, s) for j, s in sorted(reduction_pairs))
+    for j, s in sorted(reduction_pairs):
+      self._add_module(reduction_key(j, s),
+                       ops.FactorizedReduction(self.filters(s), name=reduction_key(j, s)))
     self.dropblock = ops.DropBlock(config.dropblock_keep_prob, config.dropblock_size,
                                    name="dropblock")
     self.embedding = ops.EmbeddingHead(config.embedding_dim, config.embedding_head,
                                        config.embedding_dropout, name="embedding")
+
+  def _add_module(self, key: str, layer: layers.Layer) -> None:
+    setattr(self, key, layer)
+
+  def module(self, key: str) -> layers.Layer:
+    return getattr(self, key)
 
   def filters(self, stage: int) -> int:
     return self.config.base_filters * 2**stage
@@ -73,8 +83,8 @@ class _ChildBase(keras.Model):
       return outputs[source]
     if (source, stage) not in cache:
       previous = self._reduced(outputs, cache, source, stage - 1, training)
-      cache[(source, stage)] = self.reductions[reduction_key(source, stage)](previous,
-                                                                            training=training)
+      cache[(source, stage)] = self.module(reduction_key(source, stage))(previous,
+                                                                         training=training)
     return cache[(source, stage)]
 
   def _head(self, features, training):
@@ -113,13 +123,11 @@ class FixedChild(_ChildBase):
     super().__init__(config, _reduction_pairs_for(stages, config.num_reductions, consumers),
                      **kwargs)
     self.arc = arc
-    self.layer_ops = {}
-    self.skip_modules = {}
     for i, op_name in enumerate(arc.op_names):
       channels = self.filters(self.stages[i])
-      self.layer_ops[op_key(i, op_name)] = ops.build_op(op_name, channels, op_key(i, op_name))
+      self._add_module(op_key(i, op_name), ops.build_op(op_name, channels, op_key(i, op_name)))
       for j in arc.skip_inputs(i):
-        self.skip_modules[skip_key(i, j)] = ops.NonlinearSkip(channels, name=skip_key(i, j))
+        self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
 
   def call(self, images, training=False):
     x = self.stem(self.standardize(images), training=training)
@@ -127,11 +135,11 @@ class FixedChild(_ChildBase):
     for i, op_name in enumerate(self.arc.op_names):
       if i > 0:
         x = self._reduced(outputs, cache, i - 1, self.stages[i], training)
-      total = self.layer_ops[op_key(i, op_name)](x, training=training)
+      total = self.module(op_key(i, op_name))(x, training=training)
       for j in self.arc.skip_inputs(i):
         skip = self._reduced(outputs, cache, j, self.stages[i], training)
-        total = total + self.skip_modules[skip_key(i, j)](skip, training=training)
-      outputs.append(self.layer_bns[f"layer{i}_bn"](total, training=training))
+        total = total + self.module(skip_key(i, j))(skip, training=training)
+      outputs.append(self.module(f"layer{i}_bn")(total, training=training))
     final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
     return self._head(final, training)
 

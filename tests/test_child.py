@@ -35,7 +35,7 @@ def test_parameter_count_by_hand():
       + bn(8) + 8 * 16 + 3 * 16                # head: BN in, fc, BN out (no scale)
   )
   assert model.count_params() == expected
-  assert sorted(model.reductions) == ["reduce0_to1"]
+  assert list(model.reduction_keys) == ["reduce0_to1"]
   assert model(tf.zeros([3, 8, 8, 3])).shape == (3, 16)
 
 
@@ -46,7 +46,7 @@ def test_skips_across_reductions_get_their_own_reductions():
   model = child_lib.FixedChild(config, arc).build_for_input()
   # Main path: reduce0_to1, reduce1_to2, reduce2_to3; skip 0->1 uses reduce0_to1;
   # skip 0->4 (stage 3) needs reduce0_to2 and reduce0_to3; skip 3->4 is at the same stage.
-  assert sorted(model.reductions) == ["reduce0_to1", "reduce0_to2", "reduce0_to3", "reduce1_to2",
+  assert list(model.reduction_keys) == ["reduce0_to1", "reduce0_to2", "reduce0_to3", "reduce1_to2",
                                       "reduce2_to3"]
   out = model(tf.random.uniform([2, 16, 16, 3], 0, 255), training=True)
   assert out.shape == (2, 8)
@@ -72,3 +72,15 @@ def test_get_config_round_trip():
   model = child_lib.FixedChild(config, search_space.default_architecture(5))
   clone = child_lib.FixedChild.from_config(model.get_config())
   assert clone.config == config and clone.arc == model.arc
+
+
+def test_checkpoint_restores_every_weight(tmp_path):
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
+  arc = search_space.Architecture.from_string("0  1 1  2 0 1  3 1 0 1  0 1 1 1 1")
+  trained = child_lib.FixedChild(config, arc).build_for_input()
+  trained(tf.random.uniform([8, 16, 16, 3], 0, 255), training=True)  # move BN statistics
+  path = tf.train.Checkpoint(child=trained).save(str(tmp_path / "ckpt"))
+  fresh = child_lib.FixedChild(config, arc).build_for_input()
+  tf.train.Checkpoint(child=fresh).restore(path).assert_consumed()
+  for a, b in zip(trained.weights, fresh.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

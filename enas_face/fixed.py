@@ -1,0 +1,229 @@
+"""Training one architecture from scratch, and evaluating it.
+
+Optimiser (paper Section 4): SGD, momentum 0.9, weight decay 1e-4, linear
+warmup to lr_max then Eq. 6 down to lr_min; loss = softmax cross-entropy with
+optional label smoothing. Keras's `weight_decay` is decoupled
+(w <- w - lr * wd * w every step) and applies to all trainable weights, as
+original ENAS applied L2 to all weights.
+
+A run folder holds `checkpoints/` (one per epoch, `tf.train.CheckpointManager`):
+rerunning with the same folder resumes after the last finished epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from enas_face import cost
+from enas_face import heads
+from enas_face import schedules
+from enas_face import verification
+from enas_face.child import FixedChild
+from enas_face.config import ConfigError, RunConfig
+from enas_face.data import pipeline
+from enas_face.data.base import FaceDataset
+
+
+@dataclasses.dataclass
+class TrainingState:
+  """Everything a checkpoint holds for fixed training."""
+  child: FixedChild
+  head: heads.SoftmaxHead
+  optimizer: keras.optimizers.Optimizer
+  epoch: tf.Variable
+  checkpoint: tf.train.Checkpoint
+  manager: tf.train.CheckpointManager
+
+
+def checkpoint_dir(run_dir: str) -> str:
+  return os.path.join(run_dir, "checkpoints")
+
+
+def build_child(config: RunConfig) -> FixedChild:
+  return FixedChild(config.model, config.arc, name="child").build_for_input()
+
+
+def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> TrainingState:
+  """Builds child, head and optimiser, and the checkpoint that tracks them."""
+  train = config.train
+  child = build_child(config)
+  head = heads.SoftmaxHead(num_classes, name="head")
+  head.build((None, config.model.embedding_dim))
+  schedule = schedules.WarmupSharpenedCosine(
+      train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,
+      total_steps=train.epochs * steps_per_epoch,
+      period_steps=train.cosine_period_epochs * steps_per_epoch,
+      period_mult=train.cosine_period_mult)
+  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train.momentum,
+                                   weight_decay=train.weight_decay)
+  optimizer.build(child.trainable_variables + head.trainable_variables)
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch)
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(config.run_dir),
+                                       max_to_keep=train.keep_checkpoints)
+  return TrainingState(child, head, optimizer, epoch, checkpoint, manager)
+
+
+def restore_child(config: RunConfig) -> FixedChild:
+  """The trained child of a run folder (latest checkpoint), for eval and export."""
+  latest = tf.train.latest_checkpoint(checkpoint_dir(config.run_dir))
+  if latest is None:
+    raise ConfigError(f"--run_dir={config.run_dir}: no checkpoint in "
+                      f"{checkpoint_dir(config.run_dir)}; train it first with --mode=fixed")
+  child = build_child(config)
+  tf.train.Checkpoint(child=child).restore(latest).expect_partial().assert_existing_objects_matched()
+  logging.info("restored %s", latest)
+  return child
+
+
+def make_train_step(state: TrainingState, label_smoothing: float, num_classes: int):
+  child, head, optimizer = state.child, state.head, state.optimizer
+  variables = child.trainable_variables + head.trainable_variables
+  loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                 label_smoothing=label_smoothing)
+
+  @tf.function
+  def train_step(images, labels):
+    with tf.GradientTape() as tape:
+      logits = head(child(images, training=True), training=True)
+      loss = loss_fn(tf.one_hot(labels, num_classes), logits)
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
+    correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                              labels), tf.float32))
+    return loss, correct
+
+  return train_step
+
+
+class EmbeddingExtractor:
+  """Batched inference e(x), or e(x) + e(flip(x)) with `flip` (insightface's test-time flip).
+
+  Holds one traced function, so repeated calls (every epoch) do not retrace.
+  """
+
+  def __init__(self, child: keras.Model, batch_size: int, flip: bool = False):
+    self.batch_size = batch_size
+    size = child.config.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def embed(batch):
+      out = child(batch, training=False)
+      if flip:
+        out = out + child(tf.image.flip_left_right(batch), training=False)
+      return out
+
+    self._embed = embed
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([self._embed(b).numpy()
+                           for b in pipeline.eval_dataset(images, self.batch_size)])
+
+
+def classification_accuracy(extractor: EmbeddingExtractor, head, images, labels) -> float:
+  """Top-1 of argmax softmax(head(e(x))) against the labels."""
+  logits = head(extractor(images), training=False)
+  return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
+
+
+def train(config: RunConfig, dataset: FaceDataset) -> TrainingState:
+  """Trains (or resumes) the run's architecture; returns the final state."""
+  train_cfg = config.train
+  steps_per_epoch = len(dataset.train) // train_cfg.batch_size
+  if steps_per_epoch < 1:
+    raise ConfigError(f"--batch_size={train_cfg.batch_size} is larger than the training split "
+                      f"({len(dataset.train)} images)")
+  state = create_state(config, dataset.num_classes, steps_per_epoch)
+  mean, std = pipeline.channel_statistics(dataset.train.images)
+  if state.manager.latest_checkpoint:
+    state.checkpoint.restore(state.manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("resuming from %s (epoch %d of %d)", state.manager.latest_checkpoint,
+                 int(state.epoch.numpy()), train_cfg.epochs)
+  else:
+    state.child.standardize.set_statistics(mean, std)
+  train_step = make_train_step(state, train_cfg.label_smoothing, dataset.num_classes)
+  extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
+  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
+  history_path = os.path.join(config.run_dir, "train_history.jsonl")
+  start_epoch = int(state.epoch.numpy())
+  for epoch in range(start_epoch, train_cfg.epochs):
+    ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
+                                epoch=epoch, random_flip=config.data.random_flip,
+                                pad=config.data.pad, cutout=config.data.cutout)
+    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"], verbose=1)
+    losses, accuracies = [], []
+    tic = time.perf_counter()
+    for step, (images, labels) in enumerate(ds):
+      loss, acc = train_step(images, labels)
+      losses.append(float(loss))
+      accuracies.append(float(acc))
+      lr = float(state.optimizer.learning_rate)
+      progbar.update(step + 1, [("loss", losses[-1]), ("acc", accuracies[-1]), ("lr", lr)])
+    seconds = time.perf_counter() - tic
+    images_per_second = steps_per_epoch * train_cfg.batch_size / seconds
+    val_acc = classification_accuracy(extractor, state.head, dataset.val.images,
+                                      dataset.val.labels)
+    record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+              "train_accuracy": float(np.mean(accuracies)), "val_accuracy": val_acc,
+              "lr": lr, "seconds": seconds, "images_per_second": images_per_second}
+    if not np.isfinite(record["loss"]):
+      raise FloatingPointError(f"epoch {epoch + 1}: training loss is {record['loss']}; the last "
+                               f"good checkpoint is kept in {checkpoint_dir(config.run_dir)}")
+    logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
+                 epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
+                 val_acc, images_per_second)
+    with writer.as_default(step=epoch + 1):
+      for key in ("loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"):
+        tf.summary.scalar(key, record[key])
+    state.epoch.assign(epoch + 1)
+    state.manager.save(checkpoint_number=epoch + 1)
+    with open(history_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+  writer.flush()
+  return state
+
+
+def read_history(run_dir: str) -> list[dict]:
+  path = os.path.join(run_dir, "train_history.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
+             head: keras.layers.Layer | None = None) -> dict:
+  """LFW-protocol verification, identification, PCA baseline and model cost."""
+  eval_cfg = config.eval
+  pairs = dataset.pairs
+  embed = EmbeddingExtractor(child, eval_cfg.batch_size, eval_cfg.flip_test)
+  metrics = verification.verification_report(embed(pairs.images), pairs.pairs, pairs.is_same,
+                                              num_folds=pairs.num_folds, far=eval_cfg.far)
+  metrics["identification_top1"] = verification.identification_top1(
+      embed(dataset.train.images), dataset.train.labels, embed(dataset.test.images),
+      dataset.test.labels)
+  if head is not None:
+    plain = EmbeddingExtractor(child, eval_cfg.batch_size)
+    metrics["val_classification_accuracy"] = classification_accuracy(
+        plain, head, dataset.val.images, dataset.val.labels)
+    metrics["test_classification_accuracy"] = classification_accuracy(
+        plain, head, dataset.test.images, dataset.test.labels)
+  pca = verification.pca_embeddings(dataset.train.images, pairs.images,
+                                    num_components=eval_cfg.pca_components, seed=config.data.seed)
+  pca_report = verification.verification_report(pca, pairs.pairs, pairs.is_same,
+                                                 num_folds=pairs.num_folds, far=eval_cfg.far)
+  metrics["pca_baseline_verification_accuracy"] = pca_report["verification_accuracy"]
+  metrics["pca_baseline_verification_std"] = pca_report["verification_std"]
+  params = cost.count_params(child)
+  metrics["params"] = params["trainable"]
+  metrics["params_total"] = params["total"]
+  metrics["flops"] = cost.count_flops(child, config.model.image_size)
+  metrics["architecture"] = config.arc.to_string()
+  return metrics

@@ -1,0 +1,175 @@
+"""Every command-line flag, with help text and bounds, and `config_from_flags`.
+
+Defaults are the paper's settings (112x112, 5 search blocks, 150 epochs,
+batch 128, SGD 0.1 -> 1e-4); `flags/demo.cfg` scales them down for a CPU.
+This is the only module that reads absl flags; it turns them into a frozen
+`config.RunConfig`.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from enas_face import search_space
+from enas_face.config import (EMBEDDING_HEADS, ConfigError, DataConfig, EvalConfig, ModelConfig,
+                              RunConfig, TrainConfig)
+
+MODES = ("fixed", "eval", "export")
+
+# Run.
+flags.DEFINE_enum("mode", "fixed", MODES,
+                  "fixed: train the architecture from scratch, evaluate and export it; "
+                  "eval: evaluate the run's latest checkpoint; export: write its SavedModel.")
+flags.DEFINE_string("run_dir", "runs/default",
+                    "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
+                    "Rerunning with the same folder resumes.")
+flags.DEFINE_string("arc", None,
+                    "Architecture in the ENAS integer encoding: per layer the op id "
+                    f"({', '.join(f'{i}={n}' for i, n in enumerate(search_space.OPS))}) then one "
+                    "skip bit per earlier layer, e.g. '0 1 0 0 1 0'. Default: a hand-picked "
+                    "architecture of --num_layers layers.")
+flags.DEFINE_string("arc_file", None, "Architecture as a JSON file (Architecture.save_json).")
+flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_model.")
+flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
+
+# Data.
+flags.DEFINE_string("dataset", "synthetic", "Training data: 'synthetic' (embedded generator).")
+flags.DEFINE_integer("image_size", 112, "Input height = width in pixels.", lower_bound=8,
+                     upper_bound=1024)
+flags.DEFINE_integer("synthetic_identities", 100, "Synthetic training identities.", lower_bound=2)
+flags.DEFINE_integer("synthetic_images_per_identity", 30,
+                     "Images per training identity (split 8:1:1 train/val/test).", lower_bound=3)
+flags.DEFINE_integer("synthetic_heldout_identities", 50,
+                     "Identities never trained on, used for the verification pairs.", lower_bound=2)
+flags.DEFINE_integer("synthetic_heldout_images_per_identity", 10,
+                     "Images per held-out identity.", lower_bound=2)
+flags.DEFINE_integer("num_pairs", 600, "Verification pairs (half same, half different).",
+                     lower_bound=2)
+flags.DEFINE_integer("num_folds", 10, "Verification folds (LFW protocol: 10).", lower_bound=2)
+flags.DEFINE_boolean("random_flip", True, "Random horizontal flip in training.")
+flags.DEFINE_integer("pad_pixels", 4, "Pad-then-random-crop margin at 112x112 (paper: 4, i.e. "
+                     "pad to 120, crop 112); scaled with --image_size.", lower_bound=0)
+flags.DEFINE_integer("cutout_size", 16, "Cutout square side at 112x112 (paper: 16); scaled with "
+                     "--image_size; 0 disables.", lower_bound=0)
+
+# Model.
+flags.DEFINE_integer("num_layers", 5, "Search layers (paper: 5 search blocks).", lower_bound=1,
+                     upper_bound=24)
+flags.DEFINE_integer("num_reductions", 3, "Factorized reductions (each halves H, W and doubles "
+                     "channels); paper: after each of the first three blocks.", lower_bound=0,
+                     upper_bound=8)
+flags.DEFINE_integer("base_filters", 32, "Channels of the stem and the first stage.",
+                     lower_bound=2)
+flags.DEFINE_integer("stem_stride", 1, "Stride of the stem conv (2 makes 112x112 ~4x cheaper).",
+                     lower_bound=1, upper_bound=4)
+flags.DEFINE_integer("embedding_dim", 512, "Face embedding size.", lower_bound=2)
+flags.DEFINE_enum("embedding_head", "gdc", EMBEDDING_HEADS,
+                  "Feature map -> embedding: global depthwise conv, global average pool, flatten.")
+flags.DEFINE_float("embedding_dropout", 0.0, "Dropout before the embedding layer.",
+                   lower_bound=0.0, upper_bound=0.95)
+flags.DEFINE_float("dropblock_keep_prob", 0.9, "DropBlock keep probability after the last block "
+                   "(1 disables).", lower_bound=0.05, upper_bound=1.0)
+flags.DEFINE_integer("dropblock_size", 3, "DropBlock block side.", lower_bound=1)
+
+# Training.
+flags.DEFINE_integer("epochs", 150, "Training epochs (paper fixed training: 150).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Global training batch size.", lower_bound=1)
+flags.DEFINE_float("lr_max", 0.1, "Peak learning rate (after warmup).", lower_bound=0.0)
+flags.DEFINE_float("lr_min", 1e-4, "Learning rate at the end of each cosine period.",
+                   lower_bound=0.0)
+flags.DEFINE_integer("warmup_epochs", 20, "Linear warmup 0 -> lr_max.", lower_bound=0)
+flags.DEFINE_integer("cosine_period_epochs", 0,
+                     "Eq. 6 period T_0 in epochs for warm restarts; 0 = one period to the end.",
+                     lower_bound=0)
+flags.DEFINE_float("cosine_period_mult", 1.0, "Growth of each restart period (T_i = T_0 m^i).",
+                   lower_bound=1.0)
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=0.999)
+flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay on all trainable weights.",
+                   lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.",
+                   lower_bound=0.0, upper_bound=0.5)
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN_DIR/checkpoints.",
+                     lower_bound=1)
+
+# Evaluation.
+flags.DEFINE_boolean("flip_test", True, "Embed e(x) + e(flip(x)) for evaluation.")
+flags.DEFINE_float("far", 1e-3, "False accept rate for the TAR@FAR metric.", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_integer("pca_components", 64, "Components of the pixel-PCA baseline.", lower_bound=1)
+flags.DEFINE_integer("eval_batch_size", 256, "Batch size for embedding extraction.", lower_bound=1)
+
+
+# EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
+EVAL_FLAGS = {"flip_test": "flip_test", "far": "far", "pca_components": "pca_components",
+              "batch_size": "eval_batch_size"}
+
+
+def own_flags(flag_values: flags.FlagValues) -> list[flags.Flag]:
+  """The flags this module defines (not absl's own)."""
+  return flag_values.get_flags_for_module(__name__)
+
+
+def flags_as_flagfile(flag_values: flags.FlagValues) -> str:
+  """The resolved flags in flagfile syntax, one per line."""
+  return "\n".join(f.serialize() for f in own_flags(flag_values) if f.value is not None) + "\n"
+
+
+def _architecture(flag_values: flags.FlagValues) -> search_space.Architecture:
+  if flag_values.arc and flag_values.arc_file:
+    raise ConfigError("give either --arc or --arc_file, not both")
+  try:
+    if flag_values.arc_file:
+      return search_space.Architecture.load_json(flag_values.arc_file)
+    if flag_values.arc:
+      return search_space.Architecture.from_string(flag_values.arc,
+                                                   num_layers=flag_values.num_layers)
+  except (search_space.ArchitectureError, OSError) as e:
+    source = f"--arc_file={flag_values.arc_file}" if flag_values.arc_file else "--arc"
+    raise ConfigError(f"{source}: {e}") from e
+  return search_space.default_architecture(flag_values.num_layers)
+
+
+def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
+  """Validated, frozen run configuration; ConfigError names the offending flag."""
+  fv = flag_values
+  arc = _architecture(fv)
+  if arc.num_layers != fv.num_layers:
+    raise ConfigError(f"the architecture has {arc.num_layers} layers but --num_layers="
+                      f"{fv.num_layers}")
+  model = ModelConfig(image_size=fv.image_size, num_layers=fv.num_layers,
+                      num_reductions=fv.num_reductions, base_filters=fv.base_filters,
+                      stem_stride=fv.stem_stride, embedding_dim=fv.embedding_dim,
+                      embedding_head=fv.embedding_head, embedding_dropout=fv.embedding_dropout,
+                      dropblock_keep_prob=fv.dropblock_keep_prob,
+                      dropblock_size=fv.dropblock_size)
+  model.validate()
+  if fv.base_filters % 2:
+    raise ConfigError(f"--base_filters={fv.base_filters} must be even (factorized reduction "
+                      "splits channels in two)")
+  data = DataConfig(dataset=fv.dataset, image_size=fv.image_size,
+                    synthetic_identities=fv.synthetic_identities,
+                    synthetic_images_per_identity=fv.synthetic_images_per_identity,
+                    synthetic_heldout_identities=fv.synthetic_heldout_identities,
+                    synthetic_heldout_images_per_identity=fv.synthetic_heldout_images_per_identity,
+                    num_pairs=fv.num_pairs, num_folds=fv.num_folds, random_flip=fv.random_flip,
+                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size, seed=fv.seed)
+  if fv.num_pairs % (2 * fv.num_folds):
+    raise ConfigError(f"--num_pairs={fv.num_pairs} must be a multiple of 2 * --num_folds = "
+                      f"{2 * fv.num_folds} (each fold: half same, half different)")
+  train = TrainConfig(epochs=fv.epochs, batch_size=fv.batch_size, lr_max=fv.lr_max,
+                      lr_min=fv.lr_min, warmup_epochs=fv.warmup_epochs,
+                      cosine_period_epochs=fv.cosine_period_epochs,
+                      cosine_period_mult=fv.cosine_period_mult, momentum=fv.momentum,
+                      weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
+                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed)
+  if fv.warmup_epochs >= fv.epochs:
+    raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --epochs="
+                      f"{fv.epochs}")
+  if fv.lr_min > fv.lr_max:
+    raise ConfigError(f"--lr_min={fv.lr_min} must not exceed --lr_max={fv.lr_max}")
+  evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
+                          batch_size=fv.eval_batch_size)
+  return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
+                   data=data, train=train, eval=evaluation,
+                   export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "")

@@ -98,7 +98,7 @@ def make_train_step(state: TrainingState, label_smoothing: float, num_classes: i
     optimizer.apply_gradients(zip(gradients, variables))
     correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                               labels), tf.float32))
-    return loss, correct
+    return loss, correct, optimizer.learning_rate
 
   return train_step
 
@@ -161,11 +161,10 @@ def train(config: RunConfig, dataset: FaceDataset) -> TrainingState:
     losses, accuracies = [], []
     tic = time.perf_counter()
     for step, (images, labels) in enumerate(ds):
-      loss, acc = train_step(images, labels)
-      losses.append(float(loss))
-      accuracies.append(float(acc))
-      lr = float(state.optimizer.learning_rate)
-      progbar.update(step + 1, [("loss", losses[-1]), ("acc", accuracies[-1]), ("lr", lr)])
+      loss, acc, lr = (float(v) for v in train_step(images, labels))
+      losses.append(loss)
+      accuracies.append(acc)
+      progbar.update(step + 1, [("loss", loss), ("acc", acc), ("lr", lr)])
     seconds = time.perf_counter() - tic
     images_per_second = steps_per_epoch * train_cfg.batch_size / seconds
     val_acc = classification_accuracy(extractor, state.head, dataset.val.images,

@@ -19,6 +19,8 @@ would silently be neither saved nor restored.)
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 from keras import ops as K
@@ -57,6 +59,7 @@ class _ChildBase(keras.Model):
     self.final_stage = config.num_reductions
     self.standardize = ops.ChannelStandardization(name="standardize")
     self.stem = ops.Stem(config.base_filters, config.stem_stride, name="stem")
+    self._keys = ()
     for i in range(config.num_layers):
       self._add_module(f"layer{i}_bn", layers.BatchNormalization(name=f"layer{i}_bn"))
     self.reduction_keys = tuple(reduction_key(j, s) for j, s in sorted(reduction_pairs))
@@ -70,6 +73,7 @@ class _ChildBase(keras.Model):
 
   def _add_module(self, key: str, layer: layers.Layer) -> None:
     setattr(self, key, layer)
+    self._keys = self._keys + (key,)
 
   def module(self, key: str) -> layers.Layer:
     return getattr(self, key)
@@ -87,8 +91,33 @@ class _ChildBase(keras.Model):
                                                                          training=training)
     return cache[(source, stage)]
 
+  def _reduce_chain(self, x, source: int, from_stage: int, to_stage: int, training):
+    """Applies reductions (source, from_stage+1) .. (source, to_stage) to x, uncached."""
+    for stage in range(from_stage + 1, to_stage + 1):
+      x = self.module(reduction_key(source, stage))(x, training=training)
+    return x
+
   def _head(self, features, training):
     return self.embedding(self.dropblock(K.relu(features), training=training), training=training)
+
+  def _forward(self, images, layer_sum, training):
+    """stem -> layers -> head; layer_sum(i, x_i, reduced) is the pre-BN sum of layer i,
+    where reduced(j) = R_{j -> s_i}(h_j) (reduced(j, s): to stage s), cached per call."""
+    x = self.stem(self.standardize(images), training=training)
+    outputs, cache = [], {}
+    for i in range(self.config.num_layers):
+      if i > 0:
+        x = self._reduced(outputs, cache, i - 1, self.stages[i], training)
+      reduced = lambda j, stage=None, i=i: self._reduced(
+          outputs, cache, j, self.stages[i] if stage is None else stage, training)
+      outputs.append(self.module(f"layer{i}_bn")(layer_sum(i, x, reduced), training=training))
+    final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
+    return self._head(final, training)
+
+  @property
+  def module_keys(self) -> tuple[str, ...]:
+    """Keys of every module this child holds (same key = same role in both children)."""
+    return ("standardize", "stem", "dropblock", "embedding") + self._keys
 
   def build_for_input(self) -> "_ChildBase":
     """Creates all weights by one call on a zero image batch of the configured size."""
@@ -130,23 +159,103 @@ class FixedChild(_ChildBase):
         self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
 
   def call(self, images, training=False):
-    x = self.stem(self.standardize(images), training=training)
-    outputs, cache = [], {}
-    for i, op_name in enumerate(self.arc.op_names):
-      if i > 0:
-        x = self._reduced(outputs, cache, i - 1, self.stages[i], training)
-      total = self.module(op_key(i, op_name))(x, training=training)
+    def layer_sum(i, x, reduced):
+      total = self.module(op_key(i, self.arc.op_names[i]))(x, training=training)
       for j in self.arc.skip_inputs(i):
-        skip = self._reduced(outputs, cache, j, self.stages[i], training)
-        total = total + self.module(skip_key(i, j))(skip, training=training)
-      outputs.append(self.module(f"layer{i}_bn")(total, training=training))
-    final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
-    return self._head(final, training)
+        total = total + self.module(skip_key(i, j))(reduced(j), training=training)
+      return total
+
+    return self._forward(images, layer_sum, training)
+
+  def load_shared_weights(self, shared: "SharedChild") -> "FixedChild":
+    """Copies the shared child's weights of this architecture's modules (same keys)."""
+    for key in self.module_keys:
+      self.module(key).set_weights(shared.module(key).get_weights())
+    return self
 
   def get_config(self):
-    return {"config": vars(self.config).copy(), "arc": self.arc.to_json(), "name": self.name}
+    return {"config": dataclasses.asdict(self.config), "arc": self.arc.to_json(),
+            "name": self.name}
 
   @classmethod
   def from_config(cls, cfg):
     return cls(ModelConfig(**cfg["config"]), search_space.Architecture.from_json(cfg["arc"]),
                name=cfg.get("name"))
+
+
+def layer_offsets(num_layers: int) -> tuple[int, ...]:
+  """Position of layer i's op id in the ENAS encoding: i + i(i-1)/2."""
+  return tuple(i + i * (i - 1) // 2 for i in range(num_layers))
+
+
+@keras.saving.register_keras_serializable("enas_face")
+class SharedChild(_ChildBase):
+  """Every candidate op and skip of every layer, shared by all architectures (ENAS).
+
+  The architecture is an input tensor (the ENAS encoding, int [n]), so one traced
+  graph serves every architecture: layer i runs `switch(op_i, candidates)` and each
+  skip j is `cond(bit_ij, nonlinear_ij(R(h_j)), 0)`. Only the chosen branches
+  execute; the others get zero gradients (so momentum and decoupled weight decay
+  still move their weights, as original ENAS applied L2 to all weights every step)
+  and keep their BatchNorm statistics. Reductions that only a skip needs run
+  inside that skip's branch (ENAS computed every reduction of every earlier
+  layer; the result is the same, the cost lower). Call as `child(images, arc=arc, training=...)`: Keras 3
+  needs the architecture as a keyword argument.
+  """
+
+  def __init__(self, config: ModelConfig, **kwargs):
+    stages = layer_stages(config.num_layers, config.num_reductions)
+    pairs = {(j, s) for j in range(config.num_layers)
+             for s in range(stages[j] + 1, config.num_reductions + 1)}
+    super().__init__(config, pairs, **kwargs)
+    self.offsets = layer_offsets(config.num_layers)
+    for i in range(config.num_layers):
+      channels = self.filters(self.stages[i])
+      for op_name in search_space.OPS:
+        self._add_module(op_key(i, op_name), ops.build_op(op_name, channels, op_key(i, op_name)))
+      for j in range(i):
+        self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
+
+  def call(self, images, arc, training=False):
+    arc = K.cast(arc, "int32")
+
+    def layer_sum(i, x, reduced):
+      candidates = [self.module(op_key(i, op_name)) for op_name in search_space.OPS]
+      total = K.switch(arc[self.offsets[i]],
+                       [lambda v, op=op: op(v, training=training) for op in candidates], x)
+      for j in range(i):
+        skip = self.module(skip_key(i, j))
+        # h_j as far as the main path reduced it (cached); further reductions serve only
+        # this skip, so they run inside its branch, only when the skip is taken.
+        main_stage = self.stages[j + 1]
+        base = reduced(j, main_stage)
+        skip_fn = lambda skip=skip, j=j, base=base, main_stage=main_stage, i=i: skip(
+            self._reduce_chain(base, j, main_stage, self.stages[i], training), training=training)
+        total = total + K.cond(arc[self.offsets[i] + 1 + j] > 0, skip_fn,
+                               lambda: K.zeros_like(total))
+      return total
+
+    return self._forward(images, layer_sum, training)
+
+  def build_for_input(self) -> "SharedChild":
+    """Creates every candidate's weights (a switch would only build the taken branch)."""
+    size = self.config.image_size
+    zeros = K.zeros((1, size, size, 3))
+
+    def every_candidate(i, x, reduced):
+      total = sum(self.module(op_key(i, op_name))(x) for op_name in search_space.OPS)
+      for j in range(i):
+        total = total + self.module(skip_key(i, j))(reduced(j))
+      return total
+
+    self._forward(zeros, every_candidate, training=False)
+    arc = search_space.default_architecture(self.config.num_layers).to_ints()
+    self(zeros, arc=K.convert_to_tensor(arc, "int32"), training=False)
+    return self
+
+  def get_config(self):
+    return {"config": dataclasses.asdict(self.config), "name": self.name}
+
+  @classmethod
+  def from_config(cls, cfg):
+    return cls(ModelConfig(**cfg["config"]), name=cfg.get("name"))

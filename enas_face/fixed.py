@@ -26,7 +26,7 @@ from enas_face import heads
 from enas_face import schedules
 from enas_face import verification
 from enas_face.child import FixedChild
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError, RunConfig, TrainConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset
 
@@ -50,19 +50,25 @@ def build_child(config: RunConfig) -> FixedChild:
   return FixedChild(config.model, config.arc, name="child").build_for_input()
 
 
+def make_child_optimizer(train: TrainConfig, steps_per_epoch: int,
+                         epochs: int) -> keras.optimizers.SGD:
+  """SGD(momentum, decoupled weight decay) on warmup + Eq. 6 over `epochs` epochs."""
+  schedule = schedules.WarmupSharpenedCosine(
+      train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,
+      total_steps=epochs * steps_per_epoch,
+      period_steps=train.cosine_period_epochs * steps_per_epoch,
+      period_mult=train.cosine_period_mult)
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=train.momentum,
+                              weight_decay=train.weight_decay)
+
+
 def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> TrainingState:
   """Builds child, head and optimiser, and the checkpoint that tracks them."""
   train = config.train
   child = build_child(config)
   head = heads.SoftmaxHead(num_classes, name="head")
   head.build((None, config.model.embedding_dim))
-  schedule = schedules.WarmupSharpenedCosine(
-      train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,
-      total_steps=train.epochs * steps_per_epoch,
-      period_steps=train.cosine_period_epochs * steps_per_epoch,
-      period_mult=train.cosine_period_mult)
-  optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train.momentum,
-                                   weight_decay=train.weight_decay)
+  optimizer = make_child_optimizer(train, steps_per_epoch, train.epochs)
   optimizer.build(child.trainable_variables + head.trainable_variables)
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch)
@@ -83,16 +89,22 @@ def restore_child(config: RunConfig) -> FixedChild:
   return child
 
 
-def make_train_step(state: TrainingState, label_smoothing: float, num_classes: int):
-  child, head, optimizer = state.child, state.head, state.optimizer
+def make_train_step(child: keras.Model, head: keras.layers.Layer,
+                    optimizer: keras.optimizers.Optimizer, label_smoothing: float,
+                    num_classes: int, takes_arc: bool = False):
+  """One SGD step on L = CE(softmax(head(child(x))), smooth(onehot(y))).
+
+  Returns (loss, batch accuracy, learning rate). With `takes_arc` (the shared
+  child) the step is `train_step(images, labels, arc)`, arc an int32 tensor, so a
+  new architecture does not retrace.
+  """
   variables = child.trainable_variables + head.trainable_variables
   loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True,
                                                  label_smoothing=label_smoothing)
 
-  @tf.function
-  def train_step(images, labels):
+  def step(images, labels, **child_kwargs):
     with tf.GradientTape() as tape:
-      logits = head(child(images, training=True), training=True)
+      logits = head(child(images, training=True, **child_kwargs), training=True)
       loss = loss_fn(tf.one_hot(labels, num_classes), logits)
     gradients = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
@@ -100,7 +112,9 @@ def make_train_step(state: TrainingState, label_smoothing: float, num_classes: i
                                               labels), tf.float32))
     return loss, correct, optimizer.learning_rate
 
-  return train_step
+  if takes_arc:
+    return tf.function(lambda images, labels, arc: step(images, labels, arc=arc))
+  return tf.function(step)
 
 
 class EmbeddingExtractor:
@@ -148,7 +162,8 @@ def train(config: RunConfig, dataset: FaceDataset) -> TrainingState:
                  int(state.epoch.numpy()), train_cfg.epochs)
   else:
     state.child.standardize.set_statistics(mean, std)
-  train_step = make_train_step(state, train_cfg.label_smoothing, dataset.num_classes)
+  train_step = make_train_step(state.child, state.head, state.optimizer,
+                               train_cfg.label_smoothing, dataset.num_classes)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
   history_path = os.path.join(config.run_dir, "train_history.jsonl")

@@ -20,6 +20,9 @@ class SoftmaxHead(layers.Layer):
     self.num_classes = num_classes
     self.dense = layers.Dense(num_classes, name="logits")
 
+  def build(self, input_shape):
+    self.dense.build(input_shape)
+
   def call(self, embeddings, training=False):
     return self.dense(embeddings)
 

@@ -84,3 +84,65 @@ def test_checkpoint_restores_every_weight(tmp_path):
   tf.train.Checkpoint(child=fresh).restore(path).assert_consumed()
   for a, b in zip(trained.weights, fresh.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def shared_and_fixed(arc, config):
+  shared = child_lib.SharedChild(config).build_for_input()
+  fixed = child_lib.FixedChild(config, arc).build_for_input().load_shared_weights(shared)
+  return shared, fixed
+
+
+@pytest.mark.parametrize("encoding", ["0  1 1  2 0 1  3 1 0 1  0 1 1 1 1",
+                                      "3  2 0  1 0 0  0 0 0 0  2 0 0 0 0",
+                                      "1  1 1  0 1 1  2 1 1 1  3 1 1 1 1"])
+def test_shared_child_with_copied_weights_equals_fixed_child(encoding):
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=1.0)
+  arc = search_space.Architecture.from_string(encoding)
+  shared, fixed = shared_and_fixed(arc, config)
+  # Make the shared weights of this architecture differ from a fresh init, BN stats included.
+  images = tf.random.uniform([6, 16, 16, 3], 0, 255, seed=1)
+  arc_tensor = tf.constant(arc.to_ints(), tf.int32)
+  for _ in range(2):
+    shared(images, arc=arc_tensor, training=True)
+  fixed.load_shared_weights(shared)
+  for training in (False, True):
+    np.testing.assert_allclose(shared(images, arc=arc_tensor, training=training),
+                               fixed(images, training=training), rtol=1e-4, atol=1e-4)
+
+
+def test_shared_child_holds_every_candidate_and_traces_once():
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
+  shared = child_lib.SharedChild(config).build_for_input()
+  for i in range(5):
+    for op in search_space.OPS:
+      assert child_lib.op_key(i, op) in shared.module_keys
+  assert sum(k.startswith("reduce") for k in shared.module_keys) == 6  # 3 + 2 + 1
+  traces = []
+
+  @tf.function
+  def embed(images, arc):
+    traces.append(1)
+    return shared(images, arc=arc, training=False)
+
+  images = tf.random.uniform([2, 16, 16, 3], 0, 255)
+  rng = np.random.default_rng(0)
+  outputs = [embed(images, tf.constant(search_space.sample_uniform(5, rng).to_ints(), tf.int32))
+             for _ in range(4)]
+  assert len(traces) == 1
+  assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_untaken_branches_get_zero_gradients():
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=1.0)
+  shared = child_lib.SharedChild(config).build_for_input()
+  arc = search_space.Architecture.from_string("0  0 0  0 0 0  0 0 0 0  0 0 0 0 0")  # no skips
+  images = tf.random.uniform([4, 16, 16, 3], 0, 255)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(shared(images, arc=tf.constant(arc.to_ints()), training=True) ** 2)
+  variables = shared.trainable_variables
+  grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables)))
+  def norm(fragment):
+    return sum(float(tf.norm(g)) for p, g in grads.items() if fragment in p and g is not None)
+  assert norm("layer2_sep3x3/") > 0
+  assert norm("layer2_sep5x5/") == 0 and norm("layer2_maxpool3x3/") == 0
+  assert norm("layer3_skip1/") == 0

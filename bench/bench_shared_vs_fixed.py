@@ -1,0 +1,106 @@
+"""Training throughput of the SharedChild (random architecture every step) against
+FixedChild of the same architectures, measured side by side in one run.
+
+    python bench/bench_shared_vs_fixed.py [--image_size=32 --archs=6 --steps=30]
+
+K architectures are sampled uniformly. Each round times, for every architecture
+in turn, S steps of its FixedChild and then S steps of the SharedChild (the
+shared steps cycle through all K architectures step by step, as the search
+resamples every minibatch). Interleaving in rounds keeps machine drift out of
+the ratio. Tracing/warm-up steps are not timed. Prints img/s of both and the
+ratio shared / fixed (aim: >= 0.8).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from enas_face import fixed, heads, search_space  # noqa: E402
+from enas_face.child import FixedChild, SharedChild  # noqa: E402
+from enas_face.config import ModelConfig, TrainConfig  # noqa: E402
+
+
+def timed_steps(step, batches, arcs=None, warmup=3):
+  """Seconds for len(batches) steps after `warmup` untimed ones."""
+  for k in range(warmup):
+    images, labels = batches[k % len(batches)]
+    args = (images, labels) if arcs is None else (images, labels, arcs[k % len(arcs)])
+    [float(v) for v in step(*args)]
+  tic = time.perf_counter()
+  for k, (images, labels) in enumerate(batches):
+    args = (images, labels) if arcs is None else (images, labels, arcs[k % len(arcs)])
+    [float(v) for v in step(*args)]
+  return time.perf_counter() - tic
+
+
+def make_step(child, num_classes, takes_arc):
+  head = heads.SoftmaxHead(num_classes)
+  head.build((None, child.config.embedding_dim))
+  optimizer = fixed.make_child_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
+  return fixed.make_train_step(child, head, optimizer, 0.0, num_classes, takes_arc=takes_arc)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--image_size", type=int, default=32)
+  parser.add_argument("--base_filters", type=int, default=32)
+  parser.add_argument("--embedding_dim", type=int, default=128)
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--archs", type=int, default=6)
+  parser.add_argument("--steps", type=int, default=10,
+                      help="timed steps per architecture and round")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+  args = parser.parse_args()
+
+  config = ModelConfig(image_size=args.image_size, base_filters=args.base_filters,
+                       embedding_dim=args.embedding_dim)
+  rng = np.random.default_rng(args.seed)
+  num_classes = 100
+  batches = [(tf.constant(rng.uniform(0, 255, (args.batch_size, args.image_size,
+                                                args.image_size, 3)).astype(np.float32)),
+              tf.constant(rng.integers(0, num_classes, args.batch_size).astype(np.int32)))
+             for _ in range(args.steps)]
+  arcs = [search_space.sample_uniform(config.num_layers, rng) for _ in range(args.archs)]
+
+  fixed_steps = [make_step(FixedChild(config, arc).build_for_input(), num_classes, False)
+                 for arc in arcs]
+  shared = SharedChild(config).build_for_input()
+  shared_step = make_step(shared, num_classes, True)
+  arc_tensors = [tf.constant(a.to_ints(), tf.int32) for a in arcs]
+  fixed_seconds = shared_seconds = 0.0
+  for round_index in range(args.rounds):
+    for k, step in enumerate(fixed_steps):
+      fixed_seconds += timed_steps(step, batches, warmup=3 if round_index == 0 else 0)
+      shared_seconds += timed_steps(shared_step, batches, arc_tensors[k:] + arc_tensors[:k],
+                                    warmup=3 if round_index == 0 and k == 0 else 0)
+
+  images = args.steps * args.batch_size * len(arcs) * args.rounds
+  result = {"fixed_images_per_second": images / fixed_seconds,
+            "shared_images_per_second": images / shared_seconds,
+            "ratio_shared_over_fixed": fixed_seconds / shared_seconds,
+            "image_size": args.image_size, "batch_size": args.batch_size,
+            "architectures": [a.to_string() for a in arcs], "steps_per_architecture_and_round": args.steps, "rounds": args.rounds}
+  print(f"architectures: {len(arcs)} x {args.steps} steps x {args.rounds} rounds, batch "
+        f"{args.batch_size} at {args.image_size}x{args.image_size}")
+  print(f"FixedChild  (one model per architecture): {result['fixed_images_per_second']:8.1f} img/s")
+  print(f"SharedChild (architecture as a tensor):   {result['shared_images_per_second']:8.1f} img/s")
+  print(f"ratio shared / fixed: {result['ratio_shared_over_fixed']:.3f}  (aim >= 0.8)")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

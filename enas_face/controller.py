@@ -1,0 +1,412 @@
+"""The ENAS macro controller (Pham et al. 2018, `general_controller.py`) and REINFORCE.
+
+An LSTM emits the architecture one decision at a time, in the order of
+`search_space.decisions(L)`. For layer i (h = LSTM output, a_j = anchor of
+layer j, i.e. the LSTM output after layer j's op embedding):
+
+    op logits      z = W_soft h                                  (op ~ softmax(z))
+    skip logits    q_j = v^T tanh(W_1 a_j + W_2 h),  z_j = [-q_j, q_j]   (bit_j ~ softmax(z_j))
+    next input     x = sum_j bit_j a_j / (1 + sum_j bit_j)      (x = g_emb after layer 0)
+
+optionally with z <- z / temperature and z <- tanh_constant * tanh(z). The
+skip penalty is KL(Bernoulli(p_j) || Bernoulli(skip_target)) with
+p_j = softmax(z_j)[1], summed over skip decisions.
+
+Everything the controller knows about the child network comes from the
+decision list. Sub-layers, weights and the random generator are plain named
+attributes (not dicts or lists: with Keras 3 on TensorFlow those are not
+tracked by `tf.train.Checkpoint`).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from enas_face import search_space
+from enas_face.search_space import Decision
+
+
+class ControllerSample(NamedTuple):
+  """One architecture and its statistics under the distribution that produced it."""
+  arc: tf.Tensor           # int32 [n], ENAS integer encoding
+  log_prob: tf.Tensor      # float32: sum_k log p(choice_k)  (<= 0)
+  entropy: tf.Tensor       # float32: sum_k H(p_k)
+  num_skips: tf.Tensor     # float32: number of skip bits set
+  skip_penalty: tf.Tensor  # float32: sum_skips KL(Bernoulli(p_skip) || Bernoulli(skip_target))
+
+
+def _layer_plan(decisions: Sequence[Decision]) -> tuple[tuple[int, int], ...]:
+  """Per layer i: (index of its op decision, number i of skip decisions that follow).
+
+  Checks the ENAS order: layer i is its op decision, then skip decisions from
+  sources 0..i-1 in order; layers 0, 1, ... are consecutive.
+  """
+  decisions = list(decisions)
+  if not decisions:
+    raise ValueError("the controller needs at least one decision, got none")
+  plan, position, layer = [], 0, 0
+  while position < len(decisions):
+    head = decisions[position]
+    if head.kind != "op" or head.layer != layer:
+      raise ValueError(f"decision {position} ({head.name!r}) should be the op decision of layer {layer}")
+    for source in range(layer):
+      k = position + 1 + source
+      if (k >= len(decisions) or decisions[k].kind != "skip" or decisions[k].layer != layer
+          or decisions[k].source != source or decisions[k].num_choices != 2):
+        raise ValueError(f"decision {k} should be the 2-way skip from layer {source} into layer {layer}")
+    plan.append((position, layer))
+    position += 1 + layer
+    layer += 1
+  num_ops = {d.num_choices for d in decisions if d.kind == "op"}
+  if len(num_ops) != 1:
+    raise ValueError(f"all op decisions must have the same number of choices, got {sorted(num_ops)}")
+  return tuple(plan)
+
+
+def _bernoulli_kl(p, target: float):
+  """KL(Bernoulli(p) || Bernoulli(t)) = p log(p/t) + (1-p) log((1-p)/(1-t)), 0 log 0 = 0."""
+  p = tf.clip_by_value(p, 1e-7, 1.0 - 1e-7)
+  return p * tf.math.log(p / target) + (1.0 - p) * tf.math.log((1.0 - p) / (1.0 - target))
+
+
+def _arc_to_architecture(arc) -> search_space.Architecture:
+  """The Architecture decoded from an ENAS integer encoding (tensor, array or list)."""
+  values = np.asarray(arc.numpy() if hasattr(arc, "numpy") else arc).astype(np.int64).ravel()
+  return search_space.Architecture.from_ints(values.tolist())
+
+
+class Controller(keras.Model):
+  """ENAS macro controller: one LSTMCell driven through the decision list.
+
+  Output projections (w_soft kernel and bias, v_attn kernel) start at zero, so
+  the untrained controller is exactly uniform: every decision has probability
+  1/num_choices and entropy = sum_k log(num_choices_k). (ENAS used a small
+  uniform init; zero output init makes the untrained controller exactly random
+  search.) Randomness comes from `self.rng`, a seeded stateful
+  tf.random.Generator that checkpoints with the weights, so a restored
+  controller continues the same random stream.
+  """
+
+  def __init__(self, decisions: Sequence[Decision], hidden_units: int = 100,
+               temperature: float | None = None, tanh_constant: float | None = None,
+               skip_target: float = 0.4, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 < skip_target < 1.0:
+      raise ValueError(f"skip_target must be in (0, 1), got {skip_target}")
+    if temperature is not None and temperature <= 0:
+      raise ValueError(f"temperature must be positive or None, got {temperature}")
+    self._plan = _layer_plan(decisions)
+    self._decision_tuple = tuple(decisions)
+    self.num_decisions = len(self._decision_tuple)
+    self.num_layers = len(self._plan)
+    self.num_ops = self._decision_tuple[0].num_choices
+    self.num_skip_decisions = sum(1 for d in self._decision_tuple if d.kind == "skip")
+    self.hidden_units = int(hidden_units)
+    self.temperature = temperature
+    self.tanh_constant = tanh_constant
+    self.skip_target = float(skip_target)
+    self.seed = int(seed)
+
+    hidden = self.hidden_units
+    self.lstm = keras.layers.LSTMCell(hidden, name="lstm")
+    self.w_soft = keras.layers.Dense(self.num_ops, kernel_initializer="zeros", bias_initializer="zeros",
+                                     name="w_soft")
+    self.w_emb = keras.layers.Embedding(self.num_ops, hidden, name="w_emb")
+    self.w_attn_1 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_1")
+    self.w_attn_2 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_2")
+    self.v_attn = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="v_attn")
+    self.g_emb = self.add_weight(shape=(1, hidden), initializer=keras.initializers.RandomUniform(-0.1, 0.1),
+                                 name="g_emb")
+    for layer in (self.lstm, self.w_soft, self.w_attn_1, self.w_attn_2, self.v_attn):
+      layer.build((None, hidden))
+    self.w_emb.build((None,))
+    self.rng = tf.random.Generator.from_seed(self.seed)
+
+  # ---------------------------------------------------------------- helpers
+  def _shape_logits(self, logits):
+    """z <- z / temperature, then z <- tanh_constant * tanh(z) (each if set)."""
+    if self.temperature is not None:
+      logits = logits / self.temperature
+    if self.tanh_constant is not None:
+      logits = self.tanh_constant * tf.tanh(logits)
+    return logits
+
+  def unroll(self, arcs=None, seeds=None, batch_size: int = 1):
+    """The decision loop, unrolled in Python; samples (seeds [2, draws]) or teacher-forces `arcs` [B, n].
+
+    Plain method (no tf.function) so callers such as ReinforceTrainer can inline it into their own graph.
+
+    Returns (ControllerSample of per-arc values [B], p_skip [B, num_skip_decisions]) with
+    log p = sum_k log softmax(z_k)[c_k], H = -sum_k sum_c p_k(c) log p_k(c) and the skip KL penalty.
+    """
+    if arcs is not None:
+      arcs = tf.ensure_shape(arcs, [None, self.num_decisions])
+    batch = tf.shape(arcs)[0] if arcs is not None else batch_size
+    hidden = self.hidden_units
+    state = [tf.zeros([batch, hidden]), tf.zeros([batch, hidden])]
+    inputs = tf.tile(self.g_emb, [batch, 1])
+    anchors, anchors_w_1, choices, skip_probs = [], [], [], []
+    log_prob = tf.zeros([batch])
+    entropy = tf.zeros([batch])
+    num_skips = tf.zeros([batch])
+    skip_penalty = tf.zeros([batch])
+    draw = 0
+
+    def choose(logits, position, width):
+      """Choices [B, width] (sampled or read from arcs) for logits [B, width, C]."""
+      nonlocal draw
+      if arcs is not None:
+        return arcs[:, position:position + width]
+      flat = tf.reshape(logits, [-1, logits.shape[-1]])
+      picked = tf.random.stateless_categorical(flat, 1, seed=seeds[:, draw], dtype=tf.int32)
+      draw += 1
+      return tf.reshape(picked, [batch, width])
+
+    def accumulate(logits, chosen):
+      """log p of `chosen` [B, W] and entropy under logits [B, W, C], both summed to [B]."""
+      log_p = tf.nn.log_softmax(logits, axis=-1)
+      # one_hot * log_p rather than gather: its gradient traces far faster.
+      chosen_log_p = tf.reduce_sum(tf.one_hot(chosen, logits.shape[-1]) * log_p, axis=-1)
+      return (tf.reduce_sum(chosen_log_p, axis=-1),
+              -tf.reduce_sum(tf.exp(log_p) * log_p, axis=[-2, -1]))
+
+    for op_position, layer in self._plan:
+      h, state = self.lstm(inputs, state)
+      logits = self._shape_logits(self.w_soft(h))[:, None, :]  # [B, 1, ops]
+      op = choose(logits, op_position, 1)
+      lp, ent = accumulate(logits, op)
+      log_prob, entropy = log_prob + lp, entropy + ent
+      choices.append(op)
+      inputs = self.w_emb(op[:, 0])
+      h, state = self.lstm(inputs, state)
+      if layer > 0:
+        query = tf.tanh(tf.stack(anchors_w_1, axis=1) + self.w_attn_2(h)[:, None, :])  # [B, i, H]
+        q = self.v_attn(query)  # [B, i, 1]
+        logits = self._shape_logits(tf.concat([-q, q], axis=-1))  # [B, i, 2]
+        bits = choose(logits, op_position + 1, layer)
+        lp, ent = accumulate(logits, bits)
+        log_prob, entropy = log_prob + lp, entropy + ent
+        p_skip = tf.nn.softmax(logits, axis=-1)[..., 1]
+        skip_penalty += tf.reduce_sum(_bernoulli_kl(p_skip, self.skip_target), axis=-1)
+        skip_probs.append(p_skip)
+        choices.append(bits)
+        bits_float = tf.cast(bits, tf.float32)
+        count = tf.reduce_sum(bits_float, axis=-1, keepdims=True)
+        num_skips += count[:, 0]
+        inputs = tf.einsum("bi,bih->bh", bits_float, tf.stack(anchors, axis=1)) / (1.0 + count)
+      else:
+        inputs = tf.tile(self.g_emb, [batch, 1])
+      anchors.append(h)
+      anchors_w_1.append(self.w_attn_1(h))
+    arc = tf.concat(choices, axis=1) if arcs is None else arcs
+    p_skip = tf.concat(skip_probs, axis=1) if skip_probs else tf.zeros([batch, 0])
+    return ControllerSample(tf.cast(arc, tf.int32), log_prob, entropy, num_skips, skip_penalty), p_skip
+
+  @property
+  def _num_draws(self) -> int:
+    """One categorical draw per op decision and one per layer's block of skip bits."""
+    return self.num_layers + max(self.num_layers - 1, 0)
+
+  # -------------------------------------------------------------- public API
+  @tf.function(autograph=False)
+  def _sample_graph(self) -> ControllerSample:
+    seeds = self.rng.make_seeds(self._num_draws)
+    result, _ = self.unroll(seeds=seeds, batch_size=1)
+    return ControllerSample(*(value[0] for value in result))
+
+  def sample(self) -> ControllerSample:
+    """Draw one architecture: arc [n] and scalar log p, H, num_skips, skip penalty."""
+    return self._sample_graph()
+
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  def evaluate_batch(self, arcs) -> ControllerSample:
+    """Teacher-forced statistics of arcs [B, n] (each of shape [B]); differentiable in the weights."""
+    return self.unroll(arcs=arcs)[0]
+
+  def evaluate(self, arc) -> ControllerSample:
+    """Teacher-forced log p, H, num_skips, penalty of the given arc [n] (scalars) or arcs [B, n] ([B])."""
+    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
+    if arc.shape.rank == 1:
+      result = self.evaluate_batch(arc[None, :])
+      return ControllerSample(*(value[0] for value in result))
+    return self.evaluate_batch(arc)
+
+  def call(self, arcs):
+    """Keras entry point: evaluate_batch(arcs).log_prob."""
+    return self.unroll(arcs=tf.cast(arcs, tf.int32))[0].log_prob
+
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  def _skip_probabilities_graph(self, arcs):
+    return self.unroll(arcs=arcs)[1]
+
+  def skip_probabilities(self, arc):
+    """Teacher-forced p_skip = softmax([-q_j, q_j])[1] per skip decision: [S] for [n], [B, S] for [B, n]."""
+    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
+    if arc.shape.rank == 1:
+      return self._skip_probabilities_graph(arc[None, :])[0]
+    return self._skip_probabilities_graph(arc)
+
+  @staticmethod
+  def to_architecture(arc_tensor) -> search_space.Architecture:
+    """Architecture.from_ints of an ENAS encoding tensor."""
+    return _arc_to_architecture(arc_tensor)
+
+  @property
+  def decision_list(self) -> tuple[Decision, ...]:
+    return self._decision_tuple
+
+
+class RandomSampler(tf.Module):
+  """Random-search baseline with the controller's sample()/evaluate() interface.
+
+  Every decision is uniform: log p = -sum_k log(num_choices_k) and
+  H = sum_k log(num_choices_k) for every arc; skip_penalty is the constant
+  (number of skip decisions) * KL(Bernoulli(0.5) || Bernoulli(skip_target)).
+  No trainable weights; `self.rng` is a seeded, checkpointable tf.random.Generator.
+  """
+
+  def __init__(self, decisions: Sequence[Decision], seed: int = 0, skip_target: float = 0.4):
+    super().__init__(name="random_sampler")
+    decisions = tuple(decisions)
+    if not decisions:
+      raise ValueError("the sampler needs at least one decision, got none")
+    self._decision_tuple = decisions
+    self.num_decisions = len(decisions)
+    self.skip_target = float(skip_target)
+    self._num_choices = np.array([d.num_choices for d in decisions], np.float32)
+    self._is_skip = np.array([d.kind == "skip" for d in decisions], np.float32)
+    self.log_prob_value = -float(np.sum(np.log(self._num_choices.astype(np.float64))))
+    self.penalty_value = float(np.sum(self._is_skip)) * float(
+        _bernoulli_kl(tf.constant(0.5), self.skip_target).numpy())
+    self.rng = tf.random.Generator.from_seed(int(seed))
+
+  def _stats(self, arc) -> ControllerSample:
+    num_skips = tf.reduce_sum(tf.cast(arc, tf.float32) * self._is_skip)
+    return ControllerSample(tf.cast(arc, tf.int32), tf.constant(self.log_prob_value),
+                            tf.constant(-self.log_prob_value), num_skips, tf.constant(self.penalty_value))
+
+  @tf.function(autograph=False)
+  def _sample_graph(self) -> ControllerSample:
+    uniform = self.rng.uniform([self.num_decisions], dtype=tf.float32)
+    arc = tf.minimum(tf.floor(uniform * self._num_choices), self._num_choices - 1.0)
+    return self._stats(tf.cast(arc, tf.int32))
+
+  def sample(self) -> ControllerSample:
+    """One architecture with every decision c_k ~ U{0..num_choices_k - 1}."""
+    return self._sample_graph()
+
+  def evaluate(self, arc) -> ControllerSample:
+    """Statistics of a given arc [n] (the same constants for every arc)."""
+    return self._stats(tf.convert_to_tensor(arc, dtype=tf.int32))
+
+  @staticmethod
+  def to_architecture(arc_tensor) -> search_space.Architecture:
+    return _arc_to_architecture(arc_tensor)
+
+
+class ReinforceTrainer(tf.Module):
+  """ENAS REINFORCE with a moving-average baseline.
+
+  r'_q = r_q + entropy_weight * H_q (no gradient);
+  b <- b - (1 - baseline_decay) (b - mean_q r'_q), updated before the advantages;
+  A_q = r'_q - b;  loss = -mean_q(A_q log p(arc_q)) + skip_weight * mean_q KL_q;
+  gradients clipped to global norm grad_clip_norm, one optimizer step.
+  """
+
+  def __init__(self, controller: Controller, optimizer: keras.optimizers.Optimizer,
+               baseline_decay: float = 0.99, entropy_weight: float = 1e-4, skip_weight: float = 0.8,
+               grad_clip_norm: float | None = 5.0):
+    super().__init__(name="reinforce_trainer")
+    self.controller = controller
+    self.optimizer = optimizer
+    self.baseline_decay = float(baseline_decay)
+    self.entropy_weight = float(entropy_weight or 0.0)
+    self.skip_weight = float(skip_weight or 0.0)
+    self.grad_clip_norm = grad_clip_norm
+    self.baseline = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="baseline")
+    if not optimizer.built:
+      optimizer.build(controller.trainable_variables)
+
+  @tf.function(autograph=False,
+               input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32)])
+  def _update_graph(self, arcs, rewards):
+    variables = self.controller.trainable_variables
+    with tf.GradientTape() as tape:
+      stats, _ = self.controller.unroll(arcs=arcs)  # inlined: a nested tf.function is slow to differentiate
+      rewards = rewards + self.entropy_weight * tf.stop_gradient(stats.entropy)
+      self.baseline.assign_sub((1.0 - self.baseline_decay) * (self.baseline - tf.reduce_mean(rewards)))
+      advantage = tf.stop_gradient(rewards - self.baseline)
+      loss = (-tf.reduce_mean(advantage * stats.log_prob)
+              + self.skip_weight * tf.reduce_mean(stats.skip_penalty))
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    if self.grad_clip_norm is not None:
+      grads, grad_norm = tf.clip_by_global_norm(grads, self.grad_clip_norm)
+    else:
+      grad_norm = tf.linalg.global_norm(grads)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    num_skip_decisions = max(self.controller.num_skip_decisions, 1)
+    return {"loss": loss, "baseline": tf.identity(self.baseline),
+            "advantage": tf.reduce_mean(advantage), "grad_norm": grad_norm,
+            "entropy": tf.reduce_mean(stats.entropy), "skip_penalty": tf.reduce_mean(stats.skip_penalty),
+            "skip_density": tf.reduce_mean(stats.num_skips) / num_skip_decisions,
+            "log_prob": tf.reduce_mean(stats.log_prob)}
+
+  def update(self, arcs, rewards) -> dict[str, float]:
+    """One REINFORCE step on arcs [Q, n] with rewards [Q]; returns python floats."""
+    arcs = tf.convert_to_tensor(arcs, dtype=tf.int32)
+    rewards = tf.reshape(tf.convert_to_tensor(rewards, dtype=tf.float32), [-1])
+    if arcs.shape.rank == 1:
+      arcs = arcs[None, :]
+    if arcs.shape[0] != rewards.shape[0]:
+      raise ValueError(f"got {arcs.shape[0]} arcs but {rewards.shape[0]} rewards")
+    return {key: float(value) for key, value in self._update_graph(arcs, rewards).items()}
+
+
+def controller_optimizer(name: str, learning_rate_schedule) -> keras.optimizers.Optimizer:
+  """"sgd": plain SGD (no momentum); "adam": Adam with ENAS's beta_1=0, epsilon=1e-3."""
+  key = str(name).strip().lower()
+  if key == "sgd":
+    return keras.optimizers.SGD(learning_rate=learning_rate_schedule, momentum=0.0)
+  if key == "adam":
+    return keras.optimizers.Adam(learning_rate=learning_rate_schedule, beta_1=0.0, epsilon=1e-3)
+  raise ValueError(f"unknown controller optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
+@keras.saving.register_keras_serializable("enas_face")
+class StepDecayWithFloor(keras.optimizers.schedules.LearningRateSchedule):
+  """lr(step) = max(lr_end, lr_start * factor ** floor(step / steps_per_decay))."""
+
+  def __init__(self, lr_start: float, lr_end: float, steps_per_decay: int, factor: float = 0.1):
+    if steps_per_decay < 1:
+      raise ValueError(f"steps_per_decay must be >= 1, got {steps_per_decay}")
+    if not 0 <= lr_end <= lr_start:
+      raise ValueError(f"need 0 <= lr_end <= lr_start, got lr_start={lr_start}, lr_end={lr_end}")
+    if not 0 < factor <= 1:
+      raise ValueError(f"factor must be in (0, 1], got {factor}")
+    self.lr_start, self.lr_end = float(lr_start), float(lr_end)
+    self.steps_per_decay, self.factor = int(steps_per_decay), float(factor)
+
+  def __call__(self, step):
+    decays = tf.floor(tf.cast(step, tf.float32) / float(self.steps_per_decay))
+    return tf.maximum(self.lr_end, self.lr_start * tf.pow(self.factor, decays))
+
+  def get_config(self):
+    return {"lr_start": self.lr_start, "lr_end": self.lr_end,
+            "steps_per_decay": self.steps_per_decay, "factor": self.factor}
+
+
+def piecewise_lr(lr_start: float = 0.1, lr_end: float = 1e-4, *, steps_per_decay: int,
+                 factor: float = 0.1) -> StepDecayWithFloor:
+  """Paper schedule: lr = max(lr_end, lr_start * factor ** floor(step / steps_per_decay)).
+
+  Zhu 2019: 0.1 -> 1e-4, x0.1 every 20 epochs (steps_per_decay = 20 * controller steps per epoch).
+  """
+  return StepDecayWithFloor(lr_start, lr_end, steps_per_decay, factor)
+
+
+__all__ = ["ControllerSample", "Controller", "RandomSampler", "ReinforceTrainer", "controller_optimizer",
+           "piecewise_lr", "StepDecayWithFloor"]

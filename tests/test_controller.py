@@ -1,0 +1,335 @@
+"""Tests for the ENAS macro controller, the random sampler and REINFORCE."""
+from __future__ import annotations
+
+import collections
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from enas_face import search_space
+from enas_face.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
+                                  StepDecayWithFloor, controller_optimizer, piecewise_lr)
+from enas_face.search_space import Architecture, decisions
+
+
+def _uniform_entropy(decision_list) -> float:
+  """sum_k log(num_choices_k)."""
+  return float(sum(math.log(d.num_choices) for d in decision_list))
+
+
+def _sample_many(sampler, count: int) -> list[ControllerSample]:
+  return [sampler.sample() for _ in range(count)]
+
+
+def _trained_controller(num_layers=4, steps=5, seed=0, **controller_kwargs):
+  """A controller with non-zero output weights after a few Adam steps on random rewards."""
+  controller = Controller(decisions(num_layers), hidden_units=32, seed=seed, **controller_kwargs)
+  trainer = ReinforceTrainer(controller, controller_optimizer("adam", 0.05))
+  rewards_rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    arcs = tf.stack([controller.sample().arc for _ in range(4)])
+    trainer.update(arcs, rewards_rng.uniform(size=4).astype(np.float32))
+  return controller, trainer
+
+
+# --------------------------------------------------------- uniform start
+def test_untrained_controller_is_exactly_uniform():
+  decision_list = decisions(5)
+  expected = 5 * math.log(4) + 10 * math.log(2)
+  assert _uniform_entropy(decision_list) == pytest.approx(expected)
+  controller = Controller(decision_list, seed=3)
+  for sample in _sample_many(controller, 5):
+    assert float(sample.entropy) == pytest.approx(expected, abs=1e-5)
+    assert float(sample.log_prob) == pytest.approx(-expected, abs=1e-5)
+    # KL(Bern(0.5) || Bern(0.4)) per skip decision.
+    kl = 0.5 * math.log(0.5 / 0.4) + 0.5 * math.log(0.5 / 0.6)
+    assert float(sample.skip_penalty) == pytest.approx(10 * kl, abs=1e-5)
+
+
+def test_uniform_start_also_with_temperature_and_tanh():
+  decision_list = decisions(3)
+  controller = Controller(decision_list, hidden_units=16, temperature=5.0, tanh_constant=2.5)
+  sample = controller.sample()
+  assert float(sample.entropy) == pytest.approx(_uniform_entropy(decision_list), abs=1e-5)
+
+
+def test_temperature_and_tanh_constant_shape_the_logits():
+  controller = Controller(decisions(1), hidden_units=8, temperature=5.0, tanh_constant=1.5)
+  controller.w_soft.bias.assign([10.0, 0.0, 0.0, 0.0])  # logits/T = [2, 0, 0, 0], then 1.5 tanh
+  logits = 1.5 * np.tanh(np.array([2.0, 0.0, 0.0, 0.0]))
+  log_p = logits - np.log(np.sum(np.exp(logits)))
+  for op in range(4):
+    assert float(controller.evaluate([op]).log_prob) == pytest.approx(log_p[op], abs=1e-5)
+
+
+# ------------------------------------------------------------- sampling
+def test_samples_are_valid_encodings():
+  decision_list = decisions(5)
+  controller = Controller(decision_list, hidden_units=32)
+  for sample in _sample_many(controller, 20):
+    assert sample.arc.dtype == tf.int32 and sample.arc.shape == (len(decision_list),)
+    arc = Controller.to_architecture(sample.arc)
+    assert isinstance(arc, Architecture) and arc.num_layers == 5
+    assert Architecture.from_ints(sample.arc.numpy().tolist(), num_layers=5) == arc
+    assert float(sample.num_skips) == arc.num_skips
+
+
+def test_same_seed_same_sequence_different_seed_differs():
+  decision_list = decisions(5)
+  runs = {}
+  for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+    controller = Controller(decision_list, hidden_units=16, seed=seed)
+    runs[name] = [tuple(s.arc.numpy()) for s in _sample_many(controller, 10)]
+  assert runs["a"] == runs["b"]
+  assert runs["a"] != runs["c"]
+  assert len(set(runs["a"])) > 1  # the stream advances
+
+
+def _randomise_outputs(controller, seed=0, scale=0.5):
+  """Non-zero output projections, so the distribution is far from uniform."""
+  rng = np.random.default_rng(seed)
+  for variable in (controller.w_soft.kernel, controller.w_soft.bias, controller.v_attn.kernel):
+    variable.assign(rng.normal(scale=scale, size=variable.shape).astype(np.float32))
+
+
+def _assert_evaluate_matches_sample(controller, count=8):
+  uniform = _uniform_entropy(controller.decision_list)
+  for sample in _sample_many(controller, count):
+    evaluated = controller.evaluate(sample.arc)
+    np.testing.assert_array_equal(evaluated.arc.numpy(), sample.arc.numpy())
+    assert float(evaluated.log_prob) == pytest.approx(float(sample.log_prob), abs=1e-4)
+    assert float(evaluated.entropy) == pytest.approx(float(sample.entropy), abs=1e-4)
+    assert float(evaluated.skip_penalty) == pytest.approx(float(sample.skip_penalty), abs=1e-4)
+    assert float(evaluated.num_skips) == float(sample.num_skips)
+    assert float(sample.log_prob) <= 0 and float(sample.entropy) < uniform
+
+
+def test_evaluate_matches_sample_with_non_uniform_weights():
+  controller = Controller(decisions(4), hidden_units=32, tanh_constant=2.5)
+  _randomise_outputs(controller)
+  _assert_evaluate_matches_sample(controller)
+  arcs = tf.stack([s.arc for s in _sample_many(controller, 3)])
+  batched = controller.evaluate(arcs)
+  assert batched.log_prob.shape == (3,)
+  for row in range(3):
+    assert float(batched.log_prob[row]) == pytest.approx(float(controller.evaluate(arcs[row]).log_prob),
+                                                         abs=1e-4)
+
+
+def test_invalid_decision_lists_are_rejected():
+  decision_list = decisions(3)
+  with pytest.raises(ValueError, match="op decision of layer 1"):
+    Controller(decision_list[:1] + decision_list[2:])
+  with pytest.raises(ValueError, match="skip from layer 0 into layer 2"):
+    Controller(decision_list[:4] + decision_list[5:] + decision_list[4:5])
+  with pytest.raises(ValueError, match="at least one decision"):
+    Controller([])
+
+
+# ----------------------------------------------------------- REINFORCE
+def test_update_moves_log_prob_with_the_advantage():
+  controller = Controller(decisions(3), hidden_units=32)
+  _randomise_outputs(controller)
+  trainer = ReinforceTrainer(controller, controller_optimizer("sgd", 0.1), baseline_decay=1.0,
+                             entropy_weight=0.0, skip_weight=0.0)
+  arc = controller.sample().arc
+  for reward in (1.0, -1.0, -1.0):  # advantage = reward, the baseline stays frozen at 0
+    before = float(controller.evaluate(arc).log_prob)
+    stats = trainer.update(arc[None, :], [reward])
+    after = float(controller.evaluate(arc).log_prob)
+    assert stats["baseline"] == 0.0 and stats["advantage"] == pytest.approx(reward)
+    assert stats["log_prob"] == pytest.approx(before, abs=1e-4)
+    assert stats["loss"] == pytest.approx(-reward * before, rel=1e-4)
+    assert reward * (after - before) > 1e-3
+
+
+def test_update_statistics_baseline_and_gradient_clipping():
+  controller = Controller(decisions(3), hidden_units=16)
+  weights_before = [v.numpy() for v in controller.trainable_variables]
+  trainer = ReinforceTrainer(controller, controller_optimizer("sgd", 1.0), baseline_decay=0.9,
+                             entropy_weight=0.5, grad_clip_norm=1e-3)
+  arcs = tf.stack([s.arc for s in _sample_many(controller, 4)])
+  rewards = np.array([1.0, 0.0, 0.5, 0.5], np.float32)
+  stats = trainer.update(arcs, rewards)
+  assert set(stats) == {"loss", "baseline", "advantage", "grad_norm", "entropy", "skip_penalty",
+                        "skip_density", "log_prob"}
+  assert all(type(value) is float for value in stats.values())
+  entropy = _uniform_entropy(controller.decision_list)
+  shaped_mean = 0.5 + 0.5 * entropy  # r' = r + entropy_weight * H, H uniform at the start
+  assert stats["entropy"] == pytest.approx(entropy, abs=1e-4)
+  assert stats["log_prob"] == pytest.approx(-entropy, abs=1e-4)
+  assert stats["baseline"] == pytest.approx(0.1 * shaped_mean, rel=1e-5)
+  assert float(trainer.baseline) == pytest.approx(stats["baseline"])
+  assert stats["advantage"] == pytest.approx(shaped_mean - stats["baseline"], rel=1e-5)
+  num_skips = sum(Controller.to_architecture(a).num_skips for a in arcs)
+  assert stats["skip_density"] == pytest.approx(num_skips / 4 / 3)
+  # The unclipped norm is reported; SGD with lr 1 then moves the weights by exactly grad_clip_norm.
+  assert stats["grad_norm"] > 1e-3
+  step = np.sqrt(sum(np.sum((v.numpy() - w) ** 2)
+                     for v, w in zip(controller.trainable_variables, weights_before)))
+  assert step == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_single_layer_controller_trains():
+  controller = Controller(decisions(1), hidden_units=8)
+  trainer = ReinforceTrainer(controller, controller_optimizer("adam", 0.05))
+  stats = trainer.update(controller.sample().arc[None, :], [1.0])
+  assert stats["skip_density"] == 0.0 and stats["skip_penalty"] == 0.0
+
+
+def test_skip_penalty_pulls_skip_probability_to_target():
+  controller = Controller(decisions(4), hidden_units=32, skip_target=0.2, seed=1)
+  trainer = ReinforceTrainer(controller, controller_optimizer("adam", 0.02), baseline_decay=1.0,
+                             entropy_weight=0.0, skip_weight=1.0)
+
+  def mean_p_skip():
+    arcs = tf.stack([s.arc for s in _sample_many(controller, 16)])
+    return float(tf.reduce_mean(controller.skip_probabilities(arcs)))
+
+  def skip_density(count=100):
+    return np.mean([float(s.num_skips) / 6 for s in _sample_many(controller, count)])
+
+  start_p, start_density = mean_p_skip(), skip_density()
+  assert start_p == pytest.approx(0.5, abs=1e-6)
+  for _ in range(30):
+    arcs = tf.stack([s.arc for s in _sample_many(controller, 4)])
+    stats = trainer.update(arcs, np.zeros(4, np.float32))
+    assert stats["advantage"] == 0.0
+  end_p, end_density = mean_p_skip(), skip_density()
+  assert end_p < start_p - 0.15
+  assert abs(end_p - 0.2) < abs(start_p - 0.2)
+  assert end_density < start_density - 0.1
+  assert abs(end_density - 0.2) < 0.1
+
+
+def test_controller_beats_random_on_a_preferred_architecture():
+  decision_list = decisions(3)
+  target_ops = (2, 0, 3)
+  keras.utils.set_random_seed(0)
+  controller = Controller(decision_list, hidden_units=32, seed=0)
+  # Only the op reward drives learning: entropy_weight=0 keeps every advantage exactly 0 until the
+  # target is first drawn, skip_weight=0 keeps the KL term from dragging the shared LSTM around.
+  # (With Adam at lr 0.05 this sparse-reward problem often collapses onto a wrong arc; 0.01 is stable.)
+  trainer = ReinforceTrainer(controller, controller_optimizer("adam", 0.01), baseline_decay=0.9,
+                             entropy_weight=0.0, skip_weight=0.0)
+
+  def reward(arc) -> float:
+    return 1.0 if Controller.to_architecture(arc).ops == target_ops else 0.0
+
+  for _ in range(250):
+    samples = _sample_many(controller, 4)
+    trainer.update(tf.stack([s.arc for s in samples]),
+                   np.array([reward(s.arc) for s in samples], np.float32))
+  hits = np.mean([reward(s.arc) for s in _sample_many(controller, 200)])
+  random_hits = np.mean([reward(s.arc) for s in _sample_many(RandomSampler(decision_list), 200)])
+  assert random_hits < 0.06  # 1/64 in expectation
+  assert hits > 0.5 and hits > 10 * max(random_hits, 1 / 64)
+  _assert_evaluate_matches_sample(controller)  # trained, so far from uniform
+
+
+# ----------------------------------------------------------- checkpoints
+def _weights(controller):
+  return [v.numpy() for v in controller.weights]
+
+
+def test_checkpoint_round_trip_restores_weights_baseline_optimizer_and_rng(tmp_path):
+  controller, trainer = _trained_controller(num_layers=3, steps=3, tanh_constant=2.5)
+  optimizer = trainer.optimizer
+  checkpoint = tf.train.Checkpoint(controller=controller, trainer_baseline=trainer.baseline,
+                                   optimizer=optimizer)
+  path = checkpoint.save(str(tmp_path / "ckpt"))
+  saved_names = {name for name, _ in tf.train.list_variables(path)}
+  assert any(name.startswith("controller/rng/") for name in saved_names)
+  assert any(name.startswith("optimizer/") for name in saved_names)
+  assert sum(name.startswith("controller/") for name in saved_names) == len(controller.weights) + 1
+  saved_weights, saved_baseline = _weights(controller), float(trainer.baseline)
+  saved_iterations = int(optimizer.iterations)
+  saved_optimizer_vars = [v.numpy() for v in optimizer.variables]
+  after_save = [tuple(s.arc.numpy()) for s in _sample_many(controller, 5)]
+
+  for _ in range(3):  # continue: weights, baseline, optimizer and RNG all move on
+    arcs = tf.stack([s.arc for s in _sample_many(controller, 4)])
+    trainer.update(arcs, np.array([1.0, 0.0, 2.0, 0.5], np.float32))
+  assert float(trainer.baseline) != saved_baseline
+  assert any(not np.array_equal(a, b) for a, b in zip(_weights(controller), saved_weights))
+
+  checkpoint.restore(path).assert_consumed()
+  assert [tuple(s.arc.numpy()) for s in _sample_many(controller, 5)] == after_save
+  for restored, saved in zip(_weights(controller), saved_weights):
+    np.testing.assert_array_equal(restored, saved)
+  assert float(trainer.baseline) == saved_baseline
+  assert int(optimizer.iterations) == saved_iterations
+  for restored, saved in zip(optimizer.variables, saved_optimizer_vars):
+    np.testing.assert_array_equal(restored.numpy(), saved)
+
+  # A fresh controller (other seed, other random init) restored from the file behaves identically.
+  fresh = Controller(decisions(3), hidden_units=32, seed=99, tanh_constant=2.5)
+  fresh_trainer = ReinforceTrainer(fresh, controller_optimizer("adam", 0.05))
+  tf.train.Checkpoint(controller=fresh, trainer_baseline=fresh_trainer.baseline,
+                      optimizer=fresh_trainer.optimizer).restore(path).assert_consumed()
+  assert [tuple(s.arc.numpy()) for s in _sample_many(fresh, 5)] == after_save
+  for restored, saved in zip(_weights(fresh), saved_weights):
+    np.testing.assert_array_equal(restored, saved)
+  assert float(fresh_trainer.baseline) == saved_baseline
+
+
+# ------------------------------------------------------- random sampler
+def test_random_sampler_statistics_and_uniformity(tmp_path):
+  decision_list = decisions(5)
+  sampler = RandomSampler(decision_list, seed=0)
+  assert not sampler.trainable_variables
+  expected = 5 * math.log(4) + 10 * math.log(2)
+  samples = _sample_many(sampler, 1500)
+  op_counts, skip_bits = collections.Counter(), []
+  for sample in samples[:20]:
+    assert float(sample.entropy) == pytest.approx(expected, abs=1e-5)
+    assert float(sample.log_prob) == pytest.approx(-expected, abs=1e-5)
+    arc = RandomSampler.to_architecture(sample.arc)
+    assert sample.arc.shape == (15,) and float(sample.num_skips) == arc.num_skips
+  for sample in samples:
+    arc = RandomSampler.to_architecture(sample.arc)
+    op_counts.update(arc.ops)
+    skip_bits.extend(bit for bits in arc.skips for bit in bits)
+  frequencies = np.array([op_counts[op] for op in range(4)]) / (5 * len(samples))
+  np.testing.assert_allclose(frequencies, 0.25, atol=0.02)
+  assert np.mean(skip_bits) == pytest.approx(0.5, abs=0.02)
+  evaluated = sampler.evaluate(samples[0].arc)
+  assert float(evaluated.log_prob) == pytest.approx(-expected, abs=1e-5)
+
+  same = RandomSampler(decision_list, seed=0)
+  assert [tuple(s.arc.numpy()) for s in _sample_many(same, 5)] == [tuple(s.arc.numpy()) for s in samples[:5]]
+  checkpoint = tf.train.Checkpoint(sampler=same)
+  path = checkpoint.save(str(tmp_path / "sampler"))
+  after_save = [tuple(s.arc.numpy()) for s in _sample_many(same, 5)]
+  checkpoint.restore(path).assert_consumed()
+  assert [tuple(s.arc.numpy()) for s in _sample_many(same, 5)] == after_save
+
+
+# ----------------------------------------------------- optimizer, schedule
+def test_piecewise_lr_values_and_config():
+  schedule = piecewise_lr(0.1, 1e-4, steps_per_decay=100)
+  for step, expected in [(0, 0.1), (99, 0.1), (100, 0.01), (199, 0.01), (250, 1e-3), (300, 1e-4),
+                         (399, 1e-4), (10_000, 1e-4)]:
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-5)
+  assert float(piecewise_lr(steps_per_decay=10, factor=0.5, lr_end=0.02)(35)) == pytest.approx(0.02)
+  config = schedule.get_config()
+  assert config == {"lr_start": 0.1, "lr_end": 1e-4, "steps_per_decay": 100, "factor": 0.1}
+  assert StepDecayWithFloor.from_config(config).get_config() == config
+  restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+  assert isinstance(restored, StepDecayWithFloor) and restored.get_config() == config
+  with pytest.raises(ValueError, match="steps_per_decay"):
+    piecewise_lr(steps_per_decay=0)
+
+
+def test_controller_optimizer_choices():
+  schedule = piecewise_lr(steps_per_decay=5)
+  sgd = controller_optimizer("sgd", schedule)
+  assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.0
+  assert float(sgd.learning_rate) == pytest.approx(0.1)
+  adam = controller_optimizer("Adam", 0.001)
+  assert isinstance(adam, keras.optimizers.Adam) and adam.beta_1 == 0.0
+  with pytest.raises(ValueError, match="bogus"):
+    controller_optimizer("bogus", 0.1)

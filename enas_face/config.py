@@ -108,6 +108,35 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """ENAS search (Zhu 2019 Algorithm 1): child epochs alternating with controller steps."""
+  epochs: int = 100
+  controller: str = "enas"
+  controller_steps: int = 50
+  controller_samples: int = 10
+  controller_hidden: int = 100
+  controller_optimizer: str = "sgd"
+  controller_lr: float = 0.1
+  controller_lr_min: float = 1e-4
+  controller_lr_decay_epochs: int = 20
+  controller_temperature: float = 0.0
+  controller_tanh_constant: float = 0.0
+  entropy_weight: float = 1e-4
+  baseline_decay: float = 0.99
+  skip_target: float = 0.4
+  skip_weight: float = 0.8
+  grad_clip_norm: float = 5.0
+  reward: str = "paper"
+  target_latency_ms: float = 7.0
+  latency_exponent: float = -0.07
+  latency_warmup: int = 5
+  latency_repeats: int = 20
+  val_batch_size: int = 128
+  num_final_samples: int = 20
+  num_ranked: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   mode: str
   run_dir: str
@@ -116,15 +145,19 @@ class RunConfig:
   data: DataConfig
   train: TrainConfig
   eval: EvalConfig
+  search: SearchConfig = SearchConfig()
   export_dir: str = ""
+  top_k: int = 1
+  candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
 
   @property
   def resolved_export_dir(self) -> str:
     return self.export_dir or os.path.join(self.run_dir, "saved_model")
 
   def to_json(self) -> dict[str, Any]:
-    out = dataclasses.asdict(dataclasses.replace(self, arc=None))
+    out = dataclasses.asdict(dataclasses.replace(self, arc=None, candidate_arcs=()))
     out["arc"] = self.arc.to_json()
+    out["candidate_arcs"] = [a.to_json() for a in self.candidate_arcs]
     return out
 
   @classmethod
@@ -134,7 +167,10 @@ class RunConfig:
                  arc=search_space.Architecture.from_json(obj["arc"]),
                  model=ModelConfig(**obj["model"]), data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
-                 export_dir=obj.get("export_dir", ""))
+                 search=SearchConfig(**obj.get("search", {})),
+                 export_dir=obj.get("export_dir", ""), top_k=obj.get("top_k", 1),
+                 candidate_arcs=tuple(search_space.Architecture.from_json(a)
+                                      for a in obj.get("candidate_arcs", [])))
     except (KeyError, TypeError) as e:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
 

@@ -13,13 +13,16 @@ from absl import flags
 
 from enas_face import search_space
 from enas_face.config import (EMBEDDING_HEADS, ConfigError, DataConfig, EvalConfig, ModelConfig,
-                              RunConfig, TrainConfig)
+                              RunConfig, SearchConfig, TrainConfig)
 
-MODES = ("fixed", "eval", "export")
+MODES = ("search", "fixed", "eval", "export")
+CONTROLLERS = ("enas", "random")
+REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "accuracy")
 
 # Run.
 flags.DEFINE_enum("mode", "fixed", MODES,
-                  "fixed: train the architecture from scratch, evaluate and export it; "
+                  "search: ENAS search (controller + shared child), writes arcs_ranked.json; "
+                  "fixed: train the architecture(s) from scratch, evaluate and export; "
                   "eval: evaluate the run's latest checkpoint; export: write its SavedModel.")
 flags.DEFINE_string("run_dir", "runs/default",
                     "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
@@ -29,7 +32,11 @@ flags.DEFINE_string("arc", None,
                     f"({', '.join(f'{i}={n}' for i, n in enumerate(search_space.OPS))}) then one "
                     "skip bit per earlier layer, e.g. '0 1 0 0 1 0'. Default: a hand-picked "
                     "architecture of --num_layers layers.")
-flags.DEFINE_string("arc_file", None, "Architecture as a JSON file (Architecture.save_json).")
+flags.DEFINE_string("arc_file", None, "Architecture JSON file: one architecture, a list, or a "
+                    "search's arcs_ranked.json (then --top_k of them are trained).")
+flags.DEFINE_integer("top_k", 1, "With --mode=fixed and a ranked --arc_file: train the best k "
+                     "from scratch (paper: 3), each in RUN_DIR/topK, and compare them.",
+                     lower_bound=1)
 flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_model.")
 flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
 
@@ -92,6 +99,50 @@ flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN_DIR/checkpoints.",
                      lower_bound=1)
 
+# Search.
+flags.DEFINE_integer("search_epochs", 100, "Search epochs (paper: 100).", lower_bound=1)
+flags.DEFINE_enum("controller", "enas", CONTROLLERS,
+                  "enas: LSTM controller trained by REINFORCE; random: uniform sampling with the "
+                  "same budget (the random-search baseline).")
+flags.DEFINE_integer("controller_steps", 50, "Controller steps S per epoch.", lower_bound=1)
+flags.DEFINE_integer("controller_samples", 10, "Architectures Q per controller step, each "
+                     "rewarded on its own validation minibatch.", lower_bound=1)
+flags.DEFINE_integer("controller_hidden", 100, "LSTM units of the controller.", lower_bound=1)
+flags.DEFINE_enum("controller_optimizer", "sgd", ("sgd", "adam"),
+                  "Controller optimiser: plain SGD (paper) or Adam (original ENAS).")
+flags.DEFINE_float("controller_lr", 0.1, "Controller learning rate at the start.", lower_bound=0.0)
+flags.DEFINE_float("controller_lr_min", 1e-4, "Controller learning-rate floor.", lower_bound=0.0)
+flags.DEFINE_integer("controller_lr_decay_epochs", 20, "Controller lr x0.1 every this many "
+                     "epochs (paper: 20).", lower_bound=1)
+flags.DEFINE_float("controller_temperature", 0.0, "Logits / temperature before sampling "
+                   "(0 = off).", lower_bound=0.0)
+flags.DEFINE_float("controller_tanh_constant", 0.0, "Logits -> c * tanh(logits) (0 = off; "
+                   "ENAS used 1.5 or 2.5).", lower_bound=0.0)
+flags.DEFINE_float("entropy_weight", 1e-4, "Entropy bonus added to the reward.", lower_bound=0.0)
+flags.DEFINE_float("baseline_decay", 0.99, "Moving-average decay of the REINFORCE baseline.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("skip_target", 0.4, "Target skip probability of the KL penalty.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("skip_weight", 0.8, "Weight of the skip-density KL penalty.", lower_bound=0.0)
+flags.DEFINE_float("controller_grad_clip", 5.0, "Global-norm clip of controller gradients.",
+                   lower_bound=0.0)
+flags.DEFINE_enum("reward", "paper", REWARDS,
+                  "paper: arcsin(Acc (Lat/T)^q); mnasnet_soft/mnasnet_hard: Acc (Lat/T)^w; "
+                  "accuracy: Acc alone.")
+flags.DEFINE_float("target_latency_ms", 7.0, "Target latency T in ms (batch-1, this machine).",
+                   lower_bound=0.0)
+flags.DEFINE_float("latency_exponent", -0.07, "Exponent q of the latency term (negative "
+                   "penalises latency over T).")
+flags.DEFINE_integer("latency_warmup", 5, "Untimed batch-1 inferences before timing.",
+                     lower_bound=0)
+flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 inferences; latency = median.",
+                     lower_bound=1)
+flags.DEFINE_integer("search_val_batch_size", 128, "Validation minibatch for one reward.",
+                     lower_bound=1)
+flags.DEFINE_integer("num_final_samples", 20, "Architectures sampled after the search and "
+                     "ranked on the whole validation split.", lower_bound=1)
+flags.DEFINE_integer("num_ranked", 10, "Architectures kept in arcs_ranked.json.", lower_bound=1)
+
 # Evaluation.
 flags.DEFINE_boolean("flip_test", True, "Embed e(x) + e(flip(x)) for evaluation.")
 flags.DEFINE_float("far", 1e-3, "False accept rate for the TAR@FAR metric.", lower_bound=0.0,
@@ -115,25 +166,30 @@ def flags_as_flagfile(flag_values: flags.FlagValues) -> str:
   return "\n".join(f.serialize() for f in own_flags(flag_values) if f.value is not None) + "\n"
 
 
-def _architecture(flag_values: flags.FlagValues) -> search_space.Architecture:
+def _architectures(flag_values: flags.FlagValues) -> list[search_space.Architecture]:
+  """The architecture(s) to train, best first (--arc, --arc_file, or the default)."""
   if flag_values.arc and flag_values.arc_file:
     raise ConfigError("give either --arc or --arc_file, not both")
   try:
     if flag_values.arc_file:
-      return search_space.Architecture.load_json(flag_values.arc_file)
+      return search_space.Architecture.load_json_list(flag_values.arc_file)
     if flag_values.arc:
-      return search_space.Architecture.from_string(flag_values.arc,
-                                                   num_layers=flag_values.num_layers)
+      return [search_space.Architecture.from_string(flag_values.arc,
+                                                    num_layers=flag_values.num_layers)]
   except (search_space.ArchitectureError, OSError) as e:
     source = f"--arc_file={flag_values.arc_file}" if flag_values.arc_file else "--arc"
     raise ConfigError(f"{source}: {e}") from e
-  return search_space.default_architecture(flag_values.num_layers)
+  return [search_space.default_architecture(flag_values.num_layers)]
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
-  arc = _architecture(fv)
+  arcs = _architectures(fv)
+  if fv.top_k > len(arcs):
+    raise ConfigError(f"--top_k={fv.top_k} but --arc_file={fv.arc_file} lists {len(arcs)} "
+                      "architecture(s)")
+  arc = arcs[0]
   if arc.num_layers != fv.num_layers:
     raise ConfigError(f"the architecture has {arc.num_layers} layers but --num_layers="
                       f"{fv.num_layers}")
@@ -168,8 +224,31 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{fv.epochs}")
   if fv.lr_min > fv.lr_max:
     raise ConfigError(f"--lr_min={fv.lr_min} must not exceed --lr_max={fv.lr_max}")
+  if fv.target_latency_ms <= 0:
+    raise ConfigError(f"--target_latency_ms={fv.target_latency_ms} must be positive")
+  if fv.controller_lr_min > fv.controller_lr:
+    raise ConfigError(f"--controller_lr_min={fv.controller_lr_min} must not exceed "
+                      f"--controller_lr={fv.controller_lr}")
+  search = SearchConfig(
+      epochs=fv.search_epochs, controller=fv.controller, controller_steps=fv.controller_steps,
+      controller_samples=fv.controller_samples, controller_hidden=fv.controller_hidden,
+      controller_optimizer=fv.controller_optimizer, controller_lr=fv.controller_lr,
+      controller_lr_min=fv.controller_lr_min,
+      controller_lr_decay_epochs=fv.controller_lr_decay_epochs,
+      controller_temperature=fv.controller_temperature,
+      controller_tanh_constant=fv.controller_tanh_constant, entropy_weight=fv.entropy_weight,
+      baseline_decay=fv.baseline_decay, skip_target=fv.skip_target, skip_weight=fv.skip_weight,
+      grad_clip_norm=fv.controller_grad_clip, reward=fv.reward,
+      target_latency_ms=fv.target_latency_ms, latency_exponent=fv.latency_exponent,
+      latency_warmup=fv.latency_warmup, latency_repeats=fv.latency_repeats,
+      val_batch_size=fv.search_val_batch_size, num_final_samples=fv.num_final_samples,
+      num_ranked=fv.num_ranked)
+  if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
+    raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
+                      f"{fv.search_epochs}")
   evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
                           batch_size=fv.eval_batch_size)
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
-                   data=data, train=train, eval=evaluation,
-                   export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "")
+                   data=data, train=train, eval=evaluation, search=search,
+                   export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
+                   top_k=fv.top_k, candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else ())

@@ -1,5 +1,8 @@
 """Command-line entry point: flags -> frozen config -> mode.
 
+    python -m enas_face.main --flagfile=flags/demo.cfg --mode=search --run_dir=runs/search
+    python -m enas_face.main --flagfile=flags/demo.cfg --mode=fixed \\
+        --arc_file=runs/search/arcs_ranked.json --top_k=3 --run_dir=runs/top3
     python -m enas_face.main --flagfile=flags/demo.cfg --mode=fixed --run_dir=runs/demo
     python -m enas_face.main --mode=eval --run_dir=runs/demo
     python -m enas_face.main --mode=export --run_dir=runs/demo
@@ -42,9 +45,15 @@ def _prepare_run_dir(config: RunConfig) -> None:
   config_path = os.path.join(config.run_dir, "config.json")
   if os.path.exists(config_path):
     previous = RunConfig.load(config_path)
+    if previous.mode in ("fixed", "search") and previous.mode != config.mode:
+      raise ConfigError(f"--run_dir={config.run_dir} holds a --mode={previous.mode} run; use a "
+                        "new --run_dir")
     if (previous.arc, previous.model) != (config.arc, config.model):
       raise ConfigError(f"--run_dir={config.run_dir} holds a run of another network "
                         f"({previous.arc.to_string()!r}, {previous.model}); use a new --run_dir")
+    if config.mode == "search" and previous.search != config.search:
+      raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings "
+                        f"({previous.search}); use a new --run_dir")
   config.save(config_path)
   with open(os.path.join(config.run_dir, "flags.txt"), "w") as f:
     f.write(enas_flags.flags_as_flagfile(FLAGS))
@@ -93,14 +102,11 @@ def _write_metrics(config: RunConfig, metrics: dict) -> None:
 
 def run(config: RunConfig) -> None:
   # Validate everything that can be wrong before the slow TensorFlow import.
-  if config.mode == "fixed":
+  if config.mode in ("fixed", "search"):
     _prepare_run_dir(config)
   else:
     config = _saved_run_config(config)
 
-  import time
-
-  import numpy as np
   import tensorflow as tf
 
   from enas_face import export
@@ -108,25 +114,26 @@ def run(config: RunConfig) -> None:
   from enas_face.data import load_dataset
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
-  export_metadata = {"architecture": config.arc.to_json(), "image_size": config.model.image_size}
+  logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
+  if config.mode == "search":
+    from enas_face import search
+    summary = search.search(config, load_dataset(config.data))
+    print(f"search results ({config.run_dir}):")
+    print(format_search_summary(summary, config.run_dir))
+    return
   if config.mode == "fixed":
-    logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
     dataset = load_dataset(config.data)
-    tic = time.perf_counter()
-    state = fixed.train(config, dataset)
-    wall = time.perf_counter() - tic
-    metrics = fixed.evaluate(config, dataset, state.child, state.head)
-    history = fixed.read_history(config.run_dir)
-    if len(history) > 1:  # the first epoch includes tracing
-      metrics["train_images_per_second"] = float(
-          np.median([h["images_per_second"] for h in history[1:]]))
-    metrics["train_wall_seconds"] = float(sum(h["seconds"] for h in history))
-    metrics["epochs"] = len(history)
-    metrics["run_wall_seconds_this_invocation"] = wall
-    _write_metrics(config, metrics)
-    export.export_saved_model(state.child, config.model.image_size, config.resolved_export_dir,
-                              metadata=export_metadata)
-    print(f"SavedModel: {config.resolved_export_dir}")
+    if not config.candidate_arcs:
+      _train_fixed(config, dataset)
+      return
+    rows = []
+    for rank, arc in enumerate(config.candidate_arcs, 1):
+      sub = dataclasses.replace(config, arc=arc, run_dir=os.path.join(config.run_dir, f"top{rank}"),
+                                candidate_arcs=(), top_k=1, export_dir="")
+      _prepare_run_dir(sub)
+      print(f"== top {rank} of {len(config.candidate_arcs)}: {arc.to_string()}")
+      rows.append({"rank": rank, "arc": arc.to_string(), **_train_fixed(sub, dataset)})
+    _write_comparison(config, rows)
     return
 
   child = fixed.restore_child(config)
@@ -135,8 +142,81 @@ def run(config: RunConfig) -> None:
     _write_metrics(config, {**_previous_metrics(config), **metrics})
   elif config.mode == "export":
     path = export.export_saved_model(child, config.model.image_size, config.resolved_export_dir,
-                                     metadata=export_metadata)
+                                     metadata=_export_metadata(config))
     print(f"SavedModel: {path}")
+
+
+def _export_metadata(config: RunConfig) -> dict:
+  return {"architecture": config.arc.to_json(), "image_size": config.model.image_size}
+
+
+def _train_fixed(config: RunConfig, dataset) -> dict:
+  """Trains (or resumes), evaluates and exports one architecture; returns its metrics."""
+  import time
+
+  import numpy as np
+
+  from enas_face import export
+  from enas_face import fixed
+  from enas_face import latency
+
+  tic = time.perf_counter()
+  state = fixed.train(config, dataset)
+  wall = time.perf_counter() - tic
+  metrics = fixed.evaluate(config, dataset, state.child, state.head)
+  history = fixed.read_history(config.run_dir)
+  if len(history) > 1:  # the first epoch includes tracing
+    metrics["train_images_per_second"] = float(
+        np.median([h["images_per_second"] for h in history[1:]]))
+  metrics["train_wall_seconds"] = float(sum(h["seconds"] for h in history))
+  metrics["epochs"] = len(history)
+  metrics["run_wall_seconds_this_invocation"] = wall
+  stats = latency.LatencyMeter(config.model)(config.arc)
+  metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
+  _write_metrics(config, metrics)
+  export.export_saved_model(state.child, config.model.image_size, config.resolved_export_dir,
+                            metadata=_export_metadata(config))
+  print(f"SavedModel: {config.resolved_export_dir}")
+  return metrics
+
+
+COMPARISON_COLUMNS = (("rank", "rank", "{}"), ("arc", "architecture", "{}"),
+                      ("val_classification_accuracy", "val acc", "{:.4f}"),
+                      ("verification_accuracy", "verification acc", "{:.4f}"),
+                      ("verification_std", "+-", "{:.4f}"),
+                      ("latency_ms", "latency ms", "{:.2f}"), ("params", "params", "{:,}"),
+                      ("flops", "FLOPs", "{:,}"))
+
+
+def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
+  """comparison.json and comparison.md: the top-k architectures trained from scratch."""
+  with open(os.path.join(config.run_dir, "comparison.json"), "w") as f:
+    json.dump(rows, f, indent=2, sort_keys=True)
+  header = "| " + " | ".join(label for _, label, _ in COMPARISON_COLUMNS) + " |"
+  lines = [header, "|" + "---|" * len(COMPARISON_COLUMNS)]
+  for row in rows:
+    lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COMPARISON_COLUMNS)
+                 + " |")
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(config.run_dir, "comparison.md"), "w") as f:
+    f.write(table)
+  print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
+  print(table)
+
+
+def format_search_summary(summary: dict, run_dir: str) -> str:
+  rows = [("controller", summary["controller"]),
+          ("epochs", summary["epochs"]),
+          ("rewarded samples / distinct", f"{summary['rewarded_samples']} / "
+                                          f"{summary['distinct_architectures']}"),
+          ("final samples: mean / best val acc", f"{summary['final_val_accuracy_mean']:.4f} / "
+                                                 f"{summary['final_val_accuracy_best']:.4f}"),
+          ("final samples: mean latency ms", f"{summary['final_latency_ms_mean']:.2f}"),
+          ("final samples: mean reward", f"{summary['final_reward_mean']:.4f}"),
+          ("latency", summary["latency_measurement"]),
+          ("ranked architectures", os.path.join(run_dir, "arcs_ranked.json"))]
+  width = max(len(r[0]) for r in rows)
+  return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
 def _previous_metrics(config: RunConfig) -> dict:

@@ -1,8 +1,13 @@
-"""`make demo`: the whole pipeline on the embedded synthetic faces, then a results table.
+"""`make demo`: the whole pipeline on the embedded synthetic faces, then the results.
 
-Runs `python -m enas_face.main --flagfile=flags/demo.cfg --mode=fixed` (train from
-scratch, evaluate, export), reloads the SavedModel in a fresh process that does
-not import enas_face, and prints the figures with the total wall time.
+1. ENAS search (LSTM controller, shared child, latency-aware reward)  -> RUN/search
+2. random search with the same budget (the baseline)                   -> RUN/search_random
+3. the top-k of the ENAS search trained from scratch, evaluated with the
+   LFW protocol and exported as SavedModels                              -> RUN/fixed
+4. the best model's SavedModel reloaded in a fresh process that does not
+   import enas_face.
+Every step is `python -m enas_face.main --flagfile=flags/demo.cfg ...`; the
+printed tables are read back from the run folders' JSON files.
 """
 from __future__ import annotations
 
@@ -17,48 +22,74 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RELOAD_SNIPPET = """
 import sys, numpy as np, tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-serve = model.signatures["serving_default"]
+assert "enas_face" not in sys.modules
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 size = int(sys.argv[2])
 images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
 out = serve(images=tf.constant(images))["embeddings"].numpy()
-print(f"reloaded SavedModel: embeddings {out.shape}, norms {np.round(np.linalg.norm(out, axis=1), 4)}")
+print(f"reloaded SavedModel without enas_face: embeddings {out.shape}, "
+      f"norms {np.round(np.linalg.norm(out, axis=1), 4)}")
 """
 
 
-def run(cmd: list[str]) -> None:
+def run(cmd: list[str]) -> float:
   print("+", " ".join(cmd), flush=True)
+  tic = time.perf_counter()
   subprocess.run(cmd, check=True, cwd=ROOT)
+  return time.perf_counter() - tic
+
+
+def load(path: str):
+  with open(path) as f:
+    return json.load(f)
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--run_dir", default="runs/demo")
   parser.add_argument("--flagfile", default="flags/demo.cfg")
+  parser.add_argument("--top_k", type=int, default=3)
   args = parser.parse_args()
+  run_dir = os.path.join(ROOT, args.run_dir)
+  main_cmd = [sys.executable, "-m", "enas_face.main", f"--flagfile={args.flagfile}"]
   tic = time.perf_counter()
-  run([sys.executable, "-m", "enas_face.main", f"--flagfile={args.flagfile}", "--mode=fixed",
-       f"--run_dir={args.run_dir}"])
-  with open(os.path.join(ROOT, args.run_dir, "metrics.json")) as f:
-    metrics = json.load(f)
-  saved_model = os.path.join(ROOT, args.run_dir, "saved_model")
-  with open(os.path.join(saved_model, "enas_face.json")) as f:
-    image_size = json.load(f)["image_size"]
-  run([sys.executable, "-c", RELOAD_SNIPPET, saved_model, str(image_size)])
+  seconds = {}
+  seconds["search"] = run(main_cmd + ["--mode=search", f"--run_dir={run_dir}/search"])
+  seconds["search_random"] = run(main_cmd + ["--mode=search", "--controller=random",
+                                             f"--run_dir={run_dir}/search_random"])
+  seconds["fixed"] = run(main_cmd + ["--mode=fixed", f"--run_dir={run_dir}/fixed",
+                                     f"--arc_file={run_dir}/search/arcs_ranked.json",
+                                     f"--top_k={args.top_k}"])
+  best = os.path.join(run_dir, "fixed", "top1", "saved_model")
+  image_size = load(os.path.join(best, "enas_face.json"))["image_size"]
+  run([sys.executable, "-c", RELOAD_SNIPPET, best, str(image_size)])
   wall = time.perf_counter() - tic
-  print("\n== enas_face demo (synthetic faces) ==")
-  print(f"  network verification accuracy   {metrics['verification_accuracy']:.4f} "
-        f"+- {metrics['verification_std']:.4f}")
-  print(f"  pixel-PCA baseline              {metrics['pca_baseline_verification_accuracy']:.4f} "
-        f"+- {metrics['pca_baseline_verification_std']:.4f}")
-  print(f"  TAR@FAR=1e-3 / ROC AUC          {metrics['tar_at_far_1e-3']:.4f} / "
-        f"{metrics['roc_auc']:.4f}")
-  print(f"  identification top-1            {metrics['identification_top1']:.4f}")
-  print(f"  params / FLOPs                  {metrics['params']:,} / {metrics['flops']:,}")
-  print(f"  training throughput             {metrics.get('train_images_per_second', 0):.0f} img/s")
-  print(f"  training time                   {metrics['train_wall_seconds']:.0f} s "
-        f"({metrics['epochs']} epochs)")
-  print(f"  demo wall time (this script)    {wall:.0f} s")
+
+  enas = load(os.path.join(run_dir, "search", "search_summary.json"))
+  rand = load(os.path.join(run_dir, "search_random", "search_summary.json"))
+  rows = load(os.path.join(run_dir, "fixed", "comparison.json"))
+  print("\n== enas_face demo (synthetic faces, flags/demo.cfg) ==")
+  print("\nsearch at the same budget              ENAS controller   random search")
+  for key, label in (("final_val_accuracy_mean", "final samples: mean val accuracy"),
+                     ("final_val_accuracy_best", "final samples: best val accuracy"),
+                     ("final_latency_ms_mean", "final samples: mean latency (ms)"),
+                     ("final_reward_mean", "final samples: mean reward"),
+                     ("last_epoch_reward_mean", "last epoch: mean reward")):
+    print(f"  {label:<36} {enas[key]:>10.4f}       {rand[key]:>10.4f}")
+  print(f"  {'wall time (s)':<36} {seconds['search']:>10.0f}       "
+        f"{seconds['search_random']:>10.0f}")
+  print(f"\ntop-{len(rows)} of the ENAS search trained from scratch")
+  print("  rank  verification acc     PCA baseline   val acc   latency ms   params     FLOPs"
+        "        img/s")
+  for r in rows:
+    print(f"  {r['rank']:>4}  {r['verification_accuracy']:.4f} +- {r['verification_std']:.4f}"
+          f"  {r['pca_baseline_verification_accuracy']:.4f}         "
+          f"{r['val_classification_accuracy']:.4f}   {r['latency_ms']:>8.2f}   "
+          f"{r['params']:>8,}  {r['flops']:>11,}  {r.get('train_images_per_second', 0):>6.0f}")
+  for r in rows:
+    print(f"  top{r['rank']}: {r['arc']}")
+  print(f"\n  fixed training wall time (s)           {seconds['fixed']:.0f}")
+  print(f"  demo wall time (s)                     {wall:.0f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,128 @@
+"""The search end to end on tiny settings: outputs, kill-and-resume continuity,
+the random baseline, and the top-k hand-off to fixed training."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from enas_face import search_space
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
+        "--synthetic_heldout_identities=4", "--synthetic_heldout_images_per_identity=5",
+        "--num_pairs=20", "--base_filters=4", "--embedding_dim=8", "--batch_size=8",
+        "--warmup_epochs=1", "--pca_components=8", "--eval_batch_size=64",
+        "--controller_steps=2", "--controller_samples=2", "--latency_warmup=1",
+        "--latency_repeats=2", "--search_val_batch_size=8", "--num_final_samples=4",
+        "--num_ranked=3", "--controller_hidden=16"]
+EPOCHS, STEPS, SAMPLES = 3, 2, 2
+
+
+def command(*args):
+  return [sys.executable, "-m", "enas_face.main", *args]
+
+
+def run(*args):
+  return subprocess.run(command(*args), cwd=ROOT, capture_output=True, text=True,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def read_log(run_dir):
+  with open(os.path.join(run_dir, "sampled_arcs.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def resumed_search(tmp_path_factory):
+  """A search killed (SIGKILL) after its first checkpoint, then rerun to the end."""
+  run_dir = str(tmp_path_factory.mktemp("search") / "enas")
+  args = ["--mode=search", f"--run_dir={run_dir}", f"--search_epochs={EPOCHS}", *TINY]
+  process = subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  first = os.path.join(run_dir, "checkpoints", "ckpt-1.index")
+  deadline = time.time() + 300
+  while not os.path.exists(first) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  killed_after_epoch_one = process.poll() is None
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert killed_after_epoch_one, "the search ended before it could be interrupted"
+  result = run(*args)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "resuming search from" in result.stderr
+  return run_dir
+
+
+@pytest.mark.slow
+def test_resumed_search_log_is_continuous(resumed_search):
+  records = read_log(resumed_search)
+  keys = [(r["epoch"], r["step"], r["sample"]) for r in records]
+  expected = [(e, (e - 1) * STEPS + s, q) for e in range(1, EPOCHS + 1)
+              for s in range(1, STEPS + 1) for q in range(SAMPLES)]
+  assert keys == expected  # no gap, no duplicate
+  for r in records:
+    search_space.Architecture.from_string(r["arc"], num_layers=5)
+    assert 0.0 <= r["val_accuracy"] <= 1.0 and r["latency_ms"] > 0
+  checkpoints = sorted(os.listdir(os.path.join(resumed_search, "checkpoints")))
+  assert "ckpt-3.index" in checkpoints
+
+
+@pytest.mark.slow
+def test_search_writes_ranking_plot_and_summary(resumed_search):
+  with open(os.path.join(resumed_search, "arcs_ranked.json")) as f:
+    ranked = json.load(f)
+  entries = ranked["architectures"]
+  assert 1 <= len(entries) <= 3
+  accuracies = [e["val_accuracy"] for e in entries]
+  assert accuracies == sorted(accuracies, reverse=True)
+  for e in entries:
+    assert e["latency_ms"] > 0 and e["params"] > 0 and e["flops"] > 0
+  arcs = search_space.Architecture.load_json_list(os.path.join(resumed_search, "arcs_ranked.json"))
+  assert [a.to_string() for a in arcs] == [e["arc_string"] for e in entries]
+  with open(os.path.join(resumed_search, "accuracy_vs_latency.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with open(os.path.join(resumed_search, "search_summary.json")) as f:
+    summary = json.load(f)
+  assert summary["rewarded_samples"] == EPOCHS * STEPS * SAMPLES
+  assert os.path.isdir(os.path.join(resumed_search, "tensorboard"))
+
+
+@pytest.mark.slow
+def test_top_k_from_the_ranked_file(resumed_search, tmp_path):
+  run_dir = str(tmp_path / "top2")
+  result = run("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", "--top_k=2",
+               f"--arc_file={os.path.join(resumed_search, 'arcs_ranked.json')}", *TINY)
+  if "lists 1 architecture" in result.stderr:
+    pytest.skip("the tiny search ranked a single distinct architecture")
+  assert result.returncode == 0, result.stderr[-4000:]
+  with open(os.path.join(run_dir, "comparison.json")) as f:
+    rows = json.load(f)
+  assert [r["rank"] for r in rows] == [1, 2]
+  for rank, row in enumerate(rows, 1):
+    assert os.path.exists(os.path.join(run_dir, f"top{rank}", "saved_model", "saved_model.pb"))
+    assert row["latency_ms"] > 0 and 0 <= row["verification_accuracy"] <= 1
+  assert "| rank |" in open(os.path.join(run_dir, "comparison.md")).read()
+
+
+@pytest.mark.slow
+def test_random_search_baseline_writes_the_same_outputs(tmp_path):
+  run_dir = str(tmp_path / "random")
+  result = run("--mode=search", "--controller=random", f"--run_dir={run_dir}",
+               "--search_epochs=2", *TINY)
+  assert result.returncode == 0, result.stderr[-4000:]
+  records = read_log(run_dir)
+  assert len(records) == 2 * STEPS * SAMPLES and {r["sampler"] for r in records} == {"random"}
+  for name in ("arcs_ranked.json", "accuracy_vs_latency.png", "search_summary.json"):
+    assert os.path.exists(os.path.join(run_dir, name)), name
+
+
+def test_search_settings_are_validated():
+  result = run("--mode=search", "--search_epochs=2", "--warmup_epochs=5")
+  assert result.returncode == 2 and "--warmup_epochs=5" in result.stderr
+  result = run("--mode=search", "--controller=greedy")
+  assert result.returncode == 2 and "--controller=greedy" in result.stderr

@@ -1,0 +1,45 @@
+"""Every shipped flagfile parses into a valid frozen config; configs round-trip JSON."""
+import glob
+import os
+
+import pytest
+from absl import flags
+
+from enas_face import flags as enas_flags
+from enas_face.config import RunConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
+
+
+def parse(*argv):
+  values = flags.FLAGS
+  values.unparse_flags()
+  values(["prog", *argv])
+  return enas_flags.config_from_flags(values)
+
+
+def test_flagfiles_exist():
+  names = {os.path.basename(p) for p in FLAGFILES}
+  assert {"demo.cfg", "paper_fixed.cfg", "paper_search.cfg"} <= names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+@pytest.mark.parametrize("mode", ["search", "fixed"])
+def test_flagfile_gives_a_valid_config(path, mode):
+  config = parse(f"--flagfile={path}", f"--mode={mode}")
+  assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_paper_settings():
+  search = parse(f"--flagfile={ROOT}/flags/paper_search.cfg", "--mode=search")
+  assert (search.model.image_size, search.model.num_layers, search.search.epochs) == (112, 5, 100)
+  assert search.search.controller_hidden == 100 and search.train.batch_size == 1024
+  assert (search.search.controller_lr, search.search.controller_lr_decay_epochs) == (0.1, 20)
+  fixed = parse(f"--flagfile={ROOT}/flags/paper_fixed.cfg", "--mode=fixed")
+  assert (fixed.train.epochs, fixed.train.warmup_epochs, fixed.train.lr_max) == (150, 20, 0.1)
+
+
+def test_every_flag_has_help_text():
+  for flag in enas_flags.own_flags(flags.FLAGS):
+    assert flag.help and len(flag.help) > 10, flag.name

@@ -97,10 +97,11 @@ class _ChildBase(keras.Model):
       x = self.module(reduction_key(source, stage))(x, training=training)
     return x
 
-  def _head(self, features, training):
-    return self.embedding(self.dropblock(K.relu(features), training=training), training=training)
+  def _head(self, features, training, dropblock_training):
+    features = self.dropblock(K.relu(features), training=dropblock_training)
+    return self.embedding(features, training=training)
 
-  def _forward(self, images, layer_sum, training):
+  def _forward(self, images, layer_sum, training, dropblock_training=None):
     """stem -> layers -> head; layer_sum(i, x_i, reduced) is the pre-BN sum of layer i,
     where reduced(j) = R_{j -> s_i}(h_j) (reduced(j, s): to stage s), cached per call."""
     x = self.stem(self.standardize(images), training=training)
@@ -112,7 +113,8 @@ class _ChildBase(keras.Model):
           outputs, cache, j, self.stages[i] if stage is None else stage, training)
       outputs.append(self.module(f"layer{i}_bn")(layer_sum(i, x, reduced), training=training))
     final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
-    return self._head(final, training)
+    return self._head(final, training,
+                      training if dropblock_training is None else dropblock_training)
 
   @property
   def module_keys(self) -> tuple[str, ...]:
@@ -216,8 +218,14 @@ class SharedChild(_ChildBase):
       for j in range(i):
         self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
 
-  def call(self, images, arc, training=False):
+  def call(self, images, arc, training=False, batch_statistics=False):
+    """`batch_statistics=True` (for rewards): BatchNorm normalises with the batch's own
+    statistics, DropBlock stays off. Moving averages mix many architectures, so they
+    fit none; batch statistics score each architecture by itself. (It also updates
+    the moving averages, which the search never uses.)"""
     arc = K.cast(arc, "int32")
+    dropblock_training = training
+    training = training or batch_statistics
 
     def layer_sum(i, x, reduced):
       candidates = [self.module(op_key(i, op_name)) for op_name in search_space.OPS]
@@ -235,7 +243,7 @@ class SharedChild(_ChildBase):
                                lambda: K.zeros_like(total))
       return total
 
-    return self._forward(images, layer_sum, training)
+    return self._forward(images, layer_sum, training, dropblock_training)
 
   def build_for_input(self) -> "SharedChild":
     """Creates every candidate's weights (a switch would only build the taken branch)."""

@@ -103,11 +103,12 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> S
 
 
 def make_accuracy_step(child: SharedChild, head: heads.SoftmaxHead):
-  """Top-1 of the classifier on a batch for architecture `arc` (shared weights, inference)."""
+  """Top-1 of the classifier on a batch for architecture `arc` with the shared weights
+  (BatchNorm on batch statistics: see SharedChild.call)."""
 
   @tf.function
   def accuracy(images, labels, arc):
-    logits = head(child(images, arc=arc, training=False), training=False)
+    logits = head(child(images, arc=arc, training=False, batch_statistics=True), training=False)
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                                   tf.float32))
 

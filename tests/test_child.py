@@ -146,3 +146,15 @@ def test_untaken_branches_get_zero_gradients():
   assert norm("layer2_sep3x3/") > 0
   assert norm("layer2_sep5x5/") == 0 and norm("layer2_maxpool3x3/") == 0
   assert norm("layer3_skip1/") == 0
+
+
+def test_batch_statistics_mode_uses_the_batch_and_no_dropblock():
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=0.5)
+  shared = child_lib.SharedChild(config).build_for_input()
+  arc = tf.constant(search_space.default_architecture(5).to_ints(), tf.int32)
+  images = tf.random.uniform([8, 16, 16, 3], 0, 255, seed=3)
+  first = shared(images, arc=arc, batch_statistics=True)
+  again = shared(images, arc=arc, batch_statistics=True)
+  np.testing.assert_allclose(first, again, atol=1e-5)  # no DropBlock noise
+  # Different from inference-mode BN (moving averages at their initial values).
+  assert not np.allclose(first, shared(images, arc=arc, training=False), atol=1e-3)

@@ -32,6 +32,8 @@ from enas_face.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
+PROBE_MODEL_NAME = "latency_probe"
+
 
 @dataclasses.dataclass(frozen=True)
 class LatencyStats:
@@ -155,7 +157,9 @@ class LatencyMeter:
     """Build, trace, warm up and time one architecture; frees the model afterwards."""
     size = self.model_config.image_size
     started = time.perf_counter()
-    model = child.FixedChild(self.model_config, arc).build_for_input()
+    # A fixed model name keeps variable names (hence TF's eager kernel cache keys) the same
+    # across architectures; auto-numbered names leak every variable's buffer (~1 MB per arch).
+    model = child.FixedChild(self.model_config, arc, name=PROBE_MODEL_NAME).build_for_input()
     built = time.perf_counter()
     infer = tf.function(lambda images: model(images, training=False),
                         input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])

@@ -1,56 +1,146 @@
-"""Figures of a search (matplotlib, Agg backend: no display needed)."""
+"""Figures of the search, drawn with matplotlib's Agg backend (no display needed)."""
 from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.lines import Line2D  # noqa: E402
 
-MARKERS = ("o", "^", "s", "D", "v")
+from enas_face import search_space  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
+NO_EPOCH_COLOR = "0.55"
+
+
+def _arc_key(arc: str) -> str:
+  """Canonical encoding of an architecture string ("[0, 1, 1]" == "0 1 1"); raw text if unparsable."""
+  try:
+    return search_space.Architecture.from_string(arc).to_string()
+  except search_space.ArchitectureError:
+    return arc.strip()
+
+
+def _checked_points(points: list[dict]) -> list[dict[str, Any]]:
+  """Validates the keys and numbers of every point; returns normalised copies."""
+  checked = []
+  for index, point in enumerate(points):
+    if not isinstance(point, dict):
+      raise ValueError(f"point {index} must be a dict, got {type(point).__name__}: {point!r}")
+    missing = [key for key in ("arc", "latency_ms", "val_accuracy") if key not in point]
+    if missing:
+      raise ValueError(f"point {index} lacks {missing}; got keys {sorted(point)}")
+    latency, accuracy = float(point["latency_ms"]), float(point["val_accuracy"])
+    if not (math.isfinite(latency) and math.isfinite(accuracy)):
+      raise ValueError(f"point {index} has a non-finite latency or accuracy: {point!r}")
+    epoch = point.get("epoch")
+    checked.append({"arc": _arc_key(str(point["arc"])), "latency_ms": latency,
+                    "val_accuracy": accuracy, "epoch": None if epoch is None else float(epoch),
+                    "sampler": point.get("sampler")})
+  return checked
+
+
+def _save(figure, path: str) -> str:
+  directory = os.path.dirname(os.fspath(path))
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  figure.savefig(path, format="png", dpi=120)
+  return path
 
 
 def plot_accuracy_vs_latency(points: list[dict], path: str, target_ms: float | None = None,
                              highlight: list[str] | None = None, title: str = "") -> str:
-  """Scatter of sampled architectures: x = batch-1 latency (ms), y = validation accuracy.
+  """Scatter of sampled architectures: x = latency (ms), y = validation accuracy.
 
-  points: dicts with "arc", "latency_ms", "val_accuracy", optional "epoch" (colour,
-  with a colour bar) and "sampler" (marker, with a legend when several). A dashed
-  line marks the target latency; `highlight` arcs are circled and numbered 1..k.
+  points: dicts with "arc", "latency_ms", "val_accuracy", optional "epoch"
+  (colour by epoch, with a colorbar; points without one are grey) and optional
+  "sampler" (one marker per value, with a legend when there are several).
+  target_ms draws a dashed vertical line; `highlight` arcs are circled and
+  numbered 1..k in list order (an arc sampled several times is marked at its
+  last point). Writes a PNG to `path` and returns it.
   """
-  fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-  if not points:
-    ax.text(0.5, 0.5, "no architectures sampled", ha="center", va="center",
-            transform=ax.transAxes)
-  else:
-    samplers = sorted({p.get("sampler", "") for p in points})
-    with_epochs = all("epoch" in p for p in points)
-    scatter = None
-    for marker, sampler in zip(MARKERS * len(samplers), samplers):
-      group = [p for p in points if p.get("sampler", "") == sampler]
-      scatter = ax.scatter([p["latency_ms"] for p in group], [p["val_accuracy"] for p in group],
-                           c=[p["epoch"] for p in group] if with_epochs else None,
-                           cmap="viridis" if with_epochs else None, marker=marker, s=22,
-                           alpha=0.75, label=sampler or None)
-    if with_epochs and scatter is not None:
-      fig.colorbar(scatter, ax=ax, label="epoch")
-    if len(samplers) > 1:
-      ax.legend(title="sampler")
-    by_arc = {p["arc"]: p for p in points}
-    for rank, arc in enumerate(highlight or [], 1):
-      if arc in by_arc:
-        p = by_arc[arc]
-        ax.scatter([p["latency_ms"]], [p["val_accuracy"]], s=160, facecolors="none",
-                   edgecolors="red", linewidths=1.5)
-        ax.annotate(str(rank), (p["latency_ms"], p["val_accuracy"]), xytext=(6, 6),
-                    textcoords="offset points", color="red", fontsize=9)
-  if target_ms is not None:
-    ax.axvline(target_ms, color="grey", linestyle="--", linewidth=1,
-               label=f"target {target_ms:g} ms")
-  ax.set_xlabel("latency, batch 1 (ms)")
-  ax.set_ylabel("validation accuracy (shared weights)")
-  ax.set_title(title or "sampled architectures")
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  checked = _checked_points(points)
+  figure, axes = plt.subplots(figsize=(7.5, 5.0))
+  try:
+    axes.set_xlabel("latency (ms, batch 1)")
+    axes.set_ylabel("validation accuracy")
+    if title:
+      axes.set_title(title)
+    if not checked:
+      axes.text(0.5, 0.5, "no architectures sampled", transform=axes.transAxes,
+                ha="center", va="center", fontsize=14, color="0.3")
+      axes.set_xticks([])
+      axes.set_yticks([])
+      return _save(figure, path)
+
+    epochs = [p["epoch"] for p in checked if p["epoch"] is not None]
+    norm = matplotlib.colors.Normalize(min(epochs), max(epochs) if max(epochs) > min(epochs)
+                                       else min(epochs) + 1) if epochs else None
+    samplers = list(dict.fromkeys(p["sampler"] for p in checked))
+    legend_handles = []
+    color_mappable = None
+    for index, sampler in enumerate(samplers):
+      marker = SAMPLER_MARKERS[index % len(SAMPLER_MARKERS)]
+      group = [p for p in checked if p["sampler"] == sampler]
+      with_epoch = [p for p in group if p["epoch"] is not None]
+      without_epoch = [p for p in group if p["epoch"] is None]
+      if with_epoch:
+        color_mappable = axes.scatter(
+            [p["latency_ms"] for p in with_epoch], [p["val_accuracy"] for p in with_epoch],
+            c=[p["epoch"] for p in with_epoch], cmap="viridis", norm=norm, marker=marker,
+            s=28, alpha=0.8, edgecolors="none")
+      if without_epoch:
+        axes.scatter([p["latency_ms"] for p in without_epoch],
+                     [p["val_accuracy"] for p in without_epoch],
+                     color=NO_EPOCH_COLOR if epochs else "tab:blue", marker=marker, s=28,
+                     alpha=0.8, edgecolors="none")
+      label = str(sampler) if sampler is not None else "unlabelled"
+      legend_handles.append(Line2D([], [], linestyle="none", marker=marker, color="0.35",
+                                   label=f"{label} ({len(group)})"))
+    if len(samplers) < 2:
+      legend_handles = []
+
+    if color_mappable is not None:
+      colorbar = figure.colorbar(color_mappable, ax=axes, label="epoch")
+      if all(float(epoch).is_integer() for epoch in epochs):
+        colorbar.locator = matplotlib.ticker.MaxNLocator(integer=True)
+        colorbar.update_ticks()
+
+    if target_ms is not None:
+      axes.axvline(target_ms, color="tab:red", linestyle="--", linewidth=1.2)
+      legend_handles.append(Line2D([], [], color="tab:red", linestyle="--",
+                                   label=f"target {target_ms:g} ms"))
+
+    last_point = {p["arc"]: p for p in checked}
+    missing = []
+    for rank, arc in enumerate(highlight or [], start=1):
+      point = last_point.get(_arc_key(arc))
+      if point is None:
+        missing.append(arc)
+        continue
+      axes.scatter([point["latency_ms"]], [point["val_accuracy"]], s=220, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.6, zorder=3)
+      axes.annotate(str(rank), (point["latency_ms"], point["val_accuracy"]),
+                    xytext=(8, 8), textcoords="offset points", color="tab:red",
+                    fontsize=10, fontweight="bold", zorder=4)
+    if missing:
+      logger.warning("highlighted architectures not among the points: %s", missing)
+    if highlight and len(missing) < len(highlight):
+      legend_handles.append(Line2D([], [], linestyle="none", marker="o", markersize=11,
+                                   markerfacecolor="none", markeredgecolor="tab:red",
+                                   label="top architectures (rank)"))
+    if legend_handles:
+      axes.legend(handles=legend_handles, loc="best", fontsize=8)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+  finally:
+    plt.close(figure)

@@ -305,7 +305,9 @@ def rank_final_samples(config: RunConfig, dataset: FaceDataset, state: SearchSta
       correct += float(accuracy_step(images, labels, sample.arc)) * len(labels)
     val_acc = correct / len(val)
     lat = meter(arc)
-    model = FixedChild(config.model, arc).build_for_input()
+    # A fixed name: TF 2.21's eager kernel cache is keyed on variable names, so
+    # auto-numbered models would leak ~1 MB per architecture in a long run.
+    model = FixedChild(config.model, arc, name="cost_probe").build_for_input()
     entries.append({"arc": arc.to_json(), "arc_string": arc.to_string(), "description": str(arc),
                     "val_accuracy": val_acc, "latency_ms": lat.median_ms, "latency_cv": lat.cv,
                     "reward": float(reward_fn(val_acc, lat.median_ms)),

@@ -1,6 +1,11 @@
+"""Tests for the search figures (PNG written with the Agg backend)."""
+from __future__ import annotations
+
 import numpy as np
+import pytest
 
 from enas_face import plots
+from enas_face import search_space
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,3 +37,62 @@ def test_two_samplers_and_no_epochs(tmp_path):
 
 def test_empty(tmp_path):
   assert is_png(plots.plot_accuracy_vs_latency([], str(tmp_path / "c.png"), target_ms=3.0))
+
+
+def real_points():
+  rng = np.random.default_rng(1)
+  out = []
+  for epoch in range(1, 4):
+    for sampler in ("controller", "random"):
+      for _ in range(6):
+        arc = search_space.sample_uniform(5, rng)
+        out.append({"arc": arc.to_string(), "latency_ms": float(rng.uniform(2, 9)),
+                    "val_accuracy": float(rng.uniform(0.3, 0.9)), "epoch": epoch,
+                    "sampler": sampler, "reward": 0.5})  # extra keys are ignored
+  return out
+
+
+def test_all_variants_with_real_encodings(tmp_path):
+  pts = real_points()
+  # Highlights match whatever spelling of the encoding is used.
+  best = sorted(pts, key=lambda p: -p["val_accuracy"])[:3]
+  highlight = ["[" + ", ".join(p["arc"].split()) + "]" for p in best]
+  path = plots.plot_accuracy_vs_latency(pts, str(tmp_path / "new" / "dir" / "d.png"),
+                                        target_ms=5.5, highlight=highlight, title="variants")
+  assert path.endswith("d.png") and is_png(path)
+
+
+def test_epochs_without_sampler_and_mixed_missing_epochs(tmp_path):
+  pts = [{k: v for k, v in p.items() if k != "sampler"} for p in points()]
+  assert is_png(plots.plot_accuracy_vs_latency(pts, str(tmp_path / "e.png"), target_ms=4.0))
+  pts[0].pop("epoch")
+  pts[1]["epoch"] = None
+  assert is_png(plots.plot_accuracy_vs_latency(pts, str(tmp_path / "f.png")))
+
+
+def test_single_point_and_single_epoch(tmp_path):
+  pts = [{"arc": "0 1 1", "latency_ms": 3.0, "val_accuracy": 0.5, "epoch": 7}]
+  assert is_png(plots.plot_accuracy_vs_latency(pts, str(tmp_path / "g.png"),
+                                               highlight=["0 1 1"]))
+
+
+def test_empty_with_highlight_and_title(tmp_path):
+  assert is_png(plots.plot_accuracy_vs_latency([], str(tmp_path / "h.png"), target_ms=3.0,
+                                               highlight=["0 1 1"], title="nothing yet"))
+
+
+def test_bad_points_name_the_problem(tmp_path):
+  with pytest.raises(ValueError, match=r"point 0 lacks \['val_accuracy'\]"):
+    plots.plot_accuracy_vs_latency([{"arc": "0", "latency_ms": 1.0}], str(tmp_path / "x.png"))
+  with pytest.raises(ValueError, match="non-finite"):
+    plots.plot_accuracy_vs_latency([{"arc": "0", "latency_ms": float("nan"),
+                                     "val_accuracy": 0.5}], str(tmp_path / "y.png"))
+
+
+def test_figures_are_closed(tmp_path):
+  from matplotlib import pyplot as plt
+  before = len(plt.get_fignums())
+  for i in range(3):
+    plots.plot_accuracy_vs_latency(points(), str(tmp_path / f"{i}.png"))
+  plots.plot_accuracy_vs_latency([], str(tmp_path / "empty.png"))
+  assert len(plt.get_fignums()) == before

@@ -147,21 +147,37 @@ def classification_accuracy(extractor: EmbeddingExtractor, head, images, labels)
   return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
 
 
+def training_steps_per_epoch(config: RunConfig, dataset: FaceDataset) -> int:
+  """floor(|train split| / batch size); an error naming --batch_size if that is 0."""
+  steps = len(dataset.train) // config.train.batch_size
+  if steps < 1:
+    raise ConfigError(f"--batch_size={config.train.batch_size} is larger than the training "
+                      f"split ({len(dataset.train)} images)")
+  return steps
+
+
+def restore_or_start(manager: tf.train.CheckpointManager, child: keras.Model,
+                     dataset: FaceDataset, what: str, epoch: tf.Variable,
+                     epochs: int) -> np.ndarray:
+  """Restores the latest checkpoint, or starts by setting the child's standardisation
+  to the training split's statistics; returns the per-channel mean (for augmentation)."""
+  mean, std = pipeline.channel_statistics(dataset.train.images)
+  if manager.latest_checkpoint:
+    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("resuming %s from %s (epoch %d of %d)", what, manager.latest_checkpoint,
+                 int(epoch.numpy()), epochs)
+  else:
+    child.standardize.set_statistics(mean, std)
+  return mean
+
+
 def train(config: RunConfig, dataset: FaceDataset) -> TrainingState:
   """Trains (or resumes) the run's architecture; returns the final state."""
   train_cfg = config.train
-  steps_per_epoch = len(dataset.train) // train_cfg.batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(f"--batch_size={train_cfg.batch_size} is larger than the training split "
-                      f"({len(dataset.train)} images)")
+  steps_per_epoch = training_steps_per_epoch(config, dataset)
   state = create_state(config, dataset.num_classes, steps_per_epoch)
-  mean, std = pipeline.channel_statistics(dataset.train.images)
-  if state.manager.latest_checkpoint:
-    state.checkpoint.restore(state.manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("resuming from %s (epoch %d of %d)", state.manager.latest_checkpoint,
-                 int(state.epoch.numpy()), train_cfg.epochs)
-  else:
-    state.child.standardize.set_statistics(mean, std)
+  mean = restore_or_start(state.manager, state.child, dataset, "training", state.epoch,
+                          train_cfg.epochs)
   train_step = make_train_step(state.child, state.head, state.optimizer,
                                train_cfg.label_smoothing, dataset.num_classes)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)

@@ -39,7 +39,7 @@ from enas_face import plots
 from enas_face import reward as reward_lib
 from enas_face import search_space
 from enas_face.child import FixedChild, SharedChild
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
 
@@ -159,18 +159,10 @@ def _write_json(path: str, obj) -> None:
 def search(config: RunConfig, dataset: FaceDataset) -> dict:
   """Runs (or resumes) the search; returns the summary also written to search_summary.json."""
   search_cfg, train_cfg = config.search, config.train
-  steps_per_epoch = len(dataset.train) // train_cfg.batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(f"--batch_size={train_cfg.batch_size} is larger than the training split "
-                      f"({len(dataset.train)} images)")
+  steps_per_epoch = fixed.training_steps_per_epoch(config, dataset)
   state = create_state(config, dataset.num_classes, steps_per_epoch)
-  mean, std = pipeline.channel_statistics(dataset.train.images)
-  if state.manager.latest_checkpoint:
-    state.manager.checkpoint.restore(state.manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("resuming search from %s (epoch %d of %d)", state.manager.latest_checkpoint,
-                 int(state.epoch.numpy()), search_cfg.epochs)
-  else:
-    state.child.standardize.set_statistics(mean, std)
+  mean = fixed.restore_or_start(state.manager, state.child, dataset, "search", state.epoch,
+                                search_cfg.epochs)
   truncate_log(config.run_dir, int(state.epoch.numpy()))
 
   meter = latency.LatencyMeter(config.model, warmup=search_cfg.latency_warmup,

@@ -92,7 +92,7 @@ def test_eval_and_export_modes_use_the_run_folder(tiny_run):
 def test_rerun_resumes_after_the_last_epoch(tiny_run):
   result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "resuming from" in result.stderr
+  assert "resuming training from" in result.stderr
   history = [json.loads(l) for l in open(os.path.join(tiny_run, "train_history.jsonl"))]
   assert [h["epoch"] for h in history] == [1, 2, 3]
 

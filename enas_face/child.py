@@ -121,7 +121,7 @@ class _ChildBase(keras.Model):
     return self
 
 
-def _reduction_pairs_for(stages, final_stage, consumers):
+def _reduction_pairs_for(stages, consumers):
   """(source, stage) pairs needed so that each (source, target_stage) is reachable."""
   pairs = set()
   for source, target in consumers:
@@ -144,7 +144,7 @@ class FixedChild(_ChildBase):
     consumers = [(i - 1, stages[i]) for i in range(1, arc.num_layers)]
     consumers += [(j, stages[i]) for i in range(arc.num_layers) for j in arc.skip_inputs(i)]
     consumers.append((arc.num_layers - 1, config.num_reductions))
-    super().__init__(config, _reduction_pairs_for(stages, config.num_reductions, consumers),
+    super().__init__(config, _reduction_pairs_for(stages, consumers),
                      **kwargs)
     self.arc = arc
     for i, op_name in enumerate(arc.op_names):

@@ -38,7 +38,6 @@ class TrainingState:
   head: heads.SoftmaxHead
   optimizer: keras.optimizers.Optimizer
   epoch: tf.Variable
-  checkpoint: tf.train.Checkpoint
   manager: tf.train.CheckpointManager
 
 
@@ -74,7 +73,7 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> T
   checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch)
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(config.run_dir),
                                        max_to_keep=train.keep_checkpoints)
-  return TrainingState(child, head, optimizer, epoch, checkpoint, manager)
+  return TrainingState(child, head, optimizer, epoch, manager)
 
 
 def restore_child(config: RunConfig) -> FixedChild:

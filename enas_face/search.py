@@ -251,19 +251,18 @@ def search(config: RunConfig, dataset: FaceDataset) -> dict:
   ranked = rank_final_samples(config, dataset, state, meter, reward_fn)
   records = read_log(config.run_dir)
   plots.plot_accuracy_vs_latency(
-      [{**r, "epoch": r["epoch"]} for r in records], os.path.join(config.run_dir, PLOT_NAME),
+      records, os.path.join(config.run_dir, PLOT_NAME),
       target_ms=search_cfg.target_latency_ms, highlight=[e["arc_string"] for e in ranked[:3]],
       title=f"{sampler_name} search: sampled architectures")
-  final = ranked  # every final sample, best first
   summary = {
       "controller": sampler_name, "epochs": search_cfg.epochs,
       "rewarded_samples": len(records),
       "distinct_architectures": len({r["arc"] for r in records}),
-      "final_samples": len(final),
-      "final_val_accuracy_mean": float(np.mean([e["val_accuracy"] for e in final])),
-      "final_val_accuracy_best": float(final[0]["val_accuracy"]),
-      "final_latency_ms_mean": float(np.mean([e["latency_ms"] for e in final])),
-      "final_reward_mean": float(np.mean([e["reward"] for e in final])),
+      "final_samples": len(ranked),
+      "final_val_accuracy_mean": float(np.mean([e["val_accuracy"] for e in ranked])),
+      "final_val_accuracy_best": float(ranked[0]["val_accuracy"]),
+      "final_latency_ms_mean": float(np.mean([e["latency_ms"] for e in ranked])),
+      "final_reward_mean": float(np.mean([e["reward"] for e in ranked])),
       "last_epoch_reward_mean": float(np.mean([r["reward"] for r in records
                                                if r["epoch"] == search_cfg.epochs])),
       "latency_measurement": meter.describe(),

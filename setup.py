@@ -20,6 +20,9 @@ setup(
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
         "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer depends on it
+        "Pillow>=9.1",  # decoding that reports truncated/corrupt files (cv2.imread does not)
+        "mtcnn>=1.0,<2",  # MTCNN face detector + 5 landmarks; its weights ship in the wheel
+        "tqdm>=4.60",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],

@@ -15,6 +15,7 @@ from enas_face import search_space
 
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
+ALIGN_MODES = ("none", "online")
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,16 @@ class DataConfig:
   pad_pixels: int = 4
   cutout_size: int = 16
   seed: int = 0
+  # Real data (ignored by the synthetic generator).
+  pairs: str = ""
+  align: str = "none"
+  face_policy: str = "largest_central"
+  min_face_confidence: float = 0.9
+  min_images_per_identity: int = 3
+  heldout_fraction: float = 0.1
+  exclude_pair_identities: bool = True
+  max_image_pixels: int = 50_000_000
+  cache_dir: str = ""
 
   def scaled_to_input(self, pixels_at_112: int) -> int:
     """round(pixels * image_size / 112): the paper's augmentation sizes at this input."""

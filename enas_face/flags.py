@@ -7,12 +7,14 @@ This is the only module that reads absl flags; it turns them into a frozen
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
 
 from enas_face import search_space
-from enas_face.config import (EMBEDDING_HEADS, ConfigError, DataConfig, EvalConfig, ModelConfig,
+from enas_face.data import sources
+from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, ConfigError, DataConfig, EvalConfig, ModelConfig,
                               RunConfig, SearchConfig, TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export")
@@ -41,7 +43,35 @@ flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_
 flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
 
 # Data.
-flags.DEFINE_string("dataset", "synthetic", "Training data: 'synthetic' (embedded generator).")
+flags.DEFINE_string("dataset", "synthetic",
+                    "Training data: 'synthetic' (embedded generator); 'folder:DIR' (one subfolder "
+                    "of images per identity); 'tfrecord:DIR' (aligned shards written by "
+                    "tools/align_dataset.py); 'insightface:DIR' (train.rec + train.idx, read "
+                    "without MXNet).")
+flags.DEFINE_string("pairs", "", "Verification pairs: 'lfw:PAIRS_TXT,IMAGES_DIR' (LFW pairs "
+                    "format; IMAGES_DIR holds <Name>/<Name>_NNNN.jpg or is an aligned TFRecord "
+                    "folder) or 'bin:FILE.bin' (insightface). Empty: pairs from identities held "
+                    "out of --dataset (--heldout_fraction).")
+flags.DEFINE_enum("align", "none", ALIGN_MODES,
+                  "none: images are aligned faces already (resized, centre-cropped to square); "
+                  "online: MTCNN five-point alignment in the tf.data pipeline, cached.")
+flags.DEFINE_enum("face_policy", "largest_central",
+                  ("largest_central", "largest", "central", "confident"),
+                  "Which face to align when an image holds several (--align=online).")
+flags.DEFINE_float("min_face_confidence", 0.9, "MTCNN detections below this are ignored.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_integer("min_images_per_identity", 3, "Real data: identities with fewer images "
+                     "are not trained on (each needs train, val and test images).",
+                     lower_bound=1)
+flags.DEFINE_float("heldout_fraction", 0.1, "Real data without --pairs: fraction of identities "
+                   "held out of training for the verification pairs.", lower_bound=0.0,
+                   upper_bound=0.9)
+flags.DEFINE_boolean("exclude_pair_identities", True, "With --pairs=lfw:..., never train on an "
+                     "identity named in the pairs file (the LFW protocol).")
+flags.DEFINE_integer("max_image_pixels", 50_000_000, "Images with more pixels are rejected "
+                     "(reported), not decoded.", lower_bound=1)
+flags.DEFINE_string("cache_dir", "", "Cache of decoded/aligned real images (--align=online "
+                    "runs MTCNN once); default RUN_DIR/data_cache.")
 flags.DEFINE_integer("image_size", 112, "Input height = width in pixels.", lower_bound=8,
                      upper_bound=1024)
 flags.DEFINE_integer("synthetic_identities", 100, "Synthetic training identities.", lower_bound=2)
@@ -182,6 +212,19 @@ def _architectures(flag_values: flags.FlagValues) -> list[search_space.Architect
   return [search_space.default_architecture(flag_values.num_layers)]
 
 
+def _dataset_value(value: str) -> str:
+  """--dataset with its paths checked and made absolute (a run folder resumes from any cwd)."""
+  spec = sources.parse_dataset_spec(value)
+  return spec.kind if spec.kind == "synthetic" else f"{spec.kind}:{spec.path}"
+
+
+def _pairs_value(value: str) -> str:
+  spec = sources.parse_pairs_spec(value)
+  if spec is None:
+    return ""
+  return f"lfw:{spec.path},{spec.images_dir}" if spec.kind == "lfw" else f"bin:{spec.path}"
+
+
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
@@ -209,7 +252,21 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     synthetic_heldout_identities=fv.synthetic_heldout_identities,
                     synthetic_heldout_images_per_identity=fv.synthetic_heldout_images_per_identity,
                     num_pairs=fv.num_pairs, num_folds=fv.num_folds, random_flip=fv.random_flip,
-                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size, seed=fv.seed)
+                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size, seed=fv.seed,
+                    pairs=_pairs_value(fv.pairs), align=fv.align, face_policy=fv.face_policy,
+                    min_face_confidence=fv.min_face_confidence,
+                    min_images_per_identity=fv.min_images_per_identity,
+                    heldout_fraction=fv.heldout_fraction,
+                    exclude_pair_identities=fv.exclude_pair_identities,
+                    max_image_pixels=fv.max_image_pixels,
+                    cache_dir=os.path.abspath(fv.cache_dir) if fv.cache_dir else "")
+  data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
+  if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
+    raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "
+                      "insightface:); the synthetic faces make their own pairs")
+  if data.dataset != "synthetic" and not data.pairs and fv.heldout_fraction <= 0:
+    raise ConfigError("--heldout_fraction must be positive when --pairs is not given: the "
+                      "verification pairs come from held-out identities")
   if fv.num_pairs % (2 * fv.num_folds):
     raise ConfigError(f"--num_pairs={fv.num_pairs} must be a multiple of 2 * --num_folds = "
                       f"{2 * fv.num_folds} (each fold: half same, half different)")

@@ -51,6 +51,9 @@ def _prepare_run_dir(config: RunConfig) -> None:
     if (previous.arc, previous.model) != (config.arc, config.model):
       raise ConfigError(f"--run_dir={config.run_dir} holds a run of another network "
                         f"({previous.arc.to_string()!r}, {previous.model}); use a new --run_dir")
+    if previous.data != config.data:
+      raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
+                        f"({previous.data}); use a new --run_dir")
     if config.mode == "search" and previous.search != config.search:
       raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings "
                         f"({previous.search}); use a new --run_dir")
@@ -111,18 +114,17 @@ def run(config: RunConfig) -> None:
 
   from enas_face import export
   from enas_face import fixed
-  from enas_face.data import load_dataset
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
   logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
   if config.mode == "search":
     from enas_face import search
-    summary = search.search(config, load_dataset(config.data))
+    summary = search.search(config, _load_dataset(config))
     print(f"search results ({config.run_dir}):")
     print(format_search_summary(summary, config.run_dir))
     return
   if config.mode == "fixed":
-    dataset = load_dataset(config.data)
+    dataset = _load_dataset(config)
     if not config.candidate_arcs:
       _train_fixed(config, dataset)
       return
@@ -138,12 +140,26 @@ def run(config: RunConfig) -> None:
 
   child = fixed.restore_child(config)
   if config.mode == "eval":
-    metrics = fixed.evaluate(config, load_dataset(config.data), child)
+    metrics = fixed.evaluate(config, _load_dataset(config), child)
     _write_metrics(config, {**_previous_metrics(config), **metrics})
   elif config.mode == "export":
     path = export.export_saved_model(child, config.model.image_size, config.resolved_export_dir,
                                      metadata=_export_metadata(config))
     print(f"SavedModel: {path}")
+
+
+def _load_dataset(config: RunConfig):
+  """The run's dataset; what the reader kept and rejected goes to RUN_DIR/data_report.json."""
+  from enas_face.data import load_dataset
+  dataset = load_dataset(config.data)
+  if dataset.report:
+    with open(os.path.join(config.run_dir, "data_report.json"), "w") as f:
+      json.dump(dataset.report, f, indent=2)
+    rejects = dataset.report.get("num_rejects", 0)
+    print(f"data: {dataset.num_classes} training identities, {len(dataset.train)} training "
+          f"images, {len(dataset.pairs)} pairs; {rejects} rejected images "
+          f"(RUN_DIR/data_report.json)")
+  return dataset
 
 
 def _export_metadata(config: RunConfig) -> dict:

@@ -1,12 +1,21 @@
-"""Face datasets: every source returns a `base.FaceDataset`."""
+"""Face datasets: every source returns a `base.FaceDataset`.
+
+`load_dataset(config)` reads --dataset (synthetic, folder:, tfrecord:,
+insightface:) and --pairs (lfw:, bin:, or pairs from held-out identities).
+"""
 from __future__ import annotations
 
+import os
+
+import numpy as np
+
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data.base import FaceDataset
+from enas_face.data import sources
+from enas_face.data.base import FaceDataset, VerificationPairs
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:
-  """The dataset named by --dataset (today: the embedded synthetic faces)."""
+  """The dataset named by --dataset, with the verification pairs of --pairs."""
   if config.dataset == "synthetic":
     from enas_face.data import synthetic
     return synthetic.make_synthetic_dataset(
@@ -16,4 +25,119 @@ def load_dataset(config: DataConfig) -> FaceDataset:
         heldout_images_per_identity=config.synthetic_heldout_images_per_identity,
         num_pairs=config.num_pairs, num_folds=config.num_folds,
         image_size=config.image_size, seed=config.seed)
-  raise ConfigError(f"--dataset={config.dataset!r} is not supported; expected 'synthetic'")
+  from enas_face.data import real
+  spec = sources.parse_dataset_spec(config.dataset)
+  collection = _read_collection(spec, config)
+  pairs, pair_identities = None, frozenset()
+  pairs_spec = sources.parse_pairs_spec(config.pairs)
+  if pairs_spec is not None:
+    pairs, pair_identities = _read_pairs(pairs_spec, config)
+  return real.assemble(collection, config, config.dataset, pairs, pair_identities)
+
+
+def _decode_all(root: str, relpaths: list[str], config: DataConfig):
+  """(image at config.image_size or None, reason) per file: aligned online or centre-cropped."""
+  from enas_face.data import folder, real
+  if config.align == "online":
+    from enas_face.data import online
+    return online.align_files(root, relpaths, config)
+  return folder.read_files(root, relpaths, lambda image: real.fit_square(image, config.image_size),
+                           config.max_image_pixels)
+
+
+def _read_collection(spec: sources.DatasetSpec, config: DataConfig):
+  from enas_face.data import real
+  if spec.kind == "folder":
+    from enas_face.data import folder
+    listing = folder.scan_folder(spec.path)
+    relpaths = [relpath for _, relpath in listing.files]
+    results = _decode_all(spec.path, relpaths, config)
+    kept = [i for i, (image, _) in enumerate(results) if image is not None]
+    rejects = [{"path": relpaths[i], "reason": reason}
+               for i, (image, reason) in enumerate(results) if image is None]
+    if not kept:
+      raise ConfigError(f"--dataset={config.dataset}: none of its {len(relpaths)} images could "
+                        f"be used; first rejects: {rejects[:3]}")
+    return real.LabelledCollection(
+        images=np.stack([results[i][0] for i in kept]),
+        labels=np.array([listing.files[i][0] for i in kept], dtype=np.int64),
+        identity_names=listing.identities, paths=[relpaths[i] for i in kept],
+        report=folder.listing_report(listing, rejects))
+  if spec.kind == "tfrecord":
+    from enas_face.data import tfrecord
+    if config.align == "online":
+      raise ConfigError("--align=online with --dataset=tfrecord: the shards hold aligned faces "
+                        "already; use --align=none")
+    manifest = tfrecord.read_manifest(spec.path)
+    images, labels, paths = tfrecord.load_arrays(spec.path, config.image_size)
+    names = [""] * (max(i["label"] for i in manifest["identities"]) + 1)
+    for identity in manifest["identities"]:
+      names[identity["label"]] = identity["name"]
+    report = {"source": spec.path, "manifest": os.path.join(spec.path, sources.MANIFEST),
+              "image_files": manifest["num_images"] + manifest["num_rejects"],
+              "rejects": manifest["rejects"], "num_rejects": manifest["num_rejects"],
+              "empty_identities": manifest.get("empty_identities", [])}
+    return real.LabelledCollection(images, labels.astype(np.int64), names, list(paths), report)
+  return _read_insightface(spec, config)
+
+
+def _read_insightface(spec: sources.DatasetSpec, config: DataConfig):
+  from enas_face.data import images as image_io
+  from enas_face.data import real, recordio
+  if config.align == "online":
+    raise ConfigError("--align=online with --dataset=insightface: train.rec holds aligned "
+                      "112x112 faces already; use --align=none")
+  images, labels, paths, rejects = [], [], [], []
+  for key, label, data in recordio.iter_insightface(spec.path, spec.index_path):
+    name = f"{os.path.basename(spec.path)}#{key}"
+    try:
+      image = image_io.decode_image(data, name, max_pixels=config.max_image_pixels)
+    except image_io.ImageError as e:
+      rejects.append({"path": name, "reason": e.reason})
+      continue
+    images.append(real.fit_square(image, config.image_size))
+    labels.append(label)
+    paths.append(name)
+  if not images:
+    raise ConfigError(f"--dataset={config.dataset}: no decodable image records")
+  labels = np.array(labels, dtype=np.int64)
+  names = [str(i) for i in range(int(labels.max()) + 1)]
+  report = {"source": spec.path, "image_files": len(images) + len(rejects), "rejects": rejects,
+            "num_rejects": len(rejects)}
+  return real.LabelledCollection(np.stack(images), labels, names, paths, report)
+
+
+def _read_pairs(spec: sources.PairsSpec, config: DataConfig
+                ) -> tuple[VerificationPairs, frozenset[str]]:
+  """The --pairs images at config.image_size and the identities they name."""
+  from enas_face.data import images as image_io
+  from enas_face.data import real, verification_files
+  if spec.kind == "bin":
+    encoded, is_same = verification_files.load_bin(spec.path)
+    decoded = []
+    for i, data in enumerate(encoded):
+      try:
+        image = image_io.decode_image(data, f"{spec.path}[{i}]", config.max_image_pixels)
+      except image_io.ImageError as e:
+        raise ConfigError(f"--pairs={config.pairs}: {e}") from e
+      decoded.append(real.fit_square(image, config.image_size))
+    pairs = np.arange(2 * len(is_same), dtype=np.int64).reshape(-1, 2)
+    return real.ordered_pairs(np.stack(decoded), pairs, is_same, config.num_folds), frozenset()
+
+  entries = verification_files.parse_lfw_pairs(spec.path)
+  identities = frozenset(verification_files.identities_in_pairs(entries))
+  if os.path.isfile(os.path.join(spec.images_dir, sources.MANIFEST)):
+    from enas_face.data import tfrecord
+    relpaths, pairs, is_same = verification_files.resolve_lfw_pairs(spec.path, lambda _: True)
+    images = tfrecord.lookup_images(spec.images_dir, relpaths, config.image_size)
+  else:
+    relpaths, pairs, is_same = verification_files.resolve_lfw_pairs(
+        spec.path, lambda rel: os.path.isfile(os.path.join(spec.images_dir, rel)))
+    results = _decode_all(spec.images_dir, relpaths, config)
+    failed = [f"{relpaths[i]} ({reason})" for i, (image, reason) in enumerate(results)
+              if image is None]
+    if failed:
+      raise ConfigError(f"--pairs={config.pairs}: {len(failed)} pair images could not be used: "
+                        + "; ".join(failed[:20]) + (" ..." if len(failed) > 20 else ""))
+    images = np.stack([image for image, _ in results])
+  return real.ordered_pairs(images, pairs, is_same, config.num_folds), identities

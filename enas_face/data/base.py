@@ -62,6 +62,7 @@ class FaceDataset:
   test: LabelledImages
   num_classes: int
   pairs: VerificationPairs
+  report: dict = dataclasses.field(default_factory=dict)  # what the reader kept and rejected
 
   @property
   def image_size(self) -> int:

@@ -1,0 +1,98 @@
+"""Parsing and checking of the --dataset and --pairs specifications.
+
+Pure Python (no TensorFlow), so a wrong path fails before the slow import:
+
+    --dataset = synthetic | folder:DIR | tfrecord:DIR | insightface:DIR_OR_REC
+    --pairs   = (empty) | lfw:PAIRS_TXT,IMAGES_DIR | bin:FILE.bin
+
+folder:DIR holds one subfolder of images per identity; tfrecord:DIR is the
+output of tools/align_dataset.py (manifest.json + shards); insightface: is a
+folder with train.rec + train.idx (or the .rec itself, its .idx beside it).
+lfw: IMAGES_DIR is either a folder <Name>/<Name>_NNNN.jpg or an aligned
+TFRecord folder of the same images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from enas_face.config import ConfigError
+
+DATASET_KINDS = ("synthetic", "folder", "tfrecord", "insightface")
+PAIRS_KINDS = ("lfw", "bin")
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  kind: str
+  path: str = ""          # folder, TFRecord folder, or the .rec file
+  index_path: str = ""    # insightface: the .idx file
+
+
+@dataclasses.dataclass(frozen=True)
+class PairsSpec:
+  kind: str               # "lfw" or "bin"
+  path: str               # pairs.txt or .bin
+  images_dir: str = ""    # lfw: where the pair images are
+
+
+def _require_dir(path: str, flag: str, what: str) -> str:
+  if not os.path.isdir(path):
+    raise ConfigError(f"{flag}: {path} is not a folder (expected {what})")
+  return os.path.abspath(path)
+
+
+def _require_file(path: str, flag: str, what: str) -> str:
+  if not os.path.isfile(path):
+    raise ConfigError(f"{flag}: {path} does not exist (expected {what})")
+  return os.path.abspath(path)
+
+
+def parse_dataset_spec(value: str) -> DatasetSpec:
+  """DatasetSpec of a --dataset value; ConfigError if malformed or its files are missing."""
+  flag = f"--dataset={value}"
+  kind, _, path = value.partition(":")
+  if kind not in DATASET_KINDS:
+    raise ConfigError(f"{flag}: unknown kind {kind!r}; expected one of "
+                      "synthetic, folder:DIR, tfrecord:DIR, insightface:DIR_OR_REC")
+  if kind == "synthetic":
+    if path:
+      raise ConfigError(f"{flag}: 'synthetic' takes no path")
+    return DatasetSpec("synthetic")
+  if not path:
+    raise ConfigError(f"{flag}: missing the path after '{kind}:'")
+  path = os.path.expanduser(path)
+  if kind == "folder":
+    return DatasetSpec(kind, _require_dir(path, flag, "one subfolder of images per identity"))
+  if kind == "tfrecord":
+    folder = _require_dir(path, flag, "a folder written by tools/align_dataset.py")
+    _require_file(os.path.join(folder, MANIFEST), flag,
+                  "its manifest.json, written by tools/align_dataset.py")
+    return DatasetSpec(kind, folder)
+  rec = os.path.join(path, "train.rec") if os.path.isdir(path) else path
+  rec = _require_file(rec, flag, "an InsightFace train.rec, or a folder holding one")
+  index = _require_file(os.path.splitext(rec)[0] + ".idx", flag,
+                        f"the RecordIO index beside {os.path.basename(rec)}")
+  return DatasetSpec(kind, rec, index)
+
+
+def parse_pairs_spec(value: str) -> PairsSpec | None:
+  """PairsSpec of a --pairs value, or None when empty."""
+  if not value:
+    return None
+  flag = f"--pairs={value}"
+  kind, _, rest = value.partition(":")
+  if kind not in PAIRS_KINDS:
+    raise ConfigError(f"{flag}: unknown kind {kind!r}; expected lfw:PAIRS_TXT,IMAGES_DIR or "
+                      "bin:FILE.bin")
+  if kind == "bin":
+    return PairsSpec(kind, _require_file(os.path.expanduser(rest), flag,
+                                         "an insightface verification .bin"))
+  pairs_txt, comma, images_dir = rest.partition(",")
+  if not comma or not pairs_txt or not images_dir:
+    raise ConfigError(f"{flag}: expected lfw:PAIRS_TXT,IMAGES_DIR")
+  return PairsSpec(kind, _require_file(os.path.expanduser(pairs_txt), flag, "an LFW pairs file"),
+                   _require_dir(os.path.expanduser(images_dir), flag,
+                                "the images' folder (<Name>/<Name>_NNNN.jpg) or an aligned "
+                                "TFRecord folder"))

@@ -43,11 +43,12 @@ def timed_steps(step, batches, arcs=None, warmup=3):
   return time.perf_counter() - tic
 
 
-def make_step(child, num_classes, takes_arc):
+def make_step(child, num_classes, batch_size, takes_arc):
   head = heads.SoftmaxHead(num_classes)
   head.build((None, child.config.embedding_dim))
   optimizer = fixed.make_child_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
-  return fixed.make_train_step(child, head, optimizer, 0.0, num_classes, takes_arc=takes_arc)
+  return fixed.make_train_step(child, head, optimizer, 0.0, num_classes, batch_size,
+                               takes_arc=takes_arc)
 
 
 def main():
@@ -74,10 +75,10 @@ def main():
              for _ in range(args.steps)]
   arcs = [search_space.sample_uniform(config.num_layers, rng) for _ in range(args.archs)]
 
-  fixed_steps = [make_step(FixedChild(config, arc).build_for_input(), num_classes, False)
+  fixed_steps = [make_step(FixedChild(config, arc).build_for_input(), num_classes, args.batch_size, False)
                  for arc in arcs]
   shared = SharedChild(config).build_for_input()
-  shared_step = make_step(shared, num_classes, True)
+  shared_step = make_step(shared, num_classes, args.batch_size, True)
   arc_tensors = [tf.constant(a.to_ints(), tf.int32) for a in arcs]
   fixed_seconds = shared_seconds = 0.0
   for round_index in range(args.rounds):

@@ -61,7 +61,7 @@ class _ChildBase(keras.Model):
     self.stem = ops.Stem(config.base_filters, config.stem_stride, name="stem")
     self._keys = ()
     for i in range(config.num_layers):
-      self._add_module(f"layer{i}_bn", layers.BatchNormalization(name=f"layer{i}_bn"))
+      self._add_module(f"layer{i}_bn", ops.batch_norm(name=f"layer{i}_bn"))
     self.reduction_keys = tuple(reduction_key(j, s) for j, s in sorted(reduction_pairs))
     for j, s in sorted(reduction_pairs):
       self._add_module(reduction_key(j, s),

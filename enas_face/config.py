@@ -145,6 +145,7 @@ class SearchConfig:
   val_batch_size: int = 128
   num_final_samples: int = 20
   num_ranked: int = 10
+  latency_cache: str = ""  # JSONL of measured latencies; default RUN_DIR/latency_cache.jsonl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +161,10 @@ class RunConfig:
   export_dir: str = ""
   top_k: int = 1
   candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
+  # Where and how it runs (not part of the network: a run may resume under another strategy).
+  strategy: str = "default"
+  num_replicas: int = 0
+  deterministic: bool = False
 
   @property
   def resolved_export_dir(self) -> str:
@@ -180,6 +185,9 @@ class RunConfig:
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**obj.get("search", {})),
                  export_dir=obj.get("export_dir", ""), top_k=obj.get("top_k", 1),
+                 strategy=obj.get("strategy", "default"),
+                 num_replicas=obj.get("num_replicas", 0),
+                 deterministic=obj.get("deterministic", False),
                  candidate_arcs=tuple(search_space.Architecture.from_json(a)
                                       for a in obj.get("candidate_arcs", [])))
     except (KeyError, TypeError) as e:

@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face import cost
+from enas_face import distribute
 from enas_face import heads
 from enas_face import schedules
 from enas_face import verification
@@ -29,6 +30,9 @@ from enas_face.child import FixedChild
 from enas_face.config import ConfigError, RunConfig, TrainConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset
+
+
+HISTORY_NAME = "train_history.jsonl"
 
 
 @dataclasses.dataclass
@@ -61,17 +65,19 @@ def make_child_optimizer(train: TrainConfig, steps_per_epoch: int,
                               weight_decay=train.weight_decay)
 
 
-def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> TrainingState:
-  """Builds child, head and optimiser, and the checkpoint that tracks them."""
+def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
+                 placement: distribute.Placement) -> TrainingState:
+  """Builds child, head and optimiser in the strategy's scope, and their checkpoint."""
   train = config.train
-  child = build_child(config)
-  head = heads.SoftmaxHead(num_classes, name="head")
-  head.build((None, config.model.embedding_dim))
-  optimizer = make_child_optimizer(train, steps_per_epoch, train.epochs)
-  optimizer.build(child.trainable_variables + head.trainable_variables)
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  with placement.strategy.scope():
+    child = build_child(config)
+    head = heads.SoftmaxHead(num_classes, name="head")
+    head.build((None, config.model.embedding_dim))
+    optimizer = make_child_optimizer(train, steps_per_epoch, train.epochs)
+    optimizer.build(child.trainable_variables + head.trainable_variables)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch)
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(config.run_dir),
+  manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=train.keep_checkpoints)
   return TrainingState(child, head, optimizer, epoch, manager)
 
@@ -90,26 +96,38 @@ def restore_child(config: RunConfig) -> FixedChild:
 
 def make_train_step(child: keras.Model, head: keras.layers.Layer,
                     optimizer: keras.optimizers.Optimizer, label_smoothing: float,
-                    num_classes: int, takes_arc: bool = False):
-  """One SGD step on L = CE(softmax(head(child(x))), smooth(onehot(y))).
+                    num_classes: int, global_batch_size: int,
+                    strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False):
+  """One SGD step on L = (1/B) sum_b CE(softmax(head(child(x_b))), smooth(onehot(y_b))).
 
+  B is the global batch: each replica sums its own examples' losses and divides
+  by B, and the optimiser sums the replicas' gradients (Keras all-reduce), so
+  any number of replicas takes the same step as one device on the whole batch.
   Returns (loss, batch accuracy, learning rate). With `takes_arc` (the shared
-  child) the step is `train_step(images, labels, arc)`, arc an int32 tensor, so a
-  new architecture does not retrace.
+  child) the step is `train_step(images, labels, arc)`, arc an int32 tensor
+  shared by every replica, so a new architecture does not retrace.
   """
+  strategy = strategy or tf.distribute.get_strategy()
   variables = child.trainable_variables + head.trainable_variables
-  loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                 label_smoothing=label_smoothing)
+  loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing,
+                                                 reduction=None)
 
-  def step(images, labels, **child_kwargs):
+  def replica_step(images, labels, **child_kwargs):
     with tf.GradientTape() as tape:
       logits = head(child(images, training=True, **child_kwargs), training=True)
-      loss = loss_fn(tf.one_hot(labels, num_classes), logits)
+      loss = tf.nn.compute_average_loss(loss_fn(tf.one_hot(labels, num_classes), logits),
+                                        global_batch_size=global_batch_size)
     gradients = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
-    correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                              labels), tf.float32))
-    return loss, correct, optimizer.learning_rate
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                             labels), tf.float32)) / global_batch_size
+    return loss, correct
+
+  def step(images, labels, **child_kwargs):
+    loss, correct = strategy.run(replica_step, args=(images, labels), kwargs=child_kwargs)
+    total = tf.distribute.ReduceOp.SUM
+    return (strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None),
+            optimizer.learning_rate)
 
   if takes_arc:
     return tf.function(lambda images, labels, arc: step(images, labels, arc=arc))
@@ -146,81 +164,124 @@ def classification_accuracy(extractor: EmbeddingExtractor, head, images, labels)
   return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
 
 
-def training_steps_per_epoch(config: RunConfig, dataset: FaceDataset) -> int:
-  """floor(|train split| / batch size); an error naming --batch_size if that is 0."""
-  steps = len(dataset.train) // config.train.batch_size
+def training_steps_per_epoch(config: RunConfig, dataset: FaceDataset,
+                             placement: distribute.Placement) -> int:
+  """floor(|train split| / global batch); errors name --batch_size if that is 0 or if the
+  global batch does not split evenly over the replicas."""
+  batch = config.train.batch_size
+  if batch % placement.num_replicas:
+    raise ConfigError(f"--batch_size={batch} (the global batch) must be a multiple of the "
+                      f"{placement.num_replicas} replicas")
+  steps = len(dataset.train) // batch
   if steps < 1:
-    raise ConfigError(f"--batch_size={config.train.batch_size} is larger than the training "
-                      f"split ({len(dataset.train)} images)")
+    raise ConfigError(f"--batch_size={batch} is larger than the training split "
+                      f"({len(dataset.train)} images)")
   return steps
 
 
 def restore_or_start(manager: tf.train.CheckpointManager, child: keras.Model,
-                     dataset: FaceDataset, what: str, epoch: tf.Variable,
-                     epochs: int) -> np.ndarray:
-  """Restores the latest checkpoint, or starts by setting the child's standardisation
-  to the training split's statistics; returns the per-channel mean (for augmentation)."""
+                     dataset: FaceDataset, what: str, epoch: tf.Variable, epochs: int,
+                     restore_dir: str) -> np.ndarray:
+  """Restores the latest checkpoint of `restore_dir` (the chief's), or starts by setting
+  the child's standardisation to the training split's statistics; returns the
+  per-channel mean (for augmentation)."""
   mean, std = pipeline.channel_statistics(dataset.train.images)
-  if manager.latest_checkpoint:
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("resuming %s from %s (epoch %d of %d)", what, manager.latest_checkpoint,
-                 int(epoch.numpy()), epochs)
+  latest = tf.train.latest_checkpoint(restore_dir)
+  if latest:
+    manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info("resuming %s from %s (epoch %d of %d)", what, latest, int(epoch.numpy()), epochs)
   else:
     child.standardize.set_statistics(mean, std)
   return mean
 
 
-def train(config: RunConfig, dataset: FaceDataset) -> TrainingState:
-  """Trains (or resumes) the run's architecture; returns the final state."""
+def check_finite(loss: float, epoch: int, step: int, run_dir: str) -> None:
+  """Stops the run at the first NaN/inf loss; the checkpoints on disk stay as they were."""
+  if np.isfinite(loss):
+    return
+  latest = tf.train.latest_checkpoint(checkpoint_dir(run_dir))
+  kept = (f"the last good checkpoint, {os.path.basename(latest)}, is kept in "
+          f"{checkpoint_dir(run_dir)}" if latest else "no checkpoint was written yet")
+  raise FloatingPointError(f"training loss is {loss} at epoch {epoch}, step {step}; stopping. "
+                           f"{kept}. Lower --lr_max (or raise --warmup_epochs) and rerun.")
+
+
+def write_history(run_dir: str, record: dict) -> None:
+  with open(os.path.join(run_dir, HISTORY_NAME), "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def truncate_history(run_dir: str, last_epoch: int) -> None:
+  """Keeps only records of checkpointed epochs (written before the checkpoint, so a
+  crash between the two leaves no gap; this removes the duplicate on resume)."""
+  path = os.path.join(run_dir, HISTORY_NAME)
+  records = [r for r in read_history(run_dir) if r["epoch"] <= last_epoch]
+  with open(path + ".tmp", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  os.replace(path + ".tmp", path)
+
+
+def train(config: RunConfig, dataset: FaceDataset,
+          placement: distribute.Placement | None = None) -> TrainingState:
+  """Trains (or resumes) the run's architecture; returns the final state.
+
+  Per epoch: history record, then checkpoint (both by the chief only).
+  """
+  placement = placement or distribute.make_placement("default")
   train_cfg = config.train
-  steps_per_epoch = training_steps_per_epoch(config, dataset)
-  state = create_state(config, dataset.num_classes, steps_per_epoch)
+  steps_per_epoch = training_steps_per_epoch(config, dataset, placement)
+  state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
   mean = restore_or_start(state.manager, state.child, dataset, "training", state.epoch,
-                          train_cfg.epochs)
+                          train_cfg.epochs, checkpoint_dir(config.run_dir))
   train_step = make_train_step(state.child, state.head, state.optimizer,
-                               train_cfg.label_smoothing, dataset.num_classes)
+                               train_cfg.label_smoothing, dataset.num_classes,
+                               train_cfg.batch_size, placement.strategy)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
-  history_path = os.path.join(config.run_dir, "train_history.jsonl")
+  chief = placement.is_chief
+  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
   start_epoch = int(state.epoch.numpy())
+  if chief:
+    truncate_history(config.run_dir, start_epoch)
   for epoch in range(start_epoch, train_cfg.epochs):
     ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
                                 epoch=epoch, random_flip=config.data.random_flip,
                                 pad=config.data.pad, cutout=config.data.cutout)
-    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"], verbose=1)
+    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"],
+                                  verbose=1 if chief else 0)
     losses, accuracies = [], []
     tic = time.perf_counter()
-    for step, (images, labels) in enumerate(ds):
+    for step, (images, labels) in enumerate(distribute.distribute_dataset(placement, ds)):
       loss, acc, lr = (float(v) for v in train_step(images, labels))
+      check_finite(loss, epoch + 1, step + 1, config.run_dir)
       losses.append(loss)
       accuracies.append(acc)
       progbar.update(step + 1, [("loss", loss), ("acc", acc), ("lr", lr)])
     seconds = time.perf_counter() - tic
     images_per_second = steps_per_epoch * train_cfg.batch_size / seconds
-    val_acc = classification_accuracy(extractor, state.head, dataset.val.images,
-                                      dataset.val.labels)
-    record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-              "train_accuracy": float(np.mean(accuracies)), "val_accuracy": val_acc,
-              "lr": lr, "seconds": seconds, "images_per_second": images_per_second}
-    if not np.isfinite(record["loss"]):
-      raise FloatingPointError(f"epoch {epoch + 1}: training loss is {record['loss']}; the last "
-                               f"good checkpoint is kept in {checkpoint_dir(config.run_dir)}")
-    logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
-                 epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
-                 val_acc, images_per_second)
-    with writer.as_default(step=epoch + 1):
-      for key in ("loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"):
-        tf.summary.scalar(key, record[key])
     state.epoch.assign(epoch + 1)
-    state.manager.save(checkpoint_number=epoch + 1)
-    with open(history_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-  writer.flush()
+    if chief:
+      val_acc = classification_accuracy(extractor, state.head, dataset.val.images,
+                                        dataset.val.labels)
+      record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                "train_accuracy": float(np.mean(accuracies)), "val_accuracy": val_acc,
+                "lr": lr, "seconds": seconds, "images_per_second": images_per_second,
+                "replicas": placement.num_replicas}
+      logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
+                   epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
+                   val_acc, images_per_second)
+      with writer.as_default(step=epoch + 1):
+        for key in ("loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"):
+          tf.summary.scalar(key, record[key])
+      write_history(config.run_dir, record)
+    state.manager.save(checkpoint_number=epoch + 1)  # every worker saves (tf.distribute rule)
+  if writer is not None:
+    writer.flush()
+  placement.cleanup(config.run_dir)
   return state
 
 
 def read_history(run_dir: str) -> list[dict]:
-  path = os.path.join(run_dir, "train_history.jsonl")
+  path = os.path.join(run_dir, HISTORY_NAME)
   if not os.path.exists(path):
     return []
   with open(path) as f:

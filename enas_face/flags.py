@@ -41,6 +41,17 @@ flags.DEFINE_integer("top_k", 1, "With --mode=fixed and a ranked --arc_file: tra
                      lower_bound=1)
 flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_model.")
 flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
+flags.DEFINE_boolean("deterministic", False,
+                     "TensorFlow op determinism (tf.config.experimental.enable_op_determinism): "
+                     "two runs with the same flags give the same architectures and losses. "
+                     "Measured latency is the one input that varies: share --latency_cache "
+                     "(or use --reward=accuracy) for identical rewards. Slower.")
+flags.DEFINE_enum("strategy", "default", ("default", "mirrored", "multi_worker"),
+                  "default: one device; mirrored: all local GPUs (or --num_replicas logical "
+                  "CPU devices); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_integer("num_replicas", 0, "mirrored: GPUs to use (0 = all), or, without GPUs, "
+                     "logical CPU devices; multi_worker: logical CPU devices per worker.",
+                     lower_bound=0, upper_bound=64)
 
 # Data.
 flags.DEFINE_string("dataset", "synthetic",
@@ -172,6 +183,9 @@ flags.DEFINE_integer("search_val_batch_size", 128, "Validation minibatch for one
 flags.DEFINE_integer("num_final_samples", 20, "Architectures sampled after the search and "
                      "ranked on the whole validation split.", lower_bound=1)
 flags.DEFINE_integer("num_ranked", 10, "Architectures kept in arcs_ranked.json.", lower_bound=1)
+flags.DEFINE_string("latency_cache", "", "JSONL file of measured latencies, reused across "
+                    "searches of the same model settings on this machine; default "
+                    "RUN_DIR/latency_cache.jsonl.")
 
 # Evaluation.
 flags.DEFINE_boolean("flip_test", True, "Embed e(x) + e(flip(x)) for evaluation.")
@@ -299,7 +313,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       target_latency_ms=fv.target_latency_ms, latency_exponent=fv.latency_exponent,
       latency_warmup=fv.latency_warmup, latency_repeats=fv.latency_repeats,
       val_batch_size=fv.search_val_batch_size, num_final_samples=fv.num_final_samples,
-      num_ranked=fv.num_ranked)
+      num_ranked=fv.num_ranked,
+      latency_cache=os.path.abspath(fv.latency_cache) if fv.latency_cache else "")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")
@@ -308,4 +323,6 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
                    data=data, train=train, eval=evaluation, search=search,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
-                   top_k=fv.top_k, candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else ())
+                   top_k=fv.top_k, candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),
+                   strategy=fv.strategy, num_replicas=fv.num_replicas,
+                   deterministic=fv.deterministic)

@@ -39,8 +39,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(str(e))
 
 
-def _prepare_run_dir(config: RunConfig) -> None:
-  """Creates the run folder, refuses one holding a different network, saves flags+config."""
+def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
+  """Creates the run folder, refuses one holding a different network, saves flags+config
+  (the chief only, under a multi-worker strategy)."""
   os.makedirs(config.run_dir, exist_ok=True)
   config_path = os.path.join(config.run_dir, "config.json")
   if os.path.exists(config_path):
@@ -54,9 +55,12 @@ def _prepare_run_dir(config: RunConfig) -> None:
     if previous.data != config.data:
       raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
                         f"({previous.data}); use a new --run_dir")
-    if config.mode == "search" and previous.search != config.search:
+    same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
+    if config.mode == "search" and same_search != config.search:
       raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings "
                         f"({previous.search}); use a new --run_dir")
+  if not chief:
+    return
   config.save(config_path)
   with open(os.path.join(config.run_dir, "flags.txt"), "w") as f:
     f.write(enas_flags.flags_as_flagfile(FLAGS))
@@ -105,37 +109,53 @@ def _write_metrics(config: RunConfig, metrics: dict) -> None:
 
 def run(config: RunConfig) -> None:
   # Validate everything that can be wrong before the slow TensorFlow import.
+  chief = True
   if config.mode in ("fixed", "search"):
-    _prepare_run_dir(config)
+    if config.strategy == "multi_worker":
+      from enas_face import distribute  # TF_CONFIG is checked before the slow start
+      chief = distribute.cluster_role()[0]
+    _prepare_run_dir(config, chief)
   else:
     config = _saved_run_config(config)
 
+  import keras
   import tensorflow as tf
+
+  from enas_face import distribute
 
   from enas_face import export
   from enas_face import fixed
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
   logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
+  keras.utils.set_random_seed(config.train.seed)  # weight init, dropout, DropBlock
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  placement = (distribute.make_placement(config.strategy, config.num_replicas)
+               if config.mode in ("fixed", "search") else distribute.make_placement("default"))
   if config.mode == "search":
     from enas_face import search
-    summary = search.search(config, _load_dataset(config))
+    summary = search.search(config, _load_dataset(config, placement.is_chief), placement)
+    if not placement.is_chief:
+      return
     print(f"search results ({config.run_dir}):")
     print(format_search_summary(summary, config.run_dir))
     return
   if config.mode == "fixed":
-    dataset = _load_dataset(config)
+    dataset = _load_dataset(config, placement.is_chief)
     if not config.candidate_arcs:
-      _train_fixed(config, dataset)
+      _train_fixed(config, dataset, placement)
       return
     rows = []
     for rank, arc in enumerate(config.candidate_arcs, 1):
       sub = dataclasses.replace(config, arc=arc, run_dir=os.path.join(config.run_dir, f"top{rank}"),
                                 candidate_arcs=(), top_k=1, export_dir="")
-      _prepare_run_dir(sub)
+      _prepare_run_dir(sub, placement.is_chief)
       print(f"== top {rank} of {len(config.candidate_arcs)}: {arc.to_string()}")
-      rows.append({"rank": rank, "arc": arc.to_string(), **_train_fixed(sub, dataset)})
-    _write_comparison(config, rows)
+      rows.append({"rank": rank, "arc": arc.to_string(),
+                   **_train_fixed(sub, dataset, placement)})
+    if placement.is_chief:
+      _write_comparison(config, rows)
     return
 
   child = fixed.restore_child(config)
@@ -148,11 +168,11 @@ def run(config: RunConfig) -> None:
     print(f"SavedModel: {path}")
 
 
-def _load_dataset(config: RunConfig):
+def _load_dataset(config: RunConfig, chief: bool = True):
   """The run's dataset; what the reader kept and rejected goes to RUN_DIR/data_report.json."""
   from enas_face.data import load_dataset
   dataset = load_dataset(config.data)
-  if dataset.report:
+  if dataset.report and chief:
     with open(os.path.join(config.run_dir, "data_report.json"), "w") as f:
       json.dump(dataset.report, f, indent=2)
     rejects = dataset.report.get("num_rejects", 0)
@@ -166,8 +186,9 @@ def _export_metadata(config: RunConfig) -> dict:
   return {"architecture": config.arc.to_json(), "image_size": config.model.image_size}
 
 
-def _train_fixed(config: RunConfig, dataset) -> dict:
-  """Trains (or resumes), evaluates and exports one architecture; returns its metrics."""
+def _train_fixed(config: RunConfig, dataset, placement) -> dict:
+  """Trains (or resumes), evaluates and exports one architecture; returns its metrics
+  (the chief; other workers only train and return {})."""
   import time
 
   import numpy as np
@@ -177,8 +198,10 @@ def _train_fixed(config: RunConfig, dataset) -> dict:
   from enas_face import latency
 
   tic = time.perf_counter()
-  state = fixed.train(config, dataset)
+  state = fixed.train(config, dataset, placement)
   wall = time.perf_counter() - tic
+  if not placement.is_chief:
+    return {}
   metrics = fixed.evaluate(config, dataset, state.child, state.head)
   history = fixed.read_history(config.run_dir)
   if len(history) > 1:  # the first epoch includes tracing
@@ -251,6 +274,9 @@ def main(argv: list[str]) -> None:
     run(config)
   except ConfigError as e:
     _fail(str(e))
+  except FloatingPointError as e:  # NaN/inf loss: the last good checkpoint is kept
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
 
 
 def entry_point() -> None:

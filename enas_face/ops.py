@@ -22,6 +22,14 @@ def _conv1x1(filters: int, name: str) -> layers.Conv2D:
 
 
 @keras.saving.register_keras_serializable("enas_face")
+
+def batch_norm(**kwargs) -> layers.BatchNormalization:
+  """BatchNorm whose training-time statistics span all replicas of a tf.distribute
+  strategy (Keras `synchronized=True`): mean and variance of the global batch, so
+  N replicas normalise exactly as one device would. One replica: plain BatchNorm."""
+  return layers.BatchNormalization(synchronized=True, **kwargs)
+
+
 class ChannelStandardization(layers.Layer):
   """y = (x - mean_c) / std_c, with the dataset's per-channel statistics.
 
@@ -51,7 +59,7 @@ class Stem(layers.Layer):
     self.filters, self.strides = filters, strides
     self.conv = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                               kernel_initializer="he_normal", name="conv3x3")
-    self.bn = layers.BatchNormalization(name="bn")
+    self.bn = batch_norm(name="bn")
 
   def call(self, x, training=False):
     return self.bn(self.conv(x), training=training)
@@ -72,7 +80,7 @@ class SeparableConvBranch(layers.Layer):
                                             depthwise_initializer="he_normal",
                                             pointwise_initializer="he_normal",
                                             name=f"sep{kernel_size}x{kernel_size}")
-    self.bn = layers.BatchNormalization(name="bn")
+    self.bn = batch_norm(name="bn")
 
   def call(self, x, training=False):
     return K.relu(self.bn(self.separable(self.pointwise_in(x)), training=training))
@@ -109,7 +117,7 @@ class NonlinearSkip(layers.Layer):
     super().__init__(**kwargs)
     self.filters = filters
     self.conv = _conv1x1(filters, "conv1x1")
-    self.bn = layers.BatchNormalization(name="bn")
+    self.bn = batch_norm(name="bn")
 
   def call(self, x, training=False):
     return self.bn(self.conv(K.relu(x)), training=training)
@@ -137,7 +145,7 @@ class FactorizedReduction(layers.Layer):
     self.shift_crop = layers.Cropping2D(((1, 0), (1, 0)), name="shift")
     self.conv_a = _conv1x1(filters // 2, "path_a_conv1x1")
     self.conv_b = _conv1x1(filters // 2, "path_b_conv1x1")
-    self.bn = layers.BatchNormalization(name="bn")
+    self.bn = batch_norm(name="bn")
 
   def call(self, x, training=False):
     path_a = self.conv_a(self.subsample(x))
@@ -211,12 +219,12 @@ class EmbeddingHead(layers.Layer):
     if kind not in self.KINDS:
       raise ValueError(f"embedding head must be one of {self.KINDS}, got {kind!r}")
     self.embedding_dim, self.kind, self.dropout_rate = embedding_dim, kind, dropout
-    self.bn_in = layers.BatchNormalization(name="bn_in")
+    self.bn_in = batch_norm(name="bn_in")
     self.dropout = layers.Dropout(dropout, name="dropout")
-    self.bn_pool = layers.BatchNormalization(name="bn_pool") if kind == "gdc" else None
+    self.bn_pool = batch_norm(name="bn_pool") if kind == "gdc" else None
     self.dense = layers.Dense(embedding_dim, use_bias=False, kernel_initializer="he_normal",
                               name="fc")
-    self.bn_out = layers.BatchNormalization(scale=False, name="bn_out")
+    self.bn_out = batch_norm(scale=False, name="bn_out")
 
   def build(self, input_shape):
     if self.kind == "gdc":

@@ -32,6 +32,7 @@ from absl import logging
 
 from enas_face import controller as controller_lib
 from enas_face import cost
+from enas_face import distribute
 from enas_face import fixed
 from enas_face import heads
 from enas_face import latency
@@ -62,13 +63,19 @@ class SearchState:
   manager: tf.train.CheckpointManager
 
 
-def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> SearchState:
+def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
+                 placement: distribute.Placement) -> SearchState:
+  """Shared child, head and their optimiser in the strategy's scope (mirrored); the
+  controller outside it (it runs on the chief's host only)."""
   search = config.search
-  child = SharedChild(config.model, name="child").build_for_input()
-  head = heads.SoftmaxHead(num_classes, name="head")
-  head.build((None, config.model.embedding_dim))
-  child_optimizer = fixed.make_child_optimizer(config.train, steps_per_epoch, search.epochs)
-  child_optimizer.build(child.trainable_variables + head.trainable_variables)
+  with placement.strategy.scope():
+    child = SharedChild(config.model, name="child").build_for_input()
+    head = heads.SoftmaxHead(num_classes, name="head")
+    head.build((None, config.model.embedding_dim))
+    child_optimizer = fixed.make_child_optimizer(config.train, steps_per_epoch, search.epochs)
+    child_optimizer.build(child.trainable_variables + head.trainable_variables)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
   decisions = search_space.decisions(config.model.num_layers)
   tracked = {}
   if search.controller == "enas":
@@ -91,12 +98,10 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int) -> S
     sampler = controller_lib.RandomSampler(decisions, seed=config.train.seed,
                                            skip_target=search.skip_target)
     trainer = None
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
   checkpoint = tf.train.Checkpoint(child=child, head=head, child_optimizer=child_optimizer,
                                    sampler=sampler, epoch=epoch, controller_step=controller_step,
                                    **tracked)
-  manager = tf.train.CheckpointManager(checkpoint, fixed.checkpoint_dir(config.run_dir),
+  manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=config.train.keep_checkpoints)
   return SearchState(child, head, child_optimizer, sampler, trainer, epoch, controller_step,
                      manager)
@@ -156,51 +161,65 @@ def _write_json(path: str, obj) -> None:
   os.replace(path + ".tmp", path)
 
 
-def search(config: RunConfig, dataset: FaceDataset) -> dict:
-  """Runs (or resumes) the search; returns the summary also written to search_summary.json."""
+def search(config: RunConfig, dataset: FaceDataset,
+           placement: distribute.Placement | None = None) -> dict:
+  """Runs (or resumes) the search; returns the summary also written to search_summary.json.
+
+  Under a multi-worker strategy only the chief samples, rewards, updates the
+  controller and writes; the others train the shared child on the chief's
+  architectures and return an empty summary.
+  """
+  placement = placement or distribute.make_placement("default")
+  chief = placement.is_chief
   search_cfg, train_cfg = config.search, config.train
-  steps_per_epoch = fixed.training_steps_per_epoch(config, dataset)
-  state = create_state(config, dataset.num_classes, steps_per_epoch)
+  steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
+  state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
   mean = fixed.restore_or_start(state.manager, state.child, dataset, "search", state.epoch,
-                                search_cfg.epochs)
-  truncate_log(config.run_dir, int(state.epoch.numpy()))
+                                search_cfg.epochs, fixed.checkpoint_dir(config.run_dir))
+  if chief:
+    truncate_log(config.run_dir, int(state.epoch.numpy()))
 
   meter = latency.LatencyMeter(config.model, warmup=search_cfg.latency_warmup,
                                repeats=search_cfg.latency_repeats,
-                               cache_path=os.path.join(config.run_dir, "latency_cache.jsonl"))
+                               cache_path=search_cfg.latency_cache or os.path.join(
+                                   config.run_dir, "latency_cache.jsonl"))
   reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.target_latency_ms,
                                      search_cfg.latency_exponent)
   logging.info("latency: %s", meter.describe())
   train_step = fixed.make_train_step(state.child, state.head, state.child_optimizer,
                                      train_cfg.label_smoothing, dataset.num_classes,
-                                     takes_arc=True)
+                                     train_cfg.batch_size, placement.strategy, takes_arc=True)
   accuracy_step = make_accuracy_step(state.child, state.head)
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard"))
+  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
   sampler_name = search_cfg.controller
   child_seconds_total = 0.0
   tic_search = time.perf_counter()
+  arc_length = len(search_space.decisions(config.model.num_layers))
 
   for epoch in range(int(state.epoch.numpy()), search_cfg.epochs):
     val_iter = validation_batches(dataset.val, search_cfg.val_batch_size, seed=train_cfg.seed + epoch)
     ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
                                 epoch=epoch, random_flip=config.data.random_flip,
                                 pad=config.data.pad, cutout=config.data.cutout)
-    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"])
+    # One architecture per step, drawn by the chief and shared by every replica.
+    if chief:
+      epoch_arcs = np.stack([state.sampler.sample().arc.numpy() for _ in range(steps_per_epoch)])
+    else:
+      epoch_arcs = np.zeros([steps_per_epoch, arc_length], np.int32)
+    epoch_arcs = distribute.broadcast_from_chief(placement, epoch_arcs.astype(np.int32))
+    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"], verbose=1 if chief else 0)
     losses = []
     tic = time.perf_counter()
-    for step, (images, labels) in enumerate(ds):
-      arc = state.sampler.sample().arc
-      loss, acc, lr = (float(v) for v in train_step(images, labels, arc))
+    for step, (images, labels) in enumerate(distribute.distribute_dataset(placement, ds)):
+      loss, acc, lr = (float(v) for v in train_step(images, labels, tf.constant(epoch_arcs[step])))
+      fixed.check_finite(loss, epoch + 1, step + 1, config.run_dir)
       losses.append(loss)
       progbar.update(step + 1, [("loss", loss), ("acc", acc), ("lr", lr)])
     child_seconds = time.perf_counter() - tic
     child_seconds_total += child_seconds
-    if not np.isfinite(np.mean(losses)):
-      raise FloatingPointError(f"search epoch {epoch + 1}: child loss is {np.mean(losses)}; the "
-                               f"last good checkpoint is kept in {fixed.checkpoint_dir(config.run_dir)}")
 
     epoch_records, updates = [], []
-    for _ in range(search_cfg.controller_steps):
+    for _ in range(search_cfg.controller_steps if chief else 0):
       arcs, rewards = [], []
       for sample_index in range(search_cfg.controller_samples):
         sample = state.sampler.sample()
@@ -222,11 +241,14 @@ def search(config: RunConfig, dataset: FaceDataset) -> dict:
       state.controller_step.assign_add(1)
 
     # Log first, then checkpoint: a crash in between is healed by truncate_log on resume.
-    with open(os.path.join(config.run_dir, LOG_NAME), "a") as f:
-      for record in epoch_records:
-        f.write(json.dumps(record) + "\n")
+    if chief:
+      with open(os.path.join(config.run_dir, LOG_NAME), "a") as f:
+        for record in epoch_records:
+          f.write(json.dumps(record) + "\n")
     state.epoch.assign(epoch + 1)
-    state.manager.save(checkpoint_number=epoch + 1)
+    state.manager.save(checkpoint_number=epoch + 1)  # every worker saves (tf.distribute rule)
+    if not chief:
+      continue
 
     epoch_rewards = [r["reward"] for r in epoch_records]
     summary = {"child_loss": float(np.mean(losses)), "child_lr": lr,
@@ -246,6 +268,9 @@ def search(config: RunConfig, dataset: FaceDataset) -> dict:
                  summary["val_accuracy_mean"], summary["latency_ms_mean"],
                  f"entropy {summary['controller_entropy']:.2f} skip density "
                  f"{summary['controller_skip_density']:.2f}" if updates else "(random search)")
+  placement.cleanup(config.run_dir)
+  if not chief:
+    return {}
   writer.flush()
 
   ranked = rank_final_samples(config, dataset, state, meter, reward_fn)

@@ -1,0 +1,153 @@
+"""Where training runs: one device, several local devices, or several machines.
+
+    --strategy=default       tf.distribute's default strategy (one device)
+    --strategy=mirrored      MirroredStrategy over all local GPUs (or --num_replicas
+                             of them); without GPUs, over --num_replicas logical
+                             CPU devices (for testing the machinery on a CPU)
+    --strategy=multi_worker  MultiWorkerMirroredStrategy; the cluster and this
+                             process's place in it come from TF_CONFIG
+
+Every replica gets global_batch / num_replicas images; each replica's loss is
+sum(per-example loss) / global_batch, and the optimiser sums the replicas'
+gradients, so the update equals one device's on the whole global batch.
+BatchNorm is synchronised across replicas (Keras `synchronized=True`), so its
+batch statistics are those of the global batch too.
+
+The chief (task "chief", else worker 0) alone samples architectures, trains
+the controller, measures latency and writes logs; the other workers receive
+the architectures by `broadcast_from_chief` and write their checkpoints to a
+scratch folder (tf.distribute requires every worker to save) that is deleted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from enas_face.config import ConfigError
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """The strategy and this process's role in it."""
+  strategy: tf.distribute.Strategy
+  name: str
+  is_chief: bool = True
+  worker_index: int = 0
+  num_workers: int = 1
+
+  @property
+  def num_replicas(self) -> int:
+    return int(self.strategy.num_replicas_in_sync)
+
+  def checkpoint_dir(self, run_dir: str) -> str:
+    """Chief: RUN_DIR/checkpoints. Others: a scratch folder (see `cleanup`)."""
+    if self.is_chief:
+      return os.path.join(run_dir, "checkpoints")
+    return os.path.join(run_dir, "workers", f"worker-{self.worker_index}", "checkpoints")
+
+  def cleanup(self, run_dir: str) -> None:
+    """Deletes a non-chief worker's scratch checkpoints."""
+    if not self.is_chief:
+      shutil.rmtree(os.path.join(run_dir, "workers", f"worker-{self.worker_index}"),
+                    ignore_errors=True)
+
+
+def split_cpu(num_devices: int) -> None:
+  """Makes the CPU appear as `num_devices` logical devices (before TF initialises them)."""
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  current = tf.config.get_logical_device_configuration(cpu)
+  if current and len(current) == num_devices:
+    return
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+  except RuntimeError as e:
+    raise ConfigError(f"--num_replicas={num_devices}: TensorFlow's devices were initialised "
+                      f"before the strategy was chosen ({e})") from e
+
+
+def cluster_role() -> tuple[bool, int, int]:
+  """(is_chief, worker index, number of workers) from TF_CONFIG."""
+  raw = os.environ.get("TF_CONFIG", "")
+  if not raw:
+    raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                      '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                      '"task": {"type": "worker", "index": 0}}); see BUILD.md')
+  try:
+    tf_config = json.loads(raw)
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    task_type, index = task["type"], int(task["index"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"TF_CONFIG is not valid ({e}): {raw!r}") from e
+  workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+  if "chief" in cluster:
+    is_chief = task_type == "chief"
+    order = 0 if is_chief else index + 1
+  else:
+    is_chief = task_type == "worker" and index == 0
+    order = index
+  return is_chief, order, workers
+
+
+def make_placement(name: str, num_replicas: int = 0) -> Placement:
+  """The strategy named by --strategy; `num_replicas` 0 means all local GPUs (or 1 CPU)."""
+  if name == "default":
+    return Placement(tf.distribute.get_strategy(), name)
+  if name == "mirrored":
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+      count = num_replicas or len(gpus)
+      if count > len(gpus):
+        raise ConfigError(f"--num_replicas={num_replicas} but this machine has {len(gpus)} GPUs")
+      devices = [f"/gpu:{i}" for i in range(count)]
+    else:
+      count = num_replicas or 1
+      split_cpu(count)
+      devices = [f"/cpu:{i}" for i in range(count)]
+    logging.info("MirroredStrategy over %s", devices)
+    return Placement(tf.distribute.MirroredStrategy(devices), name)
+  if name == "multi_worker":
+    is_chief, index, workers = cluster_role()
+    if num_replicas and not tf.config.list_physical_devices("GPU"):
+      split_cpu(num_replicas)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    logging.info("MultiWorkerMirroredStrategy: worker %d of %d%s, %d replicas in sync", index,
+                 workers, " (chief)" if is_chief else "", strategy.num_replicas_in_sync)
+    return Placement(strategy, name, is_chief, index, workers)
+  raise ConfigError(f"--strategy={name!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+def distribute_dataset(placement: Placement, dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """A dataset of global batches, split across the replicas (and workers)."""
+  if placement.name == "default":
+    return dataset
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return placement.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def broadcast_from_chief(placement: Placement, value: np.ndarray) -> np.ndarray:
+  """The chief's `value` on every worker (others pass an array of the same shape).
+
+  All-reduce of value * [replica id == 0]: replica 0 lives on the chief.
+  """
+  if placement.num_workers == 1:
+    return value
+  strategy = placement.strategy
+
+  @tf.function
+  def pick(v):
+    context = tf.distribute.get_replica_context()
+    first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), v.dtype)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, v * first)
+
+  result = strategy.run(pick, args=(tf.constant(value),))
+  return strategy.experimental_local_results(result)[0].numpy().astype(value.dtype)

@@ -81,8 +81,8 @@ flags.DEFINE_boolean("exclude_pair_identities", True, "With --pairs=lfw:..., nev
                      "identity named in the pairs file (the LFW protocol).")
 flags.DEFINE_integer("max_image_pixels", 50_000_000, "Images with more pixels are rejected "
                      "(reported), not decoded.", lower_bound=1)
-flags.DEFINE_string("cache_dir", "", "Cache of decoded/aligned real images (--align=online "
-                    "runs MTCNN once); default RUN_DIR/data_cache.")
+flags.DEFINE_string("cache_dir", "", "Cache of faces aligned with --align=online (MTCNN "
+                    "runs once per file and setting); default RUN_DIR/data_cache.")
 flags.DEFINE_integer("image_size", 112, "Input height = width in pixels.", lower_bound=8,
                      upper_bound=1024)
 flags.DEFINE_integer("synthetic_identities", 100, "Synthetic training identities.", lower_bound=2)
@@ -273,7 +273,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     heldout_fraction=fv.heldout_fraction,
                     exclude_pair_identities=fv.exclude_pair_identities,
                     max_image_pixels=fv.max_image_pixels,
-                    cache_dir=os.path.abspath(fv.cache_dir) if fv.cache_dir else "")
+                    cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
+                                                                           "data_cache")))
   data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "

@@ -1,0 +1,279 @@
+"""Five-point face alignment: MTCNN detection, choice of one face, similarity warp to 112x112.
+
+    faces = FaceAligner().detect(image)           # every face, with 5 landmarks
+    aligned, face = FaceAligner().align(image)    # the chosen face, warped onto the template
+
+The warp maps MTCNN's five landmarks (left eye, right eye, nose, mouth left,
+mouth right; "left" is image-left) onto `ARCFACE_TEMPLATE`, the layout used by
+ArcFace / insightface for 112x112 crops. `align_dataset_stage` runs the same
+alignment inside a tf.data pipeline and reports failures instead of dropping them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+FACE_POLICIES = ("largest_central", "largest", "central", "confident")
+
+
+class NoFaceError(ValueError):
+  """No usable face in an image; the message is a short reason, e.g. 'no face detected'."""
+
+
+class AlignmentError(ValueError):
+  """The landmarks admit no similarity transform (e.g. all five points coincide)."""
+
+
+def template(size: int = 112) -> np.ndarray:
+  """float32 [5, 2]: the ArcFace landmark template for a size x size crop (scaled by size / 112)."""
+  if size <= 0:
+    raise ValueError(f"crop size must be positive, got {size}")
+  return ARCFACE_TEMPLATE * np.float32(size / 112.0)
+
+
+def _as_landmarks(landmarks) -> np.ndarray:
+  points = np.asarray(landmarks, dtype=np.float32)
+  if points.shape != (5, 2):
+    raise ValueError(f"landmarks must be [5, 2] (x, y) points, got shape {points.shape}")
+  if not np.isfinite(points).all():
+    raise AlignmentError(f"landmarks are not finite: {points.tolist()}")
+  return points
+
+
+def similarity_transform(landmarks, size: int = 112) -> np.ndarray:
+  """float64 [2, 3] matrix M = [s R | t] taking image points onto `template(size)`.
+
+  Model: x' = s R x + t (rotation R, uniform scale s > 0, translation t: 4
+  degrees of freedom), fitted by `cv2.estimateAffinePartial2D` with LMedS: the
+  2-point fit with the least median squared landmark error, then refined by
+  Levenberg-Marquardt least squares on its inliers (normally all five points).
+  Exact similarity data is recovered exactly. Raises AlignmentError when no
+  transform is found or it is degenerate (scale ~ 0).
+  """
+  points = _as_landmarks(landmarks)
+  matrix, _ = cv2.estimateAffinePartial2D(points, template(size), method=cv2.LMEDS)
+  if matrix is None or not np.isfinite(matrix).all():
+    raise AlignmentError(f"no similarity transform fits the landmarks {points.tolist()}")
+  scale = math.hypot(matrix[0, 0], matrix[1, 0])
+  if scale < 1e-6:
+    raise AlignmentError(f"degenerate transform (scale {scale:.3g}) for landmarks {points.tolist()}")
+  return matrix
+
+
+def warp_face(image: np.ndarray, landmarks, size: int = 112) -> np.ndarray:
+  """uint8 [size, size, 3]: `image` warped so its landmarks land on the template.
+
+  Bilinear sampling; pixels from outside the image are black (constant 0), as in
+  insightface's crops: replicating the border would smear edge pixels into
+  streaks that look like image structure, while black is plainly "no data".
+  """
+  matrix = similarity_transform(landmarks, size)
+  return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: numpy fields do not compare to a bool
+class Face:
+  """One detection: box (x, y, w, h) in pixels, confidence, landmarks float32 [5, 2] (x, y)."""
+  box: tuple[float, float, float, float]
+  confidence: float
+  landmarks: np.ndarray
+
+  def __post_init__(self):
+    box = tuple(float(value) for value in self.box)
+    if len(box) != 4:
+      raise ValueError(f"box must be (x, y, w, h), got {self.box}")
+    object.__setattr__(self, "box", box)
+    object.__setattr__(self, "confidence", float(self.confidence))
+    points = np.asarray(self.landmarks, dtype=np.float32)
+    if points.shape != (5, 2):
+      raise ValueError(f"landmarks must be [5, 2], got shape {points.shape}")
+    object.__setattr__(self, "landmarks", points)
+
+  @property
+  def area(self) -> float:
+    return self.box[2] * self.box[3]
+
+  @property
+  def centre(self) -> tuple[float, float]:
+    x, y, w, h = self.box
+    return x + w / 2.0, y + h / 2.0
+
+
+def _squared_offset(face: Face, image_shape) -> float:
+  """Squared distance of the box centre from the image centre, in pixels^2."""
+  height, width = image_shape[:2]
+  cx, cy = face.centre
+  return (cx - width / 2.0) ** 2 + (cy - height / 2.0) ** 2
+
+
+def choose_face(faces: Sequence[Face], image_shape, policy: str = "largest_central") -> Face:
+  """The one face to keep from several.
+
+  - largest_central: maximise area * (1 - d^2 / r^2), where d is the distance
+    from the box centre to the image centre and r half the image diagonal: a
+    centred face counts its whole area, one centred on a corner counts none.
+    Unlike insightface's area - 2 d^2 the score does not depend on the image
+    resolution (scaling the photo scales every score by the same factor).
+  - largest: maximise box area.  - central: minimise d.  - confident: maximise confidence.
+
+  Ties go to the earliest face in `faces`. Raises NoFaceError when `faces` is empty.
+  """
+  if policy not in FACE_POLICIES:
+    raise ValueError(f"face policy must be one of {FACE_POLICIES}, got {policy!r}")
+  if not faces:
+    raise NoFaceError("no face detected")
+  height, width = image_shape[:2]
+  half_diagonal_squared = max((width / 2.0) ** 2 + (height / 2.0) ** 2, 1e-12)
+  scores = {
+      "largest_central":
+          lambda f: f.area * (1.0 - _squared_offset(f, image_shape) / half_diagonal_squared),
+      "largest": lambda f: f.area,
+      "central": lambda f: -_squared_offset(f, image_shape),
+      "confident": lambda f: f.confidence,
+  }
+  return max(faces, key=scores[policy])  # max() keeps the first of equal scores
+
+
+class FaceAligner:
+  """MTCNN (the `mtcnn` package) + `choose_face` + `warp_face`.
+
+  The detector (which imports TensorFlow and takes seconds to build) is created
+  on first use. Images whose longer side exceeds `max_side` are shrunk for
+  detection only; boxes and landmarks are mapped back to the full image, which
+  is what gets warped. Faces below `min_confidence` are dropped. `detector`
+  may pass an existing mtcnn.MTCNN (or anything with its `detect_faces`) to share one.
+  """
+
+  def __init__(self, size: int = 112, policy: str = "largest_central",
+               min_confidence: float = 0.9, max_side: int = 1024, detector=None):
+    if policy not in FACE_POLICIES:
+      raise ValueError(f"face policy must be one of {FACE_POLICIES}, got {policy!r}")
+    if size <= 0 or max_side <= 0:
+      raise ValueError(f"size and max_side must be positive, got {size} and {max_side}")
+    self.size = int(size)
+    self.policy = policy
+    self.min_confidence = float(min_confidence)
+    self.max_side = int(max_side)
+    self._detector = detector
+    self._lock = threading.Lock()
+
+  @property
+  def detector(self):
+    """The mtcnn.MTCNN instance, built once on first use."""
+    with self._lock:
+      if self._detector is None:
+        import mtcnn  # imports TensorFlow; kept out of module import time
+        self._detector = mtcnn.MTCNN()
+      return self._detector
+
+  def detect_all(self, image: np.ndarray) -> list[Face]:
+    """Every face MTCNN reports, whatever its confidence, in full-image coordinates."""
+    image = _check_image(image)
+    height, width = image.shape[:2]
+    if min(height, width) < 12:  # smaller than MTCNN's 12x12 proposal window
+      return []
+    scale = min(1.0, self.max_side / max(height, width))
+    small = image
+    if scale < 1.0:
+      small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                         interpolation=cv2.INTER_AREA)
+      scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
+    rows = np.asarray(self.detector.detect_faces(small, output_type="numpy", box_format="xywh"))
+    faces = []
+    for row in rows.reshape(-1, 16):
+      # Columns: image id, x, y, w, h, confidence, 5 landmark x's, 5 landmark y's.
+      x, y, w, h = row[1:5]
+      points = np.stack([row[6:11], row[11:16]], axis=1)
+      if scale < 1.0:  # pixel-centre convention of cv2.resize: x_small = (x + 0.5) * s - 0.5
+        x, y, w, h = (x + 0.5) / scale_x - 0.5, (y + 0.5) / scale_y - 0.5, w / scale_x, h / scale_y
+        points = (points + 0.5) / np.array([scale_x, scale_y]) - 0.5
+      faces.append(Face((x, y, w, h), row[5], points))
+    return faces
+
+  def detect(self, image: np.ndarray) -> list[Face]:
+    """Faces with confidence >= min_confidence, in full-image coordinates."""
+    return [face for face in self.detect_all(image) if face.confidence >= self.min_confidence]
+
+  def align(self, image: np.ndarray) -> tuple[np.ndarray, Face]:
+    """(uint8 [size, size, 3] crop, the chosen Face); NoFaceError / AlignmentError otherwise."""
+    image = _check_image(image)
+    candidates = self.detect_all(image)
+    if not candidates:
+      raise NoFaceError("no face detected")
+    faces = [face for face in candidates if face.confidence >= self.min_confidence]
+    if not faces:
+      best = max(face.confidence for face in candidates)
+      raise NoFaceError(f"no face with confidence >= {self.min_confidence:g} (best {best:.3f})")
+    face = choose_face(faces, image.shape, self.policy)
+    return warp_face(image, face.landmarks, self.size), face
+
+  def align_or_none(self, image: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """(crop, "") or (None, reason) when no face is found or it cannot be aligned."""
+    try:
+      aligned, _ = self.align(image)
+    except (NoFaceError, AlignmentError) as error:
+      return None, str(error)
+    return aligned, ""
+
+
+def _check_image(image) -> np.ndarray:
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+  return image
+
+
+def align_dataset_stage(dataset, aligner: FaceAligner, num_parallel_calls: int = 1,
+                        image_key: str = "image"):
+  """tf.data stage that aligns the image of every element, keeping failures visible.
+
+  Element structures (the image: uint8 [H, W, 3], any size):
+    image                 -> (aligned, ok, reason)
+    (image, *rest)        -> (aligned, *rest, ok, reason)
+    {image_key: image, ...} -> same dict with image_key = aligned, plus "ok" and "reason"
+  aligned is uint8 [size, size, 3] (static shape); ok is a bool; reason a
+  string, "" when ok. A failed image gives zeros, ok = False and the reason, so
+  callers count and report rejects (`.filter(lambda *e: e[-2])` drops them).
+  Detection runs in Python (tf.numpy_function); follow with `.cache(path)` to
+  pay for it once.
+  """
+  import tensorflow as tf
+
+  size = aligner.size
+
+  def align_numpy(image):
+    aligned, reason = aligner.align_or_none(image)
+    if aligned is None:
+      return np.zeros((size, size, 3), np.uint8), np.bool_(False), np.bytes_(reason.encode())
+    return aligned, np.bool_(True), np.bytes_(b"")
+
+  def align_tensor(image):
+    image = tf.ensure_shape(tf.convert_to_tensor(image), [None, None, 3])
+    if image.dtype != tf.uint8:
+      raise TypeError(f"align_dataset_stage needs uint8 images, got {image.dtype}")
+    aligned, ok, reason = tf.numpy_function(align_numpy, [image], [tf.uint8, tf.bool, tf.string],
+                                            name="align_face")
+    aligned.set_shape([size, size, 3])
+    ok.set_shape([])
+    reason.set_shape([])
+    return aligned, ok, reason
+
+  def stage(*element):
+    if len(element) == 1 and isinstance(element[0], dict):
+      fields = dict(element[0])
+      if image_key not in fields:
+        raise KeyError(f"align_dataset_stage: element has no {image_key!r} key, only {sorted(fields)}")
+      fields[image_key], fields["ok"], fields["reason"] = align_tensor(fields[image_key])
+      return fields
+    aligned, ok, reason = align_tensor(element[0])
+    return (aligned, *element[1:], ok, reason)
+
+  return dataset.map(stage, num_parallel_calls=num_parallel_calls, deterministic=True)

@@ -48,30 +48,39 @@ def _augment(image, element_seed, mean, random_flip: bool, pad: int, cutout: int
   return centred + mean
 
 
-def train_dataset(split: LabelledImages, batch_size: int, mean: np.ndarray, *, seed: int,
-                  epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
-                  augment: bool = True) -> tf.data.Dataset:
-  """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]).
+def augment_and_batch(ds: tf.data.Dataset, batch_size: int, mean: np.ndarray, *, seed: int,
+                      epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
+                      augment: bool = True) -> tf.data.Dataset:
+  """(image uint8 [S, S, 3], label, index int64) elements -> augmented float32 batches.
 
-  Shuffled with a seed derived from (seed, epoch); the last partial batch is
-  dropped so every step has the same shape.
+  The element index seeds its augmentation (stateless), so a batch is the same
+  whenever it is rebuilt; the last partial batch is dropped.
   """
-  count = len(split)
-  if batch_size > count:
-    raise ValueError(f"batch_size={batch_size} is larger than the training split ({count} images)")
-  order = np.random.default_rng([seed, epoch]).permutation(count)
   mean = tf.constant(mean, tf.float32)
-  ds = tf.data.Dataset.from_tensor_slices((split.images[order], split.labels[order].astype(np.int32),
-                                           np.arange(count, dtype=np.int64)))
 
   def prepare(image, label, index):
     if augment:
       element_seed = tf.stack([tf.constant(seed * 100003 + epoch, tf.int64), index])
       image = _augment(image, element_seed, mean, random_flip, pad, cutout)
-    return tf.cast(image, tf.float32), label
+    return tf.cast(image, tf.float32), tf.cast(label, tf.int32)
 
   ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def train_dataset(split: LabelledImages, batch_size: int, mean: np.ndarray, *, seed: int,
+                  epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
+                  augment: bool = True) -> tf.data.Dataset:
+  """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]) from
+  in-memory images, shuffled with a seed derived from (seed, epoch)."""
+  count = len(split)
+  if batch_size > count:
+    raise ValueError(f"batch_size={batch_size} is larger than the training split ({count} images)")
+  order = np.random.default_rng([seed, epoch]).permutation(count)
+  ds = tf.data.Dataset.from_tensor_slices((split.images[order], split.labels[order].astype(np.int32),
+                                           np.arange(count, dtype=np.int64)))
+  return augment_and_batch(ds, batch_size, mean, seed=seed, epoch=epoch, random_flip=random_flip,
+                           pad=pad, cutout=cutout, augment=augment)
 
 
 def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:

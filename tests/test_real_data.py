@@ -130,7 +130,7 @@ def test_lfw_pairs_naming_missing_images_fail_with_the_list(lfw_subset, tmp_path
     shutil.rmtree(images / identity)
   config = DataConfig(dataset=f"folder:{lfw_subset['train']}", image_size=16,
                       pairs=f"lfw:{lfw_subset['pairs']},{images}")
-  with pytest.raises(Exception) as error:
+  with pytest.raises(ConfigError, match="--pairs=lfw:") as error:
     load_dataset(config)
   for relpath in expected:
     assert relpath in str(error.value)
@@ -191,7 +191,7 @@ def test_insightface_rec_and_bin(orl, tmp_path):
   key, offset = index[3].split("\t")
   index[3] = f"{key}\t{int(offset) + 4}"
   (tmp_path / "train.idx").write_text("\n".join(index) + "\n")
-  with pytest.raises(recordio.RecordIOError, match="train.rec"):
+  with pytest.raises(ConfigError, match="--dataset=insightface:.*train.rec"):
     load_dataset(config)
 
 
@@ -213,3 +213,28 @@ def test_orl_trains_and_verifies_through_the_cli(orl, tmp_path):
   assert report["train_identities"] == 36 and report["num_rejects"] == 0
   assert metrics["verification_accuracy"] > 0.6  # chance is 0.5
   assert metrics["identification_top1"] > 1 / 36
+
+
+def test_aligned_tfrecord_folder_serves_training_and_lfw_pairs(lfw_subset, tmp_path):
+  """The View 1 recipe's wiring: --dataset=tfrecord:DIR --pairs=lfw:PAIRS,DIR."""
+  from enas_face.data import folder, images as image_io, real, tfrecord
+  records = []
+  for root in (lfw_subset["images"], lfw_subset["train"]):
+    listing = folder.scan_folder(root)
+    for _, relpath in listing.files:
+      records.append((relpath, real.fit_square(image_io.read_image(os.path.join(root, relpath)), 32)))
+  records = sorted(dict(records).items())
+  names = sorted({relpath.split("/")[0] for relpath, _ in records})
+  aligned = tmp_path / "aligned"
+  tfrecord.write_arrays(str(aligned), np.stack([image for _, image in records]),
+                        [names.index(relpath.split("/")[0]) for relpath, _ in records],
+                        [relpath for relpath, _ in records], names, image_format="png")
+  config = DataConfig(dataset=f"tfrecord:{aligned}", image_size=16, min_images_per_identity=4,
+                      pairs=f"lfw:{lfw_subset['pairs']},{aligned}", num_folds=10)
+  dataset = load_dataset(config)
+  assert len(dataset.pairs) == 2 * PAIRS_PER_CLASS
+  assert dataset.pairs.images.shape == (lfw_subset["num_pair_images"], 16, 16, 3)
+  assert set(dataset.report["class_names"]).isdisjoint(
+      verification_files.identities_in_pairs(
+          verification_files.parse_lfw_pairs(lfw_subset["pairs"])))
+  assert dataset.num_classes == 8

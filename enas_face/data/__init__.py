@@ -5,6 +5,7 @@ insightface:) and --pairs (lfw:, bin:, or pairs from held-out identities).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -27,12 +28,28 @@ def load_dataset(config: DataConfig) -> FaceDataset:
         image_size=config.image_size, seed=config.seed)
   from enas_face.data import real
   spec = sources.parse_dataset_spec(config.dataset)
-  collection = _read_collection(spec, config)
+  with _errors_name_the_flag(f"--dataset={config.dataset}"):
+    collection = _read_collection(spec, config)
   pairs, pair_identities = None, frozenset()
   pairs_spec = sources.parse_pairs_spec(config.pairs)
   if pairs_spec is not None:
-    pairs, pair_identities = _read_pairs(pairs_spec, config)
+    with _errors_name_the_flag(f"--pairs={config.pairs}"):
+      pairs, pair_identities = _read_pairs(pairs_spec, config)
   return real.assemble(collection, config, config.dataset, pairs, pair_identities)
+
+
+@contextlib.contextmanager
+def _errors_name_the_flag(flag: str):
+  """Reader errors (bad manifest, RecordIO index, pairs file, pickle) -> ConfigError
+  naming the flag; their messages already name the file."""
+  from enas_face.data import recordio, tfrecord, verification_files
+  try:
+    yield
+  except ConfigError:
+    raise
+  except (tfrecord.ManifestError, recordio.RecordIOError, verification_files.PairsFileError,
+          verification_files.UnsafePickleError) as e:
+    raise ConfigError(f"{flag}: {e}") from e
 
 
 def _decode_all(root: str, relpaths: list[str], config: DataConfig):

@@ -14,29 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from enas_face import cli
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, RunConfig
 
 FLAGS = flags.FLAGS
-USAGE_ERROR = 2
-
-
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(USAGE_ERROR)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
+NAN_LOSS_EXIT = 3
 
 
 def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
@@ -268,20 +256,19 @@ def _previous_metrics(config: RunConfig) -> dict:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
+    cli.fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
   try:
     config = enas_flags.config_from_flags(FLAGS)
     run(config)
   except ConfigError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   except FloatingPointError as e:  # NaN/inf loss: the last good checkpoint is kept
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
+    cli.fail(str(e), NAN_LOSS_EXIT)
 
 
 def entry_point() -> None:
   """Console script `enas-face`."""
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

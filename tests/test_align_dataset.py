@@ -6,7 +6,6 @@ MTCNN on 2 spawned worker processes.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import search_space
 from enas_face.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
                                   StepDecayWithFloor, controller_optimizer, piecewise_lr)
 from enas_face.search_space import Architecture, decisions

@@ -42,13 +42,13 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
+from enas_face import cli  # noqa: E402
 from enas_face.config import ConfigError  # noqa: E402
 from enas_face.data import align as face_align  # noqa: E402
 from enas_face.data import folder as image_folder  # noqa: E402
 from enas_face.data import images as image_io  # noqa: E402
 
 SETTINGS = "settings.json"
-USAGE_ERROR = 2
 IMAGE_FORMATS = ("jpeg", "png")
 FLAGS = flags.FLAGS
 
@@ -434,21 +434,9 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(USAGE_ERROR)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
+    cli.fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
   try:
     settings = Settings(input_dir=FLAGS.input_dir, image_size=FLAGS.image_size,
                         policy=FLAGS.policy, min_confidence=FLAGS.min_confidence,
@@ -457,9 +445,9 @@ def main(argv: list[str]) -> None:
                         limit_identities=FLAGS.limit_identities, no_detect=FLAGS.no_detect)
     align_dataset(settings, FLAGS.output_dir, workers=FLAGS.workers, limit_threads=True)
   except AlignDatasetError as e:
-    _fail(str(e))
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

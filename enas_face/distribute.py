@@ -11,7 +11,8 @@ Every replica gets global_batch / num_replicas images; each replica's loss is
 sum(per-example loss) / global_batch, and the optimiser sums the replicas'
 gradients, so the update equals one device's on the whole global batch.
 BatchNorm is synchronised across replicas (Keras `synchronized=True`), so its
-batch statistics are those of the global batch too.
+batch statistics are those of the global batch too, except in the shared child of
+the search (see `per_replica_batch_norm`).
 
 The chief (task "chief", else worker 0) alone samples architectures, trains
 the controller, measures latency and writes logs; the other workers receive
@@ -26,10 +27,12 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from enas_face.config import ConfigError
+
+# TensorFlow and Keras are imported inside the functions that use them: main checks
+# TF_CONFIG (`cluster_role`) before the slow import, so bad input fails in a blink.
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -56,12 +59,17 @@ class Placement:
   def cleanup(self, run_dir: str) -> None:
     """Deletes a non-chief worker's scratch checkpoints."""
     if not self.is_chief:
-      shutil.rmtree(os.path.join(run_dir, "workers", f"worker-{self.worker_index}"),
-                    ignore_errors=True)
+      workers = os.path.join(run_dir, "workers")
+      shutil.rmtree(os.path.join(workers, f"worker-{self.worker_index}"), ignore_errors=True)
+      try:
+        os.rmdir(workers)  # the last worker out removes the (then empty) parent
+      except OSError:
+        pass
 
 
 def split_cpu(num_devices: int) -> None:
   """Makes the CPU appear as `num_devices` logical devices (before TF initialises them)."""
+  import tensorflow as tf
   cpu = tf.config.list_physical_devices("CPU")[0]
   current = tf.config.get_logical_device_configuration(cpu)
   if current and len(current) == num_devices:
@@ -87,6 +95,13 @@ def cluster_role() -> tuple[bool, int, int]:
     task_type, index = task["type"], int(task["index"])
   except (ValueError, KeyError, TypeError) as e:
     raise ConfigError(f"TF_CONFIG is not valid ({e}): {raw!r}") from e
+  if not isinstance(cluster, dict) or not all(
+      isinstance(cluster.get(job, []), list) for job in ("chief", "worker")):
+    raise ConfigError(f'TF_CONFIG "cluster" must map "worker" (and optionally "chief") to '
+                      f'lists of "host:port": {raw!r}')
+  if task_type not in ("chief", "worker") or not 0 <= index < len(cluster.get(task_type, [])):
+    raise ConfigError(f'TF_CONFIG task {task_type!r} {index} is not in its "cluster" '
+                      f"(this process must be one of the chief/worker entries listed): {raw!r}")
   workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
   if "chief" in cluster:
     is_chief = task_type == "chief"
@@ -99,6 +114,7 @@ def cluster_role() -> tuple[bool, int, int]:
 
 def make_placement(name: str, num_replicas: int = 0) -> Placement:
   """The strategy named by --strategy; `num_replicas` 0 means all local GPUs (or 1 CPU)."""
+  import tensorflow as tf
   if name == "default":
     return Placement(tf.distribute.get_strategy(), name)
   if name == "mirrored":
@@ -125,8 +141,32 @@ def make_placement(name: str, num_replicas: int = 0) -> Placement:
   raise ConfigError(f"--strategy={name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
+def per_replica_batch_norm(model: keras.Model) -> int:
+  """Switches `model`'s BatchNorm layers to per-replica batch statistics; returns how many.
+
+  For the shared child under a distribution strategy. Its candidate ops run inside
+  `tf.switch_case` / `tf.cond`, and a synchronised BatchNorm there cannot work in
+  TF 2.21: its all-reduce is a `merge_call`, refused inside control flow ("`merge_call`
+  called while defining a new graph"), and forcing the collective path instead
+  (`extended._use_merge_call = lambda: False`) fails in the gradient of `tf.cond`
+  ("Tensor.graph is undefined": it captures an eager tensor of the collective) or,
+  without collective ordering tokens, deadlocks. So each replica normalises with its own images' statistics
+  (what most multi-GPU training does; with 128 images per GPU as in the paper they
+  are close to the global ones); gradients are still summed over the global batch.
+  The fixed child keeps synchronised BatchNorm.
+  """
+  import keras
+  count = 0
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.synchronized = False
+      count += 1
+  return count
+
+
 def distribute_dataset(placement: Placement, dataset: tf.data.Dataset) -> tf.data.Dataset:
   """A dataset of global batches, split across the replicas (and workers)."""
+  import tensorflow as tf
   if placement.name == "default":
     return dataset
   options = tf.data.Options()
@@ -139,6 +179,7 @@ def broadcast_from_chief(placement: Placement, value: np.ndarray) -> np.ndarray:
 
   All-reduce of value * [replica id == 0]: replica 0 lives on the chief.
   """
+  import tensorflow as tf
   if placement.num_workers == 1:
     return value
   strategy = placement.strategy

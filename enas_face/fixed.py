@@ -65,6 +65,19 @@ def make_child_optimizer(train: TrainConfig, steps_per_epoch: int,
                               weight_decay=train.weight_decay)
 
 
+def random_state(model: keras.Model) -> dict[str, tf.Variable]:
+  """The state of every Keras SeedGenerator in `model` (DropBlock's, Dropout's), named
+  `<layer>_<n>` in a fixed traversal order, for the checkpoint. `tf.train.Checkpoint`
+  does not find them itself (a SeedGenerator is not trackable): without this a
+  resumed run restarted the DropBlock masks from their initial seed and no longer
+  matched an uninterrupted run."""
+  states = {}
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    for generator in layer._seed_generators:  # pylint: disable=protected-access
+      states[f"{layer.name}_{len(states)}"] = generator.state
+  return states
+
+
 def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
                  placement: distribute.Placement) -> TrainingState:
   """Builds child, head and optimiser in the strategy's scope, and their checkpoint."""
@@ -76,7 +89,8 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
     optimizer = make_child_optimizer(train, steps_per_epoch, train.epochs)
     optimizer.build(child.trainable_variables + head.trainable_variables)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch)
+  checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch,
+                                   random_state=random_state(child))
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=train.keep_checkpoints)
   return TrainingState(child, head, optimizer, epoch, manager)

@@ -21,15 +21,16 @@ def _conv1x1(filters: int, name: str) -> layers.Conv2D:
                        kernel_initializer="he_normal", name=name)
 
 
-@keras.saving.register_keras_serializable("enas_face")
-
 def batch_norm(**kwargs) -> layers.BatchNormalization:
   """BatchNorm whose training-time statistics span all replicas of a tf.distribute
   strategy (Keras `synchronized=True`): mean and variance of the global batch, so
-  N replicas normalise exactly as one device would. One replica: plain BatchNorm."""
+  N replicas normalise exactly as one device would. One replica: plain BatchNorm.
+  (The search's shared child switches to per-replica statistics under a strategy:
+  see `distribute.per_replica_batch_norm`.)"""
   return layers.BatchNormalization(synchronized=True, **kwargs)
 
 
+@keras.saving.register_keras_serializable("enas_face")
 class ChannelStandardization(layers.Layer):
   """y = (x - mean_c) / std_c, with the dataset's per-channel statistics.
 

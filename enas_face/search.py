@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.eager import context as eager_context  # clear_kernel_cache: no public API
 
 from enas_face import controller as controller_lib
 from enas_face import cost
@@ -48,6 +49,12 @@ LOG_NAME = "sampled_arcs.jsonl"
 RANKED_NAME = "arcs_ranked.json"
 SUMMARY_NAME = "search_summary.json"
 PLOT_NAME = "accuracy_vs_latency.png"
+# Every newly measured architecture is a new tf.function (the latency probe), and TF's
+# eager kernel cache keeps its kernels (~35 KB) for the life of the process: a long
+# search grew ~0.65 MB per 100 child steps (bench/bench_search_memory.py). Clearing
+# the cache costs one re-instantiation of the train step (~5 s at 16x16), so it is
+# cleared after this many new measurements: growth stays under ~20 MB for ~1 % time.
+KERNEL_CACHE_CLEAR_EVERY = 500
 
 
 @dataclasses.dataclass
@@ -70,6 +77,8 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
   search = config.search
   with placement.strategy.scope():
     child = SharedChild(config.model, name="child").build_for_input()
+    if placement.name != "default":
+      distribute.per_replica_batch_norm(child)  # synchronised BN fails inside tf.cond
     head = heads.SoftmaxHead(num_classes, name="head")
     head.build((None, config.model.embedding_dim))
     child_optimizer = fixed.make_child_optimizer(config.train, steps_per_epoch, search.epochs)
@@ -100,7 +109,7 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
     trainer = None
   checkpoint = tf.train.Checkpoint(child=child, head=head, child_optimizer=child_optimizer,
                                    sampler=sampler, epoch=epoch, controller_step=controller_step,
-                                   **tracked)
+                                   random_state=fixed.random_state(child), **tracked)
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=config.train.keep_checkpoints)
   return SearchState(child, head, child_optimizer, sampler, trainer, epoch, controller_step,
@@ -195,6 +204,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   child_seconds_total = 0.0
   tic_search = time.perf_counter()
   arc_length = len(search_space.decisions(config.model.num_layers))
+  measured_at_clear = 0
 
   for epoch in range(int(state.epoch.numpy()), search_cfg.epochs):
     val_iter = validation_batches(dataset.val, search_cfg.val_batch_size, seed=train_cfg.seed + epoch)
@@ -239,6 +249,10 @@ def search(config: RunConfig, dataset: FaceDataset,
         updates.append(state.trainer.update(np.stack(arcs).astype(np.int32),
                                             np.asarray(rewards, np.float32)))
       state.controller_step.assign_add(1)
+
+    if meter.measured - measured_at_clear >= KERNEL_CACHE_CLEAR_EVERY:
+      eager_context.context().clear_kernel_cache()
+      measured_at_clear = meter.measured
 
     # Log first, then checkpoint: a crash in between is healed by truncate_log on resume.
     if chief:

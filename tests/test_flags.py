@@ -26,7 +26,13 @@ def test_flagfiles_exist():
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
 @pytest.mark.parametrize("mode", ["search", "fixed"])
-def test_flagfile_gives_a_valid_config(path, mode):
+def test_flagfile_gives_a_valid_config(path, mode, tmp_path, monkeypatch):
+  # Real-data recipes name data/... relative to the checkout; give them stand-in files.
+  aligned = tmp_path / "data" / "lfw" / "aligned_112"
+  aligned.mkdir(parents=True)
+  (aligned / "manifest.json").write_text("{}")
+  (tmp_path / "data" / "lfw" / "pairsDevTest.txt").write_text("1\nA 1 2\nA 1 B 1\n")
+  monkeypatch.chdir(tmp_path)
   config = parse(f"--flagfile={path}", f"--mode={mode}")
   assert RunConfig.from_json(config.to_json()) == config
 
@@ -38,6 +44,7 @@ def test_paper_settings():
   assert (search.search.controller_lr, search.search.controller_lr_decay_epochs) == (0.1, 20)
   fixed = parse(f"--flagfile={ROOT}/flags/paper_fixed.cfg", "--mode=fixed")
   assert (fixed.train.epochs, fixed.train.warmup_epochs, fixed.train.lr_max) == (150, 20, 0.1)
+  assert search.strategy == fixed.strategy == "mirrored"
 
 
 def test_every_flag_has_help_text():

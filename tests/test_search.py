@@ -44,9 +44,19 @@ def resumed_search(tmp_path_factory):
   process = subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-  first = os.path.join(run_dir, "checkpoints", "ckpt-1.index")
+  # A checkpoint counts once the `checkpoint` index file (written atomically after the
+  # data files) names it; a kill before that resumes from the start, correctly.
+  state = os.path.join(run_dir, "checkpoints", "checkpoint")
+
+  def first_checkpoint_recorded():
+    try:
+      with open(state) as f:
+        return "ckpt-1" in f.read()
+    except OSError:
+      return False
+
   deadline = time.time() + 300
-  while not os.path.exists(first) and process.poll() is None and time.time() < deadline:
+  while not first_checkpoint_recorded() and process.poll() is None and time.time() < deadline:
     time.sleep(0.2)
   killed_after_epoch_one = process.poll() is None
   process.send_signal(signal.SIGKILL)

@@ -22,6 +22,7 @@ scratch folder (tf.distribute requires every worker to save) that is deleted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -174,6 +175,20 @@ def distribute_dataset(placement: Placement, dataset: tf.data.Dataset) -> tf.dat
   return placement.strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
+@functools.cache
+def _sum_of_first_replica():
+  """One tf.function for every broadcast (a new one per call would retrace each epoch)."""
+  import tensorflow as tf
+
+  @tf.function
+  def pick(v):
+    context = tf.distribute.get_replica_context()
+    first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), v.dtype)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, v * first)
+
+  return pick
+
+
 def broadcast_from_chief(placement: Placement, value: np.ndarray) -> np.ndarray:
   """The chief's `value` on every worker (others pass an array of the same shape).
 
@@ -183,12 +198,5 @@ def broadcast_from_chief(placement: Placement, value: np.ndarray) -> np.ndarray:
   if placement.num_workers == 1:
     return value
   strategy = placement.strategy
-
-  @tf.function
-  def pick(v):
-    context = tf.distribute.get_replica_context()
-    first = tf.cast(tf.equal(context.replica_id_in_sync_group, 0), v.dtype)
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, v * first)
-
-  result = strategy.run(pick, args=(tf.constant(value),))
+  result = strategy.run(_sum_of_first_replica(), args=(tf.constant(value),))
   return strategy.experimental_local_results(result)[0].numpy().astype(value.dtype)

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from enas_face import fixed, heads, search_space  # noqa: E402
+from enas_face import heads, search_space  # noqa: E402
+from enas_face.training import step as train_lib  # noqa: E402
 from enas_face.child import FixedChild  # noqa: E402
 from enas_face.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from enas_face.data import pipeline, synthetic, tfrecord  # noqa: E402
@@ -109,8 +110,8 @@ def main():
   num_classes = int(labels.max()) + 1
   head = heads.SoftmaxHead(num_classes, name="head")
   head.build((None, model.embedding_dim))
-  optimizer = fixed.make_child_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
-  step = fixed.make_train_step(child, head, optimizer, 0.0, num_classes, batch)
+  optimizer = train_lib.make_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
+  step = train_lib.make_train_step(child, head, optimizer, 0.0, num_classes, batch)
   constant = next(iter(pipeline.train_dataset(split, batch, mean, seed=0, epoch=0)))
 
   def train(b):

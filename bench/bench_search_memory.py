@@ -68,7 +68,8 @@ def main() -> None:
   from absl import logging
   import keras
 
-  from enas_face import fixed, search, search_space
+  from enas_face import search, search_space
+  from enas_face.training import step as train_lib
   from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                                 TrainConfig)
   from enas_face.data import synthetic
@@ -98,7 +99,7 @@ def main() -> None:
 
   samples: list[tuple[int, float, float]] = []  # (child step, RSS MB, seconds)
   tic = time.perf_counter()
-  real_make_train_step = fixed.make_train_step
+  real_make_train_step = train_lib.make_train_step
   traced = []
 
   def counting_make_train_step(*a, **k):
@@ -117,7 +118,7 @@ def main() -> None:
 
     return counted
 
-  search.fixed.make_train_step = counting_make_train_step
+  search.train_lib.make_train_step = counting_make_train_step
   if args.clear_every:
     search.KERNEL_CACHE_CLEAR_EVERY = args.clear_every
   print(f"search: {epochs} epochs x {steps_per_epoch} child steps, "
@@ -126,7 +127,7 @@ def main() -> None:
         f"architectures); run folder {run_dir} (deleted at the end)", flush=True)
   start_rss = rss_mb()
   summary = search.search(config, dataset)
-  search.fixed.make_train_step = real_make_train_step
+  search.train_lib.make_train_step = real_make_train_step
 
   kept = samples[args.warmup:]
   steps = [s for s, _, _ in kept]

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from enas_face import fixed, heads, search_space  # noqa: E402
+from enas_face import heads, search_space  # noqa: E402
+from enas_face.training import step as train_lib  # noqa: E402
 from enas_face.child import FixedChild, SharedChild  # noqa: E402
 from enas_face.config import ModelConfig, TrainConfig  # noqa: E402
 
@@ -45,8 +46,8 @@ def timed_steps(step, batches, arcs=None, warmup=3):
 def make_step(child, num_classes, batch_size, takes_arc):
   head = heads.SoftmaxHead(num_classes)
   head.build((None, child.config.embedding_dim))
-  optimizer = fixed.make_child_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
-  return fixed.make_train_step(child, head, optimizer, 0.0, num_classes, batch_size,
+  optimizer = train_lib.make_optimizer(TrainConfig(epochs=10, warmup_epochs=1), 100, 10)
+  return train_lib.make_train_step(child, head, optimizer, 0.0, num_classes, batch_size,
                                takes_arc=takes_arc)
 
 

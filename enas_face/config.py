@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
+from enas_face import runlog
 from enas_face import search_space
 
 
@@ -109,6 +111,86 @@ class TrainConfig:
   seed: int = 0
 
 
+HEADS = ("softmax", "cosface", "arcface", "sphereface", "combined", "arcnegface",
+         "rescaled_margin")
+# --margin when not given: the literature's value for each head (METHODS.md §1-§2).
+DEFAULT_MARGINS = {"cosface": (0.35,), "arcface": (0.5,), "arcnegface": (0.5,),
+                   "sphereface": (4.0,), "combined": (1.0, 0.3, 0.2)}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+  """The classification head and its loss (heads.py has the formulas). Field names are
+  the flags' names, so a refused resume can name the flag."""
+  head: str = "softmax"
+  margin_scale: str = "64"  # a number, or "auto" = sqrt(2) ln(C - 1) (AdaCos)
+  margin: str = ""  # m, or m1,m2,m3 for combined; "" = DEFAULT_MARGINS[head]
+  arcface_easy_margin: bool = False
+  arcnegface_alpha: float = 1.2
+  arcnegface_sigma: float = 2.0
+  rescaled_s_pos: float = 64.0
+  rescaled_s_neg: float = 64.0
+  rescaled_m1: float = 1.0
+  rescaled_m2: float = 0.5
+  rescaled_m3: float = 0.0
+  rescaled_clip_thresh: float = 1.0
+  rescaled_clip_value: float = 1.0
+  sphereface_lambda_base: float = 1000.0
+  sphereface_lambda_gamma: float = 0.12
+  sphereface_lambda_power: float = 1.0
+  sphereface_lambda_min: float = 5.0
+  regularface_weight: float = 0.0
+
+  def margin_values(self) -> tuple[float, ...]:
+    """--margin as numbers (the head's default when empty); () for softmax and rescaled."""
+    if self.head in ("softmax", "rescaled_margin"):
+      return ()
+    if not self.margin:
+      return DEFAULT_MARGINS[self.head]
+    try:
+      return tuple(float(v) for v in self.margin.split(","))
+    except ValueError:
+      raise ConfigError(f"--margin={self.margin!r}: expected a number, or m1,m2,m3 for "
+                        "--head=combined") from None
+
+  def validate(self) -> None:
+    if self.head not in HEADS:
+      raise ConfigError(f"--head={self.head!r}: expected one of {', '.join(HEADS)}")
+    if self.margin_scale != "auto":
+      try:
+        scale = float(self.margin_scale)
+      except ValueError:
+        scale = float("nan")
+      if not 0 < scale < 1e4:
+        raise ConfigError(f"--margin_scale={self.margin_scale!r}: expected a number in (0, 1e4) "
+                          "or 'auto' (sqrt(2) ln(C - 1))")
+    margins = self.margin_values()
+    if self.margin and self.head in ("softmax", "rescaled_margin"):
+      raise ConfigError(f"--margin={self.margin!r} has no meaning for --head={self.head}"
+                        + (" (use --rescaled_m1/m2/m3)" if self.head == "rescaled_margin" else ""))
+    expected = 3 if self.head == "combined" else 1
+    if margins and len(margins) != expected:
+      raise ConfigError(f"--margin={self.margin!r}: --head={self.head} takes "
+                        f"{'m1,m2,m3' if expected == 3 else 'one margin m'}")
+    if self.head in ("cosface", "arcface", "arcnegface") and not 0 <= margins[0] < math.pi / 2:
+      raise ConfigError(f"--margin={margins[0]} for --head={self.head} must be in [0, pi/2)")
+    if self.head == "sphereface" and (margins[0] != int(margins[0]) or not 1 <= margins[0] <= 8):
+      raise ConfigError(f"--margin={margins[0]} for --head=sphereface must be an integer "
+                        "in [1, 8] (the angle multiplier; paper: 4)")
+    if self.head == "combined" and not (margins[0] > 0 and margins[1] >= 0 and margins[2] >= 0):
+      raise ConfigError(f"--margin={self.margin} for --head=combined: need m1 > 0, m2 >= 0, "
+                        "m3 >= 0")
+    if self.rescaled_s_pos <= 0 or self.rescaled_s_neg <= 0:
+      raise ConfigError("--rescaled_s_pos and --rescaled_s_neg must be positive")
+    if self.arcnegface_sigma <= 0:
+      raise ConfigError(f"--arcnegface_sigma={self.arcnegface_sigma} must be positive")
+
+  def changed_flags(self, other: "HeadConfig") -> list[str]:
+    """The flags (= field names) whose values differ from `other`'s."""
+    return [f.name for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)]
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Verification / identification protocol settings."""
@@ -158,6 +240,7 @@ class RunConfig:
   train: TrainConfig
   eval: EvalConfig
   search: SearchConfig = SearchConfig()
+  head: HeadConfig = HeadConfig()
   export_dir: str = ""
   top_k: int = 1
   candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
@@ -184,6 +267,7 @@ class RunConfig:
                  model=ModelConfig(**obj["model"]), data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**obj.get("search", {})),
+                 head=HeadConfig(**obj.get("head", {})),
                  export_dir=obj.get("export_dir", ""), top_k=obj.get("top_k", 1),
                  strategy=obj.get("strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
@@ -194,8 +278,7 @@ class RunConfig:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
 
   def save(self, path: str) -> None:
-    with open(path, "w") as f:
-      json.dump(self.to_json(), f, indent=2, sort_keys=True)
+    runlog.write_json(path, self.to_json())
 
   @classmethod
   def load(cls, path: str) -> "RunConfig":

@@ -14,8 +14,9 @@ from absl import flags
 
 from enas_face import search_space
 from enas_face.data import sources
-from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, ConfigError, DataConfig, EvalConfig, ModelConfig,
-                              RunConfig, SearchConfig, TrainConfig)
+from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, HEADS, ConfigError, DataConfig,
+                              EvalConfig, HeadConfig, ModelConfig, RunConfig, SearchConfig,
+                              TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
@@ -139,6 +140,55 @@ flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy
                    lower_bound=0.0, upper_bound=0.5)
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN_DIR/checkpoints.",
                      lower_bound=1)
+
+# Head and loss (enas_face/heads.py; ../shared/METHODS.md §1-§3 for the formulas).
+flags.DEFINE_enum("head", "softmax", HEADS,
+                  "Classifier and loss: softmax (e W + b, Zhu 2019 Eq. 1); cosface s(c_y - m); "
+                  "arcface s cos(theta_y + m); sphereface (A-Softmax, lambda-annealed); combined "
+                  "s(cos(m1 theta_y + m2) - m3); arcnegface (Efficient PolyFace); "
+                  "rescaled_margin (the comprehensive search's s_pos/s_neg family).")
+flags.DEFINE_string("margin_scale", "64", "Scale s of the normalised heads (literature: 64; "
+                    "30-32 for small sets), or 'auto' = sqrt(2) ln(C - 1) (AdaCos's fixed scale "
+                    "for C training classes).")
+flags.DEFINE_string("margin", "", "Margin m (cosface 0.35, arcface/arcnegface 0.5, sphereface "
+                    "the integer multiplier 4), or m1,m2,m3 for --head=combined (1,0.3,0.2). "
+                    "Empty: the head's literature default.")
+flags.DEFINE_boolean("arcface_easy_margin", False, "ArcFace: cos(theta + m) only where "
+                     "cos theta > 0, else cos theta (default: insightface's fallback "
+                     "cos theta - m sin m past theta + m > pi).")
+flags.DEFINE_float("arcnegface_alpha", 1.2, "ArcNegFace: peak weight alpha of the hard "
+                   "negatives (paper code: 1.2; 1 with a huge sigma = ArcFace).", lower_bound=0.0,
+                   upper_bound=10.0)
+flags.DEFINE_float("arcnegface_sigma", 2.0, "ArcNegFace: width sigma of the negative weighting "
+                   "exp(-(c_j - a_y)^2 / sigma) (paper code: 2).", lower_bound=1e-6)
+flags.DEFINE_float("rescaled_s_pos", 64.0, "rescaled_margin: scale of the target logit "
+                   "(ArcFace baseline 64; best found by the comprehensive search 40).",
+                   lower_bound=1e-3, upper_bound=1e4)
+flags.DEFINE_float("rescaled_s_neg", 64.0, "rescaled_margin: scale of the other logits "
+                   "(baseline 64; best found 48).", lower_bound=1e-3, upper_bound=1e4)
+flags.DEFINE_float("rescaled_m1", 1.0, "rescaled_margin: angle multiplier m1 (best found 1.15).",
+                   lower_bound=0.0, upper_bound=4.0)
+flags.DEFINE_float("rescaled_m2", 0.5, "rescaled_margin: additive angular margin m2 (best "
+                   "found 0.22).", lower_bound=0.0, upper_bound=1.5)
+flags.DEFINE_float("rescaled_m3", 0.0, "rescaled_margin: additive cosine margin m3.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("rescaled_clip_thresh", 1.0, "rescaled_margin: a target cosine above this "
+                   "is replaced by --rescaled_clip_value (1 = off; our default).",
+                   lower_bound=-1.0, upper_bound=1.0)
+flags.DEFINE_float("rescaled_clip_value", 1.0, "rescaled_margin: the value a clipped target "
+                   "cosine takes.", lower_bound=-1.0, upper_bound=1.0)
+flags.DEFINE_float("sphereface_lambda_base", 1000.0, "SphereFace annealing: lambda = max(min, "
+                   "base (1 + gamma t)^-power) at iteration t (paper code: 1000).",
+                   lower_bound=0.0)
+flags.DEFINE_float("sphereface_lambda_gamma", 0.12, "SphereFace annealing gamma (paper code: "
+                   "0.12).", lower_bound=0.0)
+flags.DEFINE_float("sphereface_lambda_power", 1.0, "SphereFace annealing power (paper code: 1).",
+                   lower_bound=0.0)
+flags.DEFINE_float("sphereface_lambda_min", 5.0, "SphereFace annealing floor (paper code: 5).",
+                   lower_bound=0.0)
+flags.DEFINE_float("regularface_weight", 0.0, "Weight of RegularFace's loss on the class "
+                   "weights, (1/C) sum_i max_(j != i) cos(W_i, W_j); 0 = off. Memory O(C^2).",
+                   lower_bound=0.0, upper_bound=100.0)
 
 # Search.
 flags.DEFINE_integer("search_epochs", 100, "Search epochs (paper: 100).", lower_bound=1)
@@ -319,10 +369,12 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")
+  head = HeadConfig(**{f.name: getattr(fv, f.name) for f in dataclasses.fields(HeadConfig)})
+  head.validate()
   evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
                           batch_size=fv.eval_batch_size)
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
-                   data=data, train=train, eval=evaluation, search=search,
+                   data=data, train=train, eval=evaluation, search=search, head=head,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
                    top_k=fv.top_k, candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),
                    strategy=fv.strategy, num_replicas=fv.num_replicas,

@@ -12,7 +12,6 @@ Bad input (a flag, a file) ends with one line `error: ...` and exit code 2.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from absl import app
@@ -20,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from enas_face import cli
+from enas_face import runlog
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, RunConfig
 
@@ -43,6 +43,13 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
     if previous.data != config.data:
       raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
                         f"({previous.data}); use a new --run_dir")
+    changed = config.head.changed_flags(previous.head)
+    if changed:
+      raise ConfigError(
+          f"--run_dir={config.run_dir} was trained with another head or loss: "
+          + ", ".join(f"--{name}={getattr(previous.head, name)!r} there, "
+                      f"{getattr(config.head, name)!r} now" for name in changed)
+          + "; use a new --run_dir (or the run's own settings to resume it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
       raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings "
@@ -50,8 +57,7 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
   if not chief:
     return
   config.save(config_path)
-  with open(os.path.join(config.run_dir, "flags.txt"), "w") as f:
-    f.write(enas_flags.flags_as_flagfile(FLAGS))
+  runlog.write_text(os.path.join(config.run_dir, "flags.txt"), enas_flags.flags_as_flagfile(FLAGS))
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
@@ -89,8 +95,7 @@ def format_results(metrics: dict) -> str:
 
 
 def _write_metrics(config: RunConfig, metrics: dict) -> None:
-  with open(os.path.join(config.run_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
+  runlog.write_json(os.path.join(config.run_dir, "metrics.json"), metrics)
   print("results (" + os.path.join(config.run_dir, "metrics.json") + "):")
   print(format_results(metrics))
 
@@ -161,8 +166,7 @@ def _load_dataset(config: RunConfig, chief: bool = True):
   from enas_face.data import load_dataset
   dataset = load_dataset(config.data)
   if dataset.report and chief:
-    with open(os.path.join(config.run_dir, "data_report.json"), "w") as f:
-      json.dump(dataset.report, f, indent=2)
+    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
     rejects = dataset.report.get("num_rejects", 0)
     print(f"data: {dataset.num_classes} training identities, {len(dataset.train)} training "
           f"images, {len(dataset.pairs)} pairs; {rejects} rejected images "
@@ -217,16 +221,14 @@ COMPARISON_COLUMNS = (("rank", "rank", "{}"), ("arc", "architecture", "{}"),
 
 def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
   """comparison.json and comparison.md: the top-k architectures trained from scratch."""
-  with open(os.path.join(config.run_dir, "comparison.json"), "w") as f:
-    json.dump(rows, f, indent=2, sort_keys=True)
+  runlog.write_json(os.path.join(config.run_dir, "comparison.json"), rows)
   header = "| " + " | ".join(label for _, label, _ in COMPARISON_COLUMNS) + " |"
   lines = [header, "|" + "---|" * len(COMPARISON_COLUMNS)]
   for row in rows:
     lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COMPARISON_COLUMNS)
                  + " |")
   table = "\n".join(lines) + "\n"
-  with open(os.path.join(config.run_dir, "comparison.md"), "w") as f:
-    f.write(table)
+  runlog.write_text(os.path.join(config.run_dir, "comparison.md"), table)
   print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
   print(table)
 
@@ -247,11 +249,7 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
 
 
 def _previous_metrics(config: RunConfig) -> dict:
-  path = os.path.join(config.run_dir, "metrics.json")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  return runlog.read_json(os.path.join(config.run_dir, "metrics.json"), default={})
 
 
 def main(argv: list[str]) -> None:

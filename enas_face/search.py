@@ -21,7 +21,6 @@ log is cut back to that epoch so it has no gap and no duplicate.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -35,15 +34,18 @@ from enas_face import controller as controller_lib
 from enas_face import cost
 from enas_face import distribute
 from enas_face import fixed
-from enas_face import heads
 from enas_face import latency
 from enas_face import plots
 from enas_face import reward as reward_lib
+from enas_face import runlog
 from enas_face import search_space
 from enas_face.child import FixedChild, SharedChild
 from enas_face.config import RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.heads import build_head
+from enas_face.training import loop
+from enas_face.training import step as train_lib
 
 LOG_NAME = "sampled_arcs.jsonl"
 RANKED_NAME = "arcs_ranked.json"
@@ -61,7 +63,7 @@ KERNEL_CACHE_CLEAR_EVERY = 500
 class SearchState:
   """Everything a search checkpoint holds."""
   child: SharedChild
-  head: heads.SoftmaxHead
+  head: keras.layers.Layer
   child_optimizer: keras.optimizers.Optimizer
   sampler: controller_lib.Controller | controller_lib.RandomSampler
   trainer: controller_lib.ReinforceTrainer | None
@@ -79,9 +81,8 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
     child = SharedChild(config.model, name="child").build_for_input()
     if placement.name != "default":
       distribute.per_replica_batch_norm(child)  # synchronised BN fails inside tf.cond
-    head = heads.SoftmaxHead(num_classes, name="head")
-    head.build((None, config.model.embedding_dim))
-    child_optimizer = fixed.make_child_optimizer(config.train, steps_per_epoch, search.epochs)
+    head = build_head(config.head, num_classes, config.model.embedding_dim)
+    child_optimizer = train_lib.make_optimizer(config.train, steps_per_epoch, search.epochs)
     child_optimizer.build(child.trainable_variables + head.trainable_variables)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
@@ -109,22 +110,21 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
     trainer = None
   checkpoint = tf.train.Checkpoint(child=child, head=head, child_optimizer=child_optimizer,
                                    sampler=sampler, epoch=epoch, controller_step=controller_step,
-                                   random_state=fixed.random_state(child), **tracked)
+                                   random_state=loop.random_state(child), **tracked)
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=config.train.keep_checkpoints)
   return SearchState(child, head, child_optimizer, sampler, trainer, epoch, controller_step,
                      manager)
 
 
-def make_accuracy_step(child: SharedChild, head: heads.SoftmaxHead):
-  """Top-1 of the classifier on a batch for architecture `arc` with the shared weights
-  (BatchNorm on batch statistics: see SharedChild.call)."""
+def make_accuracy_step(child: SharedChild, head: keras.layers.Layer):
+  """Top-1 of the head's argmax (cosines for a margin head) on a batch for architecture
+  `arc` with the shared weights (BatchNorm on batch statistics: see SharedChild.call)."""
 
   @tf.function
   def accuracy(images, labels, arc):
-    logits = head(child(images, arc=arc, training=False, batch_statistics=True), training=False)
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
-                                  tf.float32))
+    scores = head(child(images, arc=arc, training=False, batch_statistics=True))
+    return train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
 
   return accuracy
 
@@ -140,34 +140,13 @@ def validation_batches(split: LabelledImages, batch_size: int, seed: int):
              tf.constant(split.labels[idx].astype(np.int32)))
 
 
+def log_path(run_dir: str) -> str:
+  return os.path.join(run_dir, LOG_NAME)
+
+
 def read_log(run_dir: str) -> list[dict]:
-  path = os.path.join(run_dir, LOG_NAME)
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # a line cut by a crash: everything after it is dropped too
-  return records
-
-
-def truncate_log(run_dir: str, last_epoch: int) -> None:
-  """Keeps only records of finished (checkpointed) epochs: no duplicate on resume."""
-  records = [r for r in read_log(run_dir) if r["epoch"] <= last_epoch]
-  path = os.path.join(run_dir, LOG_NAME)
-  with open(path + ".tmp", "w") as f:
-    for r in records:
-      f.write(json.dumps(r) + "\n")
-  os.replace(path + ".tmp", path)
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  """The rewarded architectures of a search (a torn last line is dropped)."""
+  return runlog.read(log_path(run_dir))
 
 
 def search(config: RunConfig, dataset: FaceDataset,
@@ -183,10 +162,8 @@ def search(config: RunConfig, dataset: FaceDataset,
   search_cfg, train_cfg = config.search, config.train
   steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
   state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
-  mean = fixed.restore_or_start(state.manager, state.child, dataset, "search", state.epoch,
-                                search_cfg.epochs, fixed.checkpoint_dir(config.run_dir))
-  if chief:
-    truncate_log(config.run_dir, int(state.epoch.numpy()))
+  mean = loop.restore_or_start(state.manager, state.child, dataset, "search", state.epoch,
+                               search_cfg.epochs, loop.checkpoint_dir(config.run_dir))
 
   meter = latency.LatencyMeter(config.model, warmup=search_cfg.latency_warmup,
                                repeats=search_cfg.latency_repeats,
@@ -195,9 +172,10 @@ def search(config: RunConfig, dataset: FaceDataset,
   reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.target_latency_ms,
                                      search_cfg.latency_exponent)
   logging.info("latency: %s", meter.describe())
-  train_step = fixed.make_train_step(state.child, state.head, state.child_optimizer,
-                                     train_cfg.label_smoothing, dataset.num_classes,
-                                     train_cfg.batch_size, placement.strategy, takes_arc=True)
+  train_step = train_lib.make_train_step(
+      state.child, state.head, state.child_optimizer, train_cfg.label_smoothing,
+      dataset.num_classes, train_cfg.batch_size, placement.strategy, takes_arc=True,
+      extra=train_lib.extra_losses(config.head))
   accuracy_step = make_accuracy_step(state.child, state.head)
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
   sampler_name = search_cfg.controller
@@ -206,28 +184,27 @@ def search(config: RunConfig, dataset: FaceDataset,
   arc_length = len(search_space.decisions(config.model.num_layers))
   measured_at_clear = 0
 
-  for epoch in range(int(state.epoch.numpy()), search_cfg.epochs):
-    val_iter = validation_batches(dataset.val, search_cfg.val_batch_size, seed=train_cfg.seed + epoch)
+  def train_epoch(epoch: int) -> loop.EpochResult:
+    """Child training: one architecture per step, drawn by the chief, shared by every replica."""
+    nonlocal child_seconds_total
     ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
                                 epoch=epoch, random_flip=config.data.random_flip,
                                 pad=config.data.pad, cutout=config.data.cutout)
-    # One architecture per step, drawn by the chief and shared by every replica.
     if chief:
       epoch_arcs = np.stack([state.sampler.sample().arc.numpy() for _ in range(steps_per_epoch)])
     else:
       epoch_arcs = np.zeros([steps_per_epoch, arc_length], np.int32)
     epoch_arcs = distribute.broadcast_from_chief(placement, epoch_arcs.astype(np.int32))
-    progbar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"], verbose=1 if chief else 0)
-    losses = []
-    tic = time.perf_counter()
-    for step, (images, labels) in enumerate(distribute.distribute_dataset(placement, ds)):
-      loss, acc, lr = (float(v) for v in train_step(images, labels, tf.constant(epoch_arcs[step])))
-      fixed.check_finite(loss, epoch + 1, step + 1, config.run_dir)
-      losses.append(loss)
-      progbar.update(step + 1, [("loss", loss), ("acc", acc), ("lr", lr)])
-    child_seconds = time.perf_counter() - tic
-    child_seconds_total += child_seconds
+    result = loop.run_epoch(train_step, distribute.distribute_dataset(placement, ds),
+                            steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief,
+                            step_args=lambda step: (tf.constant(epoch_arcs[step]),))
+    child_seconds_total += result.seconds
+    return result
 
+  def finish_epoch(epoch: int, result: loop.EpochResult) -> list[dict]:
+    """Controller training (the chief): S steps of Q rewarded samples; returns their records."""
+    nonlocal measured_at_clear
+    val_iter = validation_batches(dataset.val, search_cfg.val_batch_size, seed=train_cfg.seed + epoch)
     epoch_records, updates = [], []
     for _ in range(search_cfg.controller_steps if chief else 0):
       arcs, rewards = [], []
@@ -253,21 +230,11 @@ def search(config: RunConfig, dataset: FaceDataset,
     if meter.measured - measured_at_clear >= KERNEL_CACHE_CLEAR_EVERY:
       eager_context.context().clear_kernel_cache()
       measured_at_clear = meter.measured
-
-    # Log first, then checkpoint: a crash in between is healed by truncate_log on resume.
-    if chief:
-      with open(os.path.join(config.run_dir, LOG_NAME), "a") as f:
-        for record in epoch_records:
-          f.write(json.dumps(record) + "\n")
-    state.epoch.assign(epoch + 1)
-    state.manager.save(checkpoint_number=epoch + 1)  # every worker saves (tf.distribute rule)
     if not chief:
-      continue
-
-    epoch_rewards = [r["reward"] for r in epoch_records]
-    summary = {"child_loss": float(np.mean(losses)), "child_lr": lr,
-               "child_images_per_second": steps_per_epoch * train_cfg.batch_size / child_seconds,
-               "reward_mean": float(np.mean(epoch_rewards)),
+      return []
+    summary = {"child_loss": result.loss, "child_lr": result.lr,
+               "child_images_per_second": result.images_per_second,
+               "reward_mean": float(np.mean([r["reward"] for r in epoch_records])),
                "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in epoch_records])),
                "latency_ms_mean": float(np.mean([r["latency_ms"] for r in epoch_records]))}
     if updates:
@@ -282,6 +249,11 @@ def search(config: RunConfig, dataset: FaceDataset,
                  summary["val_accuracy_mean"], summary["latency_ms_mean"],
                  f"entropy {summary['controller_entropy']:.2f} skip density "
                  f"{summary['controller_skip_density']:.2f}" if updates else "(random search)")
+    return epoch_records
+
+  loop.run_epochs(epoch=state.epoch, epochs=search_cfg.epochs, manager=state.manager,
+                  log_path=log_path(config.run_dir), chief=chief, train_epoch=train_epoch,
+                  finish_epoch=finish_epoch)
   placement.cleanup(config.run_dir)
   if not chief:
     return {}
@@ -309,7 +281,7 @@ def search(config: RunConfig, dataset: FaceDataset,
       "search_wall_seconds_this_invocation": time.perf_counter() - tic_search,
       "child_train_seconds_this_invocation": child_seconds_total,
   }
-  _write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
   return summary
 
 
@@ -348,7 +320,7 @@ def rank_final_samples(config: RunConfig, dataset: FaceDataset, state: SearchSta
   entries.sort(key=lambda e: (-e["val_accuracy"], -e["reward"]))
   for rank, entry in enumerate(entries, 1):
     entry["rank"] = rank
-  _write_json(os.path.join(config.run_dir, RANKED_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
       "ranked_by": "validation accuracy with the shared weights (ties: reward)",
       "controller": search_cfg.controller,
       "reward": search_cfg.reward, "target_latency_ms": search_cfg.target_latency_ms,

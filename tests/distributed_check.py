@@ -6,7 +6,7 @@ so pytest cannot do this in its own process).
 
 For each child it builds one set of starting weights, copies them into a model
 under the default strategy and one under MirroredStrategy over `--replicas`
-logical CPUs, takes `--steps` SGD steps (fixed.make_train_step) on the same
+logical CPUs, takes `--steps` SGD steps (training.step.make_train_step) on the same
 global batches (the mirrored copy reads them through distribute.distribute_dataset,
 so each replica gets global / replicas images) and compares the losses and the
 weights after the steps:
@@ -56,7 +56,8 @@ def main() -> None:
   import numpy as np
   import tensorflow as tf
 
-  from enas_face import fixed, heads, search_space
+  from enas_face import heads, search_space
+  from enas_face.training import step as train_lib
   from enas_face.child import FixedChild, SharedChild
   from enas_face.config import ModelConfig, TrainConfig
 
@@ -84,7 +85,7 @@ def main() -> None:
                else SharedChild(model, name="child")).build_for_input()
       head = heads.SoftmaxHead(num_classes, name="head")
       head.build((None, model.embedding_dim))
-      optimizer = fixed.make_child_optimizer(train, steps_per_epoch=10, epochs=train.epochs)
+      optimizer = train_lib.make_optimizer(train, steps_per_epoch=10, epochs=train.epochs)
       optimizer.build(child.trainable_variables + head.trainable_variables)
     if start is None:
       child.standardize.set_statistics(mean, std)  # as training does: inputs ~ N(0, 1)
@@ -121,7 +122,7 @@ def main() -> None:
     if ghost:
       step = ghost_step(child, head, optimizer)
     else:
-      step = fixed.make_train_step(child, head, optimizer, 0.0, num_classes, batch,
+      step = train_lib.make_train_step(child, head, optimizer, 0.0, num_classes, batch,
                                    placement.strategy, takes_arc=kind == "shared")
     losses = []
     for (x, y), arc in zip(batches, arcs):

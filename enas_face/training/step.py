@@ -1,0 +1,119 @@
+"""Optimiser, loss and train step: the seam every loss plugs into.
+
+    L = (1/B) sum_b CE(softmax(z_b), smooth(onehot(y_b)))  +  sum_k w_k L_k
+
+z = head(child(x), y, t): the head's training logits (heads.py: softmax or a margin
+on the cosines); label smoothing acts on the one-hot target whatever the head.
+L_k are extra terms: per-example ones (distillation) are averaged over the
+global batch B like the cross-entropy, whole-model ones (RegularFace) are
+divided among the replicas, so N replicas take one device's step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from enas_face import heads
+from enas_face import schedules
+from enas_face.config import HeadConfig, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+  """What an extra loss term may read: the batch, the child's output and the head."""
+  images: tf.Tensor
+  labels: tf.Tensor
+  embeddings: tf.Tensor
+  logits: tf.Tensor
+  head: keras.layers.Layer
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraLoss:
+  """weight * fn(inputs): a scalar (per_example=False) or a [B] vector (per_example=True)."""
+  name: str
+  weight: float
+  fn: Callable[[LossInputs], tf.Tensor]
+  per_example: bool = False
+
+
+def regularface_term(weight: float) -> ExtraLoss:
+  """RegularFace on the head's class weights (heads.regularface_loss)."""
+  return ExtraLoss("regularface", weight,
+                   lambda inputs: heads.regularface_loss(inputs.head.class_weights))
+
+
+def extra_losses(head_config: HeadConfig) -> list[ExtraLoss]:
+  """The extra terms a head configuration asks for (RegularFace when its weight > 0)."""
+  return [regularface_term(head_config.regularface_weight)] if head_config.regularface_weight else []
+
+
+def make_optimizer(train: TrainConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.SGD:
+  """SGD(momentum, decoupled weight decay) on warmup + Eq. 6 over `epochs` epochs.
+
+  Keras's `weight_decay` is decoupled (w <- w - lr wd w every step) and applies
+  to all trainable weights, as original ENAS applied L2 to all weights.
+  """
+  schedule = schedules.WarmupSharpenedCosine(
+      train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,
+      total_steps=epochs * steps_per_epoch,
+      period_steps=train.cosine_period_epochs * steps_per_epoch,
+      period_mult=train.cosine_period_mult)
+  return keras.optimizers.SGD(learning_rate=schedule, momentum=train.momentum,
+                              weight_decay=train.weight_decay)
+
+
+def batch_accuracy(scores, labels):
+  """Number of rows whose argmax score is the label (cosines for normalised heads)."""
+  hits = tf.equal(tf.argmax(scores, -1, output_type=tf.int32), tf.cast(labels, tf.int32))
+  return tf.reduce_sum(tf.cast(hits, tf.float32))
+
+
+def make_train_step(child: keras.Model, head: keras.layers.Layer,
+                    optimizer: keras.optimizers.Optimizer, label_smoothing: float,
+                    num_classes: int, global_batch_size: int,
+                    strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False,
+                    extra: list[ExtraLoss] | tuple = ()):
+  """One SGD step on L above.
+
+  B is the global batch: each replica sums its own examples' losses and divides
+  by B, and the optimiser sums the replicas' gradients (Keras all-reduce).
+  Returns (loss, batch accuracy, learning rate); the accuracy is the argmax of
+  the head's scores (no margin). With `takes_arc` (the shared child) the step is
+  `train_step(images, labels, arc)`, arc an int32 tensor shared by every
+  replica, so a new architecture does not retrace.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  variables = child.trainable_variables + head.trainable_variables
+  cross_entropy = keras.losses.CategoricalCrossentropy(
+      from_logits=True, label_smoothing=label_smoothing, reduction=None)
+
+  def replica_step(images, labels, **child_kwargs):
+    with tf.GradientTape() as tape:
+      embeddings = child(images, training=True, **child_kwargs)
+      logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
+      per_example = cross_entropy(tf.one_hot(labels, num_classes, dtype=tf.float32),
+                                  tf.cast(logits, tf.float32))
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+      inputs = LossInputs(images, labels, embeddings, logits, head)
+      for term in extra:
+        value = tf.cast(term.fn(inputs), tf.float32)
+        loss += term.weight * (
+            tf.nn.compute_average_loss(value, global_batch_size=global_batch_size)
+            if term.per_example else tf.nn.scale_regularization_loss(value))
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
+    return loss, batch_accuracy(scores, labels) / global_batch_size
+
+  def step(images, labels, **child_kwargs):
+    loss, correct = strategy.run(replica_step, args=(images, labels), kwargs=child_kwargs)
+    total = tf.distribute.ReduceOp.SUM
+    return (strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None),
+            optimizer.learning_rate)
+
+  if takes_arc:
+    return tf.function(lambda images, labels, arc: step(images, labels, arc=arc))
+  return tf.function(step)

@@ -315,7 +315,11 @@ def test_dataset_stage_matches_align_and_reports_failures(shared_data, aligner):
   assert [(label, name.decode()) for _, label, name, _, _ in results] == list(enumerate(names))
   for image, (aligned, _, name, ok, reason) in zip(images[:2], results[:2]):
     assert ok and reason == b""
-    np.testing.assert_array_equal(aligned, aligner.align(image)[0])
+    # MTCNN's multi-threaded float reductions may differ between the tf.data thread and
+    # the eager call in the last bit: landmarks then move by ~1e-6 px and a warped pixel
+    # can round to the next level (seen once under load: 1 of 37,632 values off by 1).
+    difference = np.abs(aligned.astype(int) - aligner.align(image)[0].astype(int))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
   aligned, _, _, ok, reason = results[2]
   assert not ok and reason == b"no face detected" and (aligned == 0).all()
 

@@ -103,3 +103,34 @@ def test_run_folder_of_another_network_is_refused(tiny_run):
                     "--arc=1 0 0 0 0 0 0 0 0 0 0 0 0 0 0", *TINY)
   assert result.returncode == 2
   assert "another network" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changed, flag", [(["--head=arcface"], "--head"),
+                                           (["--margin_scale=auto"], "--margin_scale"),
+                                           (["--regularface_weight=0.1"], "--regularface_weight")])
+def test_resume_with_another_head_or_loss_is_refused(tiny_run, changed, flag):
+  """The run folder remembers its head: one error line naming the flag, nothing written."""
+  before = open(os.path.join(tiny_run, "config.json")).read()
+  result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY, *changed)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], result.stderr
+  assert open(os.path.join(tiny_run, "config.json")).read() == before
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--head=cosface", "--margin=0.3,0.2"], "--margin"),
+    (["--head=combined", "--margin=0.5"], "--margin"),
+    (["--head=sphereface", "--margin=2.5"], "--margin"),
+    (["--head=softmax", "--margin=0.5"], "--margin"),
+    (["--head=arcface", "--margin_scale=big"], "--margin_scale"),
+    (["--head=arcface", "--margin_scale=0"], "--margin_scale"),
+    (["--head=magface"], "--head"),
+    (["--regularface_weight=-1"], "--regularface_weight"),
+])
+def test_bad_head_flags_are_one_line_and_exit_code_2(args, expected):
+  result = run_main(*args)
+  assert result.returncode == 2, result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr

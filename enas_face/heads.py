@@ -279,7 +279,8 @@ class MarginHead(layers.Layer):
   def training_logits(self, embeddings, labels, step=0):
     """(margin(cos, y) at iteration `step`, cos); SphereFace also reads |x|."""
     cos = self(embeddings)
-    norm = tf.norm(tf.cast(embeddings, tf.float32), axis=-1, keepdims=True)
+    norm = (tf.norm(tf.cast(embeddings, tf.float32), axis=-1, keepdims=True)
+            if isinstance(self.margin, SphereFace) else None)  # only A-Softmax reads |x|
     return self.margin(cos, labels, feature_norm=norm, step=step), cos
 
   def get_config(self):

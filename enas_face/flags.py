@@ -42,6 +42,8 @@ flags.DEFINE_integer("top_k", 1, "With --mode=fixed and a ranked --arc_file: tra
                      lower_bound=1)
 flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_model.")
 flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
+flags.DEFINE_integer("data_seed", -1, "Seed of the data alone (synthetic faces, splits, pairs); "
+                     "-1: --seed. Set it to vary training seeds on the same data.", lower_bound=-1)
 flags.DEFINE_boolean("deterministic", False,
                      "TensorFlow op determinism (tf.config.experimental.enable_op_determinism): "
                      "two runs with the same flags give the same architectures and losses. "
@@ -316,7 +318,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     synthetic_heldout_identities=fv.synthetic_heldout_identities,
                     synthetic_heldout_images_per_identity=fv.synthetic_heldout_images_per_identity,
                     num_pairs=fv.num_pairs, num_folds=fv.num_folds, random_flip=fv.random_flip,
-                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size, seed=fv.seed,
+                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size,
+                    seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
                     pairs=_pairs_value(fv.pairs), align=fv.align, face_policy=fv.face_policy,
                     min_face_confidence=fv.min_face_confidence,
                     min_images_per_identity=fv.min_images_per_identity,

@@ -101,7 +101,7 @@ def step_cost(args) -> None:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from enas_face import heads as heads_lib  # pylint: disable=import-outside-toplevel
-  from enas_face import search_space  # pylint: disable=import-outside-toplevel
+  from enas_face.spaces import enas_macro  # pylint: disable=import-outside-toplevel
   from enas_face.child import FixedChild  # pylint: disable=import-outside-toplevel
   from enas_face.config import HeadConfig, ModelConfig, TrainConfig  # pylint: disable=import-outside-toplevel
   from enas_face.training import step as train_lib  # pylint: disable=import-outside-toplevel
@@ -109,7 +109,7 @@ def step_cost(args) -> None:
   keras.utils.set_random_seed(0)
   model = ModelConfig(image_size=args.image_size, stem_stride=args.stem_stride,
                       embedding_dim=args.embedding_dim, base_filters=args.base_filters)
-  arc = search_space.default_architecture(model.num_layers)
+  arc = enas_macro.default_architecture(model.num_layers)
   names = args.heads.split(",")
   steps = {}
   for name in names:

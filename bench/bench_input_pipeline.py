@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from enas_face import heads, search_space  # noqa: E402
+from enas_face import heads  # noqa: E402
+from enas_face.spaces import enas_macro  # noqa: E402
 from enas_face.training import step as train_lib  # noqa: E402
 from enas_face.child import FixedChild  # noqa: E402
 from enas_face.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
@@ -104,7 +105,7 @@ def main():
 
   model = ModelConfig(image_size=args.image_size, stem_stride=args.stem_stride,
                       base_filters=args.base_filters, embedding_dim=args.embedding_dim)
-  child = FixedChild(model, search_space.default_architecture(model.num_layers),
+  child = FixedChild(model, enas_macro.default_architecture(model.num_layers),
                      name="child").build_for_input()
   child.standardize.set_statistics(mean, std)
   num_classes = int(labels.max()) + 1

@@ -68,7 +68,8 @@ def main() -> None:
   from absl import logging
   import keras
 
-  from enas_face import search, search_space
+  from enas_face import search
+  from enas_face.spaces import enas_macro
   from enas_face.training import step as train_lib
   from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                                 TrainConfig)
@@ -88,7 +89,7 @@ def main() -> None:
   model = ModelConfig(image_size=16, num_layers=args.num_layers, num_reductions=1,
                       base_filters=8, embedding_dim=16)
   config = RunConfig(
-      mode="search", run_dir=run_dir, arc=search_space.default_architecture(args.num_layers),
+      mode="search", run_dir=run_dir, arc=enas_macro.default_architecture(args.num_layers),
       model=model, data=DataConfig(image_size=16),
       train=TrainConfig(epochs=epochs, batch_size=batch, warmup_epochs=1, keep_checkpoints=2),
       eval=EvalConfig(batch_size=64),
@@ -123,7 +124,7 @@ def main() -> None:
     search.KERNEL_CACHE_CLEAR_EVERY = args.clear_every
   print(f"search: {epochs} epochs x {steps_per_epoch} child steps, "
         f"{args.controller_steps}x{args.controller_samples} rewards per epoch, "
-        f"{args.num_layers} layers ({search_space.count_architectures(args.num_layers)} "
+        f"{args.num_layers} layers ({enas_macro.count_architectures(args.num_layers)} "
         f"architectures); run folder {run_dir} (deleted at the end)", flush=True)
   start_rss = rss_mb()
   summary = search.search(config, dataset)

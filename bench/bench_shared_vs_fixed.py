@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from enas_face import heads, search_space  # noqa: E402
+from enas_face import heads  # noqa: E402
+from enas_face.spaces import enas_macro  # noqa: E402
 from enas_face.training import step as train_lib  # noqa: E402
 from enas_face.child import FixedChild, SharedChild  # noqa: E402
 from enas_face.config import ModelConfig, TrainConfig  # noqa: E402
@@ -73,7 +74,7 @@ def main():
                                                 args.image_size, 3)).astype(np.float32)),
               tf.constant(rng.integers(0, num_classes, args.batch_size).astype(np.int32)))
              for _ in range(args.steps)]
-  arcs = [search_space.sample_uniform(config.num_layers, rng) for _ in range(args.archs)]
+  arcs = [enas_macro.sample_uniform(config.num_layers, rng) for _ in range(args.archs)]
 
   fixed_steps = [make_step(FixedChild(config, arc).build_for_input(), num_classes, args.batch_size, False)
                  for arc in arcs]

@@ -26,13 +26,13 @@ from keras import layers
 from keras import ops as K
 
 from enas_face import ops
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 
 
 def layer_stages(num_layers: int, num_reductions: int) -> tuple[int, ...]:
   """s_i = number of reductions placed after layers before i."""
-  after = search_space.reduction_layers(num_layers, num_reductions)
+  after = enas_macro.reduction_layers(num_layers, num_reductions)
   return tuple(sum(1 for r in after if r < i) for i in range(num_layers))
 
 
@@ -136,7 +136,7 @@ class FixedChild(_ChildBase):
   Input: raw pixels [N, S, S, 3] in [0, 255]; output: embedding [N, D].
   """
 
-  def __init__(self, config: ModelConfig, arc: search_space.Architecture, **kwargs):
+  def __init__(self, config: ModelConfig, arc: enas_macro.Architecture, **kwargs):
     if arc.num_layers != config.num_layers:
       raise ValueError(f"architecture has {arc.num_layers} layers but the model config expects "
                        f"num_layers={config.num_layers}")
@@ -174,7 +174,7 @@ class FixedChild(_ChildBase):
 
   @classmethod
   def from_config(cls, cfg):
-    return cls(ModelConfig(**cfg["config"]), search_space.Architecture.from_json(cfg["arc"]),
+    return cls(ModelConfig(**cfg["config"]), enas_macro.Architecture.from_json(cfg["arc"]),
                name=cfg.get("name"))
 
 
@@ -206,7 +206,7 @@ class SharedChild(_ChildBase):
     self.offsets = layer_offsets(config.num_layers)
     for i in range(config.num_layers):
       channels = self.filters(self.stages[i])
-      for op_name in search_space.OPS:
+      for op_name in enas_macro.OPS:
         self._add_module(op_key(i, op_name), ops.build_op(op_name, channels, op_key(i, op_name)))
       for j in range(i):
         self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
@@ -221,7 +221,7 @@ class SharedChild(_ChildBase):
     training = training or batch_statistics
 
     def layer_sum(i, x, reduced):
-      candidates = [self.module(op_key(i, op_name)) for op_name in search_space.OPS]
+      candidates = [self.module(op_key(i, op_name)) for op_name in enas_macro.OPS]
       total = K.switch(arc[self.offsets[i]],
                        [lambda v, op=op: op(v, training=training) for op in candidates], x)
       for j in range(i):
@@ -240,13 +240,13 @@ class SharedChild(_ChildBase):
     zeros = K.zeros((1, size, size, 3))
 
     def every_candidate(i, x, reduced):
-      total = sum(self.module(op_key(i, op_name))(x) for op_name in search_space.OPS)
+      total = sum(self.module(op_key(i, op_name))(x) for op_name in enas_macro.OPS)
       for j in range(i):
         total = total + self.module(skip_key(i, j))(reduced(j))
       return total
 
     self._forward(zeros, every_candidate, training=False)
-    arc = search_space.default_architecture(self.config.num_layers).to_ints()
+    arc = enas_macro.default_architecture(self.config.num_layers).to_ints()
     self(zeros, arc=K.convert_to_tensor(arc, "int32"), training=False)
     return self
 

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from enas_face import runlog
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
@@ -234,7 +234,7 @@ class SearchConfig:
 class RunConfig:
   mode: str
   run_dir: str
-  arc: search_space.Architecture
+  arc: enas_macro.Architecture
   model: ModelConfig
   data: DataConfig
   train: TrainConfig
@@ -263,7 +263,7 @@ class RunConfig:
   def from_json(cls, obj: dict[str, Any]) -> "RunConfig":
     try:
       return cls(mode=obj["mode"], run_dir=obj["run_dir"],
-                 arc=search_space.Architecture.from_json(obj["arc"]),
+                 arc=enas_macro.Architecture.from_json(obj["arc"]),
                  model=ModelConfig(**obj["model"]), data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**obj.get("search", {})),
@@ -272,7 +272,7 @@ class RunConfig:
                  strategy=obj.get("strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),
-                 candidate_arcs=tuple(search_space.Architecture.from_json(a)
+                 candidate_arcs=tuple(enas_macro.Architecture.from_json(a)
                                       for a in obj.get("candidate_arcs", [])))
     except (KeyError, TypeError) as e:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e

@@ -1,7 +1,7 @@
 """The ENAS macro controller (Pham et al. 2018, `general_controller.py`) and REINFORCE.
 
 An LSTM emits the architecture one decision at a time, in the order of
-`search_space.decisions(L)`. For layer i (h = LSTM output, a_j = anchor of
+`enas_macro.decisions(L)`. For layer i (h = LSTM output, a_j = anchor of
 layer j, i.e. the LSTM output after layer j's op embedding):
 
     op logits      z = W_soft h                                  (op ~ softmax(z))
@@ -25,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from enas_face import search_space
-from enas_face.search_space import Decision
+from enas_face.spaces import enas_macro
+from enas_face.spaces.enas_macro import Decision
 
 
 class ControllerSample(NamedTuple):
@@ -72,10 +72,10 @@ def _bernoulli_kl(p, target: float):
   return p * tf.math.log(p / target) + (1.0 - p) * tf.math.log((1.0 - p) / (1.0 - target))
 
 
-def _arc_to_architecture(arc) -> search_space.Architecture:
+def _arc_to_architecture(arc) -> enas_macro.Architecture:
   """The Architecture decoded from an ENAS integer encoding (tensor, array or list)."""
   values = np.asarray(arc.numpy() if hasattr(arc, "numpy") else arc).astype(np.int64).ravel()
-  return search_space.Architecture.from_ints(values.tolist())
+  return enas_macro.Architecture.from_ints(values.tolist())
 
 
 class Controller(keras.Model):
@@ -250,7 +250,7 @@ class Controller(keras.Model):
     return self._skip_probabilities_graph(arc)
 
   @staticmethod
-  def to_architecture(arc_tensor) -> search_space.Architecture:
+  def to_architecture(arc_tensor) -> enas_macro.Architecture:
     """Architecture.from_ints of an ENAS encoding tensor."""
     return _arc_to_architecture(arc_tensor)
 
@@ -303,7 +303,7 @@ class RandomSampler(tf.Module):
     return self._stats(tf.convert_to_tensor(arc, dtype=tf.int32))
 
   @staticmethod
-  def to_architecture(arc_tensor) -> search_space.Architecture:
+  def to_architecture(arc_tensor) -> enas_macro.Architecture:
     return _arc_to_architecture(arc_tensor)
 
 

@@ -12,7 +12,7 @@ import os
 
 from absl import flags
 
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.data import sources
 from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, HEADS, ConfigError, DataConfig,
                               EvalConfig, HeadConfig, ModelConfig, RunConfig, SearchConfig,
@@ -32,7 +32,7 @@ flags.DEFINE_string("run_dir", "runs/default",
                     "Rerunning with the same folder resumes.")
 flags.DEFINE_string("arc", None,
                     "Architecture in the ENAS integer encoding: per layer the op id "
-                    f"({', '.join(f'{i}={n}' for i, n in enumerate(search_space.OPS))}) then one "
+                    f"({', '.join(f'{i}={n}' for i, n in enumerate(enas_macro.OPS))}) then one "
                     "skip bit per earlier layer, e.g. '0 1 0 0 1 0'. Default: a hand-picked "
                     "architecture of --num_layers layers.")
 flags.DEFINE_string("arc_file", None, "Architecture JSON file: one architecture, a list, or a "
@@ -262,20 +262,20 @@ def flags_as_flagfile(flag_values: flags.FlagValues) -> str:
   return "\n".join(f.serialize() for f in own_flags(flag_values) if f.value is not None) + "\n"
 
 
-def _architectures(flag_values: flags.FlagValues) -> list[search_space.Architecture]:
+def _architectures(flag_values: flags.FlagValues) -> list[enas_macro.Architecture]:
   """The architecture(s) to train, best first (--arc, --arc_file, or the default)."""
   if flag_values.arc and flag_values.arc_file:
     raise ConfigError("give either --arc or --arc_file, not both")
   try:
     if flag_values.arc_file:
-      return search_space.Architecture.load_json_list(flag_values.arc_file)
+      return enas_macro.Architecture.load_json_list(flag_values.arc_file)
     if flag_values.arc:
-      return [search_space.Architecture.from_string(flag_values.arc,
+      return [enas_macro.Architecture.from_string(flag_values.arc,
                                                     num_layers=flag_values.num_layers)]
-  except (search_space.ArchitectureError, OSError) as e:
+  except (enas_macro.ArchitectureError, OSError) as e:
     source = f"--arc_file={flag_values.arc_file}" if flag_values.arc_file else "--arc"
     raise ConfigError(f"{source}: {e}") from e
-  return [search_space.default_architecture(flag_values.num_layers)]
+  return [enas_macro.default_architecture(flag_values.num_layers)]
 
 
 def _dataset_value(value: str) -> str:

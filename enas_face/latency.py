@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from enas_face import child
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class LatencyMeter:
       self._load_cache()
 
   # ------------------------------------------------------------------ API
-  def __call__(self, arc: search_space.Architecture) -> LatencyStats:
+  def __call__(self, arc: enas_macro.Architecture) -> LatencyStats:
     """Latency stats of `arc`, measured on first request and cached afterwards."""
     if arc.num_layers != self.model_config.num_layers:
       raise ValueError(f"architecture has {arc.num_layers} layers but the model config expects "
@@ -127,7 +127,7 @@ class LatencyMeter:
                     "warmup": self.warmup, "timing_s": self.last_timing})
     return stats
 
-  def __contains__(self, arc: search_space.Architecture) -> bool:
+  def __contains__(self, arc: enas_macro.Architecture) -> bool:
     return arc.to_string() in self._cache
 
   def __len__(self) -> int:
@@ -153,7 +153,7 @@ class LatencyMeter:
     return line
 
   # ---------------------------------------------------------- measurement
-  def _measure(self, arc: search_space.Architecture) -> LatencyStats:
+  def _measure(self, arc: enas_macro.Architecture) -> LatencyStats:
     """Build, trace, warm up and time one architecture; frees the model afterwards."""
     size = self.model_config.image_size
     started = time.perf_counter()
@@ -205,7 +205,7 @@ class LatencyMeter:
         continue
       try:
         record = json.loads(raw.decode("utf-8"))
-        key = search_space.Architecture.from_string(record["arc"]).to_string()
+        key = enas_macro.Architecture.from_string(record["arc"]).to_string()
         stats = LatencyStats.from_json(record["stats"])
         model = record["model"]
       except (ValueError, KeyError, TypeError) as error:

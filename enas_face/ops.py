@@ -1,6 +1,6 @@
 """Keras layers for the candidate ops and the fixed modules of the macro space.
 
-One registry, `OP_REGISTRY`, maps every op name of `search_space.OPS` to the
+One registry, `OP_REGISTRY`, maps every op name of `enas_macro.OPS` to the
 layer that realises it; the shared child (all candidates) and the fixed child
 (the chosen ones) are both built from it.
 """
@@ -12,7 +12,7 @@ import keras
 from keras import layers
 from keras import ops as K
 
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.config import EMBEDDING_HEADS
 
 
@@ -257,9 +257,9 @@ OP_REGISTRY: dict[str, OpBuilder] = {
     "maxpool3x3": lambda filters, name: PoolBranch(filters, "max", name=name),
 }
 
-if set(OP_REGISTRY) != set(search_space.OPS):
-  raise ImportError(f"OP_REGISTRY {sorted(OP_REGISTRY)} does not cover search_space.OPS "
-                    f"{sorted(search_space.OPS)}")
+if set(OP_REGISTRY) != set(enas_macro.OPS):
+  raise ImportError(f"OP_REGISTRY {sorted(OP_REGISTRY)} does not cover enas_macro.OPS "
+                    f"{sorted(enas_macro.OPS)}")
 
 
 def build_op(op_name: str, filters: int, name: str) -> layers.Layer:

@@ -13,7 +13,7 @@ import matplotlib.ticker  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.lines import Line2D  # noqa: E402
 
-from enas_face import search_space  # noqa: E402
+from enas_face.spaces import enas_macro  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ NO_EPOCH_COLOR = "0.55"
 def _arc_key(arc: str) -> str:
   """Canonical encoding of an architecture string ("[0, 1, 1]" == "0 1 1"); raw text if unparsable."""
   try:
-    return search_space.Architecture.from_string(arc).to_string()
-  except search_space.ArchitectureError:
+    return enas_macro.Architecture.from_string(arc).to_string()
+  except enas_macro.ArchitectureError:
     return arc.strip()
 
 

@@ -38,7 +38,7 @@ from enas_face import latency
 from enas_face import plots
 from enas_face import reward as reward_lib
 from enas_face import runlog
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.child import FixedChild, SharedChild
 from enas_face.config import RunConfig
 from enas_face.data import pipeline
@@ -86,7 +86,7 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
     child_optimizer.build(child.trainable_variables + head.trainable_variables)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
-  decisions = search_space.decisions(config.model.num_layers)
+  decisions = enas_macro.decisions(config.model.num_layers)
   tracked = {}
   if search.controller == "enas":
     sampler = controller_lib.Controller(
@@ -181,7 +181,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   sampler_name = search_cfg.controller
   child_seconds_total = 0.0
   tic_search = time.perf_counter()
-  arc_length = len(search_space.decisions(config.model.num_layers))
+  arc_length = len(enas_macro.decisions(config.model.num_layers))
   measured_at_clear = 0
 
   def train_epoch(epoch: int) -> loop.EpochResult:
@@ -210,7 +210,7 @@ def search(config: RunConfig, dataset: FaceDataset,
       arcs, rewards = [], []
       for sample_index in range(search_cfg.controller_samples):
         sample = state.sampler.sample()
-        arc = search_space.Architecture.from_ints(sample.arc.numpy().tolist())
+        arc = enas_macro.Architecture.from_ints(sample.arc.numpy().tolist())
         images, labels = next(val_iter)
         val_acc = float(accuracy_step(images, labels, sample.arc))
         lat = meter(arc)
@@ -296,7 +296,7 @@ def rank_final_samples(config: RunConfig, dataset: FaceDataset, state: SearchSta
   seen, entries = set(), []
   for _ in range(search_cfg.num_final_samples):
     sample = state.sampler.sample()
-    arc = search_space.Architecture.from_ints(sample.arc.numpy().tolist())
+    arc = enas_macro.Architecture.from_ints(sample.arc.numpy().tolist())
     if arc in seen:
       continue
     seen.add(arc)

@@ -56,7 +56,8 @@ def main() -> None:
   import numpy as np
   import tensorflow as tf
 
-  from enas_face import heads, search_space
+  from enas_face import heads
+  from enas_face.spaces import enas_macro
   from enas_face.training import step as train_lib
   from enas_face.child import FixedChild, SharedChild
   from enas_face.config import ModelConfig, TrainConfig
@@ -73,7 +74,7 @@ def main() -> None:
   mean, std = images.mean(axis=(0, 1, 2, 3)), images.std(axis=(0, 1, 2, 3))
   # Every op, skips on and off; the fixed child: both convolutions (BatchNorm) and two skips.
   arcs = ([[0, 1, 1, 2, 1, 0], [3, 0, 0, 1, 1, 1], [1, 2, 1, 0, 0, 1]] * args.steps)[:args.steps]
-  fixed_arc = search_space.Architecture.from_ints([0, 1, 1, 0, 1, 1])
+  fixed_arc = enas_macro.Architecture.from_ints([0, 1, 1, 0, 1, 1])
   mirrored = distribute.make_placement("mirrored", args.replicas)
   default = distribute.make_placement("default")
   replicas = mirrored.num_replicas

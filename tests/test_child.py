@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from enas_face import child as child_lib
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.config import ConfigError, ModelConfig
 
 
@@ -21,7 +21,7 @@ def test_parameter_count_by_hand():
   # Layer 0: sep3x3 at 4 channels; layer 1: maxpool3x3 at 8 channels with a skip from layer 0.
   config = ModelConfig(image_size=8, num_layers=2, num_reductions=1, base_filters=4,
                        embedding_dim=16, embedding_head="gap")
-  arc = search_space.Architecture(ops=(0, 3), skips=((), (1,)))
+  arc = enas_macro.Architecture(ops=(0, 3), skips=((), (1,)))
   model = child_lib.FixedChild(config, arc).build_for_input()
   expected = (
       3 + 3                                    # standardisation mean/std (non-trainable)
@@ -42,7 +42,7 @@ def test_parameter_count_by_hand():
 def test_skips_across_reductions_get_their_own_reductions():
   config = ModelConfig(image_size=16, num_layers=5, num_reductions=3, base_filters=4,
                        embedding_dim=8)
-  arc = search_space.Architecture.from_string("0  1 1  2 0 0  3 0 0 0  0 1 0 0 1")
+  arc = enas_macro.Architecture.from_string("0  1 1  2 0 0  3 0 0 0  0 1 0 0 1")
   model = child_lib.FixedChild(config, arc).build_for_input()
   # Main path: reduce0_to1, reduce1_to2, reduce2_to3; skip 0->1 uses reduce0_to1;
   # skip 0->4 (stage 3) needs reduce0_to2 and reduce0_to3; skip 3->4 is at the same stage.
@@ -55,28 +55,28 @@ def test_skips_across_reductions_get_their_own_reductions():
 
 def test_inference_is_deterministic():
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=0.5)
-  model = child_lib.FixedChild(config, search_space.default_architecture(5)).build_for_input()
+  model = child_lib.FixedChild(config, enas_macro.default_architecture(5)).build_for_input()
   x = tf.random.uniform([4, 16, 16, 3], 0, 255)
   np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
 
 
 def test_rejects_mismatched_arc_and_unreducible_input():
   with pytest.raises(ValueError, match="num_layers=5"):
-    child_lib.FixedChild(ModelConfig(image_size=16), search_space.default_architecture(3))
+    child_lib.FixedChild(ModelConfig(image_size=16), enas_macro.default_architecture(3))
   with pytest.raises(ConfigError, match="--image_size=20"):
-    child_lib.FixedChild(ModelConfig(image_size=20), search_space.default_architecture(5))
+    child_lib.FixedChild(ModelConfig(image_size=20), enas_macro.default_architecture(5))
 
 
 def test_get_config_round_trip():
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
-  model = child_lib.FixedChild(config, search_space.default_architecture(5))
+  model = child_lib.FixedChild(config, enas_macro.default_architecture(5))
   clone = child_lib.FixedChild.from_config(model.get_config())
   assert clone.config == config and clone.arc == model.arc
 
 
 def test_checkpoint_restores_every_weight(tmp_path):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
-  arc = search_space.Architecture.from_string("0  1 1  2 0 1  3 1 0 1  0 1 1 1 1")
+  arc = enas_macro.Architecture.from_string("0  1 1  2 0 1  3 1 0 1  0 1 1 1 1")
   trained = child_lib.FixedChild(config, arc).build_for_input()
   trained(tf.random.uniform([8, 16, 16, 3], 0, 255), training=True)  # move BN statistics
   path = tf.train.Checkpoint(child=trained).save(str(tmp_path / "ckpt"))
@@ -97,7 +97,7 @@ def shared_and_fixed(arc, config):
                                       "1  1 1  0 1 1  2 1 1 1  3 1 1 1 1"])
 def test_shared_child_with_copied_weights_equals_fixed_child(encoding):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=1.0)
-  arc = search_space.Architecture.from_string(encoding)
+  arc = enas_macro.Architecture.from_string(encoding)
   shared, fixed = shared_and_fixed(arc, config)
   # Make the shared weights of this architecture differ from a fresh init, BN stats included.
   images = tf.random.uniform([6, 16, 16, 3], 0, 255, seed=1)
@@ -114,7 +114,7 @@ def test_shared_child_holds_every_candidate_and_traces_once():
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
   shared = child_lib.SharedChild(config).build_for_input()
   for i in range(5):
-    for op in search_space.OPS:
+    for op in enas_macro.OPS:
       assert child_lib.op_key(i, op) in shared.module_keys
   assert sum(k.startswith("reduce") for k in shared.module_keys) == 6  # 3 + 2 + 1
   traces = []
@@ -126,7 +126,7 @@ def test_shared_child_holds_every_candidate_and_traces_once():
 
   images = tf.random.uniform([2, 16, 16, 3], 0, 255)
   rng = np.random.default_rng(0)
-  outputs = [embed(images, tf.constant(search_space.sample_uniform(5, rng).to_ints(), tf.int32))
+  outputs = [embed(images, tf.constant(enas_macro.sample_uniform(5, rng).to_ints(), tf.int32))
              for _ in range(4)]
   assert len(traces) == 1
   assert not np.allclose(outputs[0], outputs[1])
@@ -135,7 +135,7 @@ def test_shared_child_holds_every_candidate_and_traces_once():
 def test_untaken_branches_get_zero_gradients():
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=1.0)
   shared = child_lib.SharedChild(config).build_for_input()
-  arc = search_space.Architecture.from_string("0  0 0  0 0 0  0 0 0 0  0 0 0 0 0")  # no skips
+  arc = enas_macro.Architecture.from_string("0  0 0  0 0 0  0 0 0 0  0 0 0 0 0")  # no skips
   images = tf.random.uniform([4, 16, 16, 3], 0, 255)
   with tf.GradientTape() as tape:
     loss = tf.reduce_sum(shared(images, arc=tf.constant(arc.to_ints()), training=True) ** 2)
@@ -151,7 +151,7 @@ def test_untaken_branches_get_zero_gradients():
 def test_batch_statistics_mode_uses_the_batch_and_no_dropblock():
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=0.5)
   shared = child_lib.SharedChild(config).build_for_input()
-  arc = tf.constant(search_space.default_architecture(5).to_ints(), tf.int32)
+  arc = tf.constant(enas_macro.default_architecture(5).to_ints(), tf.int32)
   images = tf.random.uniform([8, 16, 16, 3], 0, 255, seed=3)
   first = shared(images, arc=arc, batch_statistics=True)
   again = shared(images, arc=arc, batch_statistics=True)

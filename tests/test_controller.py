@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from enas_face.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
                                   StepDecayWithFloor, controller_optimizer, piecewise_lr)
-from enas_face.search_space import Architecture, decisions
+from enas_face.spaces.enas_macro import Architecture, decisions
 
 
 def _uniform_entropy(decision_list) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from enas_face import export
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.child import FixedChild
 from enas_face.config import ModelConfig
 
@@ -21,7 +21,7 @@ np.save(sys.argv[3], serve(images=tf.constant(images))["embeddings"].numpy())
 
 def test_saved_model_reloads_in_a_fresh_process_with_the_same_embeddings(tmp_path):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
-  model = FixedChild(config, search_space.default_architecture(5)).build_for_input()
+  model = FixedChild(config, enas_macro.default_architecture(5)).build_for_input()
   model.standardize.set_statistics([100.0, 110.0, 120.0], [50.0, 55.0, 60.0])
   # Move BN statistics away from their defaults so inference mode really is exercised.
   model(tf.random.uniform([8, 16, 16, 3], 0, 255), training=True)
@@ -43,7 +43,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_the_same_embeddings(tmp_pat
 def test_export_replaces_an_older_export(tmp_path):
   config = ModelConfig(image_size=8, num_layers=2, num_reductions=1, base_filters=4,
                        embedding_dim=4)
-  model = FixedChild(config, search_space.default_architecture(2)).build_for_input()
+  model = FixedChild(config, enas_macro.default_architecture(2)).build_for_input()
   target = str(tmp_path / "sm")
   export.export_saved_model(model, 8, target)
   export.export_saved_model(model, 8, target)

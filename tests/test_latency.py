@@ -7,15 +7,15 @@ import math
 
 import pytest
 
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 from enas_face.latency import LatencyMeter, LatencyStats
 
 TINY = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
 L = TINY.num_layers
-ARC_A = search_space.default_architecture(L)
-ARC_B = search_space.Architecture((3,) * L, tuple((0,) * i for i in range(L)))  # maxpool, no skips
-ARC_BIG = search_space.Architecture((1,) * L, tuple((1,) * i for i in range(L)))  # sep5x5, all skips
+ARC_A = enas_macro.default_architecture(L)
+ARC_B = enas_macro.Architecture((3,) * L, tuple((0,) * i for i in range(L)))  # maxpool, no skips
+ARC_BIG = enas_macro.Architecture((1,) * L, tuple((1,) * i for i in range(L)))  # sep5x5, all skips
 
 
 def _record(arc, config=TINY, median=1.0):
@@ -39,7 +39,7 @@ def test_stats_fields_are_consistent():
 def test_second_call_is_cached():
   meter = LatencyMeter(TINY, warmup=1, repeats=3)
   first = meter(ARC_A)
-  again = meter(search_space.Architecture.from_string(ARC_A.to_string()))
+  again = meter(enas_macro.Architecture.from_string(ARC_A.to_string()))
   assert again == first
   assert meter.measured == 1 and meter.cached_hits == 1
   assert ARC_A in meter and ARC_B not in meter and len(meter) == 1
@@ -113,7 +113,7 @@ def test_bigger_architecture_is_slower():
 def test_wrong_number_of_layers_and_bad_arguments():
   meter = LatencyMeter(TINY, repeats=1)
   with pytest.raises(ValueError, match="num_layers=5"):
-    meter(search_space.default_architecture(3))
+    meter(enas_macro.default_architecture(3))
   with pytest.raises(ValueError, match="repeats"):
     LatencyMeter(TINY, repeats=0)
   with pytest.raises(ValueError, match="warmup"):

@@ -3,13 +3,13 @@ import pytest
 import tensorflow as tf
 
 from enas_face import ops
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 
 
 def test_registry_covers_the_search_space():
-  assert set(ops.OP_REGISTRY) == set(search_space.OPS)
+  assert set(ops.OP_REGISTRY) == set(enas_macro.OPS)
   x = tf.random.normal([2, 8, 8, 6])
-  for name in search_space.OPS:
+  for name in enas_macro.OPS:
     layer = ops.build_op(name, 6, name)
     assert layer(x, training=True).shape == (2, 8, 8, 6)
   with pytest.raises(ValueError, match="unknown op 'conv7x7'"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from enas_face import plots
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -45,7 +45,7 @@ def real_points():
   for epoch in range(1, 4):
     for sampler in ("controller", "random"):
       for _ in range(6):
-        arc = search_space.sample_uniform(5, rng)
+        arc = enas_macro.sample_uniform(5, rng)
         out.append({"arc": arc.to_string(), "latency_ms": float(rng.uniform(2, 9)),
                     "val_accuracy": float(rng.uniform(0.3, 0.9)), "epoch": epoch,
                     "sampler": sampler, "reward": 0.5})  # extra keys are ignored

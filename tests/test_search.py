@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from enas_face import search_space
+from enas_face.spaces import enas_macro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
@@ -76,7 +76,7 @@ def test_resumed_search_log_is_continuous(resumed_search):
               for s in range(1, STEPS + 1) for q in range(SAMPLES)]
   assert keys == expected  # no gap, no duplicate
   for r in records:
-    search_space.Architecture.from_string(r["arc"], num_layers=5)
+    enas_macro.Architecture.from_string(r["arc"], num_layers=5)
     assert 0.0 <= r["val_accuracy"] <= 1.0 and r["latency_ms"] > 0
   checkpoints = sorted(os.listdir(os.path.join(resumed_search, "checkpoints")))
   assert "ckpt-3.index" in checkpoints
@@ -92,7 +92,7 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
   assert accuracies == sorted(accuracies, reverse=True)
   for e in entries:
     assert e["latency_ms"] > 0 and e["params"] > 0 and e["flops"] > 0
-  arcs = search_space.Architecture.load_json_list(os.path.join(resumed_search, "arcs_ranked.json"))
+  arcs = enas_macro.Architecture.load_json_list(os.path.join(resumed_search, "arcs_ranked.json"))
   assert [a.to_string() for a in arcs] == [e["arc_string"] for e in entries]
   with open(os.path.join(resumed_search, "accuracy_vs_latency.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

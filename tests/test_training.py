@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed, heads, search, search_space
+from enas_face import fixed, heads, search
+from enas_face.spaces import enas_macro
 from enas_face.child import FixedChild
 from enas_face.config import (HEADS, DataConfig, EvalConfig, HeadConfig, ModelConfig, RunConfig,
                               SearchConfig, TrainConfig)
@@ -25,7 +26,7 @@ def dataset():
 
 
 def tiny_config(run_dir, head: HeadConfig, mode="fixed", epochs=4) -> RunConfig:
-  return RunConfig(mode=mode, run_dir=str(run_dir), arc=search_space.default_architecture(2),
+  return RunConfig(mode=mode, run_dir=str(run_dir), arc=enas_macro.default_architecture(2),
                    model=MODEL, data=DATA,
                    train=TrainConfig(epochs=epochs, batch_size=16, warmup_epochs=1, lr_max=0.1,
                                      label_smoothing=0.1),
@@ -55,7 +56,7 @@ def test_every_head_trains_a_tiny_fixed_run_with_label_smoothing(tmp_path, datas
 def _step_loss(extra):
   """Loss of one train step from a seeded initial state, with the given extra terms."""
   keras.utils.set_random_seed(1)
-  child = FixedChild(MODEL, search_space.default_architecture(2)).build_for_input()
+  child = FixedChild(MODEL, enas_macro.default_architecture(2)).build_for_input()
   head = heads.build_head(HeadConfig(head="cosface", margin_scale="16"), 8, MODEL.embedding_dim)
   optimizer = train_lib.make_optimizer(TrainConfig(epochs=2, warmup_epochs=1), 10, 2)
   step = train_lib.make_train_step(child, head, optimizer, 0.0, 8, 8, extra=extra)

@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from enas_face import search_space
-from enas_face.search_space import (OPS, Architecture, ArchitectureError, Decision, count_architectures,
+from enas_face.spaces import enas_macro
+from enas_face.spaces.enas_macro import (OPS, Architecture, ArchitectureError, Decision, count_architectures,
                                     decisions, default_architecture, reduction_layers, sample_uniform)
 
 # ops (sep3x3, maxpool3x3, sep5x5); layer 1 <- 0; layer 2 <- 0, 1.
@@ -337,6 +337,6 @@ def test_decision_validation():
 
 
 def test_module_has_no_framework_imports():
-  source = pathlib.Path(search_space.__file__).read_text()
+  source = pathlib.Path(enas_macro.__file__).read_text()
   for name in ("tensorflow", "keras", "absl"):
     assert f"import {name}" not in source and f"from {name}" not in source

@@ -1,0 +1,1 @@
+"""Search spaces: each owns its decisions, its encoding and its model builders."""

@@ -178,11 +178,6 @@ class FixedChild(_ChildBase):
                name=cfg.get("name"))
 
 
-def layer_offsets(num_layers: int) -> tuple[int, ...]:
-  """Position of layer i's op id in the ENAS encoding: i + i(i-1)/2."""
-  return tuple(i + i * (i - 1) // 2 for i in range(num_layers))
-
-
 @keras.saving.register_keras_serializable("enas_face")
 class SharedChild(_ChildBase):
   """Every candidate op and skip of every layer, shared by all architectures (ENAS).
@@ -203,7 +198,6 @@ class SharedChild(_ChildBase):
     pairs = {(j, s) for j in range(config.num_layers)
              for s in range(stages[j] + 1, config.num_reductions + 1)}
     super().__init__(config, pairs, **kwargs)
-    self.offsets = layer_offsets(config.num_layers)
     for i in range(config.num_layers):
       channels = self.filters(self.stages[i])
       for op_name in enas_macro.OPS:
@@ -222,13 +216,13 @@ class SharedChild(_ChildBase):
 
     def layer_sum(i, x, reduced):
       candidates = [self.module(op_key(i, op_name)) for op_name in enas_macro.OPS]
-      total = K.switch(arc[self.offsets[i]],
+      total = K.switch(arc[enas_macro.op_position(i)],
                        [lambda v, op=op: op(v, training=training) for op in candidates], x)
       for j in range(i):
         skip = self.module(skip_key(i, j))
         source = reduced(j)
         skip_fn = lambda skip=skip, source=source: skip(source, training=training)
-        total = total + K.cond(arc[self.offsets[i] + 1 + j] > 0, skip_fn,
+        total = total + K.cond(arc[enas_macro.skip_position(i, j)] > 0, skip_fn,
                                lambda: K.zeros_like(total))
       return total
 

@@ -1,12 +1,17 @@
-"""The ENAS macro controller (Pham et al. 2018, `general_controller.py`) and REINFORCE.
+"""The ENAS controller (Pham et al. 2018, `general_controller.py`), driven by decision kinds, and REINFORCE.
 
-An LSTM emits the architecture one decision at a time, in the order of
-`enas_macro.decisions(L)`. For layer i (h = LSTM output, a_j = anchor of
-layer j, i.e. the LSTM output after layer j's op embedding):
+An LSTM emits a sample one decision at a time, in the order of the space's decision list
+(`spaces.base.Decision`). With h the LSTM output and x its next input:
 
-    op logits      z = W_soft h                                  (op ~ softmax(z))
-    skip logits    q_j = v^T tanh(W_1 a_j + W_2 h),  z_j = [-q_j, q_j]   (bit_j ~ softmax(z_j))
-    next input     x = sum_j bit_j a_j / (1 + sum_j bit_j)      (x = g_emb after layer 0)
+    categorical (group g)  z = W_soft[g] h,  c ~ softmax(z),  x = W_emb[g][c]
+      ... opening anchor i  then h_i = LSTM(x) is anchor a_i; x = g_emb unless skips follow
+    skip block of layer i  q_j = v^T tanh(W_1 a_j + W_2 h_i),  z_j = [-q_j, q_j],
+                           bit_j ~ softmax(z_j) for j < i (one draw for the block),
+                           x = sum_j bit_j a_j / (1 + sum_j bit_j)
+
+The first input is g_emb. For the ENAS macro space (per layer: an op decision opening its
+anchor, then its skip bits) this is ENAS's macro controller exactly; a space of
+categorical decisions only gets the NAS-RL controller of Zoph & Le (2017).
 
 optionally with z <- z / temperature and z <- tanh_constant * tanh(z). The
 skip penalty is KL(Bernoulli(p_j) || Bernoulli(skip_target)) with
@@ -19,14 +24,14 @@ tracked by `tf.train.Checkpoint`).
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from enas_face.spaces import enas_macro
-from enas_face.spaces.enas_macro import Decision
+from enas_face.spaces.base import Decision
 
 
 class ControllerSample(NamedTuple):
@@ -38,32 +43,58 @@ class ControllerSample(NamedTuple):
   skip_penalty: tf.Tensor  # float32: sum_skips KL(Bernoulli(p_skip) || Bernoulli(skip_target))
 
 
-def _layer_plan(decisions: Sequence[Decision]) -> tuple[tuple[int, int], ...]:
-  """Per layer i: (index of its op decision, number i of skip decisions that follow).
+class _Step(NamedTuple):
+  """One draw of the unrolled controller: a categorical decision or a block of skip bits."""
+  kind: str          # "categorical" | "skip"
+  position: int      # index of its (first) decision
+  width: int         # decisions drawn at once (1, or i skip bits of layer i)
+  group: str         # categorical: the group whose softmax and embedding it uses
+  anchor: int | None  # categorical: the anchor it opens (None: none); skip: its layer
 
-  Checks the ENAS order: layer i is its op decision, then skip decisions from
-  sources 0..i-1 in order; layers 0, 1, ... are consecutive.
+
+def _plan(decisions: Sequence[Decision]) -> tuple[_Step, ...]:
+  """The draws of a decision list, with the checks the unrolled LSTM relies on.
+
+  Categorical decisions of one group need one num_choices; anchors open in order 0, 1, ...;
+  the skip block of layer i directly follows the decision opening anchor i and holds the
+  2-way skips from sources 0..i-1, in order.
   """
   decisions = list(decisions)
   if not decisions:
     raise ValueError("the controller needs at least one decision, got none")
-  plan, position, layer = [], 0, 0
+  steps, position, anchors, choices_of_group = [], 0, 0, {}
   while position < len(decisions):
     head = decisions[position]
-    if head.kind != "op" or head.layer != layer:
-      raise ValueError(f"decision {position} ({head.name!r}) should be the op decision of layer {layer}")
-    for source in range(layer):
-      k = position + 1 + source
-      if (k >= len(decisions) or decisions[k].kind != "skip" or decisions[k].layer != layer
-          or decisions[k].source != source or decisions[k].num_choices != 2):
-        raise ValueError(f"decision {k} should be the 2-way skip from layer {source} into layer {layer}")
-    plan.append((position, layer))
-    position += 1 + layer
-    layer += 1
-  num_ops = {d.num_choices for d in decisions if d.kind == "op"}
-  if len(num_ops) != 1:
-    raise ValueError(f"all op decisions must have the same number of choices, got {sorted(num_ops)}")
-  return tuple(plan)
+    if head.kind == "skip":
+      raise ValueError(f"decision {position} ({head.name!r}): skip decisions must directly "
+                       f"follow the categorical decision opening their layer {head.layer}")
+    if choices_of_group.setdefault(head.group, head.num_choices) != head.num_choices:
+      raise ValueError(f"decision {position} ({head.name!r}): group {head.group!r} has "
+                       f"{choices_of_group[head.group]} choices elsewhere, {head.num_choices} here")
+    if head.layer is not None and head.layer != anchors:
+      raise ValueError(f"decision {position} ({head.name!r}) opens anchor {head.layer}; "
+                       f"expected {anchors} (anchors open in order)")
+    steps.append(_Step("categorical", position, 1, head.group, head.layer))
+    position += 1
+    if head.layer is None:
+      continue
+    layer = head.layer
+    anchors += 1
+    following = decisions[position:position + layer]
+    if following and following[0].kind == "skip":
+      for source in range(layer):
+        k = position + source
+        if (k >= len(decisions) or decisions[k].kind != "skip" or decisions[k].layer != layer
+            or decisions[k].source != source):
+          raise ValueError(f"decision {k} should be the skip from layer {source} into layer {layer}")
+      steps.append(_Step("skip", position, layer, "", layer))
+      position += layer
+  return tuple(steps)
+
+
+def _attribute(prefix: str, group: str) -> str:
+  """Attribute name of a group's layer (attributes, not dicts: tracked by tf.train.Checkpoint)."""
+  return f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', group)}"
 
 
 def _bernoulli_kl(p, target: float):
@@ -72,16 +103,10 @@ def _bernoulli_kl(p, target: float):
   return p * tf.math.log(p / target) + (1.0 - p) * tf.math.log((1.0 - p) / (1.0 - target))
 
 
-def _arc_to_architecture(arc) -> enas_macro.Architecture:
-  """The Architecture decoded from an ENAS integer encoding (tensor, array or list)."""
-  values = np.asarray(arc.numpy() if hasattr(arc, "numpy") else arc).astype(np.int64).ravel()
-  return enas_macro.Architecture.from_ints(values.tolist())
-
-
 class Controller(keras.Model):
-  """ENAS macro controller: one LSTMCell driven through the decision list.
+  """The ENAS controller: one LSTMCell driven through the decision list.
 
-  Output projections (w_soft kernel and bias, v_attn kernel) start at zero, so
+  Output projections (each group's w_soft kernel and bias, v_attn kernel) start at zero, so
   the untrained controller is exactly uniform: every decision has probability
   1/num_choices and entropy = sum_k log(num_choices_k). (ENAS used a small
   uniform init; zero output init makes the untrained controller exactly random
@@ -98,31 +123,44 @@ class Controller(keras.Model):
       raise ValueError(f"skip_target must be in (0, 1), got {skip_target}")
     if temperature is not None and temperature <= 0:
       raise ValueError(f"temperature must be positive or None, got {temperature}")
-    self._plan = _layer_plan(decisions)
+    self._plan = _plan(decisions)
     self._decision_tuple = tuple(decisions)
     self.num_decisions = len(self._decision_tuple)
-    self.num_layers = len(self._plan)
-    self.num_ops = self._decision_tuple[0].num_choices
+    self.num_layers = sum(1 for d in self._decision_tuple if d.kind == "categorical" and d.layer is not None)
     self.num_skip_decisions = sum(1 for d in self._decision_tuple if d.kind == "skip")
     self.hidden_units = int(hidden_units)
     self.temperature = temperature
     self.tanh_constant = tanh_constant
     self.skip_target = float(skip_target)
     self.seed = int(seed)
+    groups = {}
+    for d in self._decision_tuple:
+      if d.kind == "categorical":
+        groups.setdefault(d.group, d.num_choices)
+    self.groups = tuple(groups)
 
     hidden = self.hidden_units
+    # Construction order fixes the initializers' seeds (Keras draws them when a layer is
+    # made): lstm, each group's softmax and embedding, attention, g_emb, as ENAS's controller.
     self.lstm = keras.layers.LSTMCell(hidden, name="lstm")
-    self.w_soft = keras.layers.Dense(self.num_ops, kernel_initializer="zeros", bias_initializer="zeros",
-                                     name="w_soft")
-    self.w_emb = keras.layers.Embedding(self.num_ops, hidden, name="w_emb")
-    self.w_attn_1 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_1")
-    self.w_attn_2 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_2")
-    self.v_attn = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="v_attn")
+    for group, num_choices in groups.items():
+      setattr(self, _attribute("w_soft", group), keras.layers.Dense(
+          num_choices, kernel_initializer="zeros", bias_initializer="zeros",
+          name=_attribute("w_soft", group)))
+      setattr(self, _attribute("w_emb", group),
+              keras.layers.Embedding(num_choices, hidden, name=_attribute("w_emb", group)))
+    built = [self.lstm] + [getattr(self, _attribute("w_soft", g)) for g in groups]
+    if self.num_skip_decisions:
+      self.w_attn_1 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_1")
+      self.w_attn_2 = keras.layers.Dense(hidden, use_bias=False, name="w_attn_2")
+      self.v_attn = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="v_attn")
+      built += [self.w_attn_1, self.w_attn_2, self.v_attn]
     self.g_emb = self.add_weight(shape=(1, hidden), initializer=keras.initializers.RandomUniform(-0.1, 0.1),
                                  name="g_emb")
-    for layer in (self.lstm, self.w_soft, self.w_attn_1, self.w_attn_2, self.v_attn):
+    for layer in built:
       layer.build((None, hidden))
-    self.w_emb.build((None,))
+    for group in groups:
+      getattr(self, _attribute("w_emb", group)).build((None,))
     self.rng = tf.random.Generator.from_seed(self.seed)
 
   # ---------------------------------------------------------------- helpers
@@ -173,20 +211,25 @@ class Controller(keras.Model):
       return (tf.reduce_sum(chosen_log_p, axis=-1),
               -tf.reduce_sum(tf.exp(log_p) * log_p, axis=[-2, -1]))
 
-    for op_position, layer in self._plan:
+    for index, step in enumerate(self._plan):
+      if step.kind == "skip":
+        continue  # drawn with the categorical decision that opens its layer
       h, state = self.lstm(inputs, state)
-      logits = self._shape_logits(self.w_soft(h))[:, None, :]  # [B, 1, ops]
-      op = choose(logits, op_position, 1)
-      lp, ent = accumulate(logits, op)
+      logits = self._shape_logits(getattr(self, _attribute("w_soft", step.group))(h))[:, None, :]
+      choice = choose(logits, step.position, 1)
+      lp, ent = accumulate(logits, choice)
       log_prob, entropy = log_prob + lp, entropy + ent
-      choices.append(op)
-      inputs = self.w_emb(op[:, 0])
+      choices.append(choice)
+      inputs = getattr(self, _attribute("w_emb", step.group))(choice[:, 0])
+      if step.anchor is None:
+        continue
       h, state = self.lstm(inputs, state)
-      if layer > 0:
+      skips = self._plan[index + 1] if index + 1 < len(self._plan) else None
+      if skips is not None and skips.kind == "skip":
         query = tf.tanh(tf.stack(anchors_w_1, axis=1) + self.w_attn_2(h)[:, None, :])  # [B, i, H]
         q = self.v_attn(query)  # [B, i, 1]
         logits = self._shape_logits(tf.concat([-q, q], axis=-1))  # [B, i, 2]
-        bits = choose(logits, op_position + 1, layer)
+        bits = choose(logits, skips.position, skips.width)
         lp, ent = accumulate(logits, bits)
         log_prob, entropy = log_prob + lp, entropy + ent
         p_skip = tf.nn.softmax(logits, axis=-1)[..., 1]
@@ -200,15 +243,16 @@ class Controller(keras.Model):
       else:
         inputs = tf.tile(self.g_emb, [batch, 1])
       anchors.append(h)
-      anchors_w_1.append(self.w_attn_1(h))
+      if self.num_skip_decisions:
+        anchors_w_1.append(self.w_attn_1(h))
     arc = tf.concat(choices, axis=1) if arcs is None else arcs
     p_skip = tf.concat(skip_probs, axis=1) if skip_probs else tf.zeros([batch, 0])
     return ControllerSample(tf.cast(arc, tf.int32), log_prob, entropy, num_skips, skip_penalty), p_skip
 
   @property
   def _num_draws(self) -> int:
-    """One categorical draw per op decision and one per layer's block of skip bits."""
-    return self.num_layers + max(self.num_layers - 1, 0)
+    """One draw per categorical decision and one per layer's block of skip bits."""
+    return len(self._plan)
 
   # -------------------------------------------------------------- public API
   @tf.function(autograph=False)
@@ -248,11 +292,6 @@ class Controller(keras.Model):
     if arc.shape.rank == 1:
       return self._skip_probabilities_graph(arc[None, :])[0]
     return self._skip_probabilities_graph(arc)
-
-  @staticmethod
-  def to_architecture(arc_tensor) -> enas_macro.Architecture:
-    """Architecture.from_ints of an ENAS encoding tensor."""
-    return _arc_to_architecture(arc_tensor)
 
   @property
   def decision_list(self) -> tuple[Decision, ...]:
@@ -301,10 +340,6 @@ class RandomSampler(tf.Module):
   def evaluate(self, arc) -> ControllerSample:
     """Statistics of a given arc [n] (the same constants for every arc)."""
     return self._stats(tf.convert_to_tensor(arc, dtype=tf.int32))
-
-  @staticmethod
-  def to_architecture(arc_tensor) -> enas_macro.Architecture:
-    return _arc_to_architecture(arc_tensor)
 
 
 class ReinforceTrainer(tf.Module):

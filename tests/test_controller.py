@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import collections
+import json
 import math
+import pathlib
 
 import keras
 import numpy as np
@@ -11,7 +13,12 @@ import tensorflow as tf
 
 from enas_face.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
                                   StepDecayWithFloor, controller_optimizer, piecewise_lr)
+from enas_face.spaces.base import Decision
 from enas_face.spaces.enas_macro import Architecture, decisions
+
+
+def _arc(arc_tensor) -> Architecture:
+  return Architecture.from_ints(np.asarray(arc_tensor).ravel().tolist())
 
 
 def _uniform_entropy(decision_list) -> float:
@@ -57,7 +64,7 @@ def test_uniform_start_also_with_temperature_and_tanh():
 
 def test_temperature_and_tanh_constant_shape_the_logits():
   controller = Controller(decisions(1), hidden_units=8, temperature=5.0, tanh_constant=1.5)
-  controller.w_soft.bias.assign([10.0, 0.0, 0.0, 0.0])  # logits/T = [2, 0, 0, 0], then 1.5 tanh
+  controller.w_soft_op.bias.assign([10.0, 0.0, 0.0, 0.0])  # logits/T = [2, 0, 0, 0], then 1.5 tanh
   logits = 1.5 * np.tanh(np.array([2.0, 0.0, 0.0, 0.0]))
   log_p = logits - np.log(np.sum(np.exp(logits)))
   for op in range(4):
@@ -70,7 +77,7 @@ def test_samples_are_valid_encodings():
   controller = Controller(decision_list, hidden_units=32)
   for sample in _sample_many(controller, 20):
     assert sample.arc.dtype == tf.int32 and sample.arc.shape == (len(decision_list),)
-    arc = Controller.to_architecture(sample.arc)
+    arc = _arc(sample.arc)
     assert isinstance(arc, Architecture) and arc.num_layers == 5
     assert Architecture.from_ints(sample.arc.numpy().tolist(), num_layers=5) == arc
     assert float(sample.num_skips) == arc.num_skips
@@ -90,7 +97,7 @@ def test_same_seed_same_sequence_different_seed_differs():
 def _randomise_outputs(controller, seed=0, scale=0.5):
   """Non-zero output projections, so the distribution is far from uniform."""
   rng = np.random.default_rng(seed)
-  for variable in (controller.w_soft.kernel, controller.w_soft.bias, controller.v_attn.kernel):
+  for variable in (controller.w_soft_op.kernel, controller.w_soft_op.bias, controller.v_attn.kernel):
     variable.assign(rng.normal(scale=scale, size=variable.shape).astype(np.float32))
 
 
@@ -120,7 +127,7 @@ def test_evaluate_matches_sample_with_non_uniform_weights():
 
 def test_invalid_decision_lists_are_rejected():
   decision_list = decisions(3)
-  with pytest.raises(ValueError, match="op decision of layer 1"):
+  with pytest.raises(ValueError, match="skip decisions must directly follow the categorical decision opening their layer 1"):
     Controller(decision_list[:1] + decision_list[2:])
   with pytest.raises(ValueError, match="skip from layer 0 into layer 2"):
     Controller(decision_list[:4] + decision_list[5:] + decision_list[4:5])
@@ -166,7 +173,7 @@ def test_update_statistics_baseline_and_gradient_clipping():
   assert stats["baseline"] == pytest.approx(0.1 * shaped_mean, rel=1e-5)
   assert float(trainer.baseline) == pytest.approx(stats["baseline"])
   assert stats["advantage"] == pytest.approx(shaped_mean - stats["baseline"], rel=1e-5)
-  num_skips = sum(Controller.to_architecture(a).num_skips for a in arcs)
+  num_skips = sum(_arc(a).num_skips for a in arcs)
   assert stats["skip_density"] == pytest.approx(num_skips / 4 / 3)
   # The unclipped norm is reported; SGD with lr 1 then moves the weights by exactly grad_clip_norm.
   assert stats["grad_norm"] > 1e-3
@@ -219,7 +226,7 @@ def test_controller_beats_random_on_a_preferred_architecture():
                              entropy_weight=0.0, skip_weight=0.0)
 
   def reward(arc) -> float:
-    return 1.0 if Controller.to_architecture(arc).ops == target_ops else 0.0
+    return 1.0 if _arc(arc).ops == target_ops else 0.0
 
   for _ in range(250):
     samples = _sample_many(controller, 4)
@@ -289,10 +296,10 @@ def test_random_sampler_statistics_and_uniformity(tmp_path):
   for sample in samples[:20]:
     assert float(sample.entropy) == pytest.approx(expected, abs=1e-5)
     assert float(sample.log_prob) == pytest.approx(-expected, abs=1e-5)
-    arc = RandomSampler.to_architecture(sample.arc)
+    arc = _arc(sample.arc)
     assert sample.arc.shape == (15,) and float(sample.num_skips) == arc.num_skips
   for sample in samples:
-    arc = RandomSampler.to_architecture(sample.arc)
+    arc = _arc(sample.arc)
     op_counts.update(arc.ops)
     skip_bits.extend(bit for bits in arc.skips for bit in bits)
   frequencies = np.array([op_counts[op] for op in range(4)]) / (5 * len(samples))
@@ -335,3 +342,77 @@ def test_controller_optimizer_choices():
   assert isinstance(adam, keras.optimizers.Adam) and adam.beta_1 == 0.0
   with pytest.raises(ValueError, match="bogus"):
     controller_optimizer("bogus", 0.1)
+
+
+# ------------------------------------------------------------ decision kinds
+def test_enas_macro_samples_match_the_recorded_controller_on_a_fixed_seed():
+  """The decision-driven controller reproduces, on the ENAS macro space, the samples the
+  ENAS-only controller drew (recorded in tests/data before the rewrite): 10 untrained,
+  10 after 5 REINFORCE updates, and their log-probabilities."""
+  recorded = json.loads((pathlib.Path(__file__).parent / "data" / "enas_controller_samples.json")
+                        .read_text())
+  keras.utils.set_random_seed(0)
+  controller = Controller(decisions(5), hidden_units=32, seed=3)
+  trainer = ReinforceTrainer(controller, keras.optimizers.Adam(0.05, beta_1=0.0, epsilon=1e-3))
+  untrained = [controller.sample().arc.numpy().tolist() for _ in range(10)]
+  for _ in range(5):
+    arcs = np.stack([controller.sample().arc.numpy() for _ in range(4)])
+    rewards = (arcs[:, [0, 1, 3, 6, 10]] == 0).mean(axis=1) + 0.1 * arcs.sum(axis=1) / arcs.shape[1]
+    trainer.update(arcs, rewards.astype(np.float32))
+  trained = [controller.sample().arc.numpy().tolist() for _ in range(10)]
+  assert untrained == recorded["untrained"]
+  assert trained == recorded["trained"]
+  log_prob = controller.evaluate(np.array(trained, np.int32)).log_prob.numpy()
+  np.testing.assert_allclose(log_prob, recorded["trained_log_prob"], rtol=1e-4, atol=1e-5)
+
+
+def _toy_decisions():
+  """Categorical decisions only: two of group "width" (3 choices), one "kernel" (2)."""
+  return [Decision("stage0/width", 3, group="width"), Decision("stage1/width", 3, group="width"),
+          Decision("kernel", 2)]
+
+
+def test_categorical_space_samples_uniformly_and_has_no_skip_weights():
+  controller = Controller(_toy_decisions(), hidden_units=16, seed=1)
+  assert controller.groups == ("width", "kernel")
+  assert not hasattr(controller, "v_attn") and controller.num_skip_decisions == 0
+  samples = np.stack([controller.sample().arc.numpy() for _ in range(300)])
+  assert samples.shape == (300, 3)
+  for column, choices in enumerate((3, 3, 2)):
+    counts = np.bincount(samples[:, column], minlength=choices)
+    assert len(counts) == choices and counts.min() > 300 / choices * 0.6, counts
+  sample = controller.sample()
+  assert float(sample.entropy) == pytest.approx(2 * math.log(3) + math.log(2), abs=1e-5)
+  assert float(sample.num_skips) == 0.0 and float(sample.skip_penalty) == 0.0
+
+
+def test_categorical_space_learns_the_rewarded_choice_and_checkpoints(tmp_path):
+  """Reward 1 when stage1/width picks choice 2: REINFORCE makes it the likely choice,
+  and a restored controller continues with the same weights and random stream."""
+  keras.utils.set_random_seed(0)
+  controller = Controller(_toy_decisions(), hidden_units=16, seed=4)
+  trainer = ReinforceTrainer(controller, controller_optimizer("adam", 0.05), baseline_decay=0.9)
+  for _ in range(60):
+    arcs = np.stack([controller.sample().arc.numpy() for _ in range(8)])
+    trainer.update(arcs, (arcs[:, 1] == 2).astype(np.float32))
+  picked = np.mean([controller.sample().arc.numpy()[1] == 2 for _ in range(100)])
+  assert picked > 0.8, picked  # 1/3 untrained
+  checkpoint = tf.train.Checkpoint(controller=controller, optimizer=trainer.optimizer,
+                                   baseline=trainer.baseline)
+  path = checkpoint.save(str(tmp_path / "ckpt"))
+  expected = [controller.sample().arc.numpy().tolist() for _ in range(5)]
+  keras.utils.set_random_seed(1)
+  other = Controller(_toy_decisions(), hidden_units=16, seed=99)
+  tf.train.Checkpoint(controller=other).restore(path).expect_partial()
+  assert [other.sample().arc.numpy().tolist() for _ in range(5)] == expected
+
+
+def test_decision_lists_the_controller_cannot_unroll_are_rejected():
+  with pytest.raises(ValueError, match="group 'width' has 3 choices elsewhere, 4 here"):
+    Controller([Decision("a", 3, group="width"), Decision("b", 4, group="width")])
+  with pytest.raises(ValueError, match="skip decisions must directly follow"):
+    Controller([Decision("s", 2, "skip", layer=1, source=0)])
+  with pytest.raises(ValueError, match="opens anchor 1; expected 0"):
+    Controller([Decision("op1", 4, group="op", layer=1)])
+  with pytest.raises(ValueError, match="kind must be one of"):
+    Decision("x", 2, kind="op")

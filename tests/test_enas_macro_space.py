@@ -11,7 +11,8 @@ import pytest
 
 from enas_face.spaces import enas_macro
 from enas_face.spaces.enas_macro import (OPS, Architecture, ArchitectureError, Decision, count_architectures,
-                                    decisions, default_architecture, reduction_layers, sample_uniform)
+                                    decisions, default_architecture, op_position, reduction_layers,
+                                    sample_uniform, skip_position)
 
 # ops (sep3x3, maxpool3x3, sep5x5); layer 1 <- 0; layer 2 <- 0, 1.
 EXAMPLE = Architecture((0, 3, 1), ((), (1,), (1, 1)))
@@ -307,11 +308,13 @@ def test_reduction_layers_are_distinct_and_before_last_layer():
 # ---------------------------------------------------------------- decisions
 def test_decisions_order_for_three_layers():
   result = decisions(3)
-  assert [(d.kind, d.layer, d.source, d.num_choices) for d in result] == [
-      ("op", 0, None, 4),
-      ("op", 1, None, 4), ("skip", 1, 0, 2),
-      ("op", 2, None, 4), ("skip", 2, 0, 2), ("skip", 2, 1, 2),
+  assert [(d.kind, d.group, d.layer, d.source, d.num_choices) for d in result] == [
+      ("categorical", "op", 0, None, 4),
+      ("categorical", "op", 1, None, 4), ("skip", "skip", 1, 0, 2),
+      ("categorical", "op", 2, None, 4), ("skip", "skip", 2, 0, 2), ("skip", "skip", 2, 1, 2),
   ]
+  assert [op_position(i) for i in range(3)] == [0, 1, 3]
+  assert [skip_position(2, j) for j in range(2)] == [4, 5]
   assert len({d.name for d in result}) == len(result)
   assert all(isinstance(d, Decision) for d in result)
 
@@ -331,9 +334,13 @@ def test_decisions_align_with_encoding(num_layers):
 
 def test_decision_validation():
   with pytest.raises(ValueError, match="kind"):
-    Decision("x", 4, "conv", 0)
+    Decision("x", 4, "conv")
   with pytest.raises(ValueError, match="source"):
-    Decision("x", 2, "skip", 1, 1)
+    Decision("x", 2, "skip", layer=1, source=1)
+  with pytest.raises(ValueError, match="num_choices=2"):
+    Decision("x", 3, "skip", layer=1, source=0)
+  with pytest.raises(ValueError, match="takes no source"):
+    Decision("x", 3, layer=1, source=0)
 
 
 def test_module_has_no_framework_imports():

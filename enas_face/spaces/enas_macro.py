@@ -21,12 +21,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from enas_face.spaces.base import Decision, SampleError, SearchSpace
+
 OPS: tuple[str, ...] = ("sep3x3", "sep5x5", "avgpool3x3", "maxpool3x3")
 
 _OP_ID_BY_NAME = {name: op_id for op_id, name in enumerate(OPS)}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(SampleError):
   """An architecture (or its encoding) does not describe a valid network."""
 
 
@@ -362,42 +364,81 @@ def reduction_layers(num_layers: int, num_reductions: int = 3) -> tuple[int, ...
   return tuple((k + 1) * num_layers // (num_reductions + 1) - 1 for k in range(num_reductions))
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-  """One controller decision.
+def op_position(layer: int) -> int:
+  """Position of layer i's op id in the ENAS encoding: i + i(i-1)/2."""
+  return layer + layer * (layer - 1) // 2
 
-  kind "op": choose layer `layer`'s op among num_choices = |OPS| values;
-  kind "skip": choose whether layer `source` feeds layer `layer` (num_choices = 2).
-  source is None for "op" decisions.
-  """
-  name: str
-  num_choices: int
-  kind: str
-  layer: int
-  source: int | None = None
 
-  def __post_init__(self):
-    if self.kind not in ("op", "skip"):
-      raise ValueError(f"kind must be 'op' or 'skip', got {self.kind!r}")
-    if self.kind == "skip" and (self.source is None or not 0 <= self.source < self.layer):
-      raise ValueError(f"skip decision needs 0 <= source < layer={self.layer}, got source={self.source}")
-    if self.kind == "op" and self.source is not None:
-      raise ValueError(f"op decision takes no source, got source={self.source}")
-    if self.num_choices < 1:
-      raise ValueError(f"num_choices must be >= 1, got {self.num_choices}")
+def skip_position(layer: int, source: int) -> int:
+  """Position of the bit "layer `source` feeds layer i" in the ENAS encoding: op_position(i) + 1 + j."""
+  return op_position(layer) + 1 + source
 
 
 def decisions(num_layers: int) -> list[Decision]:
   """The controller's decisions in ENAS order (per layer: op, then skip bits from 0..i-1).
 
-  Entry k of the returned list decides entry k of Architecture.to_ints().
+  Entry k of the returned list decides entry k of Architecture.to_ints(). Op decisions
+  are categorical (group "op", opening anchor i); skip bits are ENAS skip decisions.
   """
   num_layers = _as_int(num_layers, "num_layers")
   if num_layers < 1:
     raise ValueError(f"num_layers must be >= 1, got {num_layers}")
   result = []
   for layer in range(num_layers):
-    result.append(Decision(f"layer{layer}/op", len(OPS), "op", layer))
+    result.append(Decision(f"layer{layer}/op", len(OPS), "categorical", group="op", layer=layer))
     for source in range(layer):
-      result.append(Decision(f"layer{layer}/skip_from{source}", 2, "skip", layer, source))
+      result.append(Decision(f"layer{layer}/skip_from{source}", 2, "skip", group="skip",
+                             layer=layer, source=source))
   return result
+
+
+class EnasMacroSpace(SearchSpace):
+  """The ENAS macro space (Zhu 2019): per layer an op from OPS and skips from earlier layers.
+
+  Samples are `Architecture`s; models are `child.FixedChild` and, for weight sharing,
+  `child.SharedChild` (every candidate op and skip, the architecture as an int32 tensor).
+  """
+  name = "enas_macro"
+  description = "ENAS macro space: per layer one op of " + ", ".join(OPS) + " and skip inputs"
+
+  def decisions(self, model_config) -> tuple[Decision, ...]:
+    return tuple(decisions(model_config.num_layers))
+
+  def encode(self, sample: Architecture) -> list[int]:
+    return sample.to_ints()
+
+  def decode(self, choices, model_config) -> Architecture:
+    return self._checked(Architecture.from_ints(choices), model_config)
+
+  def to_json(self, sample: Architecture) -> dict:
+    return sample.to_json()
+
+  def from_json(self, obj, model_config) -> Architecture:
+    return self._checked(Architecture.from_json(obj), model_config)
+
+  def from_string(self, text: str, model_config) -> Architecture:
+    return self._checked(Architecture.from_string(text), model_config)
+
+  def describe(self, sample: Architecture) -> str:
+    return str(sample)
+
+  def default(self, model_config) -> Architecture:
+    return default_architecture(model_config.num_layers)
+
+  def sample_uniform(self, model_config, rng: np.random.Generator) -> Architecture:
+    return sample_uniform(model_config.num_layers, rng)
+
+  def build_fixed(self, model_config, sample: Architecture, name: str = "child"):
+    from enas_face import child  # pylint: disable=import-outside-toplevel
+    return child.FixedChild(model_config, sample, name=name).build_for_input()
+
+  def build_shared(self, model_config, name: str = "child"):
+    from enas_face import child  # pylint: disable=import-outside-toplevel
+    return child.SharedChild(model_config, name=name).build_for_input()
+
+  @staticmethod
+  def _checked(arc: Architecture, model_config) -> Architecture:
+    if model_config is not None and arc.num_layers != model_config.num_layers:
+      raise ArchitectureError(f"the architecture has {arc.num_layers} layers but --num_layers="
+                              f"{model_config.num_layers}")
+    return arc

@@ -20,6 +20,7 @@ verification accuracy on the flagfile's held-out pairs; the data are fixed by
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -62,3 +63,201 @@ def standalone(flagfile: str, runs_root: str, arc_string: str, seed: int, extra:
   ok = run_main([f"--flagfile={flagfile}", "--mode=fixed", f"--arc={arc_string}", f"--seed={seed}",
                  *extra], run_dir, "metrics.json")
   return runlog.read_json(os.path.join(run_dir, "metrics.json")) if ok else None
+
+
+def default_arc(flagfile: str, runs_root: str) -> str:
+  """The space's default sample under the flagfile's model settings."""
+  from enas_face import spaces  # pylint: disable=import-outside-toplevel
+  from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  values = read_flagfile(flagfile)
+  model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
+  return spaces.get("enas_macro").to_string(spaces.get("enas_macro").default(model))
+
+
+def read_flagfile(path: str) -> dict:
+  """--name=value lines of a flagfile (comments and blank lines skipped)."""
+  values = {}
+  with open(path) as handle:
+    for line in handle:
+      line = line.strip()
+      if line.startswith("--") and "=" in line:
+        name, value = line[2:].split("=", 1)
+        values[name] = value
+  return values
+
+
+def mean_std(values) -> tuple[float, float]:
+  values = [v for v in values if v is not None]
+  return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), float("nan"))
+
+
+def resolution(args, extra) -> dict:
+  """One architecture over training seeds: spread of stand-alone verification accuracy,
+  and the mean 10-fold std of one run (the pairs' own resolution)."""
+  arc = args.arc or default_arc(args.flagfile, args.runs_root)
+  runs = [standalone(args.flagfile, args.runs_root, arc, s, extra) for s in parse_ints(args.seeds)]
+  accs = [r["verification_accuracy"] for r in runs if r]
+  fold_stds = [r["verification_std"] for r in runs if r]
+  result = {"arc": arc, "seeds": parse_ints(args.seeds), "verification_accuracy": accs,
+            "seed_mean": mean_std(accs)[0], "seed_std": mean_std(accs)[1],
+            "fold_std_mean": mean_std(fold_stds)[0],
+            "num_pairs": runs[0]["num_pairs"] if runs and runs[0] else None,
+            "standard_error_of_a_run": mean_std(fold_stds)[0] / np.sqrt(10)}
+  print(f"resolution of {arc}: stand-alone verification {result['seed_mean']:.4f} +- "
+        f"{result['seed_std']:.4f} over seeds {accs}; 10-fold std {result['fold_std_mean']:.4f} "
+        f"(standard error of one run's mean {result['standard_error_of_a_run']:.4f}, "
+        f"{result['num_pairs']} pairs)")
+  return result
+
+
+def parse_ints(text: str) -> list[int]:
+  return [int(t) for t in text.split(",") if t.strip()]
+
+
+def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float]]:
+  """Classification and verification scores of `arcs` with the shared weights of a finished
+  one-shot search (its last checkpoint), on the whole reward data of that search."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
+  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
+  from enas_face.training import loop  # pylint: disable=import-outside-toplevel
+
+  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  dataset, reward = search.reward_data(config, load_dataset(config.data))
+  placement = distribute.make_placement("default")
+  steps = loop.steps_per_epoch(config.train.batch_size, len(dataset.train), 1)
+  one_shot = strategies.OneShot(config, config.model.space, dataset, reward, placement, steps)
+  checkpoint = tf.train.Checkpoint(**one_shot.trackables())
+  checkpoint.restore(tf.train.latest_checkpoint(loop.checkpoint_dir(search_dir))).expect_partial()
+  space = config.model.space
+  out = {}
+  for arc in arcs:
+    choices = np.array(space.encode(space.from_string(arc, config.model)), np.int32)
+    row = {}
+    for metric in ("classification", "verification"):
+      one_shot.reward = dataclasses.replace(reward, metric=metric)
+      row[metric] = one_shot.score(choices, whole=True)
+    out[arc] = row
+  return out
+
+
+def kendall_tau(x, y) -> float:
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return float(stats.kendalltau(x, y).statistic)
+
+
+def tau(args, extra) -> dict:
+  """Kendall tau between shared-weight scores and stand-alone verification over N archs."""
+  from enas_face import spaces  # pylint: disable=import-outside-toplevel
+  from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  values = read_flagfile(args.flagfile)
+  model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
+  space = spaces.get("enas_macro")
+  rng = np.random.default_rng(args.arc_seed)
+  arcs = []
+  while len(arcs) < args.num_archs:  # distinct uniform draws
+    arc = space.to_string(space.sample_uniform(model, rng))
+    if arc not in arcs:
+      arcs.append(arc)
+  search_dir = os.path.join(args.runs_root, "tau_shared")
+  run_main([f"--flagfile={args.flagfile}", "--mode=search", "--controller=random",
+            "--seed=0", *extra], search_dir, "search_summary.json")
+  standalone_acc = {}
+  for arc in arcs:
+    metrics = standalone(args.flagfile, args.runs_root, arc, 0, extra)
+    standalone_acc[arc] = metrics["verification_accuracy"] if metrics else None
+  scores = shared_scores(search_dir, arcs)
+  done = [a for a in arcs if standalone_acc[a] is not None]
+  truth = [standalone_acc[a] for a in done]
+  result = {"archs": [{"arc": a, "standalone_verification": standalone_acc[a], **scores[a]}
+                      for a in arcs],
+            "tau_classification": kendall_tau([scores[a]["classification"] for a in done], truth),
+            "tau_verification": kendall_tau([scores[a]["verification"] for a in done], truth),
+            "num_archs": len(done), "search_dir": search_dir}
+  print(f"Kendall tau over {len(done)} architectures (shared-weight score vs stand-alone "
+        f"verification): classification {result['tau_classification']:.3f}, verification "
+        f"{result['tau_verification']:.3f}")
+  for row in sorted(result["archs"], key=lambda r: -(r["standalone_verification"] or 0)):
+    print(f"  {row['arc']}  stand-alone {row['standalone_verification']:.4f}  shared: "
+          f"classification {row['classification']:.4f}  verification {row['verification']:.4f}")
+  return result
+
+
+def compare(args, extra) -> dict:
+  """Controller vs random search at equal budget, per seed: the top-3 of each trained from
+  scratch (training seed 0 for all), mean and best stand-alone verification accuracy."""
+  per_seed = []
+  for seed in parse_ints(args.seeds):
+    row = {"seed": seed}
+    for controller in ("enas", "random"):
+      search_dir = os.path.join(args.runs_root, f"search_{controller}_s{seed}")
+      ok = run_main([f"--flagfile={args.flagfile}", "--mode=search", f"--controller={controller}",
+                     f"--seed={seed}", *extra], search_dir, "search_summary.json")
+      if not ok:
+        row[controller] = None
+        continue
+      ranked = runlog.read_json(os.path.join(search_dir, "arcs_ranked.json"))["architectures"]
+      top = [e["encoding"] for e in ranked[:args.top_k]]
+      accs = []
+      for arc in top:
+        metrics = standalone(args.flagfile, args.runs_root, arc, 0, extra)
+        accs.append(metrics["verification_accuracy"] if metrics else None)
+      done = [a for a in accs if a is not None]
+      summary = runlog.read_json(os.path.join(search_dir, "search_summary.json"))
+      row[controller] = {"top": top, "standalone_verification": accs,
+                         "mean": float(np.mean(done)) if done else None,
+                         "best": float(np.max(done)) if done else None,
+                         "search_seconds": summary.get("search_wall_seconds_this_invocation")}
+    per_seed.append(row)
+  complete = [r for r in per_seed if r.get("enas") and r.get("random")
+              and r["enas"]["mean"] is not None and r["random"]["mean"] is not None]
+  mean_gap = [r["enas"]["mean"] - r["random"]["mean"] for r in complete]
+  best_gap = [r["enas"]["best"] - r["random"]["best"] for r in complete]
+  result = {"per_seed": per_seed, "seeds_enas_mean_higher": int(sum(g > 0 for g in mean_gap)),
+            "seeds_enas_best_higher": int(sum(g > 0 for g in best_gap)),
+            "seeds": len(complete), "mean_gap": mean_std(mean_gap), "best_gap": mean_std(best_gap)}
+  if len(complete) >= 2:
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+    result["paired_t_p_mean"] = float(stats.ttest_rel([r["enas"]["mean"] for r in complete],
+                                                      [r["random"]["mean"] for r in complete]).pvalue)
+  print("seed  controller top-3 (mean / best)   random top-3 (mean / best)")
+  for r in complete:
+    print(f"{r['seed']:>4}  {r['enas']['mean']:.4f} / {r['enas']['best']:.4f}            "
+          f"{r['random']['mean']:.4f} / {r['random']['best']:.4f}")
+  print(f"controller's top-3 mean higher in {result['seeds_enas_mean_higher']} of {len(complete)} "
+        f"seeds (gap {result['mean_gap'][0]:+.4f} +- {result['mean_gap'][1]:.4f}); best higher "
+        f"in {result['seeds_enas_best_higher']} (gap {result['best_gap'][0]:+.4f})")
+  return result
+
+
+def main() -> None:
+  argv = sys.argv[1:]
+  extra = []
+  if "--" in argv:
+    extra = argv[argv.index("--") + 1:]
+    argv = argv[:argv.index("--")]
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("command", choices=("resolution", "tau", "compare"))
+  parser.add_argument("--flagfile", default="flags/validity_synthetic.cfg")
+  parser.add_argument("--runs_root", default="runs/validity")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--arc", default="", help="resolution: the architecture (default: the "
+                      "space's default)")
+  parser.add_argument("--num_archs", type=int, default=12)
+  parser.add_argument("--arc_seed", type=int, default=1)
+  parser.add_argument("--top_k", type=int, default=3)
+  parser.add_argument("--tag", default="", help="name of the result file: RUNS_ROOT/<command>"
+                      "<tag>.json")
+  args = parser.parse_args(argv)
+  args.flagfile = os.path.abspath(args.flagfile)
+  args.runs_root = os.path.abspath(args.runs_root)
+  result = {"resolution": resolution, "tau": tau, "compare": compare}[args.command](args, extra)
+  result["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+  runlog.write_json(os.path.join(args.runs_root, f"{args.command}{args.tag}.json"), result)
+
+
+if __name__ == "__main__":
+  main()

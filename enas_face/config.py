@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 from enas_face import runlog
-from enas_face.spaces import enas_macro
 
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
@@ -26,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The child network's macro skeleton (the searched part is the Architecture)."""
+  """The network's skeleton; the searched part is a sample of `search_space` (spaces.get)."""
   image_size: int = 112
   num_layers: int = 5
   num_reductions: int = 3
@@ -37,6 +36,13 @@ class ModelConfig:
   embedding_dropout: float = 0.0
   dropblock_keep_prob: float = 0.9
   dropblock_size: int = 3
+  search_space: str = "enas_macro"
+
+  @property
+  def space(self):
+    """The registered search space (spaces.get(search_space))."""
+    from enas_face import spaces  # pylint: disable=import-outside-toplevel
+    return spaces.get(self.search_space)
 
   @property
   def final_feature_size(self) -> int:
@@ -228,13 +234,19 @@ class SearchConfig:
   num_final_samples: int = 20
   num_ranked: int = 10
   latency_cache: str = ""  # JSONL of measured latencies; default RUN_DIR/latency_cache.jsonl
+  strategy: str = "one_shot"  # one_shot (shared weights) | multi_trial (each sample trained)
+  reward_metric: str = "classification"  # classification | verification | verification_auc
+  reward_batches: int = 1  # classification minibatches per reward; 0 = the whole split
+  reward_identities: int = 0  # training identities held out for verification rewards
+  reward_pairs: int = 600
+  trial_epochs: int = 2  # multi_trial: epochs of each sample's training from scratch
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   mode: str
   run_dir: str
-  arc: enas_macro.Architecture
+  arc: Any  # a sample of model.search_space (an enas_macro.Architecture by default)
   model: ModelConfig
   data: DataConfig
   train: TrainConfig
@@ -255,16 +267,19 @@ class RunConfig:
 
   def to_json(self) -> dict[str, Any]:
     out = dataclasses.asdict(dataclasses.replace(self, arc=None, candidate_arcs=()))
-    out["arc"] = self.arc.to_json()
-    out["candidate_arcs"] = [a.to_json() for a in self.candidate_arcs]
+    space = self.model.space
+    out["arc"] = space.to_json(self.arc)
+    out["candidate_arcs"] = [space.to_json(a) for a in self.candidate_arcs]
     return out
 
   @classmethod
   def from_json(cls, obj: dict[str, Any]) -> "RunConfig":
     try:
+      model = ModelConfig(**obj["model"])
+      space = model.space
       return cls(mode=obj["mode"], run_dir=obj["run_dir"],
-                 arc=enas_macro.Architecture.from_json(obj["arc"]),
-                 model=ModelConfig(**obj["model"]), data=DataConfig(**obj["data"]),
+                 arc=space.from_json(obj["arc"], model),
+                 model=model, data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**obj.get("search", {})),
                  head=HeadConfig(**obj.get("head", {})),
@@ -272,9 +287,9 @@ class RunConfig:
                  strategy=obj.get("strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),
-                 candidate_arcs=tuple(enas_macro.Architecture.from_json(a)
+                 candidate_arcs=tuple(space.from_json(a, model)
                                       for a in obj.get("candidate_arcs", [])))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
 
   def save(self, path: str) -> None:

@@ -23,7 +23,6 @@ from enas_face import cost
 from enas_face import distribute
 from enas_face import runlog
 from enas_face import verification
-from enas_face.child import FixedChild
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset
@@ -38,15 +37,16 @@ HISTORY_NAME = "train_history.jsonl"
 @dataclasses.dataclass
 class TrainingState:
   """Everything a checkpoint holds for fixed training."""
-  child: FixedChild
+  child: keras.Model
   head: keras.layers.Layer
   optimizer: keras.optimizers.Optimizer
   epoch: tf.Variable
   manager: tf.train.CheckpointManager
 
 
-def build_child(config: RunConfig) -> FixedChild:
-  return FixedChild(config.model, config.arc, name="child").build_for_input()
+def build_child(config: RunConfig) -> keras.Model:
+  """The run's sample as a stand-alone model, built by its search space."""
+  return config.model.space.build_fixed(config.model, config.arc, name="child")
 
 
 def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
@@ -66,7 +66,7 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
   return TrainingState(child, head, optimizer, epoch, manager)
 
 
-def restore_child(config: RunConfig) -> FixedChild:
+def restore_child(config: RunConfig) -> keras.Model:
   """The trained child of a run folder (latest checkpoint), for eval and export."""
   latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
   if latest is None:
@@ -201,5 +201,5 @@ def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
   metrics["params"] = params["trainable"]
   metrics["params_total"] = params["total"]
   metrics["flops"] = cost.count_flops(child, config.model.image_size)
-  metrics["architecture"] = config.arc.to_string()
+  metrics["architecture"] = config.model.space.to_string(config.arc)
   return metrics

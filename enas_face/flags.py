@@ -12,8 +12,9 @@ import os
 
 from absl import flags
 
-from enas_face.spaces import enas_macro
+from enas_face import spaces
 from enas_face.data import sources
+from enas_face.spaces import enas_macro
 from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, HEADS, ConfigError, DataConfig,
                               EvalConfig, HeadConfig, ModelConfig, RunConfig, SearchConfig,
                               TrainConfig)
@@ -21,6 +22,8 @@ from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, HEADS, ConfigError, 
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
 REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "accuracy")
+STRATEGIES = ("one_shot", "multi_trial")
+REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
 flags.DEFINE_enum("mode", "fixed", MODES,
@@ -30,13 +33,17 @@ flags.DEFINE_enum("mode", "fixed", MODES,
 flags.DEFINE_string("run_dir", "runs/default",
                     "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
                     "Rerunning with the same folder resumes.")
+flags.DEFINE_string("search_space", "enas_macro", "Registered search space (" +
+                    ", ".join(spaces.names()) + "): what --arc, --arc_file and a search's "
+                    "samples describe.")
 flags.DEFINE_string("arc", None,
-                    "Architecture in the ENAS integer encoding: per layer the op id "
-                    f"({', '.join(f'{i}={n}' for i, n in enumerate(enas_macro.OPS))}) then one "
-                    "skip bit per earlier layer, e.g. '0 1 0 0 1 0'. Default: a hand-picked "
-                    "architecture of --num_layers layers.")
-flags.DEFINE_string("arc_file", None, "Architecture JSON file: one architecture, a list, or a "
-                    "search's arcs_ranked.json (then --top_k of them are trained).")
+                    "A sample of --search_space as its integer encoding. enas_macro: per layer "
+                    f"the op id ({', '.join(f'{i}={n}' for i, n in enumerate(enas_macro.OPS))}) "
+                    "then one skip bit per earlier layer, e.g. '0 1 0 0 1 0'. Default: the "
+                    "space's default (enas_macro: a hand-picked architecture of --num_layers "
+                    "layers).")
+flags.DEFINE_string("arc_file", None, "Sample JSON file: one sample, a list, or a search's "
+                    "arcs_ranked.json (then --top_k of them are trained).")
 flags.DEFINE_integer("top_k", 1, "With --mode=fixed and a ranked --arc_file: train the best k "
                      "from scratch (paper: 3), each in RUN_DIR/topK, and compare them.",
                      lower_bound=1)
@@ -232,6 +239,26 @@ flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 inferences; latency =
                      lower_bound=1)
 flags.DEFINE_integer("search_val_batch_size", 128, "Validation minibatch for one reward.",
                      lower_bound=1)
+flags.DEFINE_enum("search_strategy", "one_shot", STRATEGIES,
+                  "one_shot: ENAS weight sharing, one sample per child minibatch, rewards with "
+                  "the shared weights; multi_trial: every sample trained from scratch for "
+                  "--trial_epochs, then rewarded (spaces without a shared model, and decisions "
+                  "that do not change a forward pass).")
+flags.DEFINE_integer("trial_epochs", 2, "multi_trial: epochs of each sample's training.",
+                     lower_bound=1)
+flags.DEFINE_enum("reward_metric", "classification", REWARD_METRICS,
+                  "What the reward's Acc is: classification = top-1 of the head on validation "
+                  "images of the training identities; verification = 10-fold accuracy (or "
+                  "verification_auc = ROC AUC) on pairs of --reward_identities, held out of "
+                  "training and disjoint from the evaluation pairs.")
+flags.DEFINE_integer("reward_batches", 1, "classification rewards: validation minibatches of "
+                     "--search_val_batch_size per reward (0 = the whole validation split).",
+                     lower_bound=0)
+flags.DEFINE_integer("reward_identities", 0, "Search: training identities held out (all their "
+                     "images) to make the verification reward's pairs; 0 = none (needed by "
+                     "--reward_metric=verification).", lower_bound=0)
+flags.DEFINE_integer("reward_pairs", 600, "Pairs of the reward identities (a multiple of 2 * "
+                     "--num_folds).", lower_bound=2)
 flags.DEFINE_integer("num_final_samples", 20, "Architectures sampled after the search and "
                      "ranked on the whole validation split.", lower_bound=1)
 flags.DEFINE_integer("num_ranked", 10, "Architectures kept in arcs_ranked.json.", lower_bound=1)
@@ -262,20 +289,35 @@ def flags_as_flagfile(flag_values: flags.FlagValues) -> str:
   return "\n".join(f.serialize() for f in own_flags(flag_values) if f.value is not None) + "\n"
 
 
-def _architectures(flag_values: flags.FlagValues) -> list[enas_macro.Architecture]:
-  """The architecture(s) to train, best first (--arc, --arc_file, or the default)."""
+def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
+  """The sample(s) of --search_space to train, best first (--arc, --arc_file, or the default)."""
   if flag_values.arc and flag_values.arc_file:
     raise ConfigError("give either --arc or --arc_file, not both")
+  space = model.space
   try:
     if flag_values.arc_file:
-      return enas_macro.Architecture.load_json_list(flag_values.arc_file)
+      return spaces.load_samples(flag_values.arc_file, space, model)
     if flag_values.arc:
-      return [enas_macro.Architecture.from_string(flag_values.arc,
-                                                    num_layers=flag_values.num_layers)]
-  except (enas_macro.ArchitectureError, OSError) as e:
+      return [space.from_string(flag_values.arc, model)]
+  except (spaces.SampleError, OSError) as e:
     source = f"--arc_file={flag_values.arc_file}" if flag_values.arc_file else "--arc"
     raise ConfigError(f"{source}: {e}") from e
-  return [enas_macro.default_architecture(flag_values.num_layers)]
+  return [space.default(model)]
+
+
+def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
+  """Search settings that only make sense together."""
+  if search.strategy == "one_shot" and not model.space.supports_weight_sharing:
+    raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
+                      f"--search_space={model.search_space} does not have; use "
+                      "--search_strategy=multi_trial")
+  if search.reward_metric.startswith("verification") and search.reward_identities == 0:
+    raise ConfigError(f"--reward_metric={search.reward_metric} needs --reward_identities > 0: "
+                      "the reward's pairs come from training identities held out for it (never "
+                      "from the evaluation pairs)")
+  if search.reward_identities and search.reward_pairs % (2 * num_folds):
+    raise ConfigError(f"--reward_pairs={search.reward_pairs} must be a multiple of 2 * "
+                      f"--num_folds = {2 * num_folds}")
 
 
 def _dataset_value(value: str) -> str:
@@ -294,21 +336,21 @@ def _pairs_value(value: str) -> str:
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
-  arcs = _architectures(fv)
-  if fv.top_k > len(arcs):
-    raise ConfigError(f"--top_k={fv.top_k} but --arc_file={fv.arc_file} lists {len(arcs)} "
-                      "architecture(s)")
-  arc = arcs[0]
-  if arc.num_layers != fv.num_layers:
-    raise ConfigError(f"the architecture has {arc.num_layers} layers but --num_layers="
-                      f"{fv.num_layers}")
+  if fv.search_space not in spaces.names():
+    raise ConfigError(f"--search_space={fv.search_space} is not a registered search space; "
+                      f"registered: {', '.join(spaces.names())}")
   model = ModelConfig(image_size=fv.image_size, num_layers=fv.num_layers,
                       num_reductions=fv.num_reductions, base_filters=fv.base_filters,
                       stem_stride=fv.stem_stride, embedding_dim=fv.embedding_dim,
                       embedding_head=fv.embedding_head, embedding_dropout=fv.embedding_dropout,
                       dropblock_keep_prob=fv.dropblock_keep_prob,
-                      dropblock_size=fv.dropblock_size)
+                      dropblock_size=fv.dropblock_size, search_space=fv.search_space)
   model.validate()
+  arcs = _samples(fv, model)
+  if fv.top_k > len(arcs):
+    raise ConfigError(f"--top_k={fv.top_k} but --arc_file={fv.arc_file} lists {len(arcs)} "
+                      "sample(s)")
+  arc = arcs[0]
   if fv.base_filters % 2:
     raise ConfigError(f"--base_filters={fv.base_filters} must be even (factorized reduction "
                       "splits channels in two)")
@@ -368,7 +410,12 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       latency_warmup=fv.latency_warmup, latency_repeats=fv.latency_repeats,
       val_batch_size=fv.search_val_batch_size, num_final_samples=fv.num_final_samples,
       num_ranked=fv.num_ranked,
-      latency_cache=os.path.abspath(fv.latency_cache) if fv.latency_cache else "")
+      latency_cache=os.path.abspath(fv.latency_cache) if fv.latency_cache else "",
+      strategy=fv.search_strategy, reward_metric=fv.reward_metric,
+      reward_batches=fv.reward_batches, reward_identities=fv.reward_identities,
+      reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs)
+  if fv.mode == "search":
+    _check_search(search, model, fv.num_folds)
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")

@@ -1,6 +1,6 @@
 """Inference latency of an architecture on this machine, for the search reward.
 
-Method: build `FixedChild(model_config, arc)` with random weights (latency does
+Method: build the sample's stand-alone model (`space.build_fixed`, e.g. FixedChild) with random weights (latency does
 not depend on their values), wrap batch-1 inference in a `tf.function` with a
 fixed input signature [1, S, S, 3] float32, run `warmup` untimed calls, then
 `repeats` timed calls, each synchronised with `.numpy()`; the latency is the
@@ -26,8 +26,6 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from enas_face import child
-from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -109,12 +107,11 @@ class LatencyMeter:
       self._load_cache()
 
   # ------------------------------------------------------------------ API
-  def __call__(self, arc: enas_macro.Architecture) -> LatencyStats:
-    """Latency stats of `arc`, measured on first request and cached afterwards."""
-    if arc.num_layers != self.model_config.num_layers:
-      raise ValueError(f"architecture has {arc.num_layers} layers but the model config expects "
-                       f"num_layers={self.model_config.num_layers}")
-    key = arc.to_string()
+  def __call__(self, arc) -> LatencyStats:
+    """Latency stats of `arc` (a sample of the model config's space), measured on first
+    request and cached afterwards."""
+    space = self.model_config.space
+    key = space.to_string(arc)
     if key in self._cache:
       self.cached_hits += 1
       return self._cache[key]
@@ -127,8 +124,8 @@ class LatencyMeter:
                     "warmup": self.warmup, "timing_s": self.last_timing})
     return stats
 
-  def __contains__(self, arc: enas_macro.Architecture) -> bool:
-    return arc.to_string() in self._cache
+  def __contains__(self, arc) -> bool:
+    return self.model_config.space.to_string(arc) in self._cache
 
   def __len__(self) -> int:
     return len(self._cache)
@@ -136,7 +133,7 @@ class LatencyMeter:
   def describe(self) -> str:
     """One log line: the method and the spread of the repeats so far."""
     size = self.model_config.image_size
-    line = (f"latency: batch-1 tf.function FixedChild ({size}x{size} input), "
+    line = (f"latency: batch-1 tf.function {self.model_config.search_space} model ({size}x{size} input), "
             f"warm-up {self.warmup}, median of {self.repeats} repeats; "
             f"{self.measured} measured")
     if self.measured:
@@ -153,13 +150,13 @@ class LatencyMeter:
     return line
 
   # ---------------------------------------------------------- measurement
-  def _measure(self, arc: enas_macro.Architecture) -> LatencyStats:
+  def _measure(self, arc) -> LatencyStats:
     """Build, trace, warm up and time one architecture; frees the model afterwards."""
     size = self.model_config.image_size
     started = time.perf_counter()
     # A fixed model name keeps variable names (hence TF's eager kernel cache keys) the same
     # across architectures; auto-numbered names leak every variable's buffer (~1 MB per arch).
-    model = child.FixedChild(self.model_config, arc, name=PROBE_MODEL_NAME).build_for_input()
+    model = self.model_config.space.build_fixed(self.model_config, arc, name=PROBE_MODEL_NAME)
     built = time.perf_counter()
     infer = tf.function(lambda images: model(images, training=False),
                         input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])
@@ -205,7 +202,7 @@ class LatencyMeter:
         continue
       try:
         record = json.loads(raw.decode("utf-8"))
-        key = enas_macro.Architecture.from_string(record["arc"]).to_string()
+        key = " ".join(str(int(v)) for v in str(record["arc"]).split())  # an encoding
         stats = LatencyStats.from_json(record["stats"])
         model = record["model"]
       except (ValueError, KeyError, TypeError) as error:

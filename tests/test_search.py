@@ -71,13 +71,13 @@ def resumed_search(tmp_path_factory):
 @pytest.mark.slow
 def test_resumed_search_log_is_continuous(resumed_search):
   records = read_log(resumed_search)
-  keys = [(r["epoch"], r["step"], r["sample"]) for r in records]
+  keys = [(r["epoch"], r["step"], r["sample_index"]) for r in records]
   expected = [(e, (e - 1) * STEPS + s, q) for e in range(1, EPOCHS + 1)
               for s in range(1, STEPS + 1) for q in range(SAMPLES)]
   assert keys == expected  # no gap, no duplicate
   for r in records:
     enas_macro.Architecture.from_string(r["arc"], num_layers=5)
-    assert 0.0 <= r["val_accuracy"] <= 1.0 and r["latency_ms"] > 0
+    assert 0.0 <= r["score"] <= 1.0 and r["latency_ms"] > 0 and r["space"] == "enas_macro"
   checkpoints = sorted(os.listdir(os.path.join(resumed_search, "checkpoints")))
   assert "ckpt-3.index" in checkpoints
 
@@ -88,12 +88,12 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
     ranked = json.load(f)
   entries = ranked["architectures"]
   assert 1 <= len(entries) <= 3
-  accuracies = [e["val_accuracy"] for e in entries]
+  accuracies = [e["score"] for e in entries]
   assert accuracies == sorted(accuracies, reverse=True)
   for e in entries:
     assert e["latency_ms"] > 0 and e["params"] > 0 and e["flops"] > 0
   arcs = enas_macro.Architecture.load_json_list(os.path.join(resumed_search, "arcs_ranked.json"))
-  assert [a.to_string() for a in arcs] == [e["arc_string"] for e in entries]
+  assert [a.to_string() for a in arcs] == [e["encoding"] for e in entries]
   with open(os.path.join(resumed_search, "accuracy_vs_latency.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(os.path.join(resumed_search, "search_summary.json")) as f:
@@ -107,7 +107,7 @@ def test_top_k_from_the_ranked_file(resumed_search, tmp_path):
   run_dir = str(tmp_path / "top2")
   result = run("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", "--top_k=2",
                f"--arc_file={os.path.join(resumed_search, 'arcs_ranked.json')}", *TINY)
-  if "lists 1 architecture" in result.stderr:
+  if "lists 1 sample" in result.stderr:
     pytest.skip("the tiny search ranked a single distinct architecture")
   assert result.returncode == 0, result.stderr[-4000:]
   with open(os.path.join(run_dir, "comparison.json")) as f:

@@ -94,8 +94,8 @@ def test_search_runs_with_a_margin_head(tmp_path, dataset):
   summary = search.search(config, dataset)
   records = search.read_log(config.run_dir)
   assert len(records) == 2 * 1 * 2
-  assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in records)
-  assert 0.0 <= summary["final_val_accuracy_best"] <= 1.0
+  assert all(0.0 <= r["score"] <= 1.0 for r in records)
+  assert 0.0 <= summary["final_score_best"] <= 1.0
   names = [name for name, _ in tf.train.list_variables(
       tf.train.latest_checkpoint(f"{config.run_dir}/checkpoints"))]
   assert any(n.startswith("head/kernel") for n in names)  # the margin head's W, no bias

@@ -70,8 +70,8 @@ def main() -> None:
   rows = load(os.path.join(run_dir, "fixed", "comparison.json"))
   print("\n== enas_face demo (synthetic faces, flags/demo.cfg) ==")
   print("\nsearch at the same budget              ENAS controller   random search")
-  for key, label in (("final_val_accuracy_mean", "final samples: mean val accuracy"),
-                     ("final_val_accuracy_best", "final samples: best val accuracy"),
+  for key, label in (("final_score_mean", f"final samples: mean {enas['reward_metric']}"),
+                     ("final_score_best", f"final samples: best {enas['reward_metric']}"),
                      ("final_latency_ms_mean", "final samples: mean latency (ms)"),
                      ("final_reward_mean", "final samples: mean reward"),
                      ("last_epoch_reward_mean", "last epoch: mean reward")):

@@ -138,8 +138,10 @@ class SearchSpace(abc.ABC):
   # ---------------------------------------------------------------- models
   @abc.abstractmethod
   def build_fixed(self, model_config, sample, name: str = "child"):
-    """The stand-alone model of `sample`: uint8-range pixels [N, S, S, 3] -> embeddings [N, D],
-    with its weights built."""
+    """The stand-alone model of `sample`: pixels in [0, 255], [N, S, S, 3] -> embeddings
+    [N, D], with its weights built. The training library reads two attributes: `config`
+    (the ModelConfig) and `standardize` (an ops.ChannelStandardization applied first,
+    set to the training split's channel statistics before training)."""
 
   @property
   def supports_weight_sharing(self) -> bool:
@@ -149,4 +151,4 @@ class SearchSpace(abc.ABC):
     """The weight-sharing supernet, called as model(images, arc=choices, training=...,
     batch_statistics=...) with the choices an int32 tensor (one trace for every sample)."""
     raise NotImplementedError(f"the {self.name} space has no weight-sharing model; use "
-                              "--strategy_search=multi_trial")
+                              "--search_strategy=multi_trial")

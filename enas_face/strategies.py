@@ -1,0 +1,298 @@
+"""Search strategies: how a sample gets the score its reward is computed from.
+
+one_shot (ENAS, Pham et al. 2018): one weight-sharing model holds every sample of the
+  space. Each search epoch trains it for one pass, a freshly drawn sample per minibatch;
+  a sample's score is its reward metric evaluated with the shared weights.
+multi_trial (NAS-RL, Zoph & Le 2017; the strategy of searches over losses and data):
+  each new sample is trained from scratch for --trial_epochs (the fixed-training
+  library, in RUN_DIR/trials/<encoding>/), then scored; finished trials are cached in
+  RUN_DIR/trials.jsonl and never trained twice (a resumed search re-draws the same
+  samples and finds them there).
+
+The reward metric (`RewardData`):
+  classification: top-1 of argmax head(e(x)) on `reward_batches` validation minibatches
+    (0 = the whole split) of images of the training identities;
+  verification / verification_auc: 10-fold accuracy / ROC AUC of cosine scores on the
+    pairs of the reward identities (held out of training, never the evaluation pairs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from enas_face import distribute
+from enas_face import fixed
+from enas_face import runlog
+from enas_face import verification
+from enas_face.config import RunConfig
+from enas_face.data import pipeline
+from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+from enas_face.heads import build_head
+from enas_face.spaces.base import SearchSpace
+from enas_face.training import loop
+from enas_face.training import step as train_lib
+
+TRIALS_NAME = "trials.jsonl"
+TRIALS_DIR = "trials"
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardData:
+  """What a reward's score is measured on."""
+  metric: str  # classification | verification | verification_auc
+  val: LabelledImages
+  pairs: VerificationPairs | None
+  batch_size: int
+  batches: int  # classification minibatches per score; 0 = the whole validation split
+  seed: int
+
+  def classification_batches(self, epoch: int, whole: bool = False):
+    """Endless lists of `batches` (images, labels) minibatches, reshuffled every pass; with
+    `whole` (or batches = 0), one list covering the whole split in order, forever."""
+    size = min(self.batch_size, len(self.val))
+    if whole or self.batches == 0:
+      chunk = [(self.val.images[s:s + size], self.val.labels[s:s + size])
+               for s in range(0, len(self.val), size)]
+      while True:
+        yield chunk
+    pending = []
+    for rounds in range(1 << 62):
+      order = np.random.default_rng([self.seed + epoch, 7919, rounds]).permutation(len(self.val))
+      for start in range(0, len(order) - size + 1, size):
+        idx = order[start:start + size]
+        pending.append((self.val.images[idx], self.val.labels[idx]))
+        if len(pending) == self.batches:
+          yield pending
+          pending = []
+
+  def verification_score(self, embeddings: np.ndarray) -> float:
+    """10-fold accuracy (verification) or ROC AUC (verification_auc) of the reward pairs."""
+    report = verification.verification_report(embeddings, self.pairs.pairs, self.pairs.is_same,
+                                              num_folds=self.pairs.num_folds)
+    return float(report["roc_auc" if self.metric == "verification_auc" else
+                        "verification_accuracy"])
+
+
+@dataclasses.dataclass
+class Candidate:
+  """A scored sample for the final ranking."""
+  choices: np.ndarray
+  score: float
+  log_prob: float
+
+
+class OneShot:
+  """ENAS weight sharing: one supernet (space.build_shared) trained with a sample per step."""
+  name = "one_shot"
+  collective_scoring = False  # only the chief scores; other workers wait at the next epoch
+
+  def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
+               reward: RewardData, placement: distribute.Placement, steps_per_epoch: int):
+    self.config, self.space, self.dataset, self.reward = config, space, dataset, reward
+    self.placement, self.steps_per_epoch = placement, steps_per_epoch
+    train = config.train
+    with placement.strategy.scope():
+      self.child = space.build_shared(config.model, name="child")
+      if placement.name != "default":
+        distribute.per_replica_batch_norm(self.child)  # synchronised BN fails inside tf.cond
+      self.head = build_head(config.head, dataset.num_classes, config.model.embedding_dim)
+      self.optimizer = train_lib.make_optimizer(train, steps_per_epoch, config.search.epochs)
+      self.optimizer.build(self.child.trainable_variables + self.head.trainable_variables)
+    self.train_step = train_lib.make_train_step(
+        self.child, self.head, self.optimizer, train.label_smoothing, dataset.num_classes,
+        train.batch_size, placement.strategy, takes_arc=True,
+        extra=train_lib.extra_losses(config.head))
+    self.accuracy_step = make_accuracy_step(self.child, self.head)
+    self.embed_step = make_embed_step(self.child)
+    self.mean = None
+    self._batches = None
+
+  def trackables(self) -> dict:
+    return {"child": self.child, "head": self.head, "child_optimizer": self.optimizer,
+            "random_state": loop.random_state(self.child)}
+
+  def start(self, restored: bool) -> None:
+    """Channel statistics: from the training split on a fresh start, else the checkpoint's."""
+    mean, std = pipeline.channel_statistics(self.dataset.train.images)
+    if not restored:
+      self.child.standardize.set_statistics(mean, std)
+    self.mean = mean
+
+  def train_epoch(self, epoch: int, draw: Callable[[int], np.ndarray]) -> loop.EpochResult:
+    """One pass over the training split, sample `draw(steps)[k]` at step k."""
+    config, train = self.config, self.config.train
+    ds = pipeline.train_dataset(self.dataset.train, train.batch_size, self.mean, seed=train.seed,
+                                epoch=epoch, random_flip=config.data.random_flip,
+                                pad=config.data.pad, cutout=config.data.cutout)
+    arcs = draw(self.steps_per_epoch)
+    return loop.run_epoch(self.train_step, distribute.distribute_dataset(self.placement, ds),
+                          self.steps_per_epoch, train.batch_size, epoch, config.run_dir,
+                          self.placement.is_chief,
+                          step_args=lambda step: (tf.constant(arcs[step]),))
+
+  def begin_scoring(self, epoch: int) -> None:
+    self._batches = self.reward.classification_batches(epoch)
+
+  def score(self, choices: np.ndarray, whole: bool = False) -> float:
+    """The reward metric of `choices` with the shared weights (BatchNorm on batch statistics)."""
+    arc = tf.constant(np.asarray(choices, np.int32))
+    if self.reward.metric == "classification":
+      batches = next(self.reward.classification_batches(0, whole=True)) if whole else \
+          next(self._batches)
+      correct = sum(float(self.accuracy_step(tf.constant(x, tf.float32),
+                                             tf.constant(y.astype(np.int32)), arc))
+                    for x, y in batches)
+      return correct / sum(len(y) for _, y in batches)
+    images = self.reward.pairs.images
+    size = self.reward.batch_size
+    embeddings = np.concatenate([
+        self.embed_step(tf.constant(images[s:s + size], tf.float32), arc).numpy()
+        for s in range(0, len(images), size)])
+    return self.reward.verification_score(embeddings)
+
+  def score_many(self, choices: np.ndarray, epoch: int) -> list[float]:
+    del epoch
+    return [self.score(row) for row in choices]
+
+  def final_candidates(self, sampler, count: int) -> list[Candidate]:
+    """`count` draws of the trained sampler, distinct ones scored on the whole reward data."""
+    seen, out = set(), []
+    for sample in (sampler.sample() for _ in range(count)):
+      choices = sample.arc.numpy()
+      if tuple(choices) in seen:
+        continue
+      seen.add(tuple(choices))
+      out.append(Candidate(choices, self.score(choices, whole=True), float(sample.log_prob)))
+    return out
+
+
+def make_accuracy_step(child: keras.Model, head: keras.layers.Layer):
+  """Number of correct top-1 predictions (head argmax) of a batch for architecture `arc`
+  with the shared weights (BatchNorm on batch statistics: see SharedChild.call)."""
+
+  @tf.function
+  def accuracy(images, labels, arc):
+    scores = head(child(images, arc=arc, training=False, batch_statistics=True))
+    return train_lib.batch_accuracy(scores, labels)
+
+  return accuracy
+
+
+def make_embed_step(child: keras.Model):
+  """Embeddings of a batch for architecture `arc` with the shared weights (batch statistics)."""
+
+  @tf.function
+  def embed(images, arc):
+    return child(images, arc=arc, training=False, batch_statistics=True)
+
+  return embed
+
+
+class MultiTrial:
+  """Each sample trained from scratch for --trial_epochs, then scored; results cached."""
+  name = "multi_trial"
+  collective_scoring = True  # every worker trains every trial; the chief scores
+
+  def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
+               reward: RewardData, placement: distribute.Placement):
+    self.config, self.space, self.dataset, self.reward = config, space, dataset, reward
+    self.placement = placement
+    self.path = os.path.join(config.run_dir, TRIALS_NAME)
+    self.trials = {r["encoding"]: r for r in runlog.read(self.path)} if placement.is_chief else {}
+    self.trained_this_invocation = 0
+
+  def trackables(self) -> dict:
+    return {}
+
+  def start(self, restored: bool) -> None:
+    del restored
+
+  def train_epoch(self, epoch: int, draw) -> loop.EpochResult:
+    """Nothing is shared: the samples are trained when they are scored."""
+    del epoch, draw
+    return loop.EpochResult(float("nan"), float("nan"), float("nan"), 0.0, 0.0)
+
+  def begin_scoring(self, epoch: int) -> None:
+    del epoch
+
+  def trial_config(self, sample) -> RunConfig:
+    """The fixed-training config of one trial: the search's settings, trial_epochs epochs."""
+    config = self.config
+    epochs = config.search.trial_epochs
+    encoding = self.space.to_string(sample)
+    train = dataclasses.replace(config.train, epochs=epochs,
+                                warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
+    return dataclasses.replace(
+        config, mode="fixed", arc=sample, train=train, candidate_arcs=(), top_k=1,
+        run_dir=os.path.join(config.run_dir, TRIALS_DIR, encoding.replace(" ", "-") or "empty"))
+
+  def score_many(self, choices: np.ndarray, epoch: int) -> list[float | None]:
+    """Trains the samples not in the cache (every worker: `choices` [Q, n] are the chief's,
+    broadcast by the search loop), scores them (the chief; None elsewhere)."""
+    chief = self.placement.is_chief
+    samples = [self.space.decode(row.tolist(), self.config.model) for row in choices]
+    known = np.array([[self.space.to_string(s) in self.trials] for s in samples], np.int32)
+    known = distribute.broadcast_from_chief(self.placement, known)
+    scores = []
+    for sample, (cached,) in zip(samples, known):
+      encoding = self.space.to_string(sample)
+      if cached:
+        scores.append(self.trials[encoding]["score"] if chief else None)
+      else:
+        scores.append(self._train_and_score(sample, encoding, epoch))
+    return scores
+
+  def _train_and_score(self, sample, encoding: str, epoch: int) -> float | None:
+    trial = self.trial_config(sample)
+    os.makedirs(trial.run_dir, exist_ok=True)
+    state = fixed.train(trial, self.dataset, self.placement)
+    self.trained_this_invocation += 1
+    if not self.placement.is_chief:
+      return None
+    history = fixed.read_history(trial.run_dir)
+    extractor = fixed.EmbeddingExtractor(state.child, self.config.eval.batch_size)
+    if self.reward.metric == "classification":
+      score = fixed.classification_accuracy(extractor, state.head, self.reward.val.images,
+                                            self.reward.val.labels)
+    else:
+      score = self.reward.verification_score(extractor(self.reward.pairs.images))
+    record = {"encoding": encoding, "sample": self.space.to_json(sample), "score": score,
+              "reward_metric": self.reward.metric, "search_epoch": epoch + 1,
+              "trial_epochs": trial.train.epochs,
+              "train_seconds": float(sum(h["seconds"] for h in history)),
+              "final_train_loss": history[-1]["loss"] if history else None}
+    runlog.append(self.path, [record])
+    self.trials[encoding] = record
+    # The trial's weights are not needed again (its score is cached): free the disk.
+    shutil.rmtree(loop.checkpoint_dir(trial.run_dir), ignore_errors=True)
+    logging.info("trial %s: %s %.4f in %.0f s", encoding, self.reward.metric, score,
+                 record["train_seconds"])
+    return score
+
+  def final_candidates(self, sampler, count: int) -> list[Candidate]:
+    """Every trained trial (all have their full score already); log p under the sampler."""
+    del count
+    out = []
+    for record in self.trials.values():
+      choices = np.array(self.space.encode(self.space.from_json(record["sample"],
+                                                                self.config.model)), np.int32)
+      out.append(Candidate(choices, float(record["score"]),
+                           float(sampler.evaluate(choices).log_prob)))
+    return out
+
+
+def make_strategy(config: RunConfig, space: SearchSpace, dataset: FaceDataset, reward: RewardData,
+                  placement: distribute.Placement, steps_per_epoch: int):
+  if config.search.strategy == "one_shot":
+    return OneShot(config, space, dataset, reward, placement, steps_per_epoch)
+  if config.search.strategy == "multi_trial":
+    return MultiTrial(config, space, dataset, reward, placement)
+  raise ValueError(f"unknown search strategy {config.search.strategy!r}; expected one_shot or "
+                   "multi_trial")

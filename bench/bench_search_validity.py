@@ -132,15 +132,40 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
   checkpoint = tf.train.Checkpoint(**one_shot.trackables())
   checkpoint.restore(tf.train.latest_checkpoint(loop.checkpoint_dir(search_dir))).expect_partial()
   space = config.model.space
+  # Diagnostic only (never used to select): the same shared weights scored on the
+  # evaluation pairs, 5-10x the reward pairs, to separate reward noise from ranking bias.
+  diagnostic = dataclasses.replace(reward, metric="verification", pairs=dataset.pairs)
   out = {}
   for arc in arcs:
     choices = np.array(space.encode(space.from_string(arc, config.model)), np.int32)
     row = {}
-    for metric in ("classification", "verification"):
-      one_shot.reward = dataclasses.replace(reward, metric=metric)
-      row[metric] = one_shot.score(choices, whole=True)
+    for name, data in (("classification", dataclasses.replace(reward, metric="classification")),
+                       ("verification", dataclasses.replace(reward, metric="verification")),
+                       ("verification_eval_pairs", diagnostic)):
+      one_shot.reward = data
+      row[name] = one_shot.score(choices, whole=True)
     out[arc] = row
   return out
+
+
+def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root: str) -> dict:
+  """The multi_trial strategy's score of each arc (trained from scratch for `trial_epochs`
+  on the search's training data, scored on its reward pairs), with that search's settings."""
+  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
+  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
+
+  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  config = dataclasses.replace(
+      config, run_dir=os.path.join(runs_root, f"trials_{trial_epochs}ep"),
+      search=dataclasses.replace(config.search, strategy="multi_trial", trial_epochs=trial_epochs))
+  os.makedirs(config.run_dir, exist_ok=True)
+  dataset, reward = search.reward_data(config, load_dataset(config.data))
+  trials = strategies.MultiTrial(config, config.model.space, dataset, reward,
+                                 distribute.make_placement("default"))
+  space = config.model.space
+  choices = np.array([space.encode(space.from_string(a, config.model)) for a in arcs], np.int32)
+  return dict(zip(arcs, trials.score_many(choices, 0)))
 
 
 def kendall_tau(x, y) -> float:
@@ -161,27 +186,40 @@ def tau(args, extra) -> dict:
     arc = space.to_string(space.sample_uniform(model, rng))
     if arc not in arcs:
       arcs.append(arc)
-  search_dir = os.path.join(args.runs_root, "tau_shared")
-  run_main([f"--flagfile={args.flagfile}", "--mode=search", "--controller=random",
-            "--seed=0", *extra], search_dir, "search_summary.json")
   standalone_acc = {}
   for arc in arcs:
     metrics = standalone(args.flagfile, args.runs_root, arc, 0, extra)
     standalone_acc[arc] = metrics["verification_accuracy"] if metrics else None
+  # The shared weights: random search's (uniform training of every architecture), the same
+  # run as `compare`'s seed-0 random search; with --wait, the one `compare` is running.
+  search_dir = os.path.join(args.runs_root, "search_random_s0")
+  while args.wait and not os.path.exists(os.path.join(search_dir, "search_summary.json")):
+    time.sleep(30)
+  run_main([f"--flagfile={args.flagfile}", "--mode=search", "--controller=random",
+            "--seed=0", *extra], search_dir, "search_summary.json")
   scores = shared_scores(search_dir, arcs)
+  for epochs in parse_ints(args.trial_epochs):
+    for arc, value in trial_scores(search_dir, arcs, epochs, args.runs_root).items():
+      scores[arc][f"trial_{epochs}ep"] = value
   done = [a for a in arcs if standalone_acc[a] is not None]
   truth = [standalone_acc[a] for a in done]
   result = {"archs": [{"arc": a, "standalone_verification": standalone_acc[a], **scores[a]}
                       for a in arcs],
             "tau_classification": kendall_tau([scores[a]["classification"] for a in done], truth),
             "tau_verification": kendall_tau([scores[a]["verification"] for a in done], truth),
+            "tau_verification_eval_pairs": kendall_tau(
+                [scores[a]["verification_eval_pairs"] for a in done], truth),
+            "standalone_spread": mean_std(truth),
+            **{f"tau_trial_{e}ep": kendall_tau([scores[a][f"trial_{e}ep"] for a in done], truth)
+               for e in parse_ints(args.trial_epochs)},
             "num_archs": len(done), "search_dir": search_dir}
   print(f"Kendall tau over {len(done)} architectures (shared-weight score vs stand-alone "
         f"verification): classification {result['tau_classification']:.3f}, verification "
         f"{result['tau_verification']:.3f}")
   for row in sorted(result["archs"], key=lambda r: -(r["standalone_verification"] or 0)):
     print(f"  {row['arc']}  stand-alone {row['standalone_verification']:.4f}  shared: "
-          f"classification {row['classification']:.4f}  verification {row['verification']:.4f}")
+          f"classification {row['classification']:.4f}  verification {row['verification']:.4f}  "
+          f"(eval pairs {row['verification_eval_pairs']:.4f})")
   return result
 
 
@@ -247,8 +285,12 @@ def main() -> None:
   parser.add_argument("--arc", default="", help="resolution: the architecture (default: the "
                       "space's default)")
   parser.add_argument("--num_archs", type=int, default=12)
+  parser.add_argument("--trial_epochs", default="", help="tau: also the multi_trial proxy's "
+                      "score after these epochs from scratch, comma-separated (e.g. 3)")
   parser.add_argument("--arc_seed", type=int, default=1)
   parser.add_argument("--top_k", type=int, default=3)
+  parser.add_argument("--wait", action="store_true", help="tau: wait for the seed-0 random "
+                      "search that a concurrent `compare` is running instead of running it")
   parser.add_argument("--tag", default="", help="name of the result file: RUNS_ROOT/<command>"
                       "<tag>.json")
   args = parser.parse_args(argv)

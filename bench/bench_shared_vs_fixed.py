@@ -90,6 +90,9 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+  parser.add_argument("--skip_modes", default="cond",
+                      help="SharedChild skip implementations to time, comma-separated: cond "
+                           "(tf.cond per skip bit) and/or mask (every skip computed, times its bit)")
   parser.add_argument("--profile", action="store_true",
                       help="also time forward and forward + backward alone")
   args = parser.parse_args()
@@ -106,15 +109,20 @@ def main():
 
   fixed_steps = [make_step(FixedChild(config, arc).build_for_input(), num_classes, args.batch_size, False)
                  for arc in arcs]
-  shared = SharedChild(config).build_for_input()
-  shared_step = make_step(shared, num_classes, args.batch_size, True)
+  modes = args.skip_modes.split(",")
+  shared_models = {m: SharedChild(config, skip_mode=m).build_for_input() for m in modes}
+  shared_steps = {m: make_step(shared_models[m], num_classes, args.batch_size, True) for m in modes}
+  shared = shared_models[modes[0]]
   arc_tensors = [tf.constant(a.to_ints(), tf.int32) for a in arcs]
-  fixed_seconds = shared_seconds = 0.0
+  fixed_seconds = 0.0
+  mode_seconds = {m: 0.0 for m in modes}
   for round_index in range(args.rounds):
     for k, step in enumerate(fixed_steps):
       fixed_seconds += timed_steps(step, batches, warmup=3 if round_index == 0 else 0)
-      shared_seconds += timed_steps(shared_step, batches, arc_tensors[k:] + arc_tensors[:k],
-                                    warmup=3 if round_index == 0 and k == 0 else 0)
+      for m in modes:
+        mode_seconds[m] += timed_steps(shared_steps[m], batches, arc_tensors[k:] + arc_tensors[:k],
+                                       warmup=3 if round_index == 0 and k == 0 else 0)
+  shared_seconds = mode_seconds[modes[0]]
 
   images = args.steps * args.batch_size * len(arcs) * args.rounds
   profile = {}
@@ -154,6 +162,9 @@ def main():
   print(f"FixedChild  (one model per architecture): {result['fixed_images_per_second']:8.1f} img/s")
   print(f"SharedChild (architecture as a tensor):   {result['shared_images_per_second']:8.1f} img/s")
   print(f"ratio shared / fixed: {result['ratio_shared_over_fixed']:.3f}  (aim >= 0.95)")
+  for m in modes:
+    result[f"ratio_{m}"] = fixed_seconds / mode_seconds[m]
+    print(f"  skip_mode={m}: {images / mode_seconds[m]:8.1f} img/s, ratio {result[f'ratio_{m}']:.3f}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

@@ -193,7 +193,12 @@ class SharedChild(_ChildBase):
   needs the architecture as a keyword argument.
   """
 
-  def __init__(self, config: ModelConfig, **kwargs):
+  SKIP_MODES = ("cond", "mask")
+
+  def __init__(self, config: ModelConfig, skip_mode: str = "cond", **kwargs):
+    if skip_mode not in self.SKIP_MODES:
+      raise ValueError(f"skip_mode must be one of {self.SKIP_MODES}, got {skip_mode!r}")
+    self.skip_mode = skip_mode
     stages = layer_stages(config.num_layers, config.num_reductions)
     pairs = {(j, s) for j in range(config.num_layers)
              for s in range(stages[j] + 1, config.num_reductions + 1)}
@@ -221,9 +226,12 @@ class SharedChild(_ChildBase):
       for j in range(i):
         skip = self.module(skip_key(i, j))
         source = reduced(j)
+        bit = arc[enas_macro.skip_position(i, j)]
+        if self.skip_mode == "mask":  # every skip computed, multiplied by its bit: no control flow
+          total = total + K.cast(bit, total.dtype) * skip(source, training=training)
+          continue
         skip_fn = lambda skip=skip, source=source: skip(source, training=training)
-        total = total + K.cond(arc[enas_macro.skip_position(i, j)] > 0, skip_fn,
-                               lambda: K.zeros_like(total))
+        total = total + K.cond(bit > 0, skip_fn, lambda: K.zeros_like(total))
       return total
 
     return self._forward(images, layer_sum, training, dropblock_training)
@@ -245,8 +253,10 @@ class SharedChild(_ChildBase):
     return self
 
   def get_config(self):
-    return {"config": dataclasses.asdict(self.config), "name": self.name}
+    return {"config": dataclasses.asdict(self.config), "skip_mode": self.skip_mode,
+            "name": self.name}
 
   @classmethod
   def from_config(cls, cfg):
-    return cls(ModelConfig(**cfg["config"]), name=cfg.get("name"))
+    return cls(ModelConfig(**cfg["config"]), skip_mode=cfg.get("skip_mode", "cond"),
+               name=cfg.get("name"))

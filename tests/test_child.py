@@ -158,3 +158,27 @@ def test_batch_statistics_mode_uses_the_batch_and_no_dropblock():
   np.testing.assert_allclose(first, again, atol=1e-5)  # no DropBlock noise
   # Different from inference-mode BN (moving averages at their initial values).
   assert not np.allclose(first, shared(images, arc=arc, training=False), atol=1e-3)
+
+
+def test_mask_skips_equal_cond_skips_in_outputs_and_gradients():
+  """skip_mode="mask" (every skip computed, times its bit) is the same function as "cond"."""
+  config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, dropblock_keep_prob=1.0)
+  cond = child_lib.SharedChild(config, skip_mode="cond").build_for_input()
+  mask = child_lib.SharedChild(config, skip_mode="mask").build_for_input()
+  mask.set_weights(cond.get_weights())
+  images = tf.random.uniform([4, 16, 16, 3], 0, 255, seed=2)
+  arc = tf.constant(enas_macro.Architecture.from_string("1  0 1  2 1 0  0 0 1 1  3 1 0 0 1").to_ints())
+  for training in (False, True):
+    np.testing.assert_allclose(cond(images, arc=arc, training=training),
+                               mask(images, arc=arc, training=training), rtol=1e-5, atol=1e-5)
+  grads = []
+  for model in (cond, mask):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(model(images, arc=arc, training=True, batch_statistics=True) ** 2)
+    grads.append([tf.zeros_like(v) if g is None else g
+                  for v, g in zip(model.trainable_variables,
+                                  tape.gradient(loss, model.trainable_variables))])
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="skip_mode"):
+    child_lib.SharedChild(config, skip_mode="switch")

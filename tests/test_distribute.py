@@ -120,7 +120,9 @@ def two_workers(tmp_path_factory):
   base = tmp_path_factory.mktemp("workers")
   runs = {}
   for mode, args in (("search", SEARCH),
-                     ("fixed", [*FIXED, f"--arc_file={base / 'search' / 'arcs_ranked.json'}"])):
+                     ("fixed", [*FIXED, f"--arc_file={base / 'search' / 'arcs_ranked.json'}"]),
+                     ("multi_trial", [*SEARCH, "--search_strategy=multi_trial", "--trial_epochs=1",
+                                      "--reward=accuracy"])):
     ports = free_ports(2)
     run_dir = str(base / mode)
     results, seconds = run_together(*[
@@ -132,7 +134,7 @@ def two_workers(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["search", "fixed"])
+@pytest.mark.parametrize("mode", ["search", "fixed", "multi_trial"])
 def test_two_workers_finish_and_only_the_chief_writes(two_workers, mode):
   run_dir, (chief, other), seconds = two_workers[mode]
   assert chief.returncode == 0, chief.stderr[-4000:]
@@ -143,7 +145,16 @@ def test_two_workers_finish_and_only_the_chief_writes(two_workers, mode):
   assert {"config.json", "metrics.json" if mode == "fixed" else "sampled_arcs.jsonl"} <= names
   assert "workers" not in names  # the other worker's scratch checkpoints are gone
   assert "results" in chief.stdout and other.stdout.strip() == ""
-  if mode == "search":
+  if mode == "multi_trial":  # every trial trained by both workers, written by the chief
+    records = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
+    trials = read_jsonl(os.path.join(run_dir, "trials.jsonl"))
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert sorted(t["encoding"] for t in trials) == sorted({r["encoding"] for r in records})
+    for trial in os.listdir(os.path.join(run_dir, "trials")):
+      history = read_jsonl(os.path.join(run_dir, "trials", trial, "train_history.jsonl"))
+      assert {h["replicas"] for h in history} == {2}
+      assert "workers" not in os.listdir(os.path.join(run_dir, "trials", trial))
+  elif mode == "search":
     records = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
     assert [r["epoch"] for r in records] == [1, 2]  # written once, not once per worker
   else:

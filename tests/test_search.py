@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from enas_face import spaces
 from enas_face.spaces import enas_macro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,7 +93,8 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
   assert accuracies == sorted(accuracies, reverse=True)
   for e in entries:
     assert e["latency_ms"] > 0 and e["params"] > 0 and e["flops"] > 0
-  arcs = enas_macro.Architecture.load_json_list(os.path.join(resumed_search, "arcs_ranked.json"))
+  arcs = spaces.load_samples(os.path.join(resumed_search, "arcs_ranked.json"),
+                             spaces.get("enas_macro"), None)
   assert [a.to_string() for a in arcs] == [e["encoding"] for e in entries]
   with open(os.path.join(resumed_search, "accuracy_vs_latency.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -276,30 +276,6 @@ class Architecture:
       raise ArchitectureError(
           f"architecture file {os.fspath(path)!r} is not a valid architecture: {error}") from None
 
-  @classmethod
-  def load_json_list(cls, path: str | os.PathLike) -> list[Architecture]:
-    """Architectures from a file, best first: one architecture (as load_json), a JSON
-    list of them, or a ranked search result {"architectures": [{"arc": {...}}, ...]}.
-    """
-    try:
-      with open(path, encoding="utf-8") as handle:
-        obj = json.load(handle)
-    except FileNotFoundError:
-      raise FileNotFoundError(f"architecture file {os.fspath(path)!r} does not exist") from None
-    except json.JSONDecodeError as error:
-      raise ArchitectureError(f"architecture file {os.fspath(path)!r} is not valid JSON: {error}") from None
-    entries = obj["architectures"] if isinstance(obj, dict) and "architectures" in obj else obj
-    if not isinstance(entries, list):
-      entries = [entries]
-    try:
-      arcs = [cls.from_json(e["arc"] if isinstance(e, dict) and "arc" in e else e) for e in entries]
-    except ArchitectureError as error:
-      raise ArchitectureError(
-          f"architecture file {os.fspath(path)!r} is not a valid architecture list: {error}") from None
-    if not arcs:
-      raise ArchitectureError(f"architecture file {os.fspath(path)!r} lists no architecture")
-    return arcs
-
   def __str__(self) -> str:
     """Human form, e.g. "L0 sep3x3 | L1 maxpool3x3 <- 0 | L2 sep5x5 <- 0,1"."""
     parts = []

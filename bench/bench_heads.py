@@ -33,6 +33,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from enas_face import runlog  # noqa: E402
+from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 DEFAULT_HEADS = "softmax,cosface,arcface,arcnegface,combined"
 TABLE_COLUMNS = (
@@ -185,11 +186,7 @@ def head_cost(names, args, tf, heads_lib, head_config) -> dict[str, float]:
 
 
 def main() -> None:
-  argv = sys.argv[1:]
-  extra = []
-  if "--" in argv:
-    extra = argv[argv.index("--") + 1:]
-    argv = argv[:argv.index("--")]
+  argv, extra = split_passthrough(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   t = sub.add_parser("table")

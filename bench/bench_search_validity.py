@@ -34,6 +34,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from enas_face import runlog  # noqa: E402
+from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
 def run_main(args: list[str], run_dir: str, done_file: str) -> bool:
@@ -271,11 +272,7 @@ def compare(args, extra) -> dict:
 
 
 def main() -> None:
-  argv = sys.argv[1:]
-  extra = []
-  if "--" in argv:
-    extra = argv[argv.index("--") + 1:]
-    argv = argv[:argv.index("--")]
+  argv, extra = split_passthrough(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("command", choices=("resolution", "tau", "compare"))

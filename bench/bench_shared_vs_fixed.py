@@ -8,7 +8,7 @@ in turn, S steps of its FixedChild and then S steps of the SharedChild (the
 shared steps cycle through all K architectures step by step, as the search
 resamples every minibatch). Interleaving in rounds keeps machine drift out of
 the ratio. Tracing/warm-up steps are not timed. Prints img/s of both and the
-ratio shared / fixed (aim: >= 0.8).
+ratio shared / fixed.
 """
 from __future__ import annotations
 

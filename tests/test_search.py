@@ -115,6 +115,8 @@ def test_top_k_from_the_ranked_file(resumed_search, tmp_path):
   with open(os.path.join(run_dir, "comparison.json")) as f:
     rows = json.load(f)
   assert [r["rank"] for r in rows] == [1, 2]
+  ranked = json.load(open(os.path.join(resumed_search, "arcs_ranked.json")))["architectures"]
+  assert [r["arc"] for r in rows] == [e["encoding"] for e in ranked[:2]]  # trained in rank order
   for rank, row in enumerate(rows, 1):
     assert os.path.exists(os.path.join(run_dir, f"top{rank}", "saved_model", "saved_model.pb"))
     assert row["latency_ms"] > 0 and 0 <= row["verification_accuracy"] <= 1

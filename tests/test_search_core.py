@@ -109,19 +109,6 @@ def test_one_shot_ranking_and_summary(one_shot_run):
   assert "trials" not in summary
 
 
-@pytest.mark.slow
-def test_top_k_of_the_ranking_are_trained_in_rank_order(one_shot_run, flagfile, tmp_path):
-  entries = read_json(os.path.join(one_shot_run, "arcs_ranked.json"))["architectures"]
-  assert len(entries) >= 2, "the tiny search ranked a single distinct architecture"
-  run_dir = str(tmp_path / "top2")
-  result = run(f"--flagfile={flagfile}", "--mode=fixed", f"--run_dir={run_dir}", "--epochs=1",
-               f"--arc_file={os.path.join(one_shot_run, 'arcs_ranked.json')}", "--top_k=2")
-  assert result.returncode == 0, result.stderr[-4000:]
-  rows = read_json(os.path.join(run_dir, "comparison.json"))
-  assert [r["rank"] for r in rows] == [1, 2]
-  assert [r["arc"] for r in rows] == [e["encoding"] for e in entries[:2]]
-
-
 # ------------------------------------------------------------------------ multi-trial
 def lose_last_checkpoint(run_dir, number):
   """A kill after epoch `number`'s trials but before its checkpoint: ckpt-`number` goes,

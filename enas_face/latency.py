@@ -1,12 +1,13 @@
 """Inference latency of an architecture on this machine, for the search reward.
 
-Method: build the sample's stand-alone model (`space.build_fixed`, e.g. FixedChild) with random weights (latency does
-not depend on their values), wrap batch-1 inference in a `tf.function` with a
-fixed input signature [1, S, S, 3] float32, run `warmup` untimed calls, then
+Method: build the sample's stand-alone model (`space.build_fixed`, e.g. FixedChild)
+with random weights (latency does not depend on their values), wrap batch-1
+inference in a `tf.function` with a fixed input signature [1, S, S, 3] float32, run
+`warmup` untimed calls, then
 `repeats` timed calls, each synchronised with `.numpy()`; the latency is the
 median of the repeats, Lat = median_k t_k (ms, `time.perf_counter`).
 
-Each architecture (key `arc.to_string()`) is measured once per meter. With a
+Each sample (key `space.to_string(sample)`, its encoding) is measured once per meter. With a
 `cache_path`, measurements are appended to a JSONL file (one record per line,
 tagged with the model config) and loaded again on construction, so a resumed
 search does not re-measure; records of other model configs are ignored. The

@@ -195,7 +195,8 @@ def search(config: RunConfig, dataset: FaceDataset,
       for position, (sample, score) in enumerate(zip(drawn, scores)):
         decoded = space.decode(choices[position].tolist(), config.model)
         lat = meter(decoded) if prices_latency else None
-        r = float(reward_fn(score, lat.median_ms) if lat else reward_fn(score, 1.0))
+        # Unpriced only under --reward=accuracy, whose R ignores the latency argument.
+        r = float(reward_fn(score, lat.median_ms if lat else 1.0))
         rewards.append(r)
         records.append({
             "epoch": index + 1, "step": int(controller_step.numpy()), "sample_index": position,
@@ -303,9 +304,11 @@ def rank(config: RunConfig, strategy, sampler, meter: latency.LatencyMeter, rewa
   entries.sort(key=lambda e: (-e["score"], -e["reward"]))
   for position, entry in enumerate(entries, 1):
     entry["rank"] = position
+  scored_by = ("the shared weights" if strategy.name == "one_shot"
+               else f"each trained for {search_cfg.trial_epochs} epochs")
   runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
       "space": space.name, "strategy": strategy.name,
-      "ranked_by": f"{metric} ({'shared weights' if strategy.name == 'one_shot' else 'each trained for ' + str(search_cfg.trial_epochs) + ' epochs'}; ties: reward)",
+      "ranked_by": f"{metric} ({scored_by}; ties: reward)",
       "controller": search_cfg.controller,
       "reward": search_cfg.reward, "target_latency_ms": search_cfg.target_latency_ms,
       "latency_exponent": search_cfg.latency_exponent,

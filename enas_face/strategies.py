@@ -238,11 +238,11 @@ class MultiTrial:
     broadcast by the search loop), scores them (the chief; None elsewhere)."""
     chief = self.placement.is_chief
     samples = [self.space.decode(row.tolist(), self.config.model) for row in choices]
-    known = np.array([[self.space.to_string(s) in self.trials] for s in samples], np.int32)
+    encodings = [self.space.to_string(s) for s in samples]
+    known = np.array([[e in self.trials] for e in encodings], np.int32)
     known = distribute.broadcast_from_chief(self.placement, known)
     scores = []
-    for sample, (cached,) in zip(samples, known):
-      encoding = self.space.to_string(sample)
+    for sample, encoding, (cached,) in zip(samples, encodings, known):
       if cached:
         scores.append(self.trials[encoding]["score"] if chief else None)
       else:

@@ -10,6 +10,8 @@
     # 3. Controller vs random search at equal budget, top-3 of each trained from scratch.
     python bench/bench_search_validity.py compare --flagfile=flags/validity_synthetic.cfg \\
         --runs_root=runs/validity --seeds=0,1,2
+    # 4. The ceiling the noise puts on tau (no training: reads 1.'s and 2.'s result files).
+    python bench/bench_search_validity.py ceiling --runs_root=runs/validity
 
 Every training is `python -m enas_face.main` in its own folder under RUNS_ROOT (a
 finished run is reused, an interrupted one resumes), so the benchmark can be stopped
@@ -224,6 +226,53 @@ def tau(args, extra) -> dict:
   return result
 
 
+def tau_noise_ceiling(accuracies, seed_std: float, draws: int = 20000, seed: int = 0) -> dict:
+  """Expected Kendall tau that training noise alone allows on these architectures.
+
+  Model: a run's accuracy y_i = mu_i + e, e ~ N(0, seed_std^2). The true mu_i are estimated
+  from the measured x_i by shrinking their spread, mu_i = xbar + k (x_i - xbar) with
+  k = sqrt(max(0, 1 - seed_std^2 / s_x^2)) (s_x^2: sample variance of x), so that
+  Var(mu) + seed_std^2 = s_x^2. Monte Carlo over `draws`:
+    perfect_proxy = E[tau(mu, y)]   (a proxy that knows mu exactly, against one run)
+    retest        = E[tau(y, y')]   (two independent runs of every architecture)
+  Both are 0 when the measured spread is all noise (k = 0: nothing to rank).
+  """
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  x = np.asarray(accuracies, np.float64)
+  shrink = float(np.sqrt(max(0.0, 1.0 - seed_std ** 2 / x.var(ddof=1))))
+  mu = x.mean() + shrink * (x - x.mean())
+  if shrink < 1e-6:  # (up to rounding)
+    return {"perfect_proxy": 0.0, "retest": 0.0, "shrink": 0.0, "true_spread": 0.0,
+            "seed_std": seed_std, "num_archs": len(x), "draws": 0}
+  rng = np.random.default_rng(seed)
+  perfect, retest = [], []
+  for _ in range(draws):
+    y1, y2 = mu + rng.normal(0.0, seed_std, (2, len(x)))
+    perfect.append(stats.kendalltau(mu, y1).statistic)
+    retest.append(stats.kendalltau(y1, y2).statistic)
+  return {"perfect_proxy": float(np.mean(perfect)), "retest": float(np.mean(retest)),
+          "shrink": shrink, "true_spread": float(mu.std(ddof=1)), "seed_std": seed_std,
+          "num_archs": len(x), "draws": draws}
+
+
+def ceiling(args, extra) -> dict:
+  """tau_noise_ceiling for the architectures of RUNS_ROOT/tau.json, with the training-seed
+  std of RUNS_ROOT/resolution.json (both written by the commands above)."""
+  del extra
+  measured = runlog.read_json(os.path.join(args.runs_root, "tau.json"))
+  spread = runlog.read_json(os.path.join(args.runs_root, "resolution.json"))
+  accs = [a["standalone_verification"] for a in measured["archs"]
+          if a["standalone_verification"] is not None]
+  # The sample std over seeds (ddof=1): the population std of 3 seeds underestimates it.
+  seed_std = float(np.std(spread["verification_accuracy"], ddof=1))
+  result = tau_noise_ceiling(accs, seed_std, args.draws)
+  print(f"{len(accs)} architectures, stand-alone spread {np.std(accs, ddof=1):.4f}, training-"
+        f"seed std {seed_std:.4f} ({len(spread['verification_accuracy'])} seeds): a proxy that "
+        f"knew the true accuracies would reach tau {result['perfect_proxy']:.3f} against one "
+        f"stand-alone run; two stand-alone runs agree at tau {result['retest']:.3f}")
+  return result
+
+
 def compare(args, extra) -> dict:
   """Controller vs random search at equal budget, per seed: the top-3 of each trained from
   scratch (training seed 0 for all), mean and best stand-alone verification accuracy."""
@@ -275,7 +324,7 @@ def main() -> None:
   argv, extra = split_passthrough(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("command", choices=("resolution", "tau", "compare"))
+  parser.add_argument("command", choices=("resolution", "tau", "compare", "ceiling"))
   parser.add_argument("--flagfile", default="flags/validity_synthetic.cfg")
   parser.add_argument("--runs_root", default="runs/validity")
   parser.add_argument("--seeds", default="0,1,2")
@@ -288,12 +337,14 @@ def main() -> None:
   parser.add_argument("--top_k", type=int, default=3)
   parser.add_argument("--wait", action="store_true", help="tau: wait for the seed-0 random "
                       "search that a concurrent `compare` is running instead of running it")
+  parser.add_argument("--draws", type=int, default=20000, help="ceiling: Monte Carlo draws")
   parser.add_argument("--tag", default="", help="name of the result file: RUNS_ROOT/<command>"
                       "<tag>.json")
   args = parser.parse_args(argv)
   args.flagfile = os.path.abspath(args.flagfile)
   args.runs_root = os.path.abspath(args.runs_root)
-  result = {"resolution": resolution, "tau": tau, "compare": compare}[args.command](args, extra)
+  commands = {"resolution": resolution, "tau": tau, "compare": compare, "ceiling": ceiling}
+  result = commands[args.command](args, extra)
   result["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
   runlog.write_json(os.path.join(args.runs_root, f"{args.command}{args.tag}.json"), result)
 

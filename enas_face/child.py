@@ -30,10 +30,7 @@ from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 
 
-def layer_stages(num_layers: int, num_reductions: int) -> tuple[int, ...]:
-  """s_i = number of reductions placed after layers before i."""
-  after = enas_macro.reduction_layers(num_layers, num_reductions)
-  return tuple(sum(1 for r in after if r < i) for i in range(num_layers))
+layer_stages = enas_macro.layer_stages  # the layout belongs to the space
 
 
 def op_key(layer: int, op_name: str) -> str:
@@ -121,14 +118,6 @@ class _ChildBase(keras.Model):
     return self
 
 
-def _reduction_pairs_for(stages, consumers):
-  """(source, stage) pairs needed so that each (source, target_stage) is reachable."""
-  pairs = set()
-  for source, target in consumers:
-    pairs.update((source, s) for s in range(stages[source] + 1, target + 1))
-  return pairs
-
-
 @keras.saving.register_keras_serializable("enas_face")
 class FixedChild(_ChildBase):
   """The child network of one architecture: only its chosen ops and skips exist.
@@ -140,12 +129,7 @@ class FixedChild(_ChildBase):
     if arc.num_layers != config.num_layers:
       raise ValueError(f"architecture has {arc.num_layers} layers but the model config expects "
                        f"num_layers={config.num_layers}")
-    stages = layer_stages(config.num_layers, config.num_reductions)
-    consumers = [(i - 1, stages[i]) for i in range(1, arc.num_layers)]
-    consumers += [(j, stages[i]) for i in range(arc.num_layers) for j in arc.skip_inputs(i)]
-    consumers.append((arc.num_layers - 1, config.num_reductions))
-    super().__init__(config, _reduction_pairs_for(stages, consumers),
-                     **kwargs)
+    super().__init__(config, enas_macro.reduction_pairs(arc, config.num_reductions), **kwargs)
     self.arc = arc
     for i, op_name in enumerate(arc.op_names):
       channels = self.filters(self.stages[i])

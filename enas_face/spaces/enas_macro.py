@@ -340,6 +340,25 @@ def reduction_layers(num_layers: int, num_reductions: int = 3) -> tuple[int, ...
   return tuple((k + 1) * num_layers // (num_reductions + 1) - 1 for k in range(num_reductions))
 
 
+def layer_stages(num_layers: int, num_reductions: int) -> tuple[int, ...]:
+  """s_i = number of reductions placed after layers before i (layer i works at stage s_i,
+  with C_s = base_filters * 2^s channels on maps of image_size / stem_stride / 2^s)."""
+  after = reduction_layers(num_layers, num_reductions)
+  return tuple(sum(1 for r in after if r < i) for i in range(num_layers))
+
+
+def reduction_pairs(arc: Architecture, num_reductions: int) -> set[tuple[int, int]]:
+  """The factorized reductions (j, s) an architecture runs: (j, s) reduces layer j's output
+  from stage s-1 to s. Every consumer of h_j at stage t (the next layer's main input, a
+  skip into a later layer, the head at the last stage) needs (j, s_j+1) .. (j, t)."""
+  stages = layer_stages(arc.num_layers, num_reductions)
+  consumers = [(i - 1, stages[i]) for i in range(1, arc.num_layers)]
+  consumers += [(j, stages[i]) for i in range(arc.num_layers) for j in arc.skip_inputs(i)]
+  consumers.append((arc.num_layers - 1, num_reductions))
+  return {(source, s) for source, target in consumers
+          for s in range(stages[source] + 1, target + 1)}
+
+
 def op_position(layer: int) -> int:
   """Position of layer i's op id in the ENAS encoding: i + i(i-1)/2."""
   return layer + layer * (layer - 1) // 2

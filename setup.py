@@ -1,6 +1,8 @@
 """enas_face: ENAS neural architecture search for deep face recognition (TF2 / Keras 3)."""
 from setuptools import find_packages, setup
 
+ONNX = ["tf2onnx>=1.16", "onnx>=1.14", "onnxruntime>=1.17"]
+
 setup(
     name="enas_face",
     version="0.1.0",
@@ -23,11 +25,18 @@ setup(
         "Pillow>=9.1",  # decoding that reports truncated/corrupt files (cv2.imread does not)
         "mtcnn>=1.0,<2",  # MTCNN face detector + 5 landmarks; its weights ship in the wheel
         "tqdm>=4.60",
+        # LiteRT interpreter for the TFLite exports (tf.lite.Interpreter is deprecated); no
+        # TensorFlow inside. 2.3.0 resolved and tested next to TF 2.21 / numpy 2.4 / protobuf 7.
+        "ai-edge-litert>=1.0",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "test": ["pytest>=7"],
+        # --export_format=onnx: tf2onnx converts the SavedModel's function, onnxruntime checks
+        # it (1.17.0 / 1.32.0 tested with TF 2.21, numpy 2.4, protobuf 7: no pins changed).
+        "onnx": ONNX,
+        # The ONNX export's test runs too.
+        "test": ["pytest>=7", *ONNX],
     },
     entry_points={"console_scripts": ["enas-face=enas_face.main:entry_point"]},
 )

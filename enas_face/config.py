@@ -17,6 +17,9 @@ from enas_face import runlog
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
 ALIGN_MODES = ("none", "online")
+# --export_format: the SavedModel folder, and TFLite files in it (float32, float16 weights,
+# int8) and an ONNX file (the onnx extra).
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
 
 
 class ConfigError(ValueError):
@@ -254,6 +257,7 @@ class RunConfig:
   search: SearchConfig = SearchConfig()
   head: HeadConfig = HeadConfig()
   export_dir: str = ""
+  export_format: tuple[str, ...] = ("saved_model",)  # a subset of EXPORT_FORMATS, in order
   top_k: int = 1
   candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
   # Where and how it runs (not part of the network: a run may resume under another strategy).
@@ -283,7 +287,9 @@ class RunConfig:
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**obj.get("search", {})),
                  head=HeadConfig(**obj.get("head", {})),
-                 export_dir=obj.get("export_dir", ""), top_k=obj.get("top_k", 1),
+                 export_dir=obj.get("export_dir", ""),
+                 export_format=tuple(obj.get("export_format", ("saved_model",))),
+                 top_k=obj.get("top_k", 1),
                  strategy=obj.get("strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),

@@ -15,9 +15,9 @@ from absl import flags
 from enas_face import spaces
 from enas_face.data import sources
 from enas_face.spaces import enas_macro
-from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, HEADS, ConfigError, DataConfig,
-                              EvalConfig, HeadConfig, ModelConfig, RunConfig, SearchConfig,
-                              TrainConfig)
+from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, ConfigError,
+                              DataConfig, EvalConfig, HeadConfig, ModelConfig, RunConfig,
+                              SearchConfig, TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
@@ -47,7 +47,15 @@ flags.DEFINE_string("arc_file", None, "Sample JSON file: one sample, a list, or 
 flags.DEFINE_integer("top_k", 1, "With --mode=fixed and a ranked --arc_file: train the best k "
                      "from scratch (paper: 3), each in RUN_DIR/topK, and compare them.",
                      lower_bound=1)
-flags.DEFINE_string("export_dir", "", "SavedModel folder; default RUN_DIR/saved_model.")
+flags.DEFINE_string("export_dir", "", "Export folder: the SavedModel and the TFLite files of "
+                    "--export_format; default RUN_DIR/saved_model.")
+flags.DEFINE_list("export_format", ["saved_model"],
+                  "What --mode=export and the end of --mode=fixed write into --export_dir, "
+                  "comma-separated: saved_model (the SavedModel), tflite (model.tflite, "
+                  "float32), tflite_fp16 (model_fp16.tflite, float16 weights), tflite_int8 "
+                  "(model_int8.tflite, full-integer, calibrated on 100 training images), onnx "
+                  "(model.onnx; needs the onnx extra). Each file is checked against the "
+                  "SavedModel on the run's pair images; the figures go to a .json beside it.")
 flags.DEFINE_integer("seed", 0, "Seed of data generation, shuffling, augmentation and init.")
 flags.DEFINE_integer("data_seed", -1, "Seed of the data alone (synthetic faces, splits, pairs); "
                      "-1: --seed. Set it to vary training seeds on the same data.", lower_bound=-1)
@@ -333,6 +341,23 @@ def _pairs_value(value: str) -> str:
   return f"lfw:{spec.path},{spec.images_dir}" if spec.kind == "lfw" else f"bin:{spec.path}"
 
 
+def _export_format(values: list[str]) -> tuple[str, ...]:
+  """--export_format as a tuple of distinct EXPORT_FORMATS, in the order given."""
+  formats = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+  unknown = [f for f in formats if f not in EXPORT_FORMATS]
+  if unknown or not formats:
+    raise ConfigError(f"--export_format={','.join(values)}: "
+                      + (f"unknown format(s) {', '.join(unknown)}" if unknown else "empty")
+                      + f"; choose a comma-separated list of {', '.join(EXPORT_FORMATS)}")
+  if "onnx" in formats:
+    import importlib.util
+    missing = [m for m in ("tf2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+      raise ConfigError(f"--export_format={','.join(values)}: onnx needs the onnx extra "
+                        f"(pip install -e '.[onnx]'); {', '.join(missing)} not installed")
+  return formats
+
+
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
@@ -421,11 +446,13 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{fv.search_epochs}")
   head = HeadConfig(**{f.name: getattr(fv, f.name) for f in dataclasses.fields(HeadConfig)})
   head.validate()
+  export_format = _export_format(fv.export_format)
   evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
                           batch_size=fv.eval_batch_size)
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
                    data=data, train=train, eval=evaluation, search=search, head=head,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
-                   top_k=fv.top_k, candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),
+                   export_format=export_format, top_k=fv.top_k,
+                   candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),
                    strategy=fv.strategy, num_replicas=fv.num_replicas,
                    deterministic=fv.deterministic)

@@ -66,13 +66,13 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
-  """The run folder's own config, with this invocation's mode, export dir and any
+  """The run folder's own config, with this invocation's mode, export dir and formats and any
   evaluation flag given explicitly on this command line."""
   saved = RunConfig.load(os.path.join(config.run_dir, "config.json"))
   overrides = {field: getattr(config.eval, field)
                for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
-                             export_dir=config.export_dir,
+                             export_dir=config.export_dir, export_format=config.export_format,
                              eval=dataclasses.replace(saved.eval, **overrides))
 
 
@@ -121,7 +121,6 @@ def run(config: RunConfig) -> None:
 
   from enas_face import distribute
 
-  from enas_face import export
   from enas_face import fixed
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
@@ -162,9 +161,7 @@ def run(config: RunConfig) -> None:
     metrics = fixed.evaluate(config, _load_dataset(config), child)
     _write_metrics(config, {**_previous_metrics(config), **metrics})
   elif config.mode == "export":
-    path = export.export_saved_model(child, config.model.image_size, config.resolved_export_dir,
-                                     metadata=_export_metadata(config))
-    print(f"SavedModel: {path}")
+    _export(config, child)
 
 
 def _load_dataset(config: RunConfig, chief: bool = True):
@@ -186,6 +183,57 @@ def _export_metadata(config: RunConfig) -> dict:
           "image_size": config.model.image_size}
 
 
+REPRESENTATIVE_IMAGES = 100  # int8 calibration: training images of the run
+CHECK_IMAGES = 64  # parity of each TFLite/ONNX file against the SavedModel: the run's pair images
+
+
+def _export(config: RunConfig, child, dataset=None) -> None:
+  """Writes each --export_format into the export folder: the SavedModel (replacing the folder),
+  then the TFLite and ONNX files, each checked against the SavedModel's function
+  (export.export_tflite, export_onnx) on CHECK_IMAGES pair images and on the run's pairs; int8
+  is calibrated on REPRESENTATIVE_IMAGES training images (both drawn with the data seed)."""
+  import numpy as np
+
+  from enas_face import export
+
+  out, size = config.resolved_export_dir, config.model.image_size
+  metadata = _export_metadata(config)
+  if "saved_model" in config.export_format:
+    export.export_saved_model(child, size, out, metadata=metadata)
+    print(f"SavedModel: {out}")
+  formats = [f for f in config.export_format if f in export.EXPORT_FILES]
+  if not formats:
+    return
+  dataset = dataset or _load_dataset(config)
+  rng = np.random.default_rng(config.data.seed)
+
+  def draw(images, count):
+    return images[np.sort(rng.choice(len(images), min(count, len(images)), replace=False))]
+
+  representative = draw(dataset.train.images, REPRESENTATIVE_IMAGES)
+  check = draw(dataset.pairs.images, CHECK_IMAGES)
+  os.makedirs(out, exist_ok=True)
+  for name in formats:
+    path = os.path.join(out, export.EXPORT_FILES[name])
+    if name == "onnx":
+      report = export.export_onnx(child, size, path, check_images=check, pairs=dataset.pairs,
+                                  metadata={**metadata, "format": name})
+    else:
+      quantization = export.TFLITE_FORMATS[name]
+      report = export.export_tflite(
+          child, size, path, quantization,
+          representative_images=representative if quantization == "int8" else None,
+          check_images=check, pairs=dataset.pairs, metadata={**metadata, "format": name})
+    parity, accuracy = report["parity"], report["verification"]
+    line = (f"{name}: {path} ({report['bytes']:,} bytes); against the SavedModel on "
+            f"{parity['num_images']} pair images: max |diff| {parity['max_abs_diff']:.2e}, "
+            f"cosine mean {parity['mean_cosine']:.6f} min {parity['min_cosine']:.6f}; "
+            f"verification accuracy on {accuracy['num_pairs']} pairs "
+            f"{accuracy['accuracy_float']:.4f} -> {accuracy['accuracy_converted']:.4f} "
+            f"({accuracy['accuracy_change']:+.4f}); {export.report_path(path)}")
+    print(line)
+
+
 def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   """Trains (or resumes), evaluates and exports one architecture; returns its metrics
   (the chief; other workers only train and return {})."""
@@ -193,7 +241,6 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
 
   import numpy as np
 
-  from enas_face import export
   from enas_face import fixed
   from enas_face import latency
 
@@ -213,9 +260,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   stats = latency.LatencyMeter(config.model)(config.arc)  # built through the run's space
   metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
   _write_metrics(config, metrics)
-  export.export_saved_model(state.child, config.model.image_size, config.resolved_export_dir,
-                            metadata=_export_metadata(config))
-  print(f"SavedModel: {config.resolved_export_dir}")
+  _export(config, state.child, dataset)
   return metrics
 
 

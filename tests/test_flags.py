@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 
 from enas_face import flags as enas_flags
-from enas_face.config import RunConfig
+from enas_face.config import ConfigError, RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
@@ -50,3 +50,16 @@ def test_paper_settings():
 def test_every_flag_has_help_text():
   for flag in enas_flags.own_flags(flags.FLAGS):
     assert flag.help and len(flag.help) > 10, flag.name
+
+
+def test_export_format_is_validated_and_round_trips():
+  assert parse().export_format == ("saved_model",)
+  config = parse("--export_format=tflite_int8,saved_model,tflite_int8")
+  assert config.export_format == ("tflite_int8", "saved_model")
+  assert RunConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("value", ["saved_model,coreml", "tflite_int4", ""])
+def test_bad_export_format_names_the_flag(value):
+  with pytest.raises(ConfigError, match="--export_format"):
+    parse(f"--export_format={value}")

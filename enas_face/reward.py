@@ -1,16 +1,21 @@
-"""Latency-aware rewards of the architecture search (plain Python floats, no TF).
+"""Cost-aware rewards of the architecture search (plain Python floats, no TF).
 
-The controller is trained with REINFORCE on R(m), a function of the child's
-validation accuracy Acc(m) in [0, 1] and its measured latency Lat(m) in ms
-against a target T (Zhu 2019, following MnasNet, Tan et al. 2019):
+The controller is trained with REINFORCE on R(m), a function of the sample's score
+Acc(m) in [0, 1] and its cost c(m) (milliseconds, FLOPs or parameters: whatever the
+cost model gives) against a target T in the same unit:
 
-  paper:        R = arcsin(clip(Acc * (Lat/T)^q, 0, 1))
-  mnasnet_soft: R = Acc * (Lat/T)^w, w = alpha if Lat <= T else beta, alpha = beta = q
-  mnasnet_hard: R = Acc * (Lat/T)^w, alpha = 0, beta = -1
-  accuracy:     R = Acc (latency ignored)
+  paper:        R = arcsin(clip(Acc * (c/T)^q, 0, 1))          (Zhu 2019, after MnasNet)
+  mnasnet_soft: R = Acc * (c/T)^w, w = alpha if c <= T else beta, alpha = beta = q
+  mnasnet_hard: R = Acc * (c/T)^w, alpha = 0, beta = -1        (MnasNet, Tan et al. 2019)
+  budget:       R = Acc if c <= T else Acc * T/c, and an over-budget sample never enters
+                the ranking (T is a hard budget: Efficient PolyFace's FLOPs bound, whose
+                search method is not published; this form is our choice, METHODS.md §2)
+  two_sided:    R = Acc - lambda * |c/T - 1|                    (the comprehensive search,
+                Zhang et al. 2022: lambda = 0.05 fits their released logs, T = 350 MFLOPs)
+  accuracy:     R = Acc (the cost is ignored)
 
-With q < 0 a slower network earns less (e.g. q = -0.07 as in MnasNet: twice the
-target costs a factor 2^-0.07 ~ 0.953); a faster one earns slightly more.
+With q < 0 a costlier network earns less (q = -0.07 as in MnasNet: twice the target
+costs a factor 2^-0.07 ~ 0.953); a cheaper one earns slightly more.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import numbers
 from typing import Callable
 
 DEFAULT_EXPONENT = -0.07
+DEFAULT_PENALTY = 0.05
 
 
 def _finite_float(value, what: str) -> float:
@@ -45,97 +51,96 @@ def _check_positive(value, what: str) -> float:
   return value
 
 
-def _latency_ratio(latency_ms, target_ms) -> float:
-  """Lat / T, both validated to be positive."""
-  return _check_positive(latency_ms, "latency_ms") / _check_positive(target_ms, "target_ms")
+def _cost_ratio(cost, target) -> float:
+  """c / T, both validated to be positive."""
+  return _check_positive(cost, "cost") / _check_positive(target, "target")
 
 
-def paper_reward(accuracy: float, latency_ms: float, target_ms: float,
+def paper_reward(accuracy: float, cost: float, target: float,
                  exponent: float = DEFAULT_EXPONENT) -> float:
-  """R = arcsin(clip(Acc * (Lat/T)^q, 0, 1)) (Zhu 2019).
+  """R = arcsin(clip(Acc * (c/T)^q, 0, 1)) (Zhu 2019, with c the latency).
 
-  q < 0 penalises latency over T (e.g. q = -0.07 as MnasNet). With q < 0 and
-  Lat < T the product can exceed 1; the clip keeps it in arcsin's domain, so
-  R <= pi/2.
+  q < 0 penalises cost over T. With q < 0 and c < T the product can exceed 1; the
+  clip keeps it in arcsin's domain, so R <= pi/2.
   """
   accuracy = _check_accuracy(accuracy)
-  ratio = _latency_ratio(latency_ms, target_ms)
+  ratio = _cost_ratio(cost, target)
   exponent = _finite_float(exponent, "exponent")
   return math.asin(min(max(accuracy * ratio**exponent, 0.0), 1.0))
 
 
-def mnasnet_reward(accuracy: float, latency_ms: float, target_ms: float,
+def mnasnet_reward(accuracy: float, cost: float, target: float,
                    alpha: float = DEFAULT_EXPONENT, beta: float = DEFAULT_EXPONENT) -> float:
-  """R = Acc * (Lat/T)^w, w = alpha if Lat <= T else beta (MnasNet).
+  """R = Acc * (c/T)^w, w = alpha if c <= T else beta (MnasNet).
 
   Soft constraint: alpha = beta = -0.07; hard constraint: alpha = 0, beta = -1
-  (R = Acc within the budget, Acc * T / Lat over it).
+  (R = Acc within the budget, Acc * T / c over it).
   """
   accuracy = _check_accuracy(accuracy)
-  ratio = _latency_ratio(latency_ms, target_ms)
+  ratio = _cost_ratio(cost, target)
   alpha = _finite_float(alpha, "alpha")
   beta = _finite_float(beta, "beta")
   return accuracy * ratio**(alpha if ratio <= 1.0 else beta)
 
 
-def accuracy_reward(accuracy: float, latency_ms: float | None = None,
-                    target_ms: float | None = None) -> float:
-  """R = Acc; latency and target are ignored (validated when given)."""
+def two_sided_reward(accuracy: float, cost: float, target: float,
+                     penalty: float = DEFAULT_PENALTY) -> float:
+  """R = Acc - lambda |c/T - 1| (Zhang et al. 2022): a cost below the target is penalised
+  like one above it, lambda per 100 % deviation."""
   accuracy = _check_accuracy(accuracy)
-  if latency_ms is not None:
-    _check_positive(latency_ms, "latency_ms")
-  if target_ms is not None:
-    _check_positive(target_ms, "target_ms")
+  ratio = _cost_ratio(cost, target)
+  penalty = _finite_float(penalty, "penalty")
+  if penalty < 0:
+    raise ValueError(f"penalty must be >= 0, got {penalty!r}")
+  return accuracy - penalty * abs(ratio - 1.0)
+
+
+def accuracy_reward(accuracy: float, cost: float | None = None,
+                    target: float | None = None) -> float:
+  """R = Acc; cost and target are ignored (validated when given)."""
+  accuracy = _check_accuracy(accuracy)
+  if cost is not None:
+    _check_positive(cost, "cost")
+  if target is not None:
+    _check_positive(target, "target")
   return accuracy
 
 
-# Every entry has the signature (accuracy, latency_ms, target_ms, exponent) -> float.
-def _paper(accuracy, latency_ms, target_ms, exponent):
-  """paper_reward with q = exponent."""
-  return paper_reward(accuracy, latency_ms, target_ms, exponent)
+def within_budget(name: str, cost: float | None, target: float | None) -> bool:
+  """False only for a `budget` reward's sample that costs more than T (c > T)."""
+  return name != "budget" or cost is None or target is None or cost <= target
 
 
-def _mnasnet_soft(accuracy, latency_ms, target_ms, exponent):
-  """mnasnet_reward with alpha = beta = exponent."""
-  return mnasnet_reward(accuracy, latency_ms, target_ms, alpha=exponent, beta=exponent)
-
-
-def _mnasnet_hard(accuracy, latency_ms, target_ms, exponent):
-  """mnasnet_reward with alpha = 0, beta = -1 (exponent ignored)."""
-  return mnasnet_reward(accuracy, latency_ms, target_ms, alpha=0.0, beta=-1.0)
-
-
-def _accuracy(accuracy, latency_ms, target_ms, exponent):
-  """accuracy_reward (latency, target and exponent ignored)."""
-  return accuracy_reward(accuracy, latency_ms, target_ms)
-
-
-REWARDS: dict[str, Callable[[float, float, float | None, float], float]] = {
-    "paper": _paper,
-    "mnasnet_soft": _mnasnet_soft,
-    "mnasnet_hard": _mnasnet_hard,
-    "accuracy": _accuracy,
+# Every entry: (accuracy, cost, target, exponent, penalty) -> float.
+REWARDS: dict[str, Callable[[float, float, float | None, float, float], float]] = {
+    "paper": lambda a, c, t, q, lam: paper_reward(a, c, t, q),
+    "mnasnet_soft": lambda a, c, t, q, lam: mnasnet_reward(a, c, t, alpha=q, beta=q),
+    "mnasnet_hard": lambda a, c, t, q, lam: mnasnet_reward(a, c, t, alpha=0.0, beta=-1.0),
+    "budget": lambda a, c, t, q, lam: mnasnet_reward(a, c, t, alpha=0.0, beta=-1.0),
+    "two_sided": lambda a, c, t, q, lam: two_sided_reward(a, c, t, lam),
+    "accuracy": lambda a, c, t, q, lam: accuracy_reward(a, c, t),
 }
 
 
-def make_reward(name: str, target_ms: float | None,
-                exponent: float = DEFAULT_EXPONENT) -> Callable[[float, float], float]:
-  """The reward `name` of REWARDS with T and q bound: (accuracy, latency_ms) -> R.
+def make_reward(name: str, target: float | None, exponent: float = DEFAULT_EXPONENT,
+                penalty: float = DEFAULT_PENALTY) -> Callable[[float, float], float]:
+  """The reward `name` of REWARDS with T, q and lambda bound: (accuracy, cost) -> R.
 
-  target_ms may be None only for "accuracy".
+  target may be None only for "accuracy".
   """
   if name not in REWARDS:
     raise ValueError(f"unknown reward {name!r}; choices: {', '.join(sorted(REWARDS))}")
-  if target_ms is not None:
-    target_ms = _check_positive(target_ms, "target_ms")
+  if target is not None:
+    target = _check_positive(target, "target")
   elif name != "accuracy":
-    raise ValueError(f"reward {name!r} needs a target latency target_ms > 0, got None")
+    raise ValueError(f"reward {name!r} needs a cost target > 0, got None")
   exponent = _finite_float(exponent, "exponent")
+  penalty = _finite_float(penalty, "penalty")
   function = REWARDS[name]
 
-  def reward(accuracy: float, latency_ms: float) -> float:
-    return float(function(accuracy, latency_ms, target_ms, exponent))
+  def reward(accuracy: float, cost: float) -> float:
+    return float(function(accuracy, cost, target, exponent, penalty))
 
   reward.__name__ = f"{name}_reward"
-  reward.__doc__ = f"{function.__doc__} T = {target_ms} ms, q = {exponent}."
+  reward.__doc__ = f"The {name} reward, T = {target}, q = {exponent}, lambda = {penalty}."
   return reward

@@ -41,7 +41,7 @@ REWARD_TABLE = [
 
 @pytest.mark.parametrize("name, accuracy, latency_ms, expected", REWARD_TABLE)
 def test_reward_table(name, accuracy, latency_ms, expected):
-  reward = make_reward(name, target_ms=T, exponent=Q)
+  reward = make_reward(name, target=T, exponent=Q)
   value = reward(accuracy, latency_ms)
   assert isinstance(value, float)
   assert value == pytest.approx(expected, rel=1e-12, abs=1e-15)
@@ -73,12 +73,12 @@ def test_mnasnet_hard_direct_call():
 
 def test_accuracy_reward_needs_no_latency():
   assert accuracy_reward(0.42) == 0.42
-  assert make_reward("accuracy", target_ms=None)(0.42, 5.0) == 0.42
+  assert make_reward("accuracy", target=None)(0.42, 5.0) == 0.42
 
 
-@pytest.mark.parametrize("name", ["paper", "mnasnet_soft", "mnasnet_hard"])
+@pytest.mark.parametrize("name", ["paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided"])
 def test_reward_decreases_with_latency_over_target(name):
-  reward = make_reward(name, target_ms=T, exponent=Q)
+  reward = make_reward(name, target=T, exponent=Q)
   latencies = np.linspace(T, 10 * T, 25)
   values = [reward(0.8, latency) for latency in latencies]
   assert all(a > b for a, b in zip(values, values[1:]))
@@ -94,7 +94,7 @@ def test_paper_reward_is_non_increasing_in_latency_everywhere_for_negative_q():
 
 def test_reward_increases_with_accuracy():
   for name in REWARDS:
-    reward = make_reward(name, target_ms=T, exponent=Q)
+    reward = make_reward(name, target=T, exponent=Q)
     values = [reward(a, 2 * T) for a in np.linspace(0.0, 1.0, 11)]
     assert all(a < b for a, b in zip(values, values[1:])), name
 
@@ -105,13 +105,15 @@ def test_numpy_scalars_accepted():
 
 
 def test_registry_names():
-  assert set(REWARDS) == {"paper", "mnasnet_soft", "mnasnet_hard", "accuracy"}
+  assert set(REWARDS) == {"paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided",
+                          "accuracy"}
 
 
 # ------------------------------------------------------------------ errors
 def test_unknown_reward_names_it_and_the_choices():
-  with pytest.raises(ValueError, match=r"'speed'.*accuracy.*mnasnet_hard.*mnasnet_soft.*paper"):
-    make_reward("speed", target_ms=T)
+  with pytest.raises(ValueError,
+                     match=r"'speed'.*accuracy.*budget.*mnasnet_hard.*mnasnet_soft.*paper.*two_sided"):
+    make_reward("speed", target=T)
 
 
 @pytest.mark.parametrize("accuracy", [-0.01, 1.01, float("nan"), float("inf")])
@@ -125,27 +127,27 @@ def test_bad_accuracy(accuracy):
 
 @pytest.mark.parametrize("latency", [0.0, -1.0, float("nan")])
 def test_bad_latency(latency):
-  with pytest.raises(ValueError, match="latency_ms") as error:
+  with pytest.raises(ValueError, match="cost") as error:
     paper_reward(0.5, latency, 10.0)
   assert repr(latency) in str(error.value)  # says what was received
-  with pytest.raises(ValueError, match="latency_ms"):
+  with pytest.raises(ValueError, match="cost"):
     mnasnet_reward(0.5, latency, 10.0)
-  with pytest.raises(ValueError, match="latency_ms"):
+  with pytest.raises(ValueError, match="cost"):
     make_reward("accuracy", None)(0.5, latency)
 
 
 @pytest.mark.parametrize("target", [0.0, -5.0, float("inf")])
 def test_bad_target(target):
-  with pytest.raises(ValueError, match="target_ms"):
-    make_reward("paper", target_ms=target)
-  with pytest.raises(ValueError, match="target_ms"):
+  with pytest.raises(ValueError, match="target"):
+    make_reward("paper", target=target)
+  with pytest.raises(ValueError, match="target"):
     paper_reward(0.5, 5.0, target)
 
 
 def test_latency_rewards_need_a_target():
-  for name in ("paper", "mnasnet_soft", "mnasnet_hard"):
-    with pytest.raises(ValueError, match=f"{name}.*target_ms"):
-      make_reward(name, target_ms=None)
+  for name in ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided"):
+    with pytest.raises(ValueError, match=f"{name}.*target"):
+      make_reward(name, target=None)
 
 
 def test_non_numbers_rejected():
@@ -154,7 +156,28 @@ def test_non_numbers_rejected():
   with pytest.raises(ValueError, match="accuracy must be a real number"):
     paper_reward(True, 5.0, 10.0)
   with pytest.raises(ValueError, match="exponent"):
-    make_reward("paper", target_ms=10.0, exponent=float("nan"))
+    make_reward("paper", target=10.0, exponent=float("nan"))
+
+
+def test_two_sided_reward_penalises_both_sides_equally():
+  """R = Acc - lambda |c/T - 1|: the comprehensive search's acc - |FLOPs_M - 350| / 7000."""
+  reward = make_reward("two_sided", target=350e6, penalty=0.05)
+  assert reward(0.9, 350e6) == 0.9
+  assert reward(0.9, 700e6) == pytest.approx(0.85)
+  assert reward(0.9, 175e6) == pytest.approx(0.875)
+  for flops_m in (100.0, 300.0, 420.0, 1000.0):
+    assert reward(0.8, flops_m * 1e6) == pytest.approx(0.8 - abs(flops_m - 350.0) / 7000.0)
+  with pytest.raises(ValueError, match="penalty"):
+    reward_lib.two_sided_reward(0.5, 1.0, 1.0, penalty=-0.1)
+
+
+def test_budget_reward_is_accuracy_within_budget_and_penalised_over_it():
+  reward = make_reward("budget", target=100.0)
+  assert reward(0.7, 100.0) == 0.7 and reward(0.7, 10.0) == 0.7
+  assert reward(0.8, 200.0) == pytest.approx(0.4)
+  assert reward_lib.within_budget("budget", 100.0, 100.0)
+  assert not reward_lib.within_budget("budget", 100.5, 100.0)
+  assert reward_lib.within_budget("paper", 1e9, 100.0)  # only the budget reward excludes
 
 
 def test_module_has_no_tensorflow_dependency():

@@ -229,8 +229,11 @@ class SearchConfig:
   skip_weight: float = 0.8
   grad_clip_norm: float = 5.0
   reward: str = "paper"
-  target_latency_ms: float = 7.0
-  latency_exponent: float = -0.07
+  cost_model: str = "measured"  # measured | lut | tflite | flops | params (enas_face.costs)
+  cost_target: float = 7.0  # T in the cost model's unit (ms, FLOPs or params)
+  cost_exponent: float = -0.07
+  cost_penalty: float = 0.05  # lambda of the two_sided reward
+  cost_table: str = ""  # the lut cost model's table
   latency_warmup: int = 5
   latency_repeats: int = 20
   val_batch_size: int = 128
@@ -243,6 +246,14 @@ class SearchConfig:
   reward_identities: int = 0  # training identities held out for verification rewards
   reward_pairs: int = 600
   trial_epochs: int = 2  # multi_trial: epochs of each sample's training from scratch
+
+
+# Fields renamed since older run folders wrote their config.json: old -> new.
+SEARCH_RENAMES = {"target_latency_ms": "cost_target", "latency_exponent": "cost_exponent"}
+
+
+def _renamed(fields: dict, renames: dict) -> dict:
+  return {renames.get(key, key): value for key, value in fields.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +296,7 @@ class RunConfig:
                  arc=space.from_json(obj["arc"], model),
                  model=model, data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
-                 search=SearchConfig(**obj.get("search", {})),
+                 search=SearchConfig(**_renamed(obj.get("search", {}), SEARCH_RENAMES)),
                  head=HeadConfig(**obj.get("head", {})),
                  export_dir=obj.get("export_dir", ""),
                  export_format=tuple(obj.get("export_format", ("saved_model",))),

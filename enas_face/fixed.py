@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import cost
+from enas_face import costs
 from enas_face import distribute
 from enas_face import runlog
 from enas_face import verification
@@ -197,9 +197,12 @@ def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
                                                  num_folds=pairs.num_folds, far=eval_cfg.far)
   metrics["pca_baseline_verification_accuracy"] = pca_report["verification_accuracy"]
   metrics["pca_baseline_verification_std"] = pca_report["verification_std"]
-  params = cost.count_params(child)
+  params = costs.keras_params(child)
   metrics["params"] = params["trainable"]
   metrics["params_total"] = params["total"]
-  metrics["flops"] = cost.count_flops(child, config.model.image_size)
+  try:
+    metrics["flops"] = config.model.space.flops(config.model, config.arc)
+  except NotImplementedError:
+    metrics["flops"] = None
   metrics["architecture"] = config.model.space.to_string(config.arc)
   return metrics

@@ -21,7 +21,10 @@ from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEAD
 
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
-REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "accuracy")
+REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
+COST_MODELS = ("measured", "lut", "tflite", "flops", "params")
+COST_UNITS = {"measured": "ms", "lut": "ms", "tflite": "ms", "flops": "FLOPs", "params": "params"}
+DEFAULT_TARGET_MS = 7.0
 STRATEGIES = ("one_shot", "multi_trial")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
@@ -235,12 +238,25 @@ flags.DEFINE_float("skip_weight", 0.8, "Weight of the skip-density KL penalty.",
 flags.DEFINE_float("controller_grad_clip", 5.0, "Global-norm clip of controller gradients.",
                    lower_bound=0.0)
 flags.DEFINE_enum("reward", "paper", REWARDS,
-                  "paper: arcsin(Acc (Lat/T)^q); mnasnet_soft/mnasnet_hard: Acc (Lat/T)^w; "
-                  "accuracy: Acc alone.")
-flags.DEFINE_float("target_latency_ms", 7.0, "Target latency T in ms (batch-1, this machine).",
-                   lower_bound=0.0)
-flags.DEFINE_float("latency_exponent", -0.07, "Exponent q of the latency term (negative "
-                   "penalises latency over T).")
+                  "With c the --cost_model's cost and T --cost_target: paper: arcsin(Acc (c/T)^q); "
+                  "mnasnet_soft/mnasnet_hard: Acc (c/T)^w; budget: Acc within T, Acc T/c over "
+                  "it, and over-budget samples are never ranked; two_sided: Acc - lambda "
+                  "|c/T - 1|; accuracy: Acc alone.")
+flags.DEFINE_enum("cost_model", "measured", COST_MODELS,
+                  "What a sample costs: measured (batch-1 tf.function ms on this machine), lut "
+                  "(a latency table's sum, --cost_table), tflite (batch-1 LiteRT ms), flops or "
+                  "params (analytic counts, nothing built).")
+flags.DEFINE_float("cost_target", 0.0, "Target (or budget) T of the reward in the cost model's "
+                   f"unit (ms, FLOPs or params); 0 = {DEFAULT_TARGET_MS} ms for the latency "
+                   "models, required for flops and params.", lower_bound=0.0)
+flags.DEFINE_alias("target_latency_ms", "cost_target")
+flags.DEFINE_float("cost_exponent", -0.07, "Exponent q of the cost term of paper and "
+                   "mnasnet_soft (negative penalises cost over T).")
+flags.DEFINE_alias("latency_exponent", "cost_exponent")
+flags.DEFINE_float("cost_penalty", 0.05, "lambda of --reward=two_sided: the reward lost per "
+                   "100%% deviation from --cost_target (0.05: Zhang et al. 2022).", lower_bound=0.0)
+flags.DEFINE_string("cost_table", "", "Latency table of --cost_model=lut (JSON written by "
+                    "tools/build_latency_table.py for the same model flags).")
 flags.DEFINE_integer("latency_warmup", 5, "Untimed batch-1 inferences before timing.",
                      lower_bound=0)
 flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 inferences; latency = median.",
@@ -323,6 +339,11 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     raise ConfigError(f"--reward_metric={search.reward_metric} needs --reward_identities > 0: "
                       "the reward's pairs come from training identities held out for it (never "
                       "from the evaluation pairs)")
+  if search.cost_model == "lut" and not search.cost_table:
+    raise ConfigError("--cost_model=lut needs --cost_table=PATH (tools/build_latency_table.py "
+                      "writes one)")
+  if search.cost_table and not os.path.exists(search.cost_table):
+    raise ConfigError(f"--cost_table={search.cost_table}: no such file")
   if search.reward_identities and search.reward_pairs % (2 * num_folds):
     raise ConfigError(f"--reward_pairs={search.reward_pairs} must be a multiple of 2 * "
                       f"--num_folds = {2 * num_folds}")
@@ -416,8 +437,13 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{fv.epochs}")
   if fv.lr_min > fv.lr_max:
     raise ConfigError(f"--lr_min={fv.lr_min} must not exceed --lr_max={fv.lr_max}")
-  if fv.target_latency_ms <= 0:
-    raise ConfigError(f"--target_latency_ms={fv.target_latency_ms} must be positive")
+  cost_target = fv.cost_target
+  if cost_target == 0 and COST_UNITS[fv.cost_model] == "ms":
+    cost_target = DEFAULT_TARGET_MS
+  if cost_target == 0 and fv.mode == "search" and fv.reward != "accuracy":
+    raise ConfigError(f"--reward={fv.reward} with --cost_model={fv.cost_model} needs "
+                      f"--cost_target > 0 in {COST_UNITS[fv.cost_model]} (e.g. "
+                      f"--cost_target=350e6 for 350 MFLOPs)")
   if fv.controller_lr_min > fv.controller_lr:
     raise ConfigError(f"--controller_lr_min={fv.controller_lr_min} must not exceed "
                       f"--controller_lr={fv.controller_lr}")
@@ -431,7 +457,9 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       controller_tanh_constant=fv.controller_tanh_constant, entropy_weight=fv.entropy_weight,
       baseline_decay=fv.baseline_decay, skip_target=fv.skip_target, skip_weight=fv.skip_weight,
       grad_clip_norm=fv.controller_grad_clip, reward=fv.reward,
-      target_latency_ms=fv.target_latency_ms, latency_exponent=fv.latency_exponent,
+      cost_model=fv.cost_model, cost_target=cost_target, cost_exponent=fv.cost_exponent,
+      cost_penalty=fv.cost_penalty,
+      cost_table=os.path.abspath(fv.cost_table) if fv.cost_table else "",
       latency_warmup=fv.latency_warmup, latency_repeats=fv.latency_repeats,
       val_batch_size=fv.search_val_batch_size, num_final_samples=fv.num_final_samples,
       num_ranked=fv.num_ranked,

@@ -241,6 +241,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
 
   import numpy as np
 
+  from enas_face import costs
   from enas_face import fixed
   from enas_face import latency
 
@@ -259,6 +260,10 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   metrics["run_wall_seconds_this_invocation"] = wall
   stats = latency.LatencyMeter(config.model)(config.arc)  # built through the run's space
   metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
+  if config.search.cost_model != "measured":  # the run's own cost model too
+    cost_model = costs.from_config(config)
+    metrics.update(cost=cost_model(config.arc), cost_unit=cost_model.unit,
+                   cost_model=cost_model.name)
   _write_metrics(config, metrics)
   _export(config, state.child, dataset)
   return metrics
@@ -275,15 +280,22 @@ COMPARISON_COLUMNS = (("rank", "rank", "{}"), ("arc", "architecture", "{}"),
 def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
   """comparison.json and comparison.md: the top-k architectures trained from scratch."""
   runlog.write_json(os.path.join(config.run_dir, "comparison.json"), rows)
-  header = "| " + " | ".join(label for _, label, _ in COMPARISON_COLUMNS) + " |"
-  lines = [header, "|" + "---|" * len(COMPARISON_COLUMNS)]
+  columns = COMPARISON_COLUMNS
+  if rows and "cost" in rows[0]:  # a cost model other than measured latency
+    columns += (("cost", f"{rows[0]['cost_model']} cost ({rows[0]['cost_unit']})", "{:.4g}"),)
+  header = "| " + " | ".join(label for _, label, _ in columns) + " |"
+  lines = [header, "|" + "---|" * len(columns)]
   for row in rows:
-    lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COMPARISON_COLUMNS)
-                 + " |")
+    lines.append("| " + " | ".join("n/a" if row.get(key) is None else fmt.format(row[key])
+                                   for key, _, fmt in columns) + " |")
   table = "\n".join(lines) + "\n"
   runlog.write_text(os.path.join(config.run_dir, "comparison.md"), table)
   print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
   print(table)
+
+
+def _number(value, form: str = "{:.4g}") -> str:
+  return "n/a" if value is None else form.format(value)
 
 
 def format_search_summary(summary: dict, run_dir: str) -> str:
@@ -293,10 +305,13 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
           ("rewarded samples / distinct", f"{summary['rewarded_samples']} / "
                                           f"{summary['distinct_samples']}"),
           (f"final samples: mean / best {summary['reward_metric']}",
-           f"{summary['final_score_mean']:.4f} / {summary['final_score_best']:.4f}"),
-          ("final samples: mean latency ms", f"{summary['final_latency_ms_mean']:.2f}"),
-          ("final samples: mean reward", f"{summary['final_reward_mean']:.4f}"),
-          ("latency", summary["latency_measurement"]),
+           f"{_number(summary['final_score_mean'], '{:.4f}')} / "
+           f"{_number(summary['final_score_best'], '{:.4f}')}"),
+          ("final samples over the budget (not ranked)", summary["final_over_budget"]),
+          (f"final samples: mean cost ({summary['cost_unit']})",
+           _number(summary["final_cost_mean"])),
+          ("final samples: mean reward", _number(summary["final_reward_mean"], "{:.4f}")),
+          ("cost", summary["cost_description"]),
           ("ranked architectures", os.path.join(run_dir, "arcs_ranked.json"))]
   width = max(len(r[0]) for r in rows)
   return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)

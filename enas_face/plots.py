@@ -29,22 +29,24 @@ def _arc_key(arc: str) -> str:
     return arc.strip()
 
 
-def _checked_points(points: list[dict]) -> list[dict[str, Any]]:
-  """Validates the keys and numbers of every point; returns normalised copies."""
+def _checked_points(points: list[dict], cost_key: str = "latency_ms") -> list[dict[str, Any]]:
+  """Validates the keys and numbers of every point; returns normalised copies (the cost
+  under "cost")."""
   checked = []
   for index, point in enumerate(points):
     if not isinstance(point, dict):
       raise ValueError(f"point {index} must be a dict, got {type(point).__name__}: {point!r}")
-    missing = [key for key in ("arc", "latency_ms", "val_accuracy") if key not in point]
+    missing = [key for key in ("arc", cost_key, "val_accuracy") if key not in point]
     if missing:
       raise ValueError(f"point {index} lacks {missing}; got keys {sorted(point)}")
-    latency, accuracy = float(point["latency_ms"]), float(point["val_accuracy"])
-    if not (math.isfinite(latency) and math.isfinite(accuracy)):
-      raise ValueError(f"point {index} has a non-finite latency or accuracy: {point!r}")
+    cost, accuracy = float(point[cost_key]), float(point["val_accuracy"])
+    if not (math.isfinite(cost) and math.isfinite(accuracy)):
+      raise ValueError(f"point {index} has a non-finite {cost_key} or accuracy: {point!r}")
     epoch = point.get("epoch")
-    checked.append({"arc": _arc_key(str(point["arc"])), "latency_ms": latency,
+    checked.append({"arc": _arc_key(str(point["arc"])), "cost": cost,
                     "val_accuracy": accuracy, "epoch": None if epoch is None else float(epoch),
-                    "sampler": point.get("sampler")})
+                    "sampler": point.get("sampler"),
+                    "over_budget": bool(point.get("over_budget", False))})
   return checked
 
 
@@ -58,19 +60,27 @@ def _save(figure, path: str) -> str:
 
 def plot_accuracy_vs_latency(points: list[dict], path: str, target_ms: float | None = None,
                              highlight: list[str] | None = None, title: str = "") -> str:
-  """Scatter of sampled architectures: x = latency (ms), y = validation accuracy.
+  """plot_accuracy_vs_cost with the cost under "latency_ms" (ms, batch 1)."""
+  return plot_accuracy_vs_cost(points, path, target=target_ms, highlight=highlight, title=title)
 
-  points: dicts with "arc", "latency_ms", "val_accuracy", optional "epoch"
-  (colour by epoch, with a colorbar; points without one are grey) and optional
-  "sampler" (one marker per value, with a legend when there are several).
-  target_ms draws a dashed vertical line; `highlight` arcs are circled and
-  numbered 1..k in list order (an arc sampled several times is marked at its
-  last point). Writes a PNG to `path` and returns it.
+
+def plot_accuracy_vs_cost(points: list[dict], path: str, target: float | None = None,
+                          highlight: list[str] | None = None, title: str = "",
+                          cost_key: str = "latency_ms", cost_label: str = "latency (ms, batch 1)",
+                          unit: str = "ms") -> str:
+  """Scatter of sampled architectures: x = cost (`cost_key` of each point), y = accuracy.
+
+  points: dicts with "arc", `cost_key`, "val_accuracy", optional "epoch"
+  (colour by epoch, with a colorbar; points without one are grey), optional
+  "sampler" (one marker per value, with a legend when there are several) and optional
+  "over_budget" (crossed out). `target` draws a dashed vertical line; `highlight` arcs
+  are circled and numbered 1..k in list order (an arc sampled several times is marked
+  at its last point). Writes a PNG to `path` and returns it.
   """
-  checked = _checked_points(points)
+  checked = _checked_points(points, cost_key)
   figure, axes = plt.subplots(figsize=(7.5, 5.0))
   try:
-    axes.set_xlabel("latency (ms, batch 1)")
+    axes.set_xlabel(cost_label)
     axes.set_ylabel("validation accuracy")
     if title:
       axes.set_title(title)
@@ -94,11 +104,11 @@ def plot_accuracy_vs_latency(points: list[dict], path: str, target_ms: float | N
       without_epoch = [p for p in group if p["epoch"] is None]
       if with_epoch:
         color_mappable = axes.scatter(
-            [p["latency_ms"] for p in with_epoch], [p["val_accuracy"] for p in with_epoch],
+            [p["cost"] for p in with_epoch], [p["val_accuracy"] for p in with_epoch],
             c=[p["epoch"] for p in with_epoch], cmap="viridis", norm=norm, marker=marker,
             s=28, alpha=0.8, edgecolors="none")
       if without_epoch:
-        axes.scatter([p["latency_ms"] for p in without_epoch],
+        axes.scatter([p["cost"] for p in without_epoch],
                      [p["val_accuracy"] for p in without_epoch],
                      color=NO_EPOCH_COLOR if epochs else "tab:blue", marker=marker, s=28,
                      alpha=0.8, edgecolors="none")
@@ -114,10 +124,16 @@ def plot_accuracy_vs_latency(points: list[dict], path: str, target_ms: float | N
         colorbar.locator = matplotlib.ticker.MaxNLocator(integer=True)
         colorbar.update_ticks()
 
-    if target_ms is not None:
-      axes.axvline(target_ms, color="tab:red", linestyle="--", linewidth=1.2)
+    over = [p for p in checked if p["over_budget"]]
+    if over:
+      axes.scatter([p["cost"] for p in over], [p["val_accuracy"] for p in over], marker="x",
+                   color="black", s=40, linewidths=1.0, zorder=2)
+      legend_handles.append(Line2D([], [], linestyle="none", marker="x", color="black",
+                                   label=f"over budget ({len(over)})"))
+    if target is not None:
+      axes.axvline(target, color="tab:red", linestyle="--", linewidth=1.2)
       legend_handles.append(Line2D([], [], color="tab:red", linestyle="--",
-                                   label=f"target {target_ms:g} ms"))
+                                   label=f"target {target:g} {unit}"))
 
     last_point = {p["arc"]: p for p in checked}
     missing = []
@@ -126,9 +142,9 @@ def plot_accuracy_vs_latency(points: list[dict], path: str, target_ms: float | N
       if point is None:
         missing.append(arc)
         continue
-      axes.scatter([point["latency_ms"]], [point["val_accuracy"]], s=220, facecolors="none",
+      axes.scatter([point["cost"]], [point["val_accuracy"]], s=220, facecolors="none",
                    edgecolors="tab:red", linewidths=1.6, zorder=3)
-      axes.annotate(str(rank), (point["latency_ms"], point["val_accuracy"]),
+      axes.annotate(str(rank), (point["cost"], point["val_accuracy"]),
                     xytext=(8, 8), textcoords="offset points", color="tab:red",
                     fontsize=10, fontweight="bold", zorder=4)
     if missing:

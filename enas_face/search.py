@@ -5,19 +5,22 @@ Each search epoch:
      drawn sample per minibatch; multi_trial: nothing);
   2. the controller phase: S steps; each draws Q samples, the strategy scores each
      (`strategies`: the reward metric with the shared weights, or after training the
-     sample from scratch), the cost model prices it (batch-1 latency, only when the
-     reward uses it), R = reward(score, cost), and the ENAS controller takes one
+     sample from scratch), the cost model prices it (`costs`: measured or TFLite latency
+     only when the reward uses it; a table or an analytic count always),
+     R = reward(score, cost), and the ENAS controller takes one
      REINFORCE step on the Q (sample, reward) pairs (the random sampler takes none);
   3. log (sampled_arcs.jsonl), checkpoint.
 Then the ranking: the strategy's final candidates (one_shot: `num_final_samples` draws
 scored on the whole reward data; multi_trial: every trial), best score first, with
-latency, parameters and FLOPs, in arcs_ranked.json (Algorithm 2 trains the best from
-scratch: `--mode=fixed --arc_file=RUN_DIR/arcs_ranked.json --top_k=3`).
+their cost, parameters and FLOPs, in arcs_ranked.json (under --reward=budget only those
+within the budget; Algorithm 2 trains the best from scratch:
+`--mode=fixed --arc_file=RUN_DIR/arcs_ranked.json --top_k=3`).
 
 Run folder: sampled_arcs.jsonl, checkpoints/ (sampler, controller optimiser and
 baseline, epoch, and the strategy's state: the shared model, head, optimiser and random
-state for one_shot), trials.jsonl and trials/ (multi_trial), latency_cache.jsonl,
-tensorboard/, arcs_ranked.json, search_summary.json, accuracy_vs_latency.png. A rerun
+state for one_shot), trials.jsonl and trials/ (multi_trial), latency_cache.jsonl (measured) or
+tflite_latency_cache.jsonl, tensorboard/, arcs_ranked.json, search_summary.json,
+accuracy_vs_cost.png. A rerun
 resumes after the last finished epoch; the log is cut back to that epoch.
 """
 from __future__ import annotations
@@ -29,13 +32,11 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.python.eager import context as eager_context  # clear_kernel_cache: no public API
 
 from enas_face import controller as controller_lib
-from enas_face import cost
+from enas_face import costs
 from enas_face import distribute
 from enas_face import fixed
-from enas_face import latency
 from enas_face import plots
 from enas_face import reward as reward_lib
 from enas_face import runlog
@@ -49,13 +50,22 @@ from enas_face.training import loop
 LOG_NAME = "sampled_arcs.jsonl"
 RANKED_NAME = "arcs_ranked.json"
 SUMMARY_NAME = "search_summary.json"
-PLOT_NAME = "accuracy_vs_latency.png"
-# Every newly measured architecture is a new tf.function (the latency probe), and TF's
-# eager kernel cache keeps its kernels (~35 KB) for the life of the process: a long
-# search grew ~0.65 MB per 100 child steps (bench/bench_search_memory.py). Clearing
-# the cache costs one re-instantiation of the train step (~5 s at 16x16), so it is
-# cleared after this many new measurements: growth stays under ~20 MB for ~1 % time.
-KERNEL_CACHE_CLEAR_EVERY = 500
+PLOT_NAME = "accuracy_vs_cost.png"
+# Cost models whose price is a lookup or a count: they price every sample, whatever the
+# reward (measured and TFLite latency price only when the reward uses the cost).
+CHEAP_COST_MODELS = ("lut", "flops", "params")
+
+
+def price(cost_model: costs.CostModel, sample, reward_name: str, target: float) -> dict:
+  """The cost fields of a log record or a ranking entry: cost, its unit, latency_ms (for the
+  latency models), the model's details, and within_budget (reward.within_budget)."""
+  value = float(cost_model(sample))
+  fields = {"cost": value, "cost_unit": cost_model.unit, "cost_model": cost_model.name,
+            "within_budget": reward_lib.within_budget(reward_name, value, target),
+            **cost_model.details(sample)}
+  if cost_model.unit == "ms":
+    fields["latency_ms"] = value
+  return fields
 
 
 @dataclasses.dataclass
@@ -145,19 +155,18 @@ def search(config: RunConfig, dataset: FaceDataset,
                  search_cfg.epochs)
   strategy.start(restored=bool(latest))
 
-  meter = latency.LatencyMeter(config.model, warmup=search_cfg.latency_warmup,
-                               repeats=search_cfg.latency_repeats,
-                               cache_path=search_cfg.latency_cache or os.path.join(
-                                   config.run_dir, "latency_cache.jsonl"))
-  prices_latency = search_cfg.reward != "accuracy"  # else latency is measured for the ranking only
-  reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.target_latency_ms,
-                                     search_cfg.latency_exponent)
-  logging.info("search: space %s, strategy %s, sampler %s, reward %s on %s; %s", space.name,
-               strategy.name, search_cfg.controller, search_cfg.reward, reward.metric,
-               meter.describe() if prices_latency else "latency not in the reward")
+  cost_model = costs.from_config(config)
+  # Measured costs only when the reward uses them (else only for the ranking).
+  prices = search_cfg.reward != "accuracy" or search_cfg.cost_model in CHEAP_COST_MODELS
+  reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.cost_target,
+                                     search_cfg.cost_exponent, search_cfg.cost_penalty)
+  logging.info("search: space %s, strategy %s, sampler %s, reward %s on %s, T = %g %s; %s",
+               space.name, strategy.name, search_cfg.controller, search_cfg.reward,
+               reward.metric, search_cfg.cost_target, cost_model.unit,
+               cost_model.describe() if prices else "the cost is not in the reward")
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
   num_choices = len(space.decisions(config.model))
-  state = {"measured_at_clear": 0, "train_seconds": 0.0}
+  state = {"train_seconds": 0.0}
   tic_search = time.perf_counter()
 
   def draw(count: int) -> np.ndarray:
@@ -194,22 +203,19 @@ def search(config: RunConfig, dataset: FaceDataset,
       rewards = []
       for position, (sample, score) in enumerate(zip(drawn, scores)):
         decoded = space.decode(choices[position].tolist(), config.model)
-        lat = meter(decoded) if prices_latency else None
-        # Unpriced only under --reward=accuracy, whose R ignores the latency argument.
-        r = float(reward_fn(score, lat.median_ms if lat else 1.0))
+        priced = (price(cost_model, decoded, search_cfg.reward, search_cfg.cost_target)
+                  if prices else {"cost": None, "latency_ms": None})
+        # Unpriced only under --reward=accuracy, whose R ignores the cost argument.
+        r = float(reward_fn(score, priced["cost"] if prices else 1.0))
         rewards.append(r)
         records.append({
             "epoch": index + 1, "step": int(controller_step.numpy()), "sample_index": position,
             **spaces.sample_record(space, decoded), "arc": space.to_string(decoded),
-            "reward_metric": reward.metric, "score": float(score),
-            "latency_ms": lat.median_ms if lat else None, "latency_cv": lat.cv if lat else None,
+            "reward_metric": reward.metric, "score": float(score), **priced,
             "reward": r, "log_prob": float(sample.log_prob), "sampler": search_cfg.controller,
             "strategy": strategy.name})
       if trainer is not None:
         updates.append(trainer.update(choices, np.asarray(rewards, np.float32)))
-    if meter.measured - state["measured_at_clear"] >= KERNEL_CACHE_CLEAR_EVERY:
-      eager_context.context().clear_kernel_cache()
-      state["measured_at_clear"] = meter.measured
     if not chief:
       return []
     _log_epoch(index, result, records, updates, writer, config, strategy.name)
@@ -223,40 +229,52 @@ def search(config: RunConfig, dataset: FaceDataset,
     return {}
   writer.flush()
 
-  ranked = rank(config, strategy, sampler, meter, reward_fn, reward.metric)
+  candidates = rank(config, strategy, sampler, cost_model, reward_fn, reward.metric)
+  ranked = [e for e in candidates if e["within_budget"]]
   records = read_log(config.run_dir)
-  priced = [r for r in records if r.get("latency_ms") is not None]
-  points = [{"arc": r["arc"], "latency_ms": r["latency_ms"], "val_accuracy": r["score"],
-             "epoch": r["epoch"]} for r in priced] or [
-                 {"arc": e["encoding"], "latency_ms": e["latency_ms"], "val_accuracy": e["score"]}
-                 for e in ranked]
-  plots.plot_accuracy_vs_latency(
-      points, os.path.join(config.run_dir, PLOT_NAME), target_ms=search_cfg.target_latency_ms,
-      highlight=[e["encoding"] for e in ranked[:3]],
+  priced = [r for r in records if r.get("cost") is not None]
+  points = [{"arc": r["arc"], "cost": r["cost"], "val_accuracy": r["score"], "epoch": r["epoch"],
+             "over_budget": not r.get("within_budget", True)} for r in priced] or [
+                 {"arc": e["encoding"], "cost": e["cost"], "val_accuracy": e["score"],
+                  "over_budget": not e["within_budget"]} for e in candidates]
+  unit = cost_model.unit
+  plots.plot_accuracy_vs_cost(
+      points, os.path.join(config.run_dir, PLOT_NAME), target=search_cfg.cost_target,
+      highlight=[e["encoding"] for e in ranked[:3]], cost_key="cost",
+      cost_label={"ms": f"latency (ms, batch 1, {cost_model.name})", "FLOPs": "FLOPs (batch 1)",
+                  "params": "trainable parameters"}[unit], unit=unit,
       title=f"{search_cfg.controller} {strategy.name} search on {space.name}: "
-            f"{reward.metric} vs latency")
+            f"{reward.metric} vs {cost_model.name} cost")
   summary = {
       "search_space": space.name, "strategy": strategy.name, "controller": search_cfg.controller,
       "reward_metric": reward.metric, "epochs": search_cfg.epochs,
       "rewarded_samples": len(records),
       "distinct_samples": len({r["arc"] for r in records}),
-      "final_samples": len(ranked),
-      "final_score_mean": float(np.mean([e["score"] for e in ranked])),
-      "final_score_best": float(ranked[0]["score"]),
-      "final_latency_ms_mean": float(np.mean([e["latency_ms"] for e in ranked])),
-      "final_reward_mean": float(np.mean([e["reward"] for e in ranked])),
+      "final_samples": len(candidates),
+      "final_over_budget": len(candidates) - len(ranked),
+      "final_score_mean": _mean_or_none([e["score"] for e in ranked]),
+      "final_score_best": ranked[0]["score"] if ranked else None,
+      "final_cost_mean": _mean_or_none([e["cost"] for e in ranked]),
+      "final_reward_mean": _mean_or_none([e["reward"] for e in ranked]),
       "last_epoch_reward_mean": float(np.mean([r["reward"] for r in records
                                                if r["epoch"] == search_cfg.epochs])),
-      "latency_measurement": meter.describe(),
-      "latency_measured": meter.measured,
+      "cost_model": cost_model.name, "cost_unit": unit, "cost_target": search_cfg.cost_target,
+      "cost_description": cost_model.describe(),
+      "cost_evaluations": cost_model.evaluations,
       "search_wall_seconds_this_invocation": time.perf_counter() - tic_search,
       "train_seconds_this_invocation": state["train_seconds"],
   }
+  if unit == "ms":
+    summary["final_latency_ms_mean"] = summary["final_cost_mean"]
   if isinstance(strategy, strategies.MultiTrial):
     summary["trials"] = len(strategy.trials)
     summary["trials_trained_this_invocation"] = strategy.trained_this_invocation
   runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
   return summary
+
+
+def _mean_or_none(values):
+  return float(np.mean(values)) if values else None
 
 
 def _log_epoch(index, result, records, updates, writer, config, strategy_name) -> None:
@@ -266,9 +284,10 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
   if strategy_name == "one_shot":
     summary.update(child_loss=result.loss, child_lr=result.lr,
                    child_images_per_second=result.images_per_second)
-  latencies = [r["latency_ms"] for r in records if r["latency_ms"] is not None]
-  if latencies:
-    summary["latency_ms_mean"] = float(np.mean(latencies))
+  priced = [r["cost"] for r in records if r["cost"] is not None]
+  if priced:
+    summary[f"cost_mean_{records[0]['cost_unit']}"] = float(np.mean(priced))
+    summary["within_budget_share"] = float(np.mean([r["within_budget"] for r in records]))
   if updates:
     for key in ("baseline", "entropy", "skip_density", "loss", "grad_norm"):
       summary[f"controller_{key}"] = float(np.mean([u[key] for u in updates]))
@@ -279,30 +298,25 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
                "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
 
 
-def rank(config: RunConfig, strategy, sampler, meter: latency.LatencyMeter, reward_fn,
+def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, reward_fn,
          metric: str) -> list[dict]:
-  """The strategy's final candidates, best score first, priced, in arcs_ranked.json."""
+  """The strategy's final candidates, best score first, priced; those within the budget
+  (all but the over-budget ones of --reward=budget) ranked in arcs_ranked.json."""
   search_cfg, space = config.search, config.model.space
   entries = []
   for candidate in strategy.final_candidates(sampler, search_cfg.num_final_samples):
     sample = space.decode(candidate.choices.tolist(), config.model)
-    lat = meter(sample)
-    # A fixed name: TF 2.21's eager kernel cache is keyed on variable names, so
-    # auto-numbered models would leak ~1 MB per architecture in a long run.
-    model = space.build_fixed(config.model, sample, name="cost_probe")
+    priced = price(cost_model, sample, search_cfg.reward, search_cfg.cost_target)
     entry = {**spaces.sample_record(space, sample), "description": space.describe(sample),
-             "reward_metric": metric, "score": candidate.score,
-             "latency_ms": lat.median_ms, "latency_cv": lat.cv,
-             "reward": float(reward_fn(candidate.score, lat.median_ms)),
-             "params": cost.count_params(model)["trainable"],
-             "flops": cost.count_flops(model, config.model.image_size),
-             "log_prob": candidate.log_prob}
+             "reward_metric": metric, "score": candidate.score, **priced,
+             "reward": float(reward_fn(candidate.score, priced["cost"])),
+             **static_costs(config.model, sample), "log_prob": candidate.log_prob}
     if space.name == "enas_macro":
       entry["arc"] = entry["sample"]  # the key of rankings written before spaces had names
     entries.append(entry)
-    del model
   entries.sort(key=lambda e: (-e["score"], -e["reward"]))
-  for position, entry in enumerate(entries, 1):
+  within = [e for e in entries if e["within_budget"]]
+  for position, entry in enumerate(within, 1):
     entry["rank"] = position
   scored_by = ("the shared weights" if strategy.name == "one_shot"
                else f"each trained for {search_cfg.trial_epochs} epochs")
@@ -310,7 +324,20 @@ def rank(config: RunConfig, strategy, sampler, meter: latency.LatencyMeter, rewa
       "space": space.name, "strategy": strategy.name,
       "ranked_by": f"{metric} ({scored_by}; ties: reward)",
       "controller": search_cfg.controller,
-      "reward": search_cfg.reward, "target_latency_ms": search_cfg.target_latency_ms,
-      "latency_exponent": search_cfg.latency_exponent,
-      "architectures": entries[:search_cfg.num_ranked]})
+      "reward": search_cfg.reward, "cost_model": cost_model.name, "cost_unit": cost_model.unit,
+      "cost_target": search_cfg.cost_target, "cost_exponent": search_cfg.cost_exponent,
+      "over_budget": len(entries) - len(within),
+      "architectures": within[:search_cfg.num_ranked]})
   return entries
+
+
+def static_costs(model_config, sample) -> dict:
+  """Parameters and FLOPs of `sample`, counted by its space (None where it cannot)."""
+  space = model_config.space
+  out = {}
+  for key, count in (("params", space.params), ("flops", space.flops)):
+    try:
+      out[key] = int(count(model_config, sample))
+    except NotImplementedError:
+      out[key] = None
+  return out

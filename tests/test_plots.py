@@ -96,3 +96,15 @@ def test_figures_are_closed(tmp_path):
     plots.plot_accuracy_vs_latency(points(), str(tmp_path / f"{i}.png"))
   plots.plot_accuracy_vs_latency([], str(tmp_path / "empty.png"))
   assert len(plt.get_fignums()) == before
+
+
+def test_cost_plot_takes_any_cost_key_and_crosses_out_over_budget_points(tmp_path):
+  pts = [{"arc": f"a{i}", "flops": 1e6 * (i + 1), "val_accuracy": 0.5 + 0.01 * i,
+          "over_budget": i >= 5} for i in range(8)]
+  path = plots.plot_accuracy_vs_cost(pts, str(tmp_path / "cost.png"), target=5e6,
+                                     cost_key="flops", cost_label="FLOPs", unit="FLOPs",
+                                     highlight=["a4"])
+  assert is_png(path)
+  with pytest.raises(ValueError, match="flops"):
+    plots.plot_accuracy_vs_cost([{"arc": "a", "val_accuracy": 0.5}], str(tmp_path / "x.png"),
+                                cost_key="flops")

@@ -96,7 +96,7 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
   arcs = spaces.load_samples(os.path.join(resumed_search, "arcs_ranked.json"),
                              spaces.get("enas_macro"), None)
   assert [a.to_string() for a in arcs] == [e["encoding"] for e in entries]
-  with open(os.path.join(resumed_search, "accuracy_vs_latency.png"), "rb") as f:
+  with open(os.path.join(resumed_search, "accuracy_vs_cost.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(os.path.join(resumed_search, "search_summary.json")) as f:
     summary = json.load(f)
@@ -131,7 +131,7 @@ def test_random_search_baseline_writes_the_same_outputs(tmp_path):
   assert result.returncode == 0, result.stderr[-4000:]
   records = read_log(run_dir)
   assert len(records) == 2 * STEPS * SAMPLES and {r["sampler"] for r in records} == {"random"}
-  for name in ("arcs_ranked.json", "accuracy_vs_latency.png", "search_summary.json"):
+  for name in ("arcs_ranked.json", "accuracy_vs_cost.png", "search_summary.json"):
     assert os.path.exists(os.path.join(run_dir, name)), name
 
 

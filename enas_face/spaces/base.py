@@ -152,3 +152,31 @@ class SearchSpace(abc.ABC):
     batch_statistics=...) with the choices an int32 tensor (one trace for every sample)."""
     raise NotImplementedError(f"the {self.name} space has no weight-sharing model; use "
                               "--search_strategy=multi_trial")
+
+  # ----------------------------------------------------------------- costs
+  def flops(self, model_config, sample) -> int:
+    """FLOPs of one batch-1 inference of `sample`, counted without building it (the
+    --cost_model=flops)."""
+    raise NotImplementedError(f"the {self.name} space has no analytic FLOPs count; use "
+                              "--cost_model=measured")
+
+  def params(self, model_config, sample) -> int:
+    """Trainable parameters of `sample`'s model, counted without building it."""
+    raise NotImplementedError(f"the {self.name} space has no analytic parameter count; use "
+                              "--cost_model=measured")
+
+  def cost_modules(self, model_config, sample) -> list[str]:
+    """Keys of the modules `sample` runs (a latency table predicts the sum of their
+    entries); every key is one of every_cost_module's."""
+    raise NotImplementedError(f"the {self.name} space has no module inventory for a latency "
+                              "table; use --cost_model=measured or tflite")
+
+  def every_cost_module(self, model_config) -> list[str]:
+    """Keys of every module any sample can run: the rows of a latency table."""
+    raise NotImplementedError(f"the {self.name} space has no module inventory for a latency "
+                              "table; use --cost_model=measured or tflite")
+
+  def build_cost_module(self, model_config, key: str):
+    """(module, input_shapes): a Keras callable of module `key` taking one tensor per
+    shape (batch 1), built with random weights, for timing it alone."""
+    raise NotImplementedError(f"the {self.name} space cannot build its modules alone")

@@ -431,6 +431,26 @@ class EnasMacroSpace(SearchSpace):
     from enas_face import child  # pylint: disable=import-outside-toplevel
     return child.SharedChild(model_config, name=name).build_for_input()
 
+  def flops(self, model_config, sample: Architecture) -> int:
+    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
+    return enas_macro_cost.flops(model_config, sample)
+
+  def params(self, model_config, sample: Architecture) -> int:
+    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
+    return enas_macro_cost.params(model_config, sample)
+
+  def cost_modules(self, model_config, sample: Architecture) -> list[str]:
+    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
+    return [m.key for m in enas_macro_cost.modules(model_config, sample)]
+
+  def every_cost_module(self, model_config) -> list[str]:
+    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
+    return [m.key for m in enas_macro_cost.every_module(model_config)]
+
+  def build_cost_module(self, model_config, key: str):
+    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
+    return enas_macro_cost.build_module(model_config, key)
+
   @staticmethod
   def _checked(arc: Architecture, model_config) -> Architecture:
     if model_config is not None and arc.num_layers != model_config.num_layers:

@@ -1,23 +1,18 @@
-"""Static cost of a built model: parameters and FLOPs."""
+"""The test oracle of the analytic FLOPs count: TensorFlow's profiler on a frozen graph.
+
+Only tests use it (enas_face counts FLOPs from the architecture: spaces/enas_macro_cost.py).
+"""
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 
-def count_params(model: keras.Model) -> dict[str, int]:
-  """Trainable and total (incl. BN moving statistics) parameter counts."""
-  trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
-  total = sum(int(v.numpy().size) for v in model.weights)
-  return {"trainable": trainable, "total": total}
-
-
-def count_flops(model: keras.Model, image_size: int) -> int:
+def profiler_flops(model, image_size: int) -> int:
   """Floating-point operations of one batch-1 inference (a multiply-add counts 2).
 
-  Freezes the inference graph (variables -> constants) and reads
-  `total_float_ops` from the TF profiler.
+  Freezes the inference graph (variables -> constants) and reads `total_float_ops` from
+  the TF profiler.
   """
   spec = tf.TensorSpec([1, image_size, image_size, 3], tf.float32)
   concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)

@@ -228,3 +228,17 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
   assert summary["cost_evaluations"] == 0  # nothing was built to be priced
   assert summary["final_over_budget"] == ranked["over_budget"]
   assert os.path.getsize(os.path.join(run_dir, "accuracy_vs_cost.png")) > 0
+
+
+def test_the_timed_tflite_model_computes_what_keras_computes():
+  """What TFLiteLatency times is the model itself (weights frozen in, no NaN)."""
+  from enas_face.costs import tflite
+  config = CONFIGS[0]
+  model = config.space.build_fixed(config, enas_macro.default_architecture(config.num_layers))
+  images = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
+  runner = tflite.interpreter(tflite.keras_to_tflite(model, [(1, 16, 16, 3)]))
+  (inp,), (out,) = runner.get_input_details(), runner.get_output_details()
+  runner.set_tensor(inp["index"], images)
+  runner.invoke()
+  np.testing.assert_allclose(runner.get_tensor(out["index"]),
+                             model(images, training=False).numpy(), atol=1e-4, rtol=1e-4)

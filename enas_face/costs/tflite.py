@@ -32,6 +32,9 @@ def keras_to_tflite(model, input_shapes) -> bytes:
     function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=specs)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [function.get_concrete_function()], model)
+  # Freeze the variables into the flatbuffer (see export.to_tflite: the default lowering
+  # leaves Keras 3 variables uninitialised, and the model computes NaN).
+  converter.experimental_lower_to_saved_model = False
   return converter.convert()
 
 

@@ -110,6 +110,18 @@ def main() -> None:
           f"{row['params_spearman']:.3f}")
     print(f"  one prediction {1e6 * row['seconds_per_table_prediction']:.1f} us; one "
           f"measurement {row['seconds_per_measurement']:.2f} s")
+  if {"tf_function", "tflite"} <= set(result["runtimes"]):
+    tf_ms = [r["measured_ms"] for r in result["runtimes"]["tf_function"]["per_arch"]]
+    lite_ms = [r["measured_ms"] for r in result["runtimes"]["tflite"]["per_arch"]]
+    ratio = np.asarray(lite_ms) / np.asarray(tf_ms)
+    result["tflite_vs_tf_function"] = {
+        "spearman": float(stats.spearmanr(tf_ms, lite_ms).statistic),
+        "ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
+        "ratio_max": float(ratio.max())}
+    print(f"
+TFLite / tf.function latency: median {np.median(ratio):.3f} "
+          f"({ratio.min():.3f}-{ratio.max():.3f}); Spearman between the two runtimes "
+          f"{result['tflite_vs_tf_function']['spearman']:.3f}")
   result["seconds_per_flops_count"] = per_call_seconds(flops_model, samples)
   result["seconds_per_params_count"] = per_call_seconds(params_model, samples)
   print(f"\nanalytic counts: FLOPs {1e6 * result['seconds_per_flops_count']:.1f} us, params "

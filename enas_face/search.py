@@ -233,10 +233,13 @@ def search(config: RunConfig, dataset: FaceDataset,
   ranked = [e for e in candidates if e["within_budget"]]
   records = read_log(config.run_dir)
   priced = [r for r in records if r.get("cost") is not None]
+  # The rewarded samples (coloured by epoch) and the final candidates the ranking scored.
   points = [{"arc": r["arc"], "cost": r["cost"], "val_accuracy": r["score"], "epoch": r["epoch"],
-             "over_budget": not r.get("within_budget", True)} for r in priced] or [
-                 {"arc": e["encoding"], "cost": e["cost"], "val_accuracy": e["score"],
-                  "over_budget": not e["within_budget"]} for e in candidates]
+             "over_budget": not r.get("within_budget", True), "sampler": search_cfg.controller}
+            for r in priced]
+  points += [{"arc": e["encoding"], "cost": e["cost"], "val_accuracy": e["score"],
+              "over_budget": not e["within_budget"], "sampler": "final candidates"}
+             for e in candidates]
   unit = cost_model.unit
   plots.plot_accuracy_vs_cost(
       points, os.path.join(config.run_dir, PLOT_NAME), target=search_cfg.cost_target,

@@ -9,8 +9,9 @@ For the model settings after `--` (enas_face flags; default: the flag defaults),
   2. measures every architecture whole with the same runtime (batch 1, median of
      --repeats calls after --warmup);
   3. reports, per runtime, the table's prediction against the measurement (Spearman rho,
-     share within +-10 %, mean relative error), and how well FLOPs and parameters alone
-     rank the measured latency (Spearman rho);
+     share within +-10 %, mean relative error), a second measurement of every
+     architecture against the first (the ceiling of any predictor), and how well FLOPs
+     and parameters alone rank the measured latency (Spearman rho);
   4. times one prediction of each cheap model against one measurement.
 Run it on an otherwise idle machine: every figure is a wall-clock time.
 """
@@ -47,6 +48,13 @@ def per_call_seconds(function, samples, rounds: int = 20) -> float:
   return (time.perf_counter() - tic) / (rounds * len(samples))
 
 
+def make_meter(runtime: str, model_config, args) -> costs.CostModel:
+  """The whole-model latency of `runtime` (tf.function or LiteRT), batch 1."""
+  if runtime == "tf_function":
+    return measured.MeasuredLatency(model_config, warmup=args.warmup, repeats=args.repeats)
+  return tflite.TFLiteLatency(model_config, warmup=args.warmup, repeats=args.repeats)
+
+
 def main() -> None:
   argv, model_flags = split_passthrough(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__,
@@ -79,14 +87,16 @@ def main() -> None:
   for runtime in args.runtimes.split(","):
     tic = time.perf_counter()
     table = latency_table.build_table(model_config, runtime, args.warmup, args.repeats)
-    if runtime == "tf_function":
-      meter = measured.MeasuredLatency(model_config, warmup=args.warmup, repeats=args.repeats)
-    else:
-      meter = tflite.TFLiteLatency(model_config, warmup=args.warmup, repeats=args.repeats)
+    meter = make_meter(runtime, model_config, args)
     whole = [meter(s) for s in samples]
+    # The ceiling of any predictor: the same architectures measured again by a fresh meter
+    # (in reverse order, so slow drifts of the machine do not line up).
+    again = make_meter(runtime, model_config, args)
+    retest = [again(s) for s in reversed(samples)][::-1]
     predicted = [latency_table.predict(table, space.cost_modules(model_config, s))
                  for s in samples]
     row = {"table": latency_table.prediction_error(predicted, whole),
+           "retest": latency_table.prediction_error(retest, whole),
            "flops_spearman": float(stats.spearmanr(flops, whole).statistic),
            "params_spearman": float(stats.spearmanr(params, whole).statistic),
            "measured_ms_mean": float(np.mean(whole)), "measured_ms_min": float(np.min(whole)),
@@ -94,8 +104,9 @@ def main() -> None:
            "table_build_seconds": table["build_seconds"], "overhead_ms": table["overhead_ms"],
            "seconds_per_measurement": meter.seconds / max(meter.evaluations, 1),
            "wall_seconds": time.perf_counter() - tic,
-           "per_arch": [{"arc": space.to_string(s), "measured_ms": w, "predicted_ms": p,
-                         "flops": f} for s, w, p, f in zip(samples, whole, predicted, flops)]}
+           "per_arch": [{"arc": space.to_string(s), "measured_ms": w, "remeasured_ms": w2,
+                         "predicted_ms": p, "flops": f}
+                        for s, w, w2, p, f in zip(samples, whole, retest, predicted, flops)]}
     lut = latency_table.TableLatency(model_config, table=table)
     row["seconds_per_table_prediction"] = per_call_seconds(lut, samples)
     result["runtimes"][runtime] = row
@@ -106,6 +117,9 @@ def main() -> None:
     print(f"  table vs measured: Spearman {error['spearman']:.3f}, within +-10% "
           f"{100 * error['within_10pct']:.0f}%, mean |error| "
           f"{100 * error['mean_abs_rel_error']:.1f}%, max {100 * error['max_abs_rel_error']:.1f}%")
+    print(f"  a second measurement vs the first (the ceiling): Spearman "
+          f"{row['retest']['spearman']:.3f}, within +-10% {100 * row['retest']['within_10pct']:.0f}%"
+          f", mean |difference| {100 * row['retest']['mean_abs_rel_error']:.1f}%")
     print(f"  FLOPs vs measured: Spearman {row['flops_spearman']:.3f}; params: "
           f"{row['params_spearman']:.3f}")
     print(f"  one prediction {1e6 * row['seconds_per_table_prediction']:.1f} us; one "
@@ -118,8 +132,7 @@ def main() -> None:
         "spearman": float(stats.spearmanr(tf_ms, lite_ms).statistic),
         "ratio_median": float(np.median(ratio)), "ratio_min": float(ratio.min()),
         "ratio_max": float(ratio.max())}
-    print(f"
-TFLite / tf.function latency: median {np.median(ratio):.3f} "
+    print(f"\nTFLite / tf.function latency: median {np.median(ratio):.3f} "
           f"({ratio.min():.3f}-{ratio.max():.3f}); Spearman between the two runtimes "
           f"{result['tflite_vs_tf_function']['spearman']:.3f}")
   result["seconds_per_flops_count"] = per_call_seconds(flops_model, samples)

@@ -205,17 +205,13 @@ def export_tflite(child: keras.Model, image_size: int, path: str, quantization: 
   """
   check_images = _check_parity_images(check_images, image_size, path)
   flatbuffer = to_tflite(child, image_size, quantization, representative_images)
-  _write_bytes(path, flatbuffer)
+  runlog.write_bytes(path, flatbuffer)
   report = {"file": os.path.basename(path), "quantization": quantization,
             "bytes": len(flatbuffer), **_io_description(flatbuffer)}
   if quantization == "int8":
     report["representative_images"] = int(len(representative_images))
-  report.update(_check_against_reference(child, image_size, lambda x: run_tflite(flatbuffer, x),
-                                         check_images, pairs))
-  if metadata is not None:
-    report["metadata"] = metadata
-  runlog.write_json(report_path(path), report)
-  return report
+  return _finish_report(report, path, child, image_size, lambda x: run_tflite(flatbuffer, x),
+                        check_images, pairs, metadata)
 
 
 def _check_parity_images(check_images, image_size: int, path: str) -> np.ndarray:
@@ -291,7 +287,7 @@ def export_onnx(child: keras.Model, image_size: int, path: str,
   report_path(path) (model.onnx -> model_onnx.json); returns the report."""
   check_images = _check_parity_images(check_images, image_size, path)
   serialized = to_onnx(child, image_size, opset)
-  _write_bytes(path, serialized)
+  runlog.write_bytes(path, serialized)
   session = _onnx_session(serialized)
 
   def describe(node) -> dict:
@@ -301,8 +297,15 @@ def export_onnx(child: keras.Model, image_size: int, path: str,
   report = {"file": os.path.basename(path), "quantization": "none", "opset": opset,
             "bytes": len(serialized), "input": describe(session.get_inputs()[0]),
             "output": describe(session.get_outputs()[0])}
-  report.update(_check_against_reference(child, image_size, lambda x: run_onnx(serialized, x),
-                                         check_images, pairs))
+  return _finish_report(report, path, child, image_size, lambda x: run_onnx(serialized, x),
+                        check_images, pairs, metadata)
+
+
+def _finish_report(report: dict, path: str, child, image_size: int, run, check_images, pairs,
+                   metadata: dict | None) -> dict:
+  """The file's report plus its check against the reference (`run`: images -> embeddings),
+  written beside the file and returned."""
+  report.update(_check_against_reference(child, image_size, run, check_images, pairs))
   if metadata is not None:
     report["metadata"] = metadata
   runlog.write_json(report_path(path), report)
@@ -314,21 +317,6 @@ def report_path(model_path: str) -> str:
   model.onnx -> model_onnx.json (model.json is model.tflite's)."""
   stem, ext = os.path.splitext(model_path)
   return stem + ("_onnx" if ext == ".onnx" else "") + ".json"
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-  """Atomic binary write: tmp file, fsync, rename (a reader sees the old or the new file)."""
-  tmp = f"{path}.tmp"
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _io_description(flatbuffer: bytes) -> dict:

@@ -18,13 +18,13 @@ import os
 from typing import Any, Callable, Iterable
 
 
-def write_text(path: str, text: str) -> None:
-  """Atomic text write: tmp file, flush + fsync, rename; a failed write removes the tmp file
-  and leaves the old file as it was."""
+def write_bytes(path: str, data: bytes) -> None:
+  """Atomic write: tmp file, flush + fsync, rename (a reader sees the old or the new file);
+  a failed write removes the tmp file and leaves the old file as it was."""
   tmp = f"{path}.tmp"
   try:
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -32,6 +32,11 @@ def write_text(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Atomic text write (write_bytes of the UTF-8 text)."""
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, obj: Any) -> None:

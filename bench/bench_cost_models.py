@@ -2,6 +2,8 @@
 
     python bench/bench_cost_models.py --num_archs=50 --output=runs/bench_cost_models.json \\
         -- --flagfile=flags/demo.cfg
+    python bench/bench_cost_models.py --arc_file=runs/search/arcs_ranked.json \\
+        --output=runs/bench_cost_models_top.json -- --flagfile=flags/demo.cfg
 
 For the model settings after `--` (enas_face flags; default: the flag defaults), on
 --num_archs random architectures (seeded):
@@ -65,12 +67,18 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=50)
   parser.add_argument("--runtimes", default="tf_function,tflite")
   parser.add_argument("--output", default="runs/bench_cost_models.json")
+  parser.add_argument("--arc_file", default="", help="the architectures of this file (a "
+                      "sample list or a search's arcs_ranked.json) instead of random ones")
   args = parser.parse_args(argv)
   flags.FLAGS(["bench", "--mode=search", *model_flags])
   model_config = enas_flags.config_from_flags(flags.FLAGS).model
   space = model_config.space
   rng = np.random.default_rng(args.seed)
   samples = []
+  if args.arc_file:  # e.g. a search's ranking: its architectures instead of random ones
+    from enas_face import spaces  # pylint: disable=import-outside-toplevel
+    samples = list(spaces.load_samples(args.arc_file, space, model_config))
+    args.num_archs = len(samples)
   while len(samples) < args.num_archs:  # distinct uniform draws
     sample = space.sample_uniform(model_config, rng)
     if all(space.to_string(sample) != space.to_string(s) for s in samples):

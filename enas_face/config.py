@@ -118,6 +118,9 @@ class TrainConfig:
   label_smoothing: float = 0.0
   keep_checkpoints: int = 3
   seed: int = 0
+  # A run folder or checkpoint whose child weights start training (fixed runs and every
+  # multi-trial trial) instead of a random initialisation; "" = from scratch.
+  init_checkpoint: str = ""
 
 
 HEADS = ("softmax", "cosface", "arcface", "sphereface", "combined", "arcnegface",

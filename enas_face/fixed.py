@@ -66,6 +66,27 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
   return TrainingState(child, head, optimizer, epoch, manager)
 
 
+def initialize_child(child: keras.Model, source: str) -> str:
+  """Loads the child weights of `source` (a run folder: its latest checkpoint; or a
+  checkpoint prefix) into `child`, module by module key: modules the source lacks keep
+  their initialisation. Returns the checkpoint path; ConfigError names --init_checkpoint."""
+  path = (tf.train.latest_checkpoint(loop.checkpoint_dir(source)) if os.path.isdir(source)
+          else source)
+  if not path or not tf.io.gfile.exists(path + ".index"):
+    raise ConfigError(f"--init_checkpoint={source}: no checkpoint there (a run folder with "
+                      "checkpoints/, or a checkpoint prefix such as RUN/checkpoints/ckpt-3)")
+  names = [name for name, _ in tf.train.list_variables(path)]
+  if not any(name.startswith("child/") for name in names):
+    raise ConfigError(f"--init_checkpoint={source}: {path} holds no child weights")
+  try:
+    tf.train.Checkpoint(child=child).restore(path).expect_partial()
+  except (ValueError, tf.errors.InvalidArgumentError) as error:
+    raise ConfigError(f"--init_checkpoint={source}: its weights do not fit this model (another "
+                      f"--base_filters, --image_size or --embedding_dim?): {error}") from None
+  logging.info("child initialised from %s", path)
+  return path
+
+
 def restore_child(config: RunConfig) -> keras.Model:
   """The trained child of a run folder (latest checkpoint), for eval and export."""
   latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
@@ -124,8 +145,12 @@ def train(config: RunConfig, dataset: FaceDataset,
   train_cfg = config.train
   steps_per_epoch = training_steps_per_epoch(config, dataset, placement)
   state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
+  fresh = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir)) is None
   mean = loop.restore_or_start(state.manager, state.child, dataset, "training", state.epoch,
                                train_cfg.epochs, loop.checkpoint_dir(config.run_dir))
+  if fresh and train_cfg.init_checkpoint:
+    initialize_child(state.child, train_cfg.init_checkpoint)
+    state.child.standardize.set_statistics(*pipeline.channel_statistics(dataset.train.images))
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=train_lib.extra_losses(config.head))

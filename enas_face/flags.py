@@ -158,6 +158,10 @@ flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay on all trainabl
                    lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.",
                    lower_bound=0.0, upper_bound=0.5)
+flags.DEFINE_string("init_checkpoint", "", "A run folder (its latest checkpoint) or a checkpoint "
+                    "prefix whose child weights start --mode=fixed and every multi-trial trial "
+                    "(modules with the same keys; the rest, the head and the optimiser start "
+                    "fresh). Empty: from scratch.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN_DIR/checkpoints.",
                      lower_bound=1)
 
@@ -431,10 +435,15 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       cosine_period_epochs=fv.cosine_period_epochs,
                       cosine_period_mult=fv.cosine_period_mult, momentum=fv.momentum,
                       weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
-                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed)
+                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed,
+                      init_checkpoint=(os.path.abspath(fv.init_checkpoint)
+                                       if fv.init_checkpoint else ""))
   if fv.warmup_epochs >= fv.epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --epochs="
                       f"{fv.epochs}")
+  if fv.init_checkpoint and not (os.path.exists(fv.init_checkpoint)
+                                 or os.path.exists(fv.init_checkpoint + ".index")):
+    raise ConfigError(f"--init_checkpoint={fv.init_checkpoint}: no such run folder or checkpoint")
   if fv.lr_min > fv.lr_max:
     raise ConfigError(f"--lr_min={fv.lr_min} must not exceed --lr_max={fv.lr_max}")
   cost_target = fv.cost_target

@@ -4,7 +4,8 @@ one_shot (ENAS, Pham et al. 2018): one weight-sharing model holds every sample o
   space. Each search epoch trains it for one pass, a freshly drawn sample per minibatch;
   a sample's score is its reward metric evaluated with the shared weights.
 multi_trial (NAS-RL, Zoph & Le 2017; the strategy of searches over losses and data):
-  each new sample is trained from scratch for --trial_epochs (the fixed-training
+  each new sample is trained from scratch (or from --init_checkpoint's child weights)
+  for --trial_epochs (the fixed-training
   library, in RUN_DIR/trials/<encoding>/), then scored; finished trials are cached in
   RUN_DIR/trials.jsonl and never trained twice (a resumed search re-draws the same
   samples and finds them there).

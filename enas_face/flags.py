@@ -12,6 +12,7 @@ import os
 
 from absl import flags
 
+from enas_face import costs
 from enas_face import spaces
 from enas_face.data import sources
 from enas_face.spaces import enas_macro
@@ -22,8 +23,6 @@ from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEAD
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
 REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
-COST_MODELS = ("measured", "lut", "tflite", "flops", "params")
-COST_UNITS = {"measured": "ms", "lut": "ms", "tflite": "ms", "flops": "FLOPs", "params": "params"}
 DEFAULT_TARGET_MS = 7.0
 STRATEGIES = ("one_shot", "multi_trial")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
@@ -246,7 +245,7 @@ flags.DEFINE_enum("reward", "paper", REWARDS,
                   "mnasnet_soft/mnasnet_hard: Acc (c/T)^w; budget: Acc within T, Acc T/c over "
                   "it, and over-budget samples are never ranked; two_sided: Acc - lambda "
                   "|c/T - 1|; accuracy: Acc alone.")
-flags.DEFINE_enum("cost_model", "measured", COST_MODELS,
+flags.DEFINE_enum("cost_model", "measured", costs.COST_MODELS,
                   "What a sample costs: measured (batch-1 tf.function ms on this machine), lut "
                   "(a latency table's sum, --cost_table), tflite (batch-1 LiteRT ms), flops or "
                   "params (analytic counts, nothing built).")
@@ -447,11 +446,11 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.lr_min > fv.lr_max:
     raise ConfigError(f"--lr_min={fv.lr_min} must not exceed --lr_max={fv.lr_max}")
   cost_target = fv.cost_target
-  if cost_target == 0 and COST_UNITS[fv.cost_model] == "ms":
+  if cost_target == 0 and costs.UNITS[fv.cost_model] == "ms":
     cost_target = DEFAULT_TARGET_MS
   if cost_target == 0 and fv.mode == "search" and fv.reward != "accuracy":
     raise ConfigError(f"--reward={fv.reward} with --cost_model={fv.cost_model} needs "
-                      f"--cost_target > 0 in {COST_UNITS[fv.cost_model]} (e.g. "
+                      f"--cost_target > 0 in {costs.UNITS[fv.cost_model]} (e.g. "
                       f"--cost_target=350e6 for 350 MFLOPs)")
   if fv.controller_lr_min > fv.controller_lr:
     raise ConfigError(f"--controller_lr_min={fv.controller_lr_min} must not exceed "

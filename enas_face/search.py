@@ -59,10 +59,9 @@ CHEAP_COST_MODELS = ("lut", "flops", "params")
 def price(cost_model: costs.CostModel, sample, reward_name: str, target: float) -> dict:
   """The cost fields of a log record or a ranking entry: cost, its unit, latency_ms (for the
   latency models), the model's details, and within_budget (reward.within_budget)."""
-  value = float(cost_model(sample))
+  value, details = cost_model.evaluate(sample)
   fields = {"cost": value, "cost_unit": cost_model.unit, "cost_model": cost_model.name,
-            "within_budget": reward_lib.within_budget(reward_name, value, target),
-            **cost_model.details(sample)}
+            "within_budget": reward_lib.within_budget(reward_name, value, target), **details}
   if cost_model.unit == "ms":
     fields["latency_ms"] = value
   return fields
@@ -229,8 +228,7 @@ def search(config: RunConfig, dataset: FaceDataset,
     return {}
   writer.flush()
 
-  candidates = rank(config, strategy, sampler, cost_model, reward_fn, reward.metric)
-  ranked = [e for e in candidates if e["within_budget"]]
+  candidates, ranked = rank(config, strategy, sampler, cost_model, reward_fn, reward.metric)
   records = read_log(config.run_dir)
   priced = [r for r in records if r.get("cost") is not None]
   # The rewarded samples (coloured by epoch) and the final candidates the ranking scored.
@@ -302,9 +300,10 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
 
 
 def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, reward_fn,
-         metric: str) -> list[dict]:
+         metric: str) -> tuple[list[dict], list[dict]]:
   """The strategy's final candidates, best score first, priced; those within the budget
-  (all but the over-budget ones of --reward=budget) ranked in arcs_ranked.json."""
+  (all but the over-budget ones of --reward=budget) ranked in arcs_ranked.json. Returns
+  (every candidate, the ranked ones)."""
   search_cfg, space = config.search, config.model.space
   entries = []
   for candidate in strategy.final_candidates(sampler, search_cfg.num_final_samples):
@@ -331,7 +330,7 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
       "cost_target": search_cfg.cost_target, "cost_exponent": search_cfg.cost_exponent,
       "over_budget": len(entries) - len(within),
       "architectures": within[:search_cfg.num_ranked]})
-  return entries
+  return entries, within
 
 
 def static_costs(model_config, sample) -> dict:

@@ -38,10 +38,10 @@ class CostModel(abc.ABC):
   def __call__(self, sample) -> float:
     """The cost of `sample`."""
 
-  def details(self, sample) -> dict[str, Any]:
-    """Extra fields for the sample's log record (e.g. the spread of a measurement)."""
-    del sample
-    return {}
+  def evaluate(self, sample) -> tuple[float, dict[str, Any]]:
+    """(cost, extra fields for the sample's log record, e.g. the spread of a measurement),
+    from one evaluation."""
+    return float(self(sample)), {}
 
   def describe(self) -> str:
     return f"{self.name} ({self.unit})"
@@ -70,11 +70,12 @@ class ParamsCost(CostModel):
 
 
 def make_cost_model(name: str, model_config, *, cache_path: str | None = None,
-                    table_path: str = "", warmup: int = 5, repeats: int = 20) -> CostModel:
+                    table_path: str = "", warmup: int = 5, repeats: int = 20,
+                    threads: int = 1) -> CostModel:
   """The --cost_model `name` for the run's model config.
 
   measured and tflite keep their measurements in `cache_path` (JSONL, reused on resume);
-  lut reads `table_path` (--cost_table).
+  lut reads `table_path` (--cost_table); tflite runs on `threads` LiteRT threads.
   """
   if name == "flops":
     return FlopsCost(model_config)
@@ -90,7 +91,7 @@ def make_cost_model(name: str, model_config, *, cache_path: str | None = None,
   if name == "tflite":
     from enas_face.costs import tflite  # pylint: disable=import-outside-toplevel
     return tflite.TFLiteLatency(model_config, warmup=warmup, repeats=repeats,
-                                cache_path=cache_path)
+                                cache_path=cache_path, num_threads=threads)
   raise ValueError(f"unknown --cost_model={name!r}; choices: {', '.join(COST_MODELS)}")
 
 

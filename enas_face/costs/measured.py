@@ -37,8 +37,9 @@ class MeasuredLatency(CostModel):
   def __call__(self, sample) -> float:
     return self.stats(sample).median_ms
 
-  def details(self, sample) -> dict:
-    return {"latency_cv": self.stats(sample).cv}
+  def evaluate(self, sample) -> tuple[float, dict]:
+    stats = self.stats(sample)
+    return stats.median_ms, {"latency_cv": stats.cv}
 
   def describe(self) -> str:
     return self.meter.describe()

@@ -112,8 +112,9 @@ class TFLiteLatency(CostModel):
   def __call__(self, sample) -> float:
     return self.stats(sample).median_ms
 
-  def details(self, sample) -> dict:
-    return {"latency_cv": self.stats(sample).cv}
+  def evaluate(self, sample) -> tuple[float, dict]:
+    stats = self.stats(sample)
+    return stats.median_ms, {"latency_cv": stats.cv}
 
   def describe(self) -> str:
     return (f"tflite: batch-1 LiteRT latency of the float TFLite model, {self.num_threads} "

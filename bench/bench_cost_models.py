@@ -37,7 +37,7 @@ from scipy import stats  # noqa: E402
 from enas_face import costs  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402
 from enas_face import runlog  # noqa: E402
-from enas_face.costs import latency_table, measured, tflite  # noqa: E402
+from enas_face.costs import latency_table  # noqa: E402
 from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
@@ -52,9 +52,8 @@ def per_call_seconds(function, samples, rounds: int = 20) -> float:
 
 def make_meter(runtime: str, model_config, args) -> costs.CostModel:
   """The whole-model latency of `runtime` (tf.function or LiteRT), batch 1."""
-  if runtime == "tf_function":
-    return measured.MeasuredLatency(model_config, warmup=args.warmup, repeats=args.repeats)
-  return tflite.TFLiteLatency(model_config, warmup=args.warmup, repeats=args.repeats)
+  return costs.make_cost_model(latency_table.WHOLE_MODEL_COST[runtime], model_config,
+                               warmup=args.warmup, repeats=args.repeats)
 
 
 def main() -> None:

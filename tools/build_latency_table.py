@@ -34,6 +34,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from enas_face import cli  # noqa: E402
+from enas_face import costs  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the model flags)
 from enas_face import runlog  # noqa: E402
 from enas_face.config import ConfigError, RunConfig  # noqa: E402
@@ -48,18 +49,6 @@ flags.DEFINE_integer("check_archs", 20, "Random architectures measured whole to 
                      "table's error (0: none).", lower_bound=0)
 flags.DEFINE_integer("check_seed", 0, "Seed of the checked architectures.")
 FLAGS = flags.FLAGS
-
-
-def measure_whole(model_config, runtime: str, samples, warmup: int, repeats: int,
-                  threads: int) -> list[float]:
-  """Batch-1 median latency (ms) of each whole sample with the table's runtime."""
-  from enas_face.costs import measured, tflite  # pylint: disable=import-outside-toplevel
-  if runtime == "tf_function":
-    meter = measured.MeasuredLatency(model_config, warmup=warmup, repeats=repeats)
-  else:
-    meter = tflite.TFLiteLatency(model_config, warmup=warmup, repeats=repeats,
-                                 num_threads=threads)
-  return [meter(sample) for sample in samples]
 
 
 def main(argv: list[str]) -> None:
@@ -97,13 +86,16 @@ def main(argv: list[str]) -> None:
     rng = np.random.default_rng(FLAGS.check_seed)
     samples = [space.sample_uniform(model_config, rng) for _ in range(FLAGS.check_archs)]
     tic = time.perf_counter()
-    measured_ms = measure_whole(model_config, FLAGS.runtime, samples, FLAGS.table_warmup,
-                                FLAGS.table_repeats, FLAGS.table_threads)
+    meter = costs.make_cost_model(latency_table.WHOLE_MODEL_COST[FLAGS.runtime], model_config,
+                                  warmup=FLAGS.table_warmup, repeats=FLAGS.table_repeats,
+                                  threads=FLAGS.table_threads)
+    measured_ms = [meter(s) for s in samples]
     predicted = [latency_table.predict(table, space.cost_modules(model_config, s))
                  for s in samples]
     table["error"] = {**latency_table.prediction_error(predicted, measured_ms),
                       "check_seed": FLAGS.check_seed,
                       "measure_seconds": time.perf_counter() - tic}
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   runlog.write_json(output, table)
   print(f"table: {output} ({table['build_seconds']:.0f} s to build)")
   if "error" in table:

@@ -30,6 +30,8 @@ from enas_face.costs import CostModel
 FORMAT = "enas_face/latency-table"
 VERSION = 1
 RUNTIMES = ("tf_function", "tflite")
+# The cost model that measures a whole architecture with each runtime (to check a table).
+WHOLE_MODEL_COST = {"tf_function": "measured", "tflite": "tflite"}
 
 
 def _time_tf_function(model, input_shapes, warmup: int, repeats: int) -> latency.LatencyStats:

@@ -73,44 +73,54 @@ def ordered_pairs(images: np.ndarray, pairs: np.ndarray, is_same: np.ndarray,
                            np.asarray(is_same, bool)[order], num_folds)
 
 
-def _heldout_pairs(collection: LabelledCollection, heldout: np.ndarray,
-                   config: DataConfig) -> VerificationPairs:
-  members = np.flatnonzero(np.isin(collection.labels, heldout))
+def heldout_pairs(images: np.ndarray, labels: np.ndarray, config: DataConfig) -> VerificationPairs:
+  """Balanced pairs (config.num_pairs, seeded) of the held-out identities' images."""
   try:
-    pairs, is_same = make_verification_pairs(collection.labels[members], config.num_pairs,
-                                             config.num_folds, config.seed)
+    pairs, is_same = make_verification_pairs(labels, config.num_pairs, config.num_folds,
+                                             config.seed)
   except ValueError as e:
-    raise ConfigError(f"--num_pairs={config.num_pairs} from {len(heldout)} held-out identities "
-                      f"({len(members)} images): {e}; lower --num_pairs or raise "
+    raise ConfigError(f"--num_pairs={config.num_pairs} from {len(np.unique(labels))} held-out "
+                      f"identities ({len(labels)} images): {e}; lower --num_pairs or raise "
                       "--heldout_fraction") from e
-  return VerificationPairs(collection.images[members], pairs, is_same, config.num_folds)
+  return VerificationPairs(images, pairs, is_same, config.num_folds)
 
 
-def assemble(collection: LabelledCollection, config: DataConfig, name: str,
-             pairs: VerificationPairs | None = None,
-             pair_identities: frozenset[str] = frozenset()) -> FaceDataset:
-  """FaceDataset of a collection.
+@dataclasses.dataclass(frozen=True)
+class IdentityChoice:
+  """Which identities are trained on and which are held out for pairs (None: --pairs given)."""
+  usable: np.ndarray            # original labels trained on, sorted
+  heldout: np.ndarray | None    # original labels held out for verification pairs
+  report: dict
 
-  Identities named in `pair_identities` (when config.exclude_pair_identities)
-  and those with fewer than config.min_images_per_identity images are not
-  trained on. Without `pairs`, round(heldout_fraction * K) (at least 2) of the
-  remaining K identities, chosen with config.seed, are held out for pairs.
-  Training identities are relabelled 0..C-1 and split 8:1:1 per identity.
+  def relabel(self, num_labels: int) -> np.ndarray:
+    """int64 [num_labels]: original label -> training label 0..C-1, or -1 if not trained on."""
+    table = np.full(num_labels, -1, dtype=np.int64)
+    table[self.usable] = np.arange(len(self.usable))
+    return table
+
+
+def choose_identities(counts: np.ndarray, names: list[str], config: DataConfig, name: str,
+                      hold_out: bool, pair_identities: frozenset[str] = frozenset()
+                      ) -> IdentityChoice:
+  """The identity rules of every real dataset, from the image count of each identity.
+
+  Identities named in `pair_identities` (when config.exclude_pair_identities) and those
+  with fewer than config.min_images_per_identity images are not trained on. With
+  `hold_out` (no --pairs), round(heldout_fraction * K) (at least 2) of the remaining K
+  identities, chosen with config.seed, are held out for pairs.
   """
-  report = dict(collection.report)
-  counts = np.bincount(collection.labels, minlength=len(collection.identity_names))
-  names = collection.identity_names
   excluded = {i for i, n in enumerate(names) if config.exclude_pair_identities and n in pair_identities}
   too_few = {i for i, c in enumerate(counts)
              if i not in excluded and 0 < c < config.min_images_per_identity}
   usable = np.array([i for i, c in enumerate(counts)
                      if c and i not in excluded and i not in too_few], dtype=np.int64)
-  report.update(identities_in_pairs_excluded=len([i for i in excluded if counts[i]]),
+  report = dict(identities_in_pairs_excluded=len([i for i in excluded if counts[i]]),
                 images_in_pairs_identities_excluded=int(sum(counts[i] for i in excluded)),
                 identities_below_min_images=len(too_few),
                 images_below_min_images=int(sum(counts[i] for i in too_few)),
                 min_images_per_identity=config.min_images_per_identity)
-  if pairs is None:
+  heldout = None
+  if hold_out:
     rng = np.random.default_rng(config.seed)
     num_heldout = max(2, int(round(config.heldout_fraction * len(usable))))
     if len(usable) - num_heldout < 2:
@@ -118,15 +128,32 @@ def assemble(collection: LabelledCollection, config: DataConfig, name: str,
                         f"{config.min_images_per_identity} images; need at least "
                         f"{num_heldout + 2} to hold out {num_heldout} for pairs and train on 2")
     heldout = np.sort(rng.permutation(usable)[:num_heldout])
-    pairs = _heldout_pairs(collection, heldout, config)
     usable = np.setdiff1d(usable, heldout)
     report["heldout_identities"] = [names[i] for i in heldout]
   if len(usable) < 2:
     raise ConfigError(f"{name}: only {len(usable)} identities left to train on "
                       f"(--min_images_per_identity={config.min_images_per_identity})")
+  return IdentityChoice(usable, heldout, report)
+
+
+def assemble(collection: LabelledCollection, config: DataConfig, name: str,
+             pairs: VerificationPairs | None = None,
+             pair_identities: frozenset[str] = frozenset()) -> FaceDataset:
+  """FaceDataset of a collection: identities by `choose_identities`, pairs from the
+  held-out identities when `pairs` is None; training identities are relabelled
+  0..C-1 and split 8:1:1 per identity.
+  """
+  report = dict(collection.report)
+  counts = np.bincount(collection.labels, minlength=len(collection.identity_names))
+  names = collection.identity_names
+  choice = choose_identities(counts, names, config, name, pairs is None, pair_identities)
+  report.update(choice.report)
+  usable = choice.usable
+  if pairs is None:
+    members = np.flatnonzero(np.isin(collection.labels, choice.heldout))
+    pairs = heldout_pairs(collection.images[members], collection.labels[members], config)
   members = np.flatnonzero(np.isin(collection.labels, usable))
-  relabel = np.full(len(names), -1, dtype=np.int64)
-  relabel[usable] = np.arange(len(usable))
+  relabel = choice.relabel(len(names))
   images, labels = collection.images[members], relabel[collection.labels[members]].astype(np.int32)
   train, val, test = split_per_identity(labels, (0.8, 0.1, 0.1), config.seed)
   report.update(train_identities=len(usable), train_images=len(train), val_images=len(val),
@@ -135,7 +162,8 @@ def assemble(collection: LabelledCollection, config: DataConfig, name: str,
   logging.info("%s: %d identities (%d train / %d val / %d test images), %d pairs over %d images; "
                "%d rejected images; %d identities below %d images, %d named in the pairs excluded",
                name, len(usable), len(train), len(val), len(test), len(pairs),
-               pairs.images.shape[0], len(report.get("rejects", [])), len(too_few),
+               pairs.images.shape[0], len(report.get("rejects", [])),
+               report["identities_below_min_images"],
                config.min_images_per_identity, report["identities_in_pairs_excluded"])
   return FaceDataset(name=name, train=LabelledImages(images[train], labels[train]),
                      val=LabelledImages(images[val], labels[val]),

@@ -265,7 +265,7 @@ def _integer(value, what: str) -> int:
   return int(value)
 
 
-def _image_keys(reader: RecordIOReader) -> list[int]:
+def image_keys(reader: RecordIOReader) -> list[int]:
   """Image keys: 1 .. label[0]-1 when key 0 is InsightFace's header record, else every key."""
   if 0 not in reader:
     return reader.keys
@@ -303,15 +303,20 @@ def iter_insightface(rec_path: str, idx_path: str | None = None) -> Iterator[tup
   image. A record whose label is an array (face2rec's [label, aligned]) yields label[0].
   """
   with RecordIOReader(rec_path, idx_path) as reader:
-    for key in _image_keys(reader):
-      record = reader.read(key)
-      where = f"{rec_path} (index {reader.idx_path}), key {key}"
-      try:
-        header, image = unpack_header(record)
-      except RecordIOError as error:
-        raise RecordIOError(f"{where}: {error}") from None
-      label = header.label if header.flag == 0 else header.label[0]
-      yield key, _integer(label, f"{where}: label"), image
+    for key in image_keys(reader):
+      label, image = read_image_record(reader, key)
+      yield key, label, image
+
+
+def read_image_record(reader: RecordIOReader, key: int) -> tuple[int, bytes]:
+  """(integer label, encoded image) of one image record; label[0] for an array label."""
+  where = f"{reader.rec_path} (index {reader.idx_path}), key {key}"
+  try:
+    header, image = unpack_header(reader.read(key))
+  except RecordIOError as error:
+    raise RecordIOError(f"{where}: {error}") from None
+  label = header.label if header.flag == 0 else header.label[0]
+  return _integer(label, f"{where}: label"), image
 
 
 def _check_label(label, sample_number: int) -> int:

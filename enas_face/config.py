@@ -17,6 +17,7 @@ from enas_face import runlog
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
 ALIGN_MODES = ("none", "online")
+STREAM_MODES = ("auto", "always", "never")
 # --export_format: the SavedModel folder, and TFLite files in it (float32, float16 weights,
 # int8) and an ONNX file (the onnx extra).
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -87,6 +88,12 @@ class DataConfig:
   min_images_per_identity: int = 3
   heldout_fraction: float = 0.1
   exclude_pair_identities: bool = True
+  # Streaming (data/stream.py): auto streams tfrecord:/insightface: sets whose decoded
+  # training images would exceed stream_memory_gb; always / never force it.
+  stream: str = "auto"
+  stream_memory_gb: float = 4.0
+  shuffle_buffer: int = 10000  # encoded records in the streamed shuffle buffer
+  stream_eval_images: int = 5000  # streamed: about this many val, test and sample images
   max_image_pixels: int = 50_000_000
   cache_dir: str = ""
 

@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import shutil
+from typing import Callable
 
 import numpy as np
 from absl import logging
@@ -173,6 +174,21 @@ def distribute_dataset(placement: Placement, dataset: tf.data.Dataset) -> tf.dat
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   return placement.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def distribute_training_data(placement: Placement, make: Callable, per_pipeline: bool):
+  """Training batches for the strategy. make(input_context) builds the dataset.
+
+  In memory (per_pipeline False): make(None) gives global batches, split over the replicas
+  (DATA auto-sharding). Streamed (True): each input pipeline builds its own stream of
+  per-replica batches from its share of the files (`distribute_datasets_from_function`),
+  so no worker reads what another trains on.
+  """
+  if placement.name == "default":
+    return make(None)
+  if not per_pipeline:
+    return distribute_dataset(placement, make(None))
+  return placement.strategy.distribute_datasets_from_function(make)
 
 
 @functools.cache

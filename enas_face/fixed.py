@@ -25,7 +25,7 @@ from enas_face import runlog
 from enas_face import verification
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
-from enas_face.data.base import FaceDataset
+from enas_face.data.base import FaceDataset, LabelledImages
 from enas_face.heads import build_head
 from enas_face.training import loop
 from enas_face.training import step as train_lib
@@ -150,7 +150,7 @@ def train(config: RunConfig, dataset: FaceDataset,
                                train_cfg.epochs, loop.checkpoint_dir(config.run_dir))
   if fresh and train_cfg.init_checkpoint:
     initialize_child(state.child, train_cfg.init_checkpoint)
-    state.child.standardize.set_statistics(*pipeline.channel_statistics(dataset.train.images))
+    state.child.standardize.set_statistics(*pipeline.split_statistics(dataset.train))
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=train_lib.extra_losses(config.head))
@@ -159,10 +159,12 @@ def train(config: RunConfig, dataset: FaceDataset,
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
 
   def train_epoch(epoch: int) -> loop.EpochResult:
-    ds = pipeline.train_dataset(dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed,
-                                epoch=epoch, random_flip=config.data.random_flip,
-                                pad=config.data.pad, cutout=config.data.cutout)
-    return loop.run_epoch(train_step, distribute.distribute_dataset(placement, ds),
+    batches = distribute.distribute_training_data(
+        placement, lambda context: pipeline.train_dataset(
+            dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed, epoch=epoch,
+            random_flip=config.data.random_flip, pad=config.data.pad, cutout=config.data.cutout,
+            input_context=context), dataset.streamed)
+    return loop.run_epoch(train_step, batches,
                           steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief)
 
   def finish_epoch(epoch: int, result: loop.EpochResult) -> list[dict]:
@@ -207,16 +209,19 @@ def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
   embed = EmbeddingExtractor(child, eval_cfg.batch_size, eval_cfg.flip_test)
   metrics = verification.verification_report(embed(pairs.images), pairs.pairs, pairs.is_same,
                                               num_folds=pairs.num_folds, far=eval_cfg.far)
+  gallery, probes = dataset.train_sample, dataset.test
+  if dataset.streamed:  # the gallery is a sample: probe only the identities it holds
+    probes = LabelledImages(*(part[np.isin(probes.labels, gallery.labels)]
+                              for part in (probes.images, probes.labels)))
   metrics["identification_top1"] = verification.identification_top1(
-      embed(dataset.train.images), dataset.train.labels, embed(dataset.test.images),
-      dataset.test.labels)
+      embed(gallery.images), gallery.labels, embed(probes.images), probes.labels)
   if head is not None:
     plain = EmbeddingExtractor(child, eval_cfg.batch_size)
     metrics["val_classification_accuracy"] = classification_accuracy(
         plain, head, dataset.val.images, dataset.val.labels)
     metrics["test_classification_accuracy"] = classification_accuracy(
         plain, head, dataset.test.images, dataset.test.labels)
-  pca = verification.pca_embeddings(dataset.train.images, pairs.images,
+  pca = verification.pca_embeddings(dataset.train_sample.images, pairs.images,
                                     num_components=eval_cfg.pca_components, seed=config.data.seed)
   pca_report = verification.verification_report(pca, pairs.pairs, pairs.is_same,
                                                  num_folds=pairs.num_folds, far=eval_cfg.far)

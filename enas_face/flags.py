@@ -16,9 +16,9 @@ from enas_face import costs
 from enas_face import spaces
 from enas_face.data import sources
 from enas_face.spaces import enas_macro
-from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, ConfigError,
-                              DataConfig, EvalConfig, HeadConfig, ModelConfig, RunConfig,
-                              SearchConfig, TrainConfig)
+from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, STREAM_MODES,
+                              ConfigError, DataConfig, EvalConfig, HeadConfig, ModelConfig,
+                              RunConfig, SearchConfig, TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export")
 CONTROLLERS = ("enas", "random")
@@ -99,6 +99,18 @@ flags.DEFINE_float("heldout_fraction", 0.1, "Real data without --pairs: fraction
                    upper_bound=0.9)
 flags.DEFINE_boolean("exclude_pair_identities", True, "With --pairs=lfw:..., never train on an "
                      "identity named in the pairs file (the LFW protocol).")
+flags.DEFINE_enum("stream", "auto", STREAM_MODES, "tfrecord:/insightface: data: 'always' streams "
+                  "the training split from disk (bounded memory), 'never' decodes it into memory; "
+                  "'auto' streams when the decoded training images would exceed "
+                  "--stream_memory_gb.")
+flags.DEFINE_float("stream_memory_gb", 4.0, "--stream=auto: the decoded size above which the "
+                   "training split streams.", lower_bound=0.0)
+flags.DEFINE_integer("shuffle_buffer", 10000, "Streamed training: encoded records in the shuffle "
+                     "buffer (memory ~ buffer x encoded image size).", lower_bound=1)
+flags.DEFINE_integer("stream_eval_images", 5000, "Streamed data: about this many images each in "
+                     "the val split, the test split and the in-memory sample of the training "
+                     "split (statistics, identification gallery); at most 10 %% each.",
+                     lower_bound=10)
 flags.DEFINE_integer("max_image_pixels", 50_000_000, "Images with more pixels are rejected "
                      "(reported), not decoded.", lower_bound=1)
 flags.DEFINE_string("cache_dir", "", "Cache of faces aligned with --align=online (MTCNN "
@@ -416,6 +428,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     min_images_per_identity=fv.min_images_per_identity,
                     heldout_fraction=fv.heldout_fraction,
                     exclude_pair_identities=fv.exclude_pair_identities,
+                    stream=fv.stream, stream_memory_gb=fv.stream_memory_gb,
+                    shuffle_buffer=fv.shuffle_buffer, stream_eval_images=fv.stream_eval_images,
                     max_image_pixels=fv.max_image_pixels,
                     cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
                                                                            "data_cache")))

@@ -210,7 +210,7 @@ def _export(config: RunConfig, child, dataset=None) -> None:
   def draw(images, count):
     return images[np.sort(rng.choice(len(images), min(count, len(images)), replace=False))]
 
-  representative = draw(dataset.train.images, REPRESENTATIVE_IMAGES)
+  representative = draw(dataset.train_sample.images, REPRESENTATIVE_IMAGES)
   check = draw(dataset.pairs.images, CHECK_IMAGES)
   os.makedirs(out, exist_ok=True)
   for name in formats:

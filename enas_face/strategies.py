@@ -121,7 +121,7 @@ class OneShot:
 
   def start(self, restored: bool) -> None:
     """Channel statistics: from the training split on a fresh start, else the checkpoint's."""
-    mean, std = pipeline.channel_statistics(self.dataset.train.images)
+    mean, std = pipeline.split_statistics(self.dataset.train)
     if not restored:
       self.child.standardize.set_statistics(mean, std)
     self.mean = mean
@@ -129,11 +129,13 @@ class OneShot:
   def train_epoch(self, epoch: int, draw: Callable[[int], np.ndarray]) -> loop.EpochResult:
     """One pass over the training split, sample `draw(steps)[k]` at step k."""
     config, train = self.config, self.config.train
-    ds = pipeline.train_dataset(self.dataset.train, train.batch_size, self.mean, seed=train.seed,
-                                epoch=epoch, random_flip=config.data.random_flip,
-                                pad=config.data.pad, cutout=config.data.cutout)
+    batches = distribute.distribute_training_data(
+        self.placement, lambda context: pipeline.train_dataset(
+            self.dataset.train, train.batch_size, self.mean, seed=train.seed, epoch=epoch,
+            random_flip=config.data.random_flip, pad=config.data.pad, cutout=config.data.cutout,
+            input_context=context), self.dataset.streamed)
     arcs = draw(self.steps_per_epoch)
-    return loop.run_epoch(self.train_step, distribute.distribute_dataset(self.placement, ds),
+    return loop.run_epoch(self.train_step, batches,
                           self.steps_per_epoch, train.batch_size, epoch, config.run_dir,
                           self.placement.is_chief,
                           step_args=lambda step: (tf.constant(arcs[step]),))

@@ -29,13 +29,30 @@ def load_dataset(config: DataConfig) -> FaceDataset:
   from enas_face.data import real
   spec = sources.parse_dataset_spec(config.dataset)
   with _errors_name_the_flag(f"--dataset={config.dataset}"):
-    collection = _read_collection(spec, config)
+    source = _stream_source(spec, config)
+    collection = None if source is not None else _read_collection(spec, config)
   pairs, pair_identities = None, frozenset()
   pairs_spec = sources.parse_pairs_spec(config.pairs)
   if pairs_spec is not None:
     with _errors_name_the_flag(f"--pairs={config.pairs}"):
       pairs, pair_identities = _read_pairs(pairs_spec, config)
+  if source is not None:
+    from enas_face.data import stream
+    with _errors_name_the_flag(f"--dataset={config.dataset}"):
+      return stream.load_streamed(source, config, config.dataset, pairs, pair_identities)
   return real.assemble(collection, config, config.dataset, pairs, pair_identities)
+
+
+def _stream_source(spec: sources.DatasetSpec, config: DataConfig):
+  """The record source to stream from (--stream, data/stream.py), or None for in memory."""
+  from enas_face.data import stream
+  if config.stream == "never" or config.align == "online":
+    return None  # --align=online on aligned records is refused by the in-memory reader
+  if spec.kind not in stream.STREAMABLE:
+    stream.should_stream(config, spec.kind, 0)  # --stream=always: an error naming the flag
+    return None
+  source = stream.make_source(spec.kind, spec.path, spec.index_path)
+  return source if stream.should_stream(config, spec.kind, source.num_records) else None
 
 
 @contextlib.contextmanager

@@ -28,6 +28,10 @@ class LabelledImages:
   def __len__(self) -> int:
     return int(self.images.shape[0])
 
+  @property
+  def image_size(self) -> int:
+    return int(self.images.shape[1])
+
 
 @dataclasses.dataclass(frozen=True)
 class VerificationPairs:
@@ -55,9 +59,13 @@ class VerificationPairs:
 
 @dataclasses.dataclass(frozen=True)
 class FaceDataset:
-  """Train/val/test images of the training identities plus held-out pairs."""
+  """Train/val/test images of the training identities plus held-out pairs.
+
+  `train` is in memory (LabelledImages) or streams from disk (data.stream.StreamedImages,
+  which has no image array: code that needs training images in memory uses `train_sample`).
+  """
   name: str
-  train: LabelledImages
+  train: LabelledImages  # or data.stream.StreamedImages
   val: LabelledImages
   test: LabelledImages
   num_classes: int
@@ -66,7 +74,16 @@ class FaceDataset:
 
   @property
   def image_size(self) -> int:
-    return int(self.train.images.shape[1])
+    return int(self.train.image_size)
+
+  @property
+  def streamed(self) -> bool:
+    return not isinstance(self.train, LabelledImages)
+
+  @property
+  def train_sample(self) -> LabelledImages:
+    """The training images in memory: the whole split, or a streamed split's bounded sample."""
+    return self.train.sample if self.streamed else self.train
 
 
 def split_per_identity(labels: np.ndarray, fractions=(0.8, 0.1, 0.1),

@@ -68,11 +68,23 @@ def augment_and_batch(ds: tf.data.Dataset, batch_size: int, mean: np.ndarray, *,
   return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def train_dataset(split: LabelledImages, batch_size: int, mean: np.ndarray, *, seed: int,
+def split_statistics(split) -> tuple[np.ndarray, np.ndarray]:
+  """Channel (mean, std) of a training split: over all its pixels in memory, over its
+  sample when it streams (data/stream.py)."""
+  if isinstance(split, LabelledImages):
+    return channel_statistics(split.images)
+  return split.mean, split.std
+
+
+def train_dataset(split, batch_size: int, mean: np.ndarray, *, seed: int,
                   epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
-                  augment: bool = True) -> tf.data.Dataset:
-  """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]) from
-  in-memory images, shuffled with a seed derived from (seed, epoch)."""
+                  augment: bool = True, input_context=None) -> tf.data.Dataset:
+  """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]), shuffled with
+  a seed derived from (seed, epoch). In-memory images (LabelledImages; B = global batch);
+  a streamed split builds its own stream (StreamedImages.dataset, per input pipeline)."""
+  if not isinstance(split, LabelledImages):
+    return split.dataset(batch_size, mean, seed=seed, epoch=epoch, random_flip=random_flip,
+                         pad=pad, cutout=cutout, augment=augment, input_context=input_context)
   count = len(split)
   if batch_size > count:
     raise ValueError(f"batch_size={batch_size} is larger than the training split ({count} images)")

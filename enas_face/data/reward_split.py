@@ -23,6 +23,10 @@ def hold_out_identities(dataset: FaceDataset, num_identities: int, num_pairs: in
 
   The K identities are drawn with `seed` among those with >= 2 images in train+val+test.
   """
+  if dataset.streamed:
+    raise ConfigError(f"--reward_identities={num_identities} with a streamed training split "
+                      "(--stream): holding identities out of a stream is not supported; use "
+                      "--reward_metric=classification, or --stream=never if the data fit in memory")
   parts = (dataset.train, dataset.val, dataset.test)
   labels = np.concatenate([p.labels for p in parts])
   identities, counts = np.unique(labels, return_counts=True)

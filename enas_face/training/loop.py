@@ -60,7 +60,7 @@ def restore_or_start(manager: tf.train.CheckpointManager, child: keras.Model,
   """Restores the latest checkpoint of `restore_dir` (the chief's), or starts by setting
   the child's standardisation to the training split's statistics; returns the
   per-channel mean (for augmentation)."""
-  mean, std = pipeline.channel_statistics(dataset.train.images)
+  mean, std = pipeline.split_statistics(dataset.train)
   latest = tf.train.latest_checkpoint(restore_dir)
   if latest:
     manager.checkpoint.restore(latest).assert_existing_objects_matched()

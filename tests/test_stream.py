@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -217,3 +218,53 @@ def test_in_memory_split_keeps_its_own_pipeline():
   assert pipeline.split_statistics(split)[0].shape == (3,)
   batches = list(pipeline.train_dataset(split, 5, np.zeros(3, np.float32), seed=0, epoch=0))
   assert len(batches) == 4
+
+
+# ------------------------------------------------------------------ the command line
+
+def _cli_data(folder: str, tmp_path) -> list[str]:
+  return [f"--dataset=tfrecord:{folder}", "--stream=always", "--stream_eval_images=12",
+          "--heldout_fraction=0.2", "--num_pairs=20", "--num_folds=2", "--image_size=16",
+          f"--cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.mark.slow
+def test_fixed_and_search_runs_stream_and_resume(aligned, tmp_path):
+  from tests.test_distribute import TINY, SEARCH, read_jsonl, run_main
+  folder, _, _, _ = aligned
+  args = [*_cli_data(folder, tmp_path), *[a for a in TINY if not a.startswith("--image_size")]]
+  run_dir = str(tmp_path / "fixed")
+  first = run_main("--mode=fixed", "--epochs=2", f"--run_dir={run_dir}", *args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "streamed training split, epoch 1: input pipeline 0 of 1" in first.stderr
+  report = json.load(open(os.path.join(run_dir, "data_report.json")))
+  assert report["streamed"] and report["train_images"] > 0
+  metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+  assert 0 <= metrics["verification_accuracy"] <= 1
+  resumed = run_main("--mode=fixed", "--epochs=3", f"--run_dir={run_dir}", *args)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert [r["epoch"] for r in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == \
+      [1, 2, 3]
+  assert "streamed training split, epoch 1:" not in resumed.stderr  # resumed after epoch 2
+  search_dir = str(tmp_path / "search")
+  search = run_main(*SEARCH, f"--run_dir={search_dir}", *args)
+  assert search.returncode == 0, search.stderr[-3000:]
+  assert os.path.isfile(os.path.join(search_dir, "arcs_ranked.json"))
+
+
+@pytest.mark.slow
+def test_two_workers_read_their_own_shares(aligned, tmp_path):
+  from tests.test_distribute import (ENV, FIXED, TINY, free_ports, read_jsonl, run_together,
+                                     tf_config)
+  folder, _, _, _ = aligned
+  args = [*_cli_data(folder, tmp_path), *[a for a in TINY if not a.startswith("--image_size")]]
+  run_dir = str(tmp_path / "workers")
+  ports = free_ports(2)
+  (chief, other), _ = run_together(*[
+      ([*FIXED, "--strategy=multi_worker", f"--run_dir={run_dir}", *args],
+       {**ENV, "TF_CONFIG": tf_config(ports, index)}) for index in range(2)])
+  assert chief.returncode == 0, chief.stderr[-4000:]
+  assert other.returncode == 0, other.stderr[-4000:]
+  assert "input pipeline 0 of 2" in chief.stderr and "input pipeline 1 of 2" in other.stderr
+  history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
+  assert [h["epoch"] for h in history] == [1, 2] and {h["replicas"] for h in history} == {2}

@@ -346,6 +346,8 @@ class StreamedImages:
     if steps < 1:
       raise ConfigError(f"--batch_size={batch_size} is larger than the streamed training split "
                         f"({len(self)} images)")
+    logging.info("streamed training split, epoch %d: input pipeline %d of %d, %d images, "
+                 "batches of %d", epoch + 1, shard[0], shard[1], len(self), per_batch)
     relabel = tf.constant(self.relabel, tf.int64)
     num_labels, min_bucket = len(self.relabel), self.min_bucket
 

@@ -4,8 +4,8 @@ Every reader (image folders, aligned TFRecords, InsightFace RecordIO) produces a
 `LabelledCollection`; `assemble` turns one into the train/val/test splits the
 trainer uses, plus verification pairs (from a pairs file, or from identities
 held out of training). Everything is in memory: fine for LFW / ORL / CASIA-size
-sets at the CPU-friendly input sizes; MS-Celeb-1M scale needs a streaming
-reader (not built yet).
+sets at the CPU-friendly input sizes; larger tfrecord: / insightface: sets
+stream (data/stream.py, --stream) under the same identity rules (choose_identities).
 
 The dataset's `report` records what happened to every input image: counts per
 identity, rejects with their reasons, identities dropped and why.

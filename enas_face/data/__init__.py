@@ -1,11 +1,13 @@
 """Face datasets: every source returns a `base.FaceDataset`.
 
 `load_dataset(config)` reads --dataset (synthetic, folder:, tfrecord:,
-insightface:) and --pairs (lfw:, bin:, or pairs from held-out identities).
+insightface:) and --pairs (a list of lfw: and bin: sets, or pairs from held-out
+identities): the first set is `dataset.pairs`, all of them `dataset.pair_sets`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import numpy as np
@@ -16,7 +18,8 @@ from enas_face.data.base import FaceDataset, VerificationPairs
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:
-  """The dataset named by --dataset, with the verification pairs of --pairs."""
+  """The dataset named by --dataset, with the verification pairs of --pairs (identities named
+  by any lfw: set are the ones excluded from training)."""
   if config.dataset == "synthetic":
     from enas_face.data import synthetic
     return synthetic.make_synthetic_dataset(
@@ -30,12 +33,14 @@ def load_dataset(config: DataConfig) -> FaceDataset:
   spec = sources.parse_dataset_spec(config.dataset)
   with _errors_name_the_flag(f"--dataset={config.dataset}"):
     collection = _read_collection(spec, config)
-  pairs, pair_identities = None, frozenset()
-  pairs_spec = sources.parse_pairs_spec(config.pairs)
-  if pairs_spec is not None:
+  pair_sets, pair_identities = {}, frozenset()
+  for spec in sources.parse_pairs_spec(config.pairs):
     with _errors_name_the_flag(f"--pairs={config.pairs}"):
-      pairs, pair_identities = _read_pairs(pairs_spec, config)
-  return real.assemble(collection, config, config.dataset, pairs, pair_identities)
+      pair_sets[spec.name], identities = _read_pairs(spec, config)
+    pair_identities |= identities
+  primary = next(iter(pair_sets.values()), None)
+  dataset = real.assemble(collection, config, config.dataset, primary, pair_identities)
+  return dataclasses.replace(dataset, pair_sets=pair_sets) if pair_sets else dataset
 
 
 @contextlib.contextmanager

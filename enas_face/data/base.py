@@ -53,9 +53,17 @@ class VerificationPairs:
     return int(self.pairs.shape[0])
 
 
+DEFAULT_PAIR_SET = "heldout"
+
+
 @dataclasses.dataclass(frozen=True)
 class FaceDataset:
-  """Train/val/test images of the training identities plus held-out pairs."""
+  """Train/val/test images of the training identities plus verification pairs.
+
+  `pairs` is the primary set (the first of --pairs, or the held-out/synthetic pairs);
+  `pair_sets` maps every set's name to its pairs, in order, the primary first (left
+  empty, it becomes {"heldout": pairs}).
+  """
   name: str
   train: LabelledImages
   val: LabelledImages
@@ -63,6 +71,14 @@ class FaceDataset:
   num_classes: int
   pairs: VerificationPairs
   report: dict = dataclasses.field(default_factory=dict)  # what the reader kept and rejected
+  pair_sets: dict = dataclasses.field(default_factory=dict)  # name -> VerificationPairs
+
+  def __post_init__(self):
+    if not self.pair_sets:
+      object.__setattr__(self, "pair_sets", {DEFAULT_PAIR_SET: self.pairs})
+    elif next(iter(self.pair_sets.values())) is not self.pairs:
+      raise ValueError("pair_sets must list the primary `pairs` first, got "
+                       f"{list(self.pair_sets)}")
 
   @property
   def image_size(self) -> int:

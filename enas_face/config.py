@@ -217,6 +217,10 @@ class EvalConfig:
   far: float = 1e-3
   pca_components: int = 64
   batch_size: int = 256
+  protocol: str = "exact"  # exact (ours) | insightface | both (verification.PROTOCOLS)
+  eval_every: int = 1  # fixed training: verify every pair set every N epochs; 0 = at the end
+  best_pairs: str = ""  # the pair set whose accuracy picks RUN_DIR/best/; "" = the primary
+  checkpoint: str = "latest"  # eval/export: latest | best (RUN_DIR/best/)
 
 
 @dataclasses.dataclass(frozen=True)

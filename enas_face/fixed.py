@@ -8,6 +8,13 @@ optional label smoothing, plus any extra terms (RegularFace).
 A run folder holds `checkpoints/` (one per epoch, `tf.train.CheckpointManager`)
 and `train_history.jsonl` (one record per epoch, runlog.py): rerunning with the
 same folder resumes after the last finished epoch.
+
+Every --eval_every epochs (and after the last) each verification set is scored
+(`pairs/<set>/<metric>` in the history and TensorBoard); the epoch with the best
+accuracy on --best_pairs is kept in `best/`: a checkpoint of child and head,
+`best/ckpt-<epoch>`, and `best/best.json` (epoch, set, metric, value, checkpoint),
+written after the checkpoint files so it always names a complete one, and read
+back on resume.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ from enas_face.training import step as train_lib
 
 
 HISTORY_NAME = "train_history.jsonl"
+BEST_DIR = "best"
+BEST_NAME = "best.json"
 
 
 @dataclasses.dataclass
@@ -88,13 +97,24 @@ def initialize_child(child: keras.Model, source: str) -> str:
 
 
 def restore_child(config: RunConfig) -> keras.Model:
-  """The trained child of a run folder (latest checkpoint), for eval and export."""
-  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
+  """The trained child of a run folder (its latest checkpoint, or best/ with
+  --checkpoint=best), for eval and export."""
+  if config.eval.checkpoint == "best":
+    best = read_best(config.run_dir)
+    if best is None:
+      raise ConfigError(f"--checkpoint=best: no {os.path.join(best_dir(config.run_dir), BEST_NAME)}"
+                        " (a fixed run writes it when it verifies its pairs)")
+    latest = os.path.join(best_dir(config.run_dir), best["checkpoint"])
+  else:
+    latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
   if latest is None:
     raise ConfigError(f"--run_dir={config.run_dir}: no checkpoint in "
                       f"{loop.checkpoint_dir(config.run_dir)}; train it first with --mode=fixed")
   child = build_child(config)
-  tf.train.Checkpoint(child=child).restore(latest).expect_partial().assert_existing_objects_matched()
+  checkpoint = tf.train.Checkpoint(child=child)
+  # best/ is written by Checkpoint.write (no save counter): read it back with `read`.
+  status = checkpoint.read(latest) if config.eval.checkpoint == "best" else checkpoint.restore(latest)
+  status.expect_partial().assert_existing_objects_matched()
   logging.info("restored %s", latest)
   return child
 
@@ -155,6 +175,11 @@ def train(config: RunConfig, dataset: FaceDataset,
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=train_lib.extra_losses(config.head))
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
+  pair_extractor = EmbeddingExtractor(state.child, config.eval.batch_size, config.eval.flip_test)
+  best_set, best_metric = best_selection(config, dataset)
+  best = None if fresh else read_best(config.run_dir)
+  if best is not None and (best["set"], best["metric"]) != (best_set, best_metric):
+    best = None  # another --best_pairs or --protocol: pick again from here on
   chief = placement.is_chief
   writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
 
@@ -168,6 +193,7 @@ def train(config: RunConfig, dataset: FaceDataset,
                           steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief)
 
   def finish_epoch(epoch: int, result: loop.EpochResult) -> list[dict]:
+    nonlocal best
     if not chief:
       return []
     val_acc = classification_accuracy(extractor, state.head, dataset.val.images,
@@ -178,9 +204,20 @@ def train(config: RunConfig, dataset: FaceDataset,
     logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
                  epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
                  val_acc, result.images_per_second)
+    if verify_now(epoch, train_cfg.epochs, config.eval.eval_every):
+      record.update(pair_set_accuracies(config, dataset, pair_extractor))
+      logging.info("epoch %d pairs: %s", epoch + 1, "  ".join(
+          f"{key[len('pairs/'):]} {value:.4f}" for key, value in record.items()
+          if key.startswith("pairs/")))
+      best = keep_best(config.run_dir, best, epoch + 1, best_set, best_metric,
+                       record[pair_key(best_set, best_metric)],
+                       tf.train.Checkpoint(child=state.child, head=state.head))
     with writer.as_default(step=epoch + 1):
       for key in ("loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"):
         tf.summary.scalar(key, record[key])
+      for key, value in record.items():
+        if key.startswith("pairs/"):
+          tf.summary.scalar(key, value)
     return [record]
 
   loop.run_epochs(epoch=state.epoch, epochs=train_cfg.epochs, manager=state.manager,
@@ -190,6 +227,74 @@ def train(config: RunConfig, dataset: FaceDataset,
     writer.flush()
   placement.cleanup(config.run_dir)
   return state
+
+
+def verify_now(epoch: int, epochs: int, eval_every: int) -> bool:
+  """Whether epoch `epoch` (0-based) verifies the pair sets: every eval_every-th and the last."""
+  return epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)
+
+
+def pair_key(name: str, metric: str) -> str:
+  """History / TensorBoard key of one set's metric: pairs/<set>/<metric>."""
+  return f"pairs/{name}/{metric}"
+
+
+def accuracy_metrics(protocol: str) -> list[str]:
+  """The accuracy keys a protocol reports: verification_accuracy and/or the insightface one."""
+  return {"exact": ["verification_accuracy"],
+          "insightface": ["insightface_verification_accuracy"],
+          "both": ["verification_accuracy", "insightface_verification_accuracy"]}[protocol]
+
+
+def best_selection(config: RunConfig, dataset: FaceDataset) -> tuple[str, str]:
+  """(set, metric) that picks best/: --best_pairs (default the primary set) and the first
+  accuracy of --protocol; ConfigError naming --best_pairs when the set is unknown."""
+  name = config.eval.best_pairs or next(iter(dataset.pair_sets))
+  if name not in dataset.pair_sets:
+    raise ConfigError(f"--best_pairs={name}: no such pair set; the sets are "
+                      f"{', '.join(dataset.pair_sets)}")
+  return name, accuracy_metrics(config.eval.protocol)[0]
+
+
+def pair_set_accuracies(config: RunConfig, dataset: FaceDataset,
+                        extractor: EmbeddingExtractor) -> dict[str, float]:
+  """{pairs/<set>/<accuracy metric>: value} of every set, with the --protocol(s)."""
+  out = {}
+  for name, pairs in dataset.pair_sets.items():
+    report = verification.protocol_report(extractor(pairs.images), pairs.pairs, pairs.is_same,
+                                          pairs.num_folds, config.eval.far, config.eval.protocol)
+    for metric in accuracy_metrics(config.eval.protocol):
+      out[pair_key(name, metric)] = report[metric]
+  return out
+
+
+def best_dir(run_dir: str) -> str:
+  return os.path.join(run_dir, BEST_DIR)
+
+
+def read_best(run_dir: str) -> dict | None:
+  """best/best.json ({epoch, set, metric, value, checkpoint}) or None."""
+  return runlog.read_json(os.path.join(best_dir(run_dir), BEST_NAME))
+
+
+def keep_best(run_dir: str, best: dict | None, epoch: int, name: str, metric: str, value: float,
+              checkpoint: tf.train.Checkpoint) -> dict:
+  """If value > best["value"] (or there is no best yet): writes best/ckpt-<epoch>, then
+  best.json naming it (atomic), then removes older best checkpoints; returns the best."""
+  if best is not None and not value > best["value"]:
+    return best
+  folder = best_dir(run_dir)
+  os.makedirs(folder, exist_ok=True)
+  prefix = f"ckpt-{epoch}"
+  checkpoint.write(os.path.join(folder, prefix))
+  best = {"epoch": epoch, "set": name, "metric": metric, "value": float(value),
+          "checkpoint": prefix}
+  runlog.write_json(os.path.join(folder, BEST_NAME), best)
+  for entry in os.listdir(folder):
+    if entry.startswith("ckpt-") and entry.split(".")[0] != prefix:
+      os.remove(os.path.join(folder, entry))
+  logging.info("best %s %s %.4f at epoch %d -> %s", name, metric, value, epoch, folder)
+  return best
 
 
 def history_path(run_dir: str) -> str:
@@ -203,12 +308,24 @@ def read_history(run_dir: str) -> list[dict]:
 
 def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
              head: keras.layers.Layer | None = None) -> dict:
-  """LFW-protocol verification, identification, PCA baseline and model cost."""
+  """Verification of every pair set, identification, PCA baseline and model cost.
+
+  The top-level verification keys are the primary set's (exact protocol, plus the
+  insightface_ keys with --protocol=insightface/both); `pair_sets` holds every set's
+  report under its name, `pair_set_names` their order (the primary first).
+  """
   eval_cfg = config.eval
   pairs = dataset.pairs
   embed = EmbeddingExtractor(child, eval_cfg.batch_size, eval_cfg.flip_test)
-  metrics = verification.verification_report(embed(pairs.images), pairs.pairs, pairs.is_same,
-                                              num_folds=pairs.num_folds, far=eval_cfg.far)
+  protocol = "both" if eval_cfg.protocol != "exact" else "exact"
+  pair_sets = {}
+  for name, one in dataset.pair_sets.items():
+    pair_sets[name] = verification.protocol_report(embed(one.images), one.pairs, one.is_same,
+                                                   num_folds=one.num_folds, far=eval_cfg.far,
+                                                   protocol=protocol)
+  metrics = dict(next(iter(pair_sets.values())))
+  metrics["pair_sets"] = pair_sets
+  metrics["pair_set_names"] = list(pair_sets)  # their order (JSON files sort keys)
   gallery, probes = dataset.train_sample, dataset.test
   if dataset.streamed:  # the gallery is a sample: probe only the identities it holds
     probes = LabelledImages(*(part[np.isin(probes.labels, gallery.labels)]

@@ -309,13 +309,25 @@ flags.DEFINE_string("latency_cache", "", "JSONL file of measured latencies, reus
 flags.DEFINE_boolean("flip_test", True, "Embed e(x) + e(flip(x)) for evaluation.")
 flags.DEFINE_float("far", 1e-3, "False accept rate for the TAR@FAR metric.", lower_bound=0.0,
                    upper_bound=1.0)
+flags.DEFINE_enum("protocol", "exact", ("exact", "insightface", "both"),
+                  "Verification protocol: exact = our 10-fold accuracy over every score "
+                  "threshold (s > t on cosines); insightface = insightface's (squared distance of "
+                  "unit embeddings, thresholds 0..4 step 0.01, same iff d < t, VAL@FAR); both.")
+flags.DEFINE_integer("eval_every", 1, "Fixed training: verify every --pairs set every N epochs "
+                     "(and after the last); 0 = only after the last.", lower_bound=0)
+flags.DEFINE_string("best_pairs", "", "The --pairs set (by name: the file stem) whose "
+                    "verification accuracy picks the best epoch, kept as RUN_DIR/best/; empty = "
+                    "the first set.")
+flags.DEFINE_enum("checkpoint", "latest", ("latest", "best"),
+                  "--mode=eval/export: the run's latest checkpoint or RUN_DIR/best/.")
 flags.DEFINE_integer("pca_components", 64, "Components of the pixel-PCA baseline.", lower_bound=1)
 flags.DEFINE_integer("eval_batch_size", 256, "Batch size for embedding extraction.", lower_bound=1)
 
 
 # EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
 EVAL_FLAGS = {"flip_test": "flip_test", "far": "far", "pca_components": "pca_components",
-              "batch_size": "eval_batch_size"}
+              "batch_size": "eval_batch_size", "protocol": "protocol",
+              "checkpoint": "checkpoint"}
 
 
 def own_flags(flag_values: flags.FlagValues) -> list[flags.Flag]:
@@ -371,10 +383,14 @@ def _dataset_value(value: str) -> str:
 
 
 def _pairs_value(value: str) -> str:
-  spec = sources.parse_pairs_spec(value)
-  if spec is None:
-    return ""
-  return f"lfw:{spec.path},{spec.images_dir}" if spec.kind == "lfw" else f"bin:{spec.path}"
+  """--pairs with its sets checked and their paths made absolute."""
+  return ",".join(spec.value() for spec in sources.parse_pairs_spec(value))
+
+
+def pair_set_names(pairs: str) -> list[str]:
+  """The names of the --pairs sets (the held-out pairs' name when empty)."""
+  from enas_face.data.base import DEFAULT_PAIR_SET
+  return [spec.name for spec in sources.parse_pairs_spec(pairs)] or [DEFAULT_PAIR_SET]
 
 
 def _export_format(values: list[str]) -> tuple[str, ...]:
@@ -498,7 +514,14 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   head.validate()
   export_format = _export_format(fv.export_format)
   evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
-                          batch_size=fv.eval_batch_size)
+                          batch_size=fv.eval_batch_size, protocol=fv.protocol,
+                          eval_every=fv.eval_every, best_pairs=fv.best_pairs,
+                          checkpoint=fv.checkpoint)
+  if fv.best_pairs:
+    set_names = pair_set_names(data.pairs)
+    if fv.best_pairs not in set_names:
+      raise ConfigError(f"--best_pairs={fv.best_pairs}: no such pair set; the sets are "
+                        f"{', '.join(set_names)}")
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
                    data=data, train=train, eval=evaluation, search=search, head=head,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",

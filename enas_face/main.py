@@ -91,12 +91,34 @@ def format_results(metrics: dict) -> str:
       ("params (trainable)", f"{metrics['params']:,}"),
       ("FLOPs (batch 1)", f"{metrics['flops']:,}"),
   ]
+  rows += pair_set_rows(metrics)
   for key, label in (("train_images_per_second", "training throughput (img/s)"),
                      ("train_wall_seconds", "training wall time (s)")):
     if key in metrics:
       rows.append((label, f"{metrics[key]:.1f}"))
   width = max(len(r[0]) for r in rows)
   return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+PROTOCOL_KEYS = (("exact", "verification_accuracy", "verification_std"),
+                 ("insightface", "insightface_verification_accuracy",
+                  "insightface_verification_std"))
+
+
+def pair_set_rows(metrics: dict) -> list[tuple[str, str]]:
+  """One row per pair set and protocol: accuracy +- std (10-fold), and VAL@FAR for insightface."""
+  rows, sets = [], metrics.get("pair_sets", {})
+  for name in metrics.get("pair_set_names", list(sets)):
+    report = sets[name]
+    for protocol, key, std in PROTOCOL_KEYS:
+      if key not in report:
+        continue
+      value = f"{report[key]:.4f} +- {report[std]:.4f}"
+      val = [k for k in report if k.startswith("insightface_val_at_far_")]
+      if protocol == "insightface" and val:
+        value += f"  (VAL@FAR={val[0][len('insightface_val_at_far_'):]} {report[val[0]]:.4f})"
+      rows.append((f"pairs {name} [{report['num_pairs']}] {protocol}", value))
+  return rows
 
 
 def _write_metrics(config: RunConfig, metrics: dict) -> None:
@@ -172,7 +194,9 @@ def _load_dataset(config: RunConfig, chief: bool = True):
     runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
     rejects = dataset.report.get("num_rejects", 0)
     print(f"data: {dataset.num_classes} training identities, {len(dataset.train)} training "
-          f"images, {len(dataset.pairs)} pairs; {rejects} rejected images "
+          f"images, pairs: " + ", ".join(f"{name} {len(p)}" for name, p in
+                                         dataset.pair_sets.items())
+          + f"; {rejects} rejected images "
           f"(RUN_DIR/data_report.json)")
   return dataset
 
@@ -281,17 +305,32 @@ def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
   """comparison.json and comparison.md: the top-k architectures trained from scratch."""
   runlog.write_json(os.path.join(config.run_dir, "comparison.json"), rows)
   columns = COMPARISON_COLUMNS
+  sets = rows[0].get("pair_sets", {}) if rows else {}
+  for name in rows[0].get("pair_set_names", list(sets)) if rows else ():
+    for protocol, key, _ in PROTOCOL_KEYS:
+      if key in sets[name]:
+        columns += ((("pair_sets", name, key), f"{name} {protocol}", "{:.4f}"),)
   if rows and "cost" in rows[0]:  # a cost model other than measured latency
     columns += (("cost", f"{rows[0]['cost_model']} cost ({rows[0]['cost_unit']})", "{:.4g}"),)
   header = "| " + " | ".join(label for _, label, _ in columns) + " |"
   lines = [header, "|" + "---|" * len(columns)]
   for row in rows:
-    lines.append("| " + " | ".join("n/a" if row.get(key) is None else fmt.format(row[key])
-                                   for key, _, fmt in columns) + " |")
+    values = [_lookup(row, key) for key, _, _ in columns]
+    lines.append("| " + " | ".join("n/a" if value is None else fmt.format(value)
+                                   for value, (_, _, fmt) in zip(values, columns)) + " |")
   table = "\n".join(lines) + "\n"
   runlog.write_text(os.path.join(config.run_dir, "comparison.md"), table)
   print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
   print(table)
+
+
+def _lookup(row: dict, key):
+  """row[key], or row[k0][k1]... for a tuple key; None when missing."""
+  for part in key if isinstance(key, tuple) else (key,):
+    if not isinstance(row, dict) or part not in row:
+      return None
+    row = row[part]
+  return row
 
 
 def _number(value, form: str = "{:.4g}") -> str:

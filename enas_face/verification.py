@@ -261,3 +261,130 @@ def pca_embeddings(train_images: np.ndarray, images: np.ndarray, num_components:
   pca = PCA(n_components=components, whiten=False, random_state=seed)
   pca.fit(train_flat)
   return pca.transform(flat).astype(np.float32)
+
+
+# ------------------------------------------------------- insightface protocol
+PROTOCOLS = ("exact", "insightface", "both")
+INSIGHTFACE_ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)   # insightface's evaluate()
+INSIGHTFACE_VAL_THRESHOLDS = np.arange(0, 4, 0.001)       # its calculate_val() grid
+
+
+def squared_distances(embeddings, pairs) -> np.ndarray:
+  """d_p = ||u_a - u_b||^2 = 2 - 2 cos(e_a, e_b) for every pair p = (a, b), u = e / ||e||."""
+  embeddings = _as_embeddings(embeddings, "embeddings")
+  pairs = np.asarray(pairs)
+  if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
+    raise ValueError(f"pairs must be an integer array [P, 2], got {pairs.dtype} {pairs.shape}")
+  unit = l2_normalize(embeddings.astype(np.float64), axis=1)
+  return np.sum(np.square(unit[pairs[:, 0]] - unit[pairs[:, 1]]), axis=1)
+
+
+def _accepted(distances: np.ndarray, thresholds) -> np.ndarray:
+  """#{p: d_p < t_i} for every threshold t_i (pair p predicted same when d_p < t)."""
+  return np.searchsorted(np.sort(distances), np.asarray(thresholds, np.float64), side="left")
+
+
+def insightface_best_threshold(distances, is_same,
+                               thresholds=INSIGHTFACE_ACCURACY_THRESHOLDS) -> float:
+  """argmax_i acc(t_i), acc(t) = mean_p[(d_p < t) == same_p], over the fixed grid; ties go to
+  the first (smallest) threshold (np.argmax, as insightface's calculate_roc)."""
+  distances, is_same = _scores_and_labels(distances, is_same)
+  different = distances[~is_same]
+  correct = _accepted(distances[is_same], thresholds) + different.size - _accepted(different,
+                                                                                    thresholds)
+  return float(np.asarray(thresholds)[int(np.argmax(correct))])
+
+
+def val_far(distances, is_same, threshold: float) -> tuple[float, float]:
+  """VAL(t) = #{same: d < t} / #same, FAR(t) = #{different: d < t} / #different."""
+  distances, is_same = _scores_and_labels(distances, is_same, both_classes=True)
+  accept = distances < threshold
+  return float(np.mean(accept[is_same])), float(np.mean(accept[~is_same]))
+
+
+def threshold_at_far(distances, is_same, far: float,
+                     thresholds=INSIGHTFACE_VAL_THRESHOLDS) -> float:
+  """insightface's calculate_val rule: FAR_i = FAR(t_i) on the grid (non-decreasing in i).
+  If max_i FAR_i < far: t = 0 (accept nothing). Else, with i the last index with FAR_i <= far,
+  t = t_i + (t_{i+1} - t_i) (far - FAR_i) / (FAR_{i+1} - FAR_i) (linear interpolation of t
+  against FAR: scipy interp1d(FAR, t, 'slinear') as insightface calls it; FAR_i has runs of
+  equal values, which older scipy accepted (its interval search takes the last of a run; scipy
+  1.17 refuses duplicates)),
+  or t_i when FAR_i = far or i is the last grid point."""
+  thresholds = np.asarray(thresholds, np.float64)
+  distances, is_same = _scores_and_labels(distances, is_same, both_classes=True)
+  different = distances[~is_same]
+  rates = _accepted(different, thresholds) / different.size
+  if rates.max() < far:
+    return 0.0
+  i = int(np.searchsorted(rates, far, side="right")) - 1
+  if i < 0:  # FAR_0 > far: the grid starts above the target
+    return float(thresholds[0])
+  if i == len(rates) - 1 or rates[i] == far:
+    return float(thresholds[i])
+  step = (far - rates[i]) / (rates[i + 1] - rates[i])
+  return float(thresholds[i] + step * (thresholds[i + 1] - thresholds[i]))
+
+
+def insightface_verification(distances, is_same, num_folds: int = 10, far: float = 1e-3) -> dict:
+  """insightface's LFW/CFP/AgeDB protocol on squared distances of unit embeddings.
+
+  Folds: KFold(num_folds, shuffle=False) over the pairs in their order. Per fold k:
+  t_k = insightface_best_threshold on the other folds (grid 0..4 step 0.01, same iff
+  d < t), acc_k at t_k on fold k; t'_k = threshold_at_far on the other folds (grid step
+  0.001), VAL_k, FAR_k = val_far(t'_k) on fold k. Returns accuracy = mean acc_k, std =
+  std acc_k (ddof 0), val = mean VAL_k, val_std, far = mean FAR_k, thresholds [t_k].
+  """
+  distances, is_same = _scores_and_labels(distances, is_same, both_classes=True)
+  if not 2 <= num_folds <= distances.size:
+    raise ValueError(f"num_folds must be in 2..{distances.size} (the number of pairs), "
+                     f"got {num_folds}")
+  accuracies, thresholds, vals, fars = [], [], [], []
+  for train, test in KFold(n_splits=int(num_folds), shuffle=False).split(distances):
+    threshold = insightface_best_threshold(distances[train], is_same[train])
+    thresholds.append(threshold)
+    accuracies.append(float(np.mean((distances[test] < threshold) == is_same[test])))
+    at_far = threshold_at_far(distances[train], is_same[train], far)
+    test_same = is_same[test]
+    accept = distances[test] < at_far
+    # A fold without one of the classes counts that rate as 0 (insightface divides by 0).
+    vals.append(float(np.mean(accept[test_same])) if test_same.any() else 0.0)
+    fars.append(float(np.mean(accept[~test_same])) if (~test_same).any() else 0.0)
+  return {"accuracy": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+          "val": float(np.mean(vals)), "val_std": float(np.std(vals)),
+          "far": float(np.mean(fars)), "thresholds": thresholds}
+
+
+def _val_key(far: float) -> str:
+  """'val_at_far_' + far in short scientific form, e.g. 1e-3 -> 'val_at_far_1e-3'."""
+  return "val" + _far_key(far)[len("tar"):]
+
+
+def insightface_report(embeddings, pairs, is_same, num_folds: int = 10,
+                       far: float = 1e-3) -> dict:
+  """insightface_verification of the pairs' squared unit distances. Keys (prefixed so they
+  never collide with verification_report's): insightface_verification_accuracy,
+  insightface_verification_std, insightface_val_at_far_<far>, insightface_val_std,
+  insightface_far (the FAR reached), insightface_threshold (mean t_k)."""
+  result = insightface_verification(squared_distances(embeddings, pairs), is_same,
+                                    num_folds=num_folds, far=far)
+  return {"insightface_verification_accuracy": result["accuracy"],
+          "insightface_verification_std": result["std"],
+          "insightface_" + _val_key(far): result["val"],
+          "insightface_val_std": result["val_std"],
+          "insightface_far": result["far"],
+          "insightface_threshold": float(np.mean(result["thresholds"]))}
+
+
+def protocol_report(embeddings, pairs, is_same, num_folds: int = 10, far: float = 1e-3,
+                    protocol: str = "exact") -> dict:
+  """verification_report (exact), insightface_report, or both merged (protocol = 'both')."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+  report = {}
+  if protocol in ("exact", "both"):
+    report.update(verification_report(embeddings, pairs, is_same, num_folds, far))
+  if protocol in ("insightface", "both"):
+    report.update(insightface_report(embeddings, pairs, is_same, num_folds, far))
+  report["num_pairs"] = int(len(pairs))
+  return report

@@ -40,8 +40,8 @@ def test_tfrecord_without_manifest_and_rec_without_index(tmp_path):
 def test_pairs_specs(tmp_path):
   pairs = tmp_path / "pairs.txt"
   pairs.write_text("1\nA 1 2\nA 1 B 1\n")
-  assert sources.parse_pairs_spec("") is None
-  spec = sources.parse_pairs_spec(f"lfw:{pairs},{tmp_path}")
+  assert sources.parse_pairs_spec("") == []
+  [spec] = sources.parse_pairs_spec(f"lfw:{pairs},{tmp_path}")
   assert (spec.kind, spec.path, spec.images_dir) == ("lfw", str(pairs), str(tmp_path))
   for value, expected in [(f"lfw:{pairs}", "PAIRS_TXT,IMAGES_DIR"),
                           (f"lfw:{pairs},/no/dir", "/no/dir"),
@@ -49,6 +49,68 @@ def test_pairs_specs(tmp_path):
     with pytest.raises(ConfigError, match="--pairs") as error:
       sources.parse_pairs_spec(value)
     assert expected in str(error.value)
+
+
+def test_several_pairs_sets_split_on_kind_tokens_with_unique_names(tmp_path):
+  (tmp_path / "a").mkdir()
+  bins = [tmp_path / "lfw.bin", tmp_path / "cfp_fp.bin", tmp_path / "a" / "lfw.bin"]
+  for path in bins:
+    path.write_bytes(b"")
+  pairs = tmp_path / "pairsDevTest.txt"
+  pairs.write_text("1\nA 1 2\nA 1 B 1\n")
+  value = f"bin:{bins[0]},lfw:{pairs},{tmp_path},bin:{bins[1]},bin:{bins[2]},bin:{bins[0]}"
+  specs = sources.parse_pairs_spec(value)
+  assert [s.name for s in specs] == ["lfw", "pairsDevTest", "cfp_fp", "lfw_2", "lfw_3"]
+  assert [s.kind for s in specs] == ["bin", "lfw", "bin", "bin", "bin"]
+  assert specs[1].images_dir == str(tmp_path)  # the comma inside lfw: stayed inside
+  assert ",".join(s.value() for s in specs) == value  # round trip (absolute paths)
+  for bad, expected in [(f"bin:{bins[0]},cfp:x.bin", "unknown kind 'cfp'"),
+                        (f"bin:{bins[0]},lfw:{pairs}", "PAIRS_TXT,IMAGES_DIR"),
+                        (f"bin:{bins[0]},bin:/no/agedb_30.bin", "/no/agedb_30.bin")]:
+    with pytest.raises(ConfigError, match="--pairs") as error:
+      sources.parse_pairs_spec(bad)
+    assert expected in str(error.value)
+
+
+def _random_image(rng, size=20):
+  return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_two_bin_sets_load_into_pair_sets(tmp_path):
+  """--pairs=bin:A,bin:B: A is dataset.pairs, both are in dataset.pair_sets, in order."""
+  import cv2
+  from enas_face.data import load_dataset, verification_files
+  rng = np.random.default_rng(0)
+  for identity in range(4):
+    (tmp_path / "train" / f"id{identity}").mkdir(parents=True)
+    for k in range(5):
+      cv2.imwrite(str(tmp_path / "train" / f"id{identity}" / f"{k}.png"), _random_image(rng))
+  sizes = {"lfw": 10, "agedb_30": 20}
+  for name, num_pairs in sizes.items():
+    encoded = [cv2.imencode(".png", _random_image(rng))[1].tobytes()
+               for _ in range(2 * num_pairs)]
+    verification_files.save_bin(str(tmp_path / f"{name}.bin"), encoded,
+                                [True, False] * (num_pairs // 2))
+  config = DataConfig(dataset=f"folder:{tmp_path / 'train'}", image_size=16, num_folds=5,
+                      pairs=f"bin:{tmp_path / 'lfw.bin'},bin:{tmp_path / 'agedb_30.bin'}")
+  dataset = load_dataset(config)
+  assert list(dataset.pair_sets) == ["lfw", "agedb_30"]
+  assert dataset.pairs is dataset.pair_sets["lfw"]
+  assert {name: len(p) for name, p in dataset.pair_sets.items()} == sizes
+  assert dataset.pair_sets["agedb_30"].images.shape == (40, 16, 16, 3)
+  assert dataset.num_classes == 4  # .bin sets name no identities: nothing excluded
+
+
+def test_default_pair_set_is_the_heldout_pairs():
+  from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+  images = LabelledImages(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int32))
+  pairs = VerificationPairs(np.zeros((2, 4, 4, 3), np.uint8), np.array([[0, 1]]),
+                            np.array([True]), 1)
+  dataset = FaceDataset("x", images, images, images, 1, pairs)
+  assert dataset.pair_sets == {"heldout": pairs}
+  other = VerificationPairs(pairs.images, pairs.pairs, pairs.is_same, 1)
+  with pytest.raises(ValueError, match="primary"):
+    FaceDataset("x", images, images, images, 1, pairs, pair_sets={"a": other})
 
 
 def test_order_by_fold_balances_view1_and_keeps_view2():

@@ -309,3 +309,119 @@ def test_module_has_no_framework_imports():
   source = pathlib.Path(verification.__file__).read_text()
   for name in ("tensorflow", "keras", "absl"):
     assert f"import {name}" not in source and f"from {name}" not in source
+
+
+# ------------------------------------------------------- insightface protocol
+def test_squared_distances_of_unit_embeddings():
+  embeddings = np.array([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+  np.testing.assert_allclose(verification.squared_distances(embeddings, np.array([[0, 1], [0, 2],
+                                                                                [0, 0]])),
+                             [2.0, 4.0, 0.0])  # 2 - 2 cos: orthogonal, opposite, equal
+
+
+def test_insightface_threshold_rule_is_strict_and_takes_the_first_best():
+  # same pairs at d = 0.5, 0.705; different at 1.2, 1.5. Any t in (0.705, 1.2] is perfect;
+  # the grid's first one is 0.71 (the grid is 0, 0.01, ...; distances avoid its float noise).
+  distances = np.array([0.5, 0.705, 1.2, 1.5])
+  is_same = np.array([True, True, False, False])
+  assert verification.insightface_best_threshold(distances, is_same) == pytest.approx(0.71)
+  # A different pair at exactly 0.71 is accepted at 0.72 but not at 0.71.
+  assert verification.val_far(np.array([0.5, 0.71]), [True, False], 0.71) == (1.0, 0.0)
+  assert verification.val_far(np.array([0.5, 0.71]), [True, False], 0.72) == (1.0, 1.0)
+
+
+def test_threshold_at_far_interpolates_between_grid_points():
+  # 10 different pairs at d = 1.0, 1.1, ..., 1.9 and one same pair; grid 0, 0.5, 1.0, ...
+  different = 1.0 + 0.1 * np.arange(10)
+  distances = np.concatenate([[0.1], different])
+  is_same = np.array([True] + [False] * 10)
+  grid = np.arange(0, 4, 0.5)
+  # FAR on the grid: t <= 1.0 -> 0; t = 1.5 -> 5/10 (d < 1.5: 1.0..1.4); t = 2.0 -> 1.
+  # far 0.25 lies between FAR(1.0) = 0 and FAR(1.5) = 0.5: t = 1.0 + 0.5 * 0.25 / 0.5 = 1.25.
+  assert verification.threshold_at_far(distances, is_same, 0.25, grid) == pytest.approx(1.25)
+  # Exactly a grid FAR: that grid point (the last of equal FARs, as interp1d's interval).
+  assert verification.threshold_at_far(distances, is_same, 0.5, grid) == pytest.approx(1.5)
+  # FAR never reaches the target on the grid: t = 0 accepts nothing.
+  assert verification.threshold_at_far(distances, is_same, 0.5, np.array([0.0, 1.2])) == 0.0
+
+
+def test_threshold_at_far_matches_a_loop_over_the_grid():
+  """FAR_i counted pair by pair at every grid point (as insightface's calculate_val loops),
+  then t interpolated between the last grid point with FAR_i <= far and the next."""
+  rng = np.random.default_rng(3)
+  grid = np.arange(0, 4, 0.001)
+  for _ in range(5):
+    distances = np.concatenate([rng.uniform(0, 2.5, 40), rng.uniform(1.0, 4, 60)])
+    is_same = np.array([True] * 40 + [False] * 60)
+    rates = np.array([np.mean(distances[~is_same] < t) for t in grid])
+    for far in (1e-3, 0.05, 0.3):
+      i = max(j for j in range(len(grid)) if rates[j] <= far)
+      expected = grid[i] + (grid[i + 1] - grid[i]) * (far - rates[i]) / (rates[i + 1] - rates[i])
+      got = verification.threshold_at_far(distances, is_same, far, grid)
+      assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_insightface_verification_by_hand():
+  # 4 folds of 4 pairs (2 same, 2 different); every fold separable at t in (0.805, 1.0],
+  # except fold 3 where one different pair sits at d = 0.3 (accepted by every good t).
+  same = [0.2, 0.805]
+  distances = np.array(same + [1.0, 1.6] + same + [1.0, 1.6] + same + [1.0, 1.6] + same
+                       + [0.3, 1.6])
+  is_same = np.array([True, True, False, False] * 4)
+  result = verification.insightface_verification(distances, is_same, num_folds=4, far=0.5)
+  assert result["thresholds"] == pytest.approx([0.81] * 4)
+  np.testing.assert_allclose(result["accuracy"], (1 + 1 + 1 + 0.75) / 4)
+  np.testing.assert_allclose(result["std"], np.std([1, 1, 1, 0.75]))
+  # VAL@FAR=0.5: on folds 0-2's train sets (6 different pairs: 1.0 x2, 1.6 x2 ... and 0.3)
+  # FAR reaches 0.5 between grid points; every fold accepts both same pairs.
+  assert result["val"] == 1.0
+  assert 0.0 <= result["far"] <= 0.5
+
+
+def test_insightface_report_keys_do_not_collide():
+  rng = np.random.default_rng(0)
+  embeddings = rng.normal(size=(40, 8))
+  pairs = np.arange(40).reshape(20, 2)
+  is_same = np.array([True, False] * 10)
+  both = verification.protocol_report(embeddings, pairs, is_same, num_folds=5, protocol="both")
+  exact = verification.verification_report(embeddings, pairs, is_same, num_folds=5)
+  insight = verification.insightface_report(embeddings, pairs, is_same, num_folds=5)
+  assert set(exact).isdisjoint(insight) and set(both) == set(exact) | set(insight)
+  assert "insightface_val_at_far_1e-3" in insight
+  with pytest.raises(ValueError, match="protocol"):
+    verification.protocol_report(embeddings, pairs, is_same, protocol="lfw")
+
+
+@pytest.mark.slow
+def test_insightface_and_exact_protocols_agree_on_lfw_dev_test(shared_data):
+  """The 1000 pairsDevTest pairs, pixel-PCA embeddings of their centre-cropped deep-funneled
+  faces (from the LFW archive): the two protocols' 10-fold accuracies differ by < 0.5 points
+  (same folds; d = 2 - 2 cos orders the pairs as the cosine does, only the threshold grid and
+  the strict/non-strict comparison differ)."""
+  import os
+  import tarfile
+  import cv2
+  from enas_face.data import real, verification_files
+  pairs_path = os.path.join(shared_data, "lfw", "pairsDevTest.txt")
+  relpaths, pairs, is_same = verification_files.resolve_lfw_pairs(pairs_path, lambda _: True)
+  wanted = {rel: i for i, rel in enumerate(relpaths)}
+  faces = [None] * len(relpaths)
+  with tarfile.open(os.path.join(shared_data, "lfw", "lfw-deepfunneled.tgz")) as archive:
+    for member in archive:
+      rel = "/".join(member.name.split("/")[1:])
+      if member.isfile() and rel in wanted:
+        data = np.frombuffer(archive.extractfile(member).read(), np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        faces[wanted[rel]] = cv2.resize(image[75:175, 75:175], (32, 32),
+                                        interpolation=cv2.INTER_AREA)
+  assert all(face is not None for face in faces)
+  faces = np.stack(faces)
+  embeddings = pca_embeddings(faces, faces, num_components=64)
+  order = real.order_by_fold(is_same, 10)
+  pairs, is_same = pairs[order], is_same[order]
+  exact = kfold_verification(cosine_scores(embeddings, pairs), is_same, 10)["accuracy"]
+  insight = verification.insightface_verification(
+      verification.squared_distances(embeddings, pairs), is_same, 10)["accuracy"]
+  print(f"pairsDevTest, pixel PCA: exact {exact:.4f}, insightface {insight:.4f}")
+  assert 0.55 < exact < 0.8  # better than chance, far from a face model
+  assert abs(exact - insight) < 0.005

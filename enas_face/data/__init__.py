@@ -1,11 +1,13 @@
 """Face datasets: every source returns a `base.FaceDataset`.
 
 `load_dataset(config)` reads --dataset (synthetic, folder:, tfrecord:,
-insightface:) and --pairs (lfw:, bin:, or pairs from held-out identities).
+insightface:) and --pairs (a list of lfw: and bin: sets, or pairs from held-out
+identities): the first set is `dataset.pairs`, all of them `dataset.pair_sets`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import numpy as np
@@ -16,7 +18,8 @@ from enas_face.data.base import FaceDataset, VerificationPairs
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:
-  """The dataset named by --dataset, with the verification pairs of --pairs."""
+  """The dataset named by --dataset, with the verification pairs of --pairs (identities named
+  by any lfw: set are the ones excluded from training)."""
   if config.dataset == "synthetic":
     from enas_face.data import synthetic
     return synthetic.make_synthetic_dataset(
@@ -31,16 +34,19 @@ def load_dataset(config: DataConfig) -> FaceDataset:
   with _errors_name_the_flag(f"--dataset={config.dataset}"):
     source = _stream_source(spec, config)
     collection = None if source is not None else _read_collection(spec, config)
-  pairs, pair_identities = None, frozenset()
-  pairs_spec = sources.parse_pairs_spec(config.pairs)
-  if pairs_spec is not None:
+  pair_sets, pair_identities = {}, frozenset()
+  for pairs_spec in sources.parse_pairs_spec(config.pairs):
     with _errors_name_the_flag(f"--pairs={config.pairs}"):
-      pairs, pair_identities = _read_pairs(pairs_spec, config)
+      pair_sets[pairs_spec.name], identities = _read_pairs(pairs_spec, config)
+    pair_identities |= identities
+  primary = next(iter(pair_sets.values()), None)
   if source is not None:
     from enas_face.data import stream
     with _errors_name_the_flag(f"--dataset={config.dataset}"):
-      return stream.load_streamed(source, config, config.dataset, pairs, pair_identities)
-  return real.assemble(collection, config, config.dataset, pairs, pair_identities)
+      dataset = stream.load_streamed(source, config, config.dataset, primary, pair_identities)
+  else:
+    dataset = real.assemble(collection, config, config.dataset, primary, pair_identities)
+  return dataclasses.replace(dataset, pair_sets=pair_sets) if pair_sets else dataset
 
 
 def _stream_source(spec: sources.DatasetSpec, config: DataConfig):

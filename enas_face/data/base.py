@@ -57,12 +57,18 @@ class VerificationPairs:
     return int(self.pairs.shape[0])
 
 
+DEFAULT_PAIR_SET = "heldout"
+
+
 @dataclasses.dataclass(frozen=True)
 class FaceDataset:
-  """Train/val/test images of the training identities plus held-out pairs.
+  """Train/val/test images of the training identities plus verification pairs.
 
   `train` is in memory (LabelledImages) or streams from disk (data.stream.StreamedImages,
   which has no image array: code that needs training images in memory uses `train_sample`).
+  `pairs` is the primary set (the first of --pairs, or the held-out/synthetic pairs);
+  `pair_sets` maps every set's name to its pairs, in order, the primary first (left
+  empty, it becomes {"heldout": pairs}).
   """
   name: str
   train: LabelledImages  # or data.stream.StreamedImages
@@ -71,6 +77,14 @@ class FaceDataset:
   num_classes: int
   pairs: VerificationPairs
   report: dict = dataclasses.field(default_factory=dict)  # what the reader kept and rejected
+  pair_sets: dict = dataclasses.field(default_factory=dict)  # name -> VerificationPairs
+
+  def __post_init__(self):
+    if not self.pair_sets:
+      object.__setattr__(self, "pair_sets", {DEFAULT_PAIR_SET: self.pairs})
+    elif next(iter(self.pair_sets.values())) is not self.pairs:
+      raise ValueError("pair_sets must list the primary `pairs` first, got "
+                       f"{list(self.pair_sets)}")
 
   @property
   def image_size(self) -> int:

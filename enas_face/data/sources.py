@@ -3,18 +3,22 @@
 Pure Python (no TensorFlow), so a wrong path fails before the slow import:
 
     --dataset = synthetic | folder:DIR | tfrecord:DIR | insightface:DIR_OR_REC
-    --pairs   = (empty) | lfw:PAIRS_TXT,IMAGES_DIR | bin:FILE.bin
+    --pairs   = (empty) | SET[,SET...],  SET = lfw:PAIRS_TXT,IMAGES_DIR | bin:FILE.bin
 
 folder:DIR holds one subfolder of images per identity; tfrecord:DIR is the
 output of tools/align_dataset.py (manifest.json + shards); insightface: is a
 folder with train.rec + train.idx (or the .rec itself, its .idx beside it).
 lfw: IMAGES_DIR is either a folder <Name>/<Name>_NNNN.jpg or an aligned
-TFRecord folder of the same images.
+TFRecord folder of the same images. A --pairs list splits on the commas that
+start a new `kind:` token (the comma inside lfw:PAIRS_TXT,IMAGES_DIR stays);
+each set is named by its file's stem (bin:.../cfp_fp.bin -> cfp_fp,
+lfw:.../pairsDevTest.txt,DIR -> pairsDevTest), _2, _3, ... on clashes.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from enas_face.config import ConfigError
 
@@ -35,6 +39,11 @@ class PairsSpec:
   kind: str               # "lfw" or "bin"
   path: str               # pairs.txt or .bin
   images_dir: str = ""    # lfw: where the pair images are
+  name: str = ""          # unique among the --pairs sets: the file stem (+ _2, _3, ...)
+
+  def value(self) -> str:
+    """The spec in --pairs syntax (absolute paths)."""
+    return f"lfw:{self.path},{self.images_dir}" if self.kind == "lfw" else f"bin:{self.path}"
 
 
 def _require_dir(path: str, flag: str, what: str) -> str:
@@ -77,21 +86,39 @@ def parse_dataset_spec(value: str) -> DatasetSpec:
   return DatasetSpec(kind, rec, index)
 
 
-def parse_pairs_spec(value: str) -> PairsSpec | None:
-  """PairsSpec of a --pairs value, or None when empty."""
+# A comma followed by `word:` starts the next set; a Windows drive (C:) is one letter.
+_SET_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]+:)")
+
+
+def parse_pairs_spec(value: str) -> list[PairsSpec]:
+  """The PairsSpecs of a --pairs value in the order given, each with a unique name ([] when
+  empty); ConfigError naming --pairs if a set is malformed or its files are missing."""
   if not value:
-    return None
-  flag = f"--pairs={value}"
+    return []
+  specs, names = [], set()
+  for item in _SET_START.split(value):
+    spec = _parse_one_set(item, f"--pairs={value}")
+    stem = os.path.splitext(os.path.basename(spec.path))[0]
+    name, k = stem, 1
+    while name in names:
+      k += 1
+      name = f"{stem}_{k}"
+    names.add(name)
+    specs.append(dataclasses.replace(spec, name=name))
+  return specs
+
+
+def _parse_one_set(value: str, flag: str) -> PairsSpec:
   kind, _, rest = value.partition(":")
   if kind not in PAIRS_KINDS:
-    raise ConfigError(f"{flag}: unknown kind {kind!r}; expected lfw:PAIRS_TXT,IMAGES_DIR or "
-                      "bin:FILE.bin")
+    raise ConfigError(f"{flag}: unknown kind {kind!r} in {value!r}; expected a comma-separated "
+                      "list of lfw:PAIRS_TXT,IMAGES_DIR and bin:FILE.bin")
   if kind == "bin":
     return PairsSpec(kind, _require_file(os.path.expanduser(rest), flag,
                                          "an insightface verification .bin"))
   pairs_txt, comma, images_dir = rest.partition(",")
   if not comma or not pairs_txt or not images_dir:
-    raise ConfigError(f"{flag}: expected lfw:PAIRS_TXT,IMAGES_DIR")
+    raise ConfigError(f"{flag}: expected lfw:PAIRS_TXT,IMAGES_DIR, got {value!r}")
   return PairsSpec(kind, _require_file(os.path.expanduser(pairs_txt), flag, "an LFW pairs file"),
                    _require_dir(os.path.expanduser(images_dir), flag,
                                 "the images' folder (<Name>/<Name>_NNNN.jpg) or an aligned "

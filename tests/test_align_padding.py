@@ -54,8 +54,9 @@ def test_padded_detection_maps_back_to_the_original_image():
   seen = detector.images[0]
   assert seen.shape == (150, 130, 3)
   np.testing.assert_array_equal(seen[pad:-pad, pad:-pad], image)  # the original in the middle
-  mean = np.round(image.reshape(-1, 3).mean(axis=0))
-  assert (seen[0, 0] == mean).all() and (seen[-1, -1] == mean).all()  # mean-colour fill
+  # The default fill replicates the edge pixels.
+  assert (seen[0, 0] == image[0, 0]).all() and (seen[-1, -1] == image[-1, -1]).all()
+  np.testing.assert_array_equal(seen[0, pad:-pad], image[0])
   assert len(faces) == 1  # the second box is centred in the fill (x centre -14): dropped
   np.testing.assert_allclose(faces[0].landmarks, POINTS, atol=1e-5)
   assert faces[0].box == pytest.approx(BOX)
@@ -79,6 +80,8 @@ def test_padding_composes_with_the_max_side_shrink():
 def test_pad_image_fills():
   image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
   assert pad_image(image, 0) is image
+  mean = pad_image(image, 1, "mean")
+  assert (mean[0, 0] == np.round(image.reshape(-1, 3).mean(axis=0))).all()
   black = pad_image(image, 2, "black")
   assert black.shape == (6, 7, 3) and black[0].max() == 0
   np.testing.assert_array_equal(pad_image(image, 1, "replicate")[0, 1:-1], image[0])

@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--tight_fraction", type=float, default=0.8,
                       help="lfw_tight: side of the crop as a fraction of the face box's sides")
   parser.add_argument("--paddings", default="0,0.1,0.2,0.3",
-                      help="detect_padding values (fractions of the longer side); 0 is the baseline")
+                      help="detect_padding values (fractions of the longer side); "
+                      "0 is the baseline")
   parser.add_argument("--fill", default=align.DEFAULT_PAD_FILL, choices=align.PAD_FILLS,
                       help="fill of the --paddings runs")
   parser.add_argument("--fills", default=",".join(align.PAD_FILLS),
@@ -125,7 +126,8 @@ def shift(baseline: list, landmarks: list) -> dict:
   return dict(both=len(pairs), other_face=len(pairs) - len(same),
               shift_median=float(np.median(pixels)) if same else None,
               shift_max=float(np.max(pixels)) if same else None,
-              shift_median_of_eyes=float(np.median([d / eyes for d, eyes in same])) if same else None)
+              shift_median_of_eyes=(float(np.median([d / eyes for d, eyes in same]))
+                                    if same else None))
 
 
 def main(argv=None) -> None:
@@ -156,7 +158,8 @@ def main(argv=None) -> None:
       row = dict(set=name, padding=padding, fill=fill, aligned=aligned, images=len(images),
                  **moved, seconds=seconds,
                  only_padded=sum(b is None and p is not None for b, p in zip(baseline, landmarks)),
-                 only_unpadded=sum(b is not None and p is None for b, p in zip(baseline, landmarks)))
+                 only_unpadded=sum(b is not None and p is None
+                                   for b, p in zip(baseline, landmarks)))
       rows.append(row)
       fmt = lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9}"  # noqa: E731
       eyes = moved["shift_median_of_eyes"]

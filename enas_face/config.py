@@ -96,6 +96,11 @@ class DataConfig:
   stream_eval_images: int = 5000  # streamed: about this many val, test and sample images
   max_image_pixels: int = 50_000_000
   cache_dir: str = ""
+  # --align=online: pad by this fraction of the longer side before MTCNN (= align.
+  # DEFAULT_DETECT_PADDING, not imported: align imports this module); faceless images are
+  # rejected or kept as a centred square resize ("center").
+  detect_padding: float = 0.2
+  on_no_face: str = "reject"
 
   def scaled_to_input(self, pixels_at_112: int) -> int:
     """round(pixels * image_size / 112): the paper's augmentation sizes at this input."""

@@ -115,6 +115,12 @@ flags.DEFINE_integer("max_image_pixels", 50_000_000, "Images with more pixels ar
                      "(reported), not decoded.", lower_bound=1)
 flags.DEFINE_string("cache_dir", "", "Cache of faces aligned with --align=online (MTCNN "
                     "runs once per file and setting); default RUN_DIR/data_cache.")
+flags.DEFINE_float("detect_padding", DataConfig.detect_padding, "--align=online: pad each "
+                   "image by this fraction of its longer side before MTCNN (0 = off); finds "
+                   "faces that fill the frame.", lower_bound=0.0, upper_bound=2.0)
+flags.DEFINE_enum("on_no_face", "reject", ("reject", "center"), "--align=online: an image "
+                  "without a usable face is rejected, or kept as its centred square resize "
+                  "(counted as a fallback in the data report).")
 flags.DEFINE_integer("image_size", 112, "Input height = width in pixels.", lower_bound=8,
                      upper_bound=1024)
 flags.DEFINE_integer("synthetic_identities", 100, "Synthetic training identities.", lower_bound=2)
@@ -448,7 +454,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     shuffle_buffer=fv.shuffle_buffer, stream_eval_images=fv.stream_eval_images,
                     max_image_pixels=fv.max_image_pixels,
                     cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
-                                                                           "data_cache")))
+                                                                           "data_cache")),
+                    detect_padding=fv.detect_padding, on_no_face=fv.on_no_face)
   data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "

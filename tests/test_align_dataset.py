@@ -36,17 +36,21 @@ IDENTITIES = ["Aaron_Peirsol", "Akhmed_Zakayev", "Alan_Ball", "Empty_Person", "o
 
 
 class CropAligner:
-  """Fake aligner: centre square crop + resize; a featureless image has no face."""
+  """Fake aligner: centre square crop + resize; a featureless image has no face (rejected,
+  or its centre crop as a fallback with --on_no_face=center)."""
   calls = 0
 
   def __init__(self, settings):
     self.size = settings.image_size
+    self.on_no_face = settings.on_no_face
 
-  def align_or_none(self, image):
+  def align_or_fallback(self, image):
     type(self).calls += 1
     if image.std() < 1.0:
-      return None, "no face detected"
-    return fit_square(image, self.size), ""
+      if self.on_no_face == "center":
+        return fit_square(image, self.size), "fallback", "no face detected"
+      return None, "rejected", "no face detected"
+    return fit_square(image, self.size), "aligned", ""
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +98,14 @@ def test_manifest_accounts_for_every_file(source, tmp_path):
   manifest = _run(source, output)
   assert tfrecord.read_manifest(output) == manifest
   assert manifest["identities"] == [
-      {"name": "Aaron_Peirsol", "label": 0, "count": 2},
-      {"name": "Akhmed_Zakayev", "label": 1, "count": 3},
-      {"name": "Alan_Ball", "label": 2, "count": 2},
-      {"name": "Empty_Person", "label": 3, "count": 0},
-      {"name": "orl_s1", "label": 4, "count": 1}]
+      {"name": "Aaron_Peirsol", "label": 0, "count": 2, "aligned": 2, "fallback": 0, "rejected": 0},
+      {"name": "Akhmed_Zakayev", "label": 1, "count": 3, "aligned": 3, "fallback": 0,
+       "rejected": 1},
+      {"name": "Alan_Ball", "label": 2, "count": 2, "aligned": 2, "fallback": 0, "rejected": 2},
+      {"name": "Empty_Person", "label": 3, "count": 0, "aligned": 0, "fallback": 0, "rejected": 0},
+      {"name": "orl_s1", "label": 4, "count": 1, "aligned": 1, "fallback": 0, "rejected": 0}]
+  assert (manifest["num_aligned"], manifest["num_fallback"], manifest["fallbacks"]) == (8, 0, [])
+  assert (manifest["detect_padding"], manifest["on_no_face"]) == (0.2, "reject")
   assert manifest["num_identities"] == 5 and manifest["empty_identities"] == ["Empty_Person"]
   reasons = {r["path"]: r["reason"] for r in manifest["rejects"]}
   assert sorted(reasons) == sorted([TRUNCATED, NOT_AN_IMAGE, BLANK])
@@ -158,11 +165,28 @@ def test_resume_redoes_only_unfinished_chunks(source, tmp_path):
   assert CropAligner.calls == 0  # finished: nothing recomputed
 
 
+def test_center_fallback_is_written_and_counted(source, tmp_path):
+  output = str(tmp_path / "out")
+  manifest = _run(source, output, on_no_face="center")
+  assert manifest["fallbacks"] == [{"path": BLANK, "reason": "no face detected", "aligned": False}]
+  assert (manifest["num_images"], manifest["num_aligned"], manifest["num_fallback"],
+          manifest["num_rejects"]) == (9, 8, 1, 2)
+  akhmed = manifest["identities"][1]
+  assert akhmed == {"name": "Akhmed_Zakayev", "label": 1, "count": 4, "aligned": 3,
+                    "fallback": 1, "rejected": 0}
+  assert sorted(r["path"] for r in manifest["rejects"]) == sorted([TRUNCATED, NOT_AN_IMAGE])
+  stored = tfrecord.lookup_images(output, [BLANK])[0]  # in the shards like an aligned face
+  assert stored.shape == (112, 112, 3) and np.abs(stored.astype(int) - 128).max() <= 2
+  assert tfrecord.read_manifest(output)["num_fallback"] == 1
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"image_size": 64}, "image_size: 112 -> 64"),
-    ({"policy": "largest"}, "policy: 'largest_central' -> 'largest'"),
-    ({"image_format": "png"}, "image_format: 'jpeg' -> 'png'"),
-    ({"images_per_shard": 5}, "images_per_shard: 3 -> 5"),
+    ({"image_size": 64}, "--image_size: 112 -> 64"),
+    ({"detect_padding": 0.0}, "--detect_padding: 0.2 -> 0.0"),
+    ({"on_no_face": "center"}, "--on_no_face: 'reject' -> 'center'"),
+    ({"policy": "largest"}, "--policy: 'largest_central' -> 'largest'"),
+    ({"image_format": "png"}, "--format: 'jpeg' -> 'png'"),
+    ({"images_per_shard": 5}, "--images_per_shard: 3 -> 5"),
 ])
 def test_rerun_with_other_settings_is_refused(source, tmp_path, change, message):
   output = str(tmp_path / "out")
@@ -231,6 +255,9 @@ def test_real_mtcnn_end_to_end(source, mtcnn_run):
   counts = {i["name"]: i["count"] for i in manifest["identities"]}
   assert (counts["Aaron_Peirsol"], counts["Akhmed_Zakayev"], counts["Alan_Ball"]) == (2, 3, 2)
   assert manifest["aligned"] is True and manifest["policy"] == "largest_central"
+  assert manifest["on_no_face"] == "reject" and manifest["num_fallback"] == 0
+  assert manifest["num_aligned"] == manifest["num_images"]
+  assert {i["name"]: i["rejected"] for i in manifest["identities"]}["Alan_Ball"] >= 2
   assert "2 worker(s)" in result.stderr and "rejected" in result.stderr
   images, _, paths = tfrecord.load_arrays(output)
   assert images.shape[1:] == (112, 112, 3) and set(LFW_MEMBERS) <= set(paths)

@@ -142,9 +142,9 @@ class CountingAligner:
   def __init__(self, aligner):
     self.inner, self.calls, self.size = aligner, 0, aligner.size
 
-  def align_or_none(self, image):
+  def align_or_fallback(self, image):
     self.calls += 1
-    return self.inner.align_or_none(image)
+    return self.inner.align_or_fallback(image)
 
 
 def test_online_alignment_is_cached(orl, tmp_path):
@@ -155,13 +155,13 @@ def test_online_alignment_is_cached(orl, tmp_path):
   aligner = CountingAligner(align.FaceAligner(size=32))
   first = online.align_files(str(root), relpaths, config, aligner)
   assert aligner.calls == 20
-  aligned = [image for image, _ in first if image is not None]
+  aligned = [image for image, _, _ in first if image is not None]
   print(f"MTCNN aligned {len(aligned)}/20 ORL faces")
   assert len(aligned) >= 18 and aligned[0].shape == (32, 32, 3)
   second = online.align_files(str(root), relpaths, config, aligner)
   assert aligner.calls == 20  # read from the cache, no detection
-  for (a, ra), (b, rb) in zip(first, second):
-    assert ra == rb and (a is None) == (b is None)
+  for (a, sa, ra), (b, sb, rb) in zip(first, second):
+    assert (sa, ra) == (sb, rb) and (a is None) == (b is None)
     if a is not None:
       np.testing.assert_array_equal(a, b)
   os.utime(root / relpaths[0], ns=(1, 1))  # a changed file invalidates the cache

@@ -3,12 +3,18 @@
     python tools/align_dataset.py --input_dir=/tmp/lfw/lfw-deepfunneled \\
         --output_dir=/tmp/lfw_aligned_112
     python tools/align_dataset.py --input_dir=faces --output_dir=faces_112 --no_detect
+    python tools/align_dataset.py --input_dir=crops --output_dir=crops_112 --on_no_face=center
 
-Every image is decoded, its face found by MTCNN and warped onto the 5-point
-112x112 template (--no_detect: only resized), and written to
-OUTPUT_DIR/part-NNNNN.tfrecord (format: enas_face/data/tfrecord.py). Images
-that cannot be decoded or hold no usable face are listed in the manifest's
-"rejects" with their reason; accepted + rejected = image files found.
+Every image is decoded, its face found by MTCNN (on the image padded by
+--detect_padding x its longer side, which recovers faces that fill the frame)
+and warped onto the 5-point 112x112 template (--no_detect: only resized), and
+written to OUTPUT_DIR/part-NNNNN.tfrecord (format: enas_face/data/tfrecord.py).
+Images that cannot be decoded, or hold no usable face with --on_no_face=reject,
+are listed in the manifest's "rejects" with their reason; with
+--on_no_face=center an image without a usable face is written as its centred
+square resize and listed in "fallbacks" (marked "aligned": false). Per identity
+the manifest counts aligned / fallback / rejected images; accepted (aligned +
+fallback) + rejected = image files found.
 
 The work list is deterministic (sorted identities, sorted files) and cut into
 chunks of --images_per_shard; chunk k becomes part-k.tfrecord plus part-k.json
@@ -70,6 +76,8 @@ class Settings:
   images_per_shard: int = 1000
   limit_identities: int = 0
   no_detect: bool = False
+  detect_padding: float = face_align.DEFAULT_DETECT_PADDING
+  on_no_face: str = "reject"
 
   def __post_init__(self):
     object.__setattr__(self, "input_dir", os.path.abspath(self.input_dir))
@@ -87,6 +95,10 @@ class Settings:
          f"must be >= 1, got {self.images_per_shard}"),
         (self.limit_identities >= 0, "--limit_identities",
          f"must be >= 0, got {self.limit_identities}"),
+        (0.0 <= self.detect_padding <= 2.0, "--detect_padding",
+         f"must lie in [0, 2] (a fraction of the longer side), got {self.detect_padding}"),
+        (self.on_no_face in face_align.NO_FACE_POLICIES, "--on_no_face",
+         f"must be one of {face_align.NO_FACE_POLICIES}, got {self.on_no_face!r}"),
     ]
     for ok, flag, message in checks:
       if not ok:
@@ -109,14 +121,16 @@ class WorkList:
 
 
 class SquareResizer:
-  """--no_detect 'aligner': centre square crop + resize of already aligned faces."""
+  """--no_detect 'aligner': centre square crop + resize of already aligned faces.
+
+  Its results count as "aligned" (the input is aligned already)."""
 
   def __init__(self, size: int):
     self.size = size
 
-  def align_or_none(self, image):
+  def align_or_fallback(self, image):
     from enas_face.data.real import fit_square
-    return fit_square(image, self.size), ""
+    return fit_square(image, self.size), "aligned", ""
 
 
 def make_aligner(settings: Settings):
@@ -124,7 +138,9 @@ def make_aligner(settings: Settings):
   if settings.no_detect:
     return SquareResizer(settings.image_size)
   return face_align.FaceAligner(size=settings.image_size, policy=settings.policy,
-                                min_confidence=settings.min_confidence)
+                                min_confidence=settings.min_confidence,
+                                detect_padding=settings.detect_padding,
+                                on_no_face=settings.on_no_face)
 
 
 def list_work(settings: Settings) -> WorkList:
@@ -150,6 +166,9 @@ def _fingerprint(files: list[tuple[int, str]]) -> str:
   return hashlib.sha1("\n".join(f"{label}\t{path}" for label, path in files).encode()).hexdigest()
 
 
+_FLAG_OF = {"image_format": "--format", "jpeg_quality": "jpeg_quality (no flag)"}  # else --key
+
+
 def prepare_output(output_dir: str, settings: Settings) -> None:
   """Creates output_dir with settings.json, or checks that an existing one matches settings."""
   output_dir = os.path.abspath(output_dir)
@@ -163,8 +182,8 @@ def prepare_output(output_dir: str, settings: Settings) -> None:
     if previous != settings.as_dict():
       changed = sorted(key for key in set(previous) | set(settings.as_dict())
                        if previous.get(key) != settings.as_dict().get(key))
-      details = ", ".join(f"{key}: {previous.get(key)!r} -> {settings.as_dict().get(key)!r}"
-                          for key in changed)
+      details = ", ".join(f"{_FLAG_OF.get(key, '--' + key)}: {previous.get(key)!r} -> "
+                          f"{settings.as_dict().get(key)!r}" for key in changed)
       raise AlignDatasetError(f"--output_dir={output_dir} holds a run with other settings "
                               f"({details}); use a new --output_dir or the same flags to resume")
     for name in os.listdir(output_dir):  # leftovers of a killed run, rewritten below
@@ -202,18 +221,21 @@ def _init_worker(settings: Settings, aligner_factory: Callable, progress_queue,
 
 
 def _align_one(path: str, settings: Settings, aligner):
-  """(face uint8 [S, S, 3], "") or (None, reason)."""
+  """(face uint8 [S, S, 3], "aligned" | "fallback", reason) or (None, "rejected", reason)."""
   try:
     image = image_io.read_image(path, max_pixels=settings.max_pixels)
   except image_io.ImageError as e:
-    return None, e.reason
-  face, reason = aligner.align_or_none(image)
+    return None, "rejected", e.reason
+  face, status, reason = aligner.align_or_fallback(image)
+  if status not in face_align.STATUSES or (face is None) != (status == "rejected"):
+    raise ValueError(f"{path}: the aligner returned status {status!r} with "
+                     f"{'no image' if face is None else 'an image'}")
   if face is None:
-    return None, reason or "no face"
+    return None, status, reason or "no face"
   if face.shape != (settings.image_size, settings.image_size, 3):
     raise ValueError(f"{path}: the aligner returned {face.shape}, expected "
                      f"{(settings.image_size, settings.image_size, 3)}")
-  return face, ""
+  return face, status, reason
 
 
 def chunk_json_path(output_dir: str, index: int) -> str:
@@ -227,24 +249,31 @@ def process_chunk(task: tuple[int, list[tuple[int, str]], str]) -> dict:
   settings, aligner, progress = _WORKER["settings"], _WORKER["aligner"], _WORKER["progress"]
   tic = time.perf_counter()
   counts: collections.Counter = collections.Counter()
-  rejects = []
+  statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  rejects, fallbacks = [], []
   shard = tfrecord.shard_name(index)
   with tfrecord.ShardWriter(os.path.join(output_dir, shard), settings.image_format,
                             settings.jpeg_quality) as writer:
     for label, relpath in files:
       identity = relpath.split("/", 1)[0]
-      face, reason = _align_one(os.path.join(settings.input_dir, relpath), settings, aligner)
+      face, status, reason = _align_one(os.path.join(settings.input_dir, relpath), settings,
+                                        aligner)
+      statuses[identity][status] += 1
       if face is None:
         rejects.append({"path": relpath, "reason": reason})
       else:
         writer.write(face, label, identity, relpath)
         counts[identity] += 1
+        if status == "fallback":
+          fallbacks.append({"path": relpath, "reason": reason, "aligned": False})
       if progress is not None:
         progress(1)
   result = {"chunk": index, "shard": shard, "num_files": len(files),
             "fingerprint": _fingerprint(files), "first": files[0][1], "last": files[-1][1],
             "num_images": sum(counts.values()), "counts": dict(sorted(counts.items())),
-            "rejects": rejects, "seconds": round(time.perf_counter() - tic, 3)}
+            "statuses": {name: dict(statuses[name]) for name in sorted(statuses)},
+            "rejects": rejects, "fallbacks": fallbacks,
+            "seconds": round(time.perf_counter() - tic, 3)}
   tfrecord.write_json_atomic(chunk_json_path(output_dir, index), result)
   return result
 
@@ -316,27 +345,39 @@ def build_manifest(settings: Settings, work: WorkList, results: list[dict],
                    seconds: float) -> dict:
   """Merges the chunk results (in chunk order) into the manifest (see tfrecord.py).
 
-  Beyond the keys tfrecord.py reads: min_confidence, image_format, num_ignored_files
-  (files without an image suffix) and seconds, the wall time of the run that wrote
-  the manifest (a resumed run counts only itself).
+  Beyond the keys tfrecord.py reads: min_confidence, detect_padding, on_no_face,
+  image_format, per identity its "aligned" / "fallback" / "rejected" image counts
+  ("count" = aligned + fallback = images in the shards), num_aligned, num_fallback,
+  "fallbacks" (path, why no face, "aligned": false: written as centred square
+  resizes), num_ignored_files (files without an image suffix) and seconds, the wall
+  time of the run that wrote the manifest (a resumed run counts only itself).
   """
   from enas_face.data import tfrecord
   results = sorted(results, key=lambda r: r["chunk"])
   counts: collections.Counter = collections.Counter()
-  rejects = []
+  statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+  rejects, fallbacks = [], []
   for result in results:
     counts.update(result["counts"])
+    for name, by_status in result["statuses"].items():
+      statuses[name].update(by_status)
     rejects.extend(result["rejects"])
+    fallbacks.extend(result["fallbacks"])
   num_images = sum(counts.values())
+  num_aligned = sum(by_status["aligned"] for by_status in statuses.values())
   return {
       "format": tfrecord.FORMAT, "version": tfrecord.VERSION,
       "image_size": settings.image_size, "aligned": not settings.no_detect,
       "policy": None if settings.no_detect else settings.policy,
       "min_confidence": None if settings.no_detect else settings.min_confidence,
+      "detect_padding": None if settings.no_detect else settings.detect_padding,
+      "on_no_face": None if settings.no_detect else settings.on_no_face,
       "image_format": settings.image_format, "source": settings.input_dir,
       "num_images": num_images, "num_identities": len(work.identities),
-      "identities": [{"name": name, "label": label, "count": counts.get(name, 0)}
+      "identities": [{"name": name, "label": label, "count": counts.get(name, 0),
+                      **{status: statuses[name][status] for status in face_align.STATUSES}}
                      for label, name in enumerate(work.identities)],
+      "num_aligned": num_aligned, "num_fallback": len(fallbacks), "fallbacks": fallbacks,
       "rejects": rejects, "num_rejects": len(rejects),
       "empty_identities": work.empty_identities,
       "num_ignored_files": len(work.ignored_files),
@@ -356,7 +397,8 @@ def align_dataset(settings: Settings, output_dir: str, workers: int | None = Non
                   limit_threads: bool = False) -> dict:
   """Aligns settings.input_dir into output_dir (resuming a previous run); returns the manifest.
 
-  aligner_factory(settings) -> object with align_or_none(image) -> (face or None, reason);
+  aligner_factory(settings) -> object with align_or_fallback(image) -> (face or None,
+  status, reason), as `FaceAligner.align_or_fallback`;
   with workers > 1 it must be picklable (a module-level function or class). Worker
   processes always run TensorFlow on one thread (MTCNN is faster so: 11.9 vs 9.4
   images/s here); with one worker the chunks run in this process, on one thread only
@@ -395,8 +437,9 @@ def align_dataset(settings: Settings, output_dir: str, workers: int | None = Non
   tfrecord.write_manifest(output_dir, manifest)
   processed = sum(len(files) for _, files, _ in tasks)
   with_faces = sum(1 for identity in manifest["identities"] if identity["count"])
-  logging.info("wrote %d faces of %d identities (of %d identity folders) to %s",
-               accepted, with_faces, len(work.identities), output_dir)
+  logging.info("wrote %d faces of %d identities (of %d identity folders) to %s: %d aligned, "
+               "%d centred fallbacks", accepted, with_faces, len(work.identities), output_dir,
+               manifest["num_aligned"], manifest["num_fallback"])
   logging.info("rejected %d of %d image files: %s", rejected, len(work.files),
                reject_categories(manifest["rejects"]) or "none")
   if work.empty_identities:
@@ -431,6 +474,12 @@ def define_flags() -> None:
                        "(0 = all); for quick runs.", lower_bound=0)
   flags.DEFINE_boolean("no_detect", False, "The input is aligned already: decode, centre-crop "
                        "to a square, resize to --image_size and write.")
+  flags.DEFINE_float("detect_padding", face_align.DEFAULT_DETECT_PADDING, "Pad each image by "
+                     "this fraction of its longer side before MTCNN (0 = off): finds faces that "
+                     "fill the frame (pre-cropped data).", lower_bound=0.0, upper_bound=2.0)
+  flags.DEFINE_enum("on_no_face", "reject", face_align.NO_FACE_POLICIES, "An image without a "
+                    "usable face: reject it, or keep its centred square resize (a 'fallback', "
+                    "listed in the manifest).")
   flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
@@ -442,7 +491,8 @@ def main(argv: list[str]) -> None:
                         policy=FLAGS.policy, min_confidence=FLAGS.min_confidence,
                         image_format=FLAGS.format, max_pixels=FLAGS.max_pixels,
                         images_per_shard=FLAGS.images_per_shard,
-                        limit_identities=FLAGS.limit_identities, no_detect=FLAGS.no_detect)
+                        limit_identities=FLAGS.limit_identities, no_detect=FLAGS.no_detect,
+                        detect_padding=FLAGS.detect_padding, on_no_face=FLAGS.on_no_face)
     align_dataset(settings, FLAGS.output_dir, workers=FLAGS.workers, limit_threads=True)
   except AlignDatasetError as e:
     cli.fail(str(e))

@@ -76,13 +76,28 @@ def _errors_name_the_flag(flag: str):
 
 
 def _decode_all(root: str, relpaths: list[str], config: DataConfig):
-  """(image at config.image_size or None, reason) per file: aligned online or centre-cropped."""
+  """(image at config.image_size or None, status, reason) per file: aligned online (status
+  aligned / fallback / rejected, see online.align_files) or centre-cropped ("resized")."""
   from enas_face.data import folder, real
   if config.align == "online":
     from enas_face.data import online
     return online.align_files(root, relpaths, config)
-  return folder.read_files(root, relpaths, lambda image: real.fit_square(image, config.image_size),
-                           config.max_image_pixels)
+  return [(image, "resized" if image is not None else "rejected", reason)
+          for image, reason in folder.read_files(
+              root, relpaths, lambda image: real.fit_square(image, config.image_size),
+              config.max_image_pixels)]
+
+
+def _with_alignment_counts(report: dict, results, relpaths: list[str],
+                           config: DataConfig) -> dict:
+  """--align=online: report plus num_aligned, num_fallback and the fallbacks (path, why no
+  face, "aligned": false: kept as centred square resizes)."""
+  if config.align != "online":
+    return report
+  fallbacks = [{"path": relpath, "reason": reason, "aligned": False}
+               for relpath, (_, status, reason) in zip(relpaths, results) if status == "fallback"]
+  return dict(report, num_aligned=sum(status == "aligned" for _, status, _ in results),
+              num_fallback=len(fallbacks), fallbacks=fallbacks)
 
 
 def _read_collection(spec: sources.DatasetSpec, config: DataConfig):
@@ -92,9 +107,9 @@ def _read_collection(spec: sources.DatasetSpec, config: DataConfig):
     listing = folder.scan_folder(spec.path)
     relpaths = [relpath for _, relpath in listing.files]
     results = _decode_all(spec.path, relpaths, config)
-    kept = [i for i, (image, _) in enumerate(results) if image is not None]
+    kept = [i for i, (image, _, _) in enumerate(results) if image is not None]
     rejects = [{"path": relpaths[i], "reason": reason}
-               for i, (image, reason) in enumerate(results) if image is None]
+               for i, (image, _, reason) in enumerate(results) if image is None]
     if not kept:
       raise ConfigError(f"--dataset={config.dataset}: none of its {len(relpaths)} images could "
                         f"be used; first rejects: {rejects[:3]}")
@@ -102,7 +117,8 @@ def _read_collection(spec: sources.DatasetSpec, config: DataConfig):
         images=np.stack([results[i][0] for i in kept]),
         labels=np.array([listing.files[i][0] for i in kept], dtype=np.int64),
         identity_names=listing.identities, paths=[relpaths[i] for i in kept],
-        report=folder.listing_report(listing, rejects))
+        report=_with_alignment_counts(folder.listing_report(listing, rejects), results, relpaths,
+                                      config))
   if spec.kind == "tfrecord":
     from enas_face.data import tfrecord
     if config.align == "online":
@@ -174,10 +190,10 @@ def _read_pairs(spec: sources.PairsSpec, config: DataConfig
     relpaths, pairs, is_same = verification_files.resolve_lfw_pairs(
         spec.path, lambda rel: os.path.isfile(os.path.join(spec.images_dir, rel)))
     results = _decode_all(spec.images_dir, relpaths, config)
-    failed = [f"{relpaths[i]} ({reason})" for i, (image, reason) in enumerate(results)
+    failed = [f"{relpaths[i]} ({reason})" for i, (image, _, reason) in enumerate(results)
               if image is None]
     if failed:
       raise ConfigError(f"--pairs={config.pairs}: {len(failed)} pair images could not be used: "
                         + "; ".join(failed[:20]) + (" ..." if len(failed) > 20 else ""))
-    images = np.stack([image for image, _ in results])
+    images = np.stack([image for image, _, _ in results])
   return real.ordered_pairs(images, pairs, is_same, config.num_folds), identities

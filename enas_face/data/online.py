@@ -1,7 +1,9 @@
 """--align=online: MTCNN alignment of raw image files as a cached tf.data stage.
 
-files -> decode (Pillow) -> `align.align_dataset_stage` (detect, choose, warp to
-the ArcFace template at the training size) -> `.cache(file)`. The cache key
+files -> decode (Pillow) -> `align.align_dataset_stage` (detect on the image padded
+by --detect_padding, choose, warp to the ArcFace template at the training size; no
+usable face: reject, or with --on_no_face=center keep the centred square resize as a
+"fallback") -> `.cache(file)`. The cache key
 covers the files (path, size, mtime) and the alignment settings, so a rerun
 (or another run over the same files) reads aligned faces instead of running
 the detector again, and a change to any input re-aligns.
@@ -27,7 +29,8 @@ def cache_key(root: str, relpaths: list[str], config: DataConfig) -> str:
   """sha1 over the files' (path, size, mtime) and the alignment settings."""
   digest = hashlib.sha1()
   digest.update(json.dumps([root, config.image_size, config.face_policy,
-                            config.min_face_confidence, config.max_image_pixels]).encode())
+                            config.min_face_confidence, config.max_image_pixels,
+                            config.detect_padding, config.on_no_face]).encode())
   for relpath in relpaths:
     stat = os.stat(os.path.join(root, relpath))
     digest.update(f"{relpath}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -43,10 +46,14 @@ def _remove_unfinished_cache(prefix: str) -> None:
 
 
 def align_files(root: str, relpaths: list[str], config: DataConfig,
-                aligner: align.FaceAligner | None = None) -> list[tuple[np.ndarray | None, str]]:
-  """(aligned uint8 [S, S, 3], "") or (None, reason) per file, in order."""
+                aligner: align.FaceAligner | None = None
+                ) -> list[tuple[np.ndarray | None, str, str]]:
+  """Per file, in order: (uint8 [S, S, 3], "aligned", ""), (its centred square resize,
+  "fallback", why no face) with on_no_face="center", or (None, "rejected", reason)."""
   aligner = aligner or align.FaceAligner(size=config.image_size, policy=config.face_policy,
-                                         min_confidence=config.min_face_confidence)
+                                         min_confidence=config.min_face_confidence,
+                                         detect_padding=config.detect_padding,
+                                         on_no_face=config.on_no_face)
   cache_dir = config.cache_dir or os.path.join(root, ".enas_face_cache")
   os.makedirs(cache_dir, exist_ok=True)
   prefix = os.path.join(cache_dir, f"aligned-{cache_key(root, relpaths, config)}")
@@ -68,13 +75,14 @@ def align_files(root: str, relpaths: list[str], config: DataConfig,
   ds = align.align_dataset_stage(ds, aligner).cache(prefix)
   logging.info("%s %d images of %s (cache %s)", "reading aligned" if cached else "aligning",
                len(relpaths), root, prefix)
-  results: list[tuple[np.ndarray | None, str]] = [(None, "not processed")] * len(relpaths)
-  for aligned, index, decode_reason, ok, reason in tqdm(
+  results: list[tuple[np.ndarray | None, str, str]] = [
+      (None, "rejected", "not processed")] * len(relpaths)
+  for aligned, index, decode_reason, status, ok, reason in tqdm(
       ds.as_numpy_iterator(), total=len(relpaths), desc="align", disable=cached):
     if decode_reason:
-      results[index] = (None, decode_reason.decode())
+      results[index] = (None, "rejected", decode_reason.decode())
     elif not ok:
-      results[index] = (None, reason.decode())
+      results[index] = (None, "rejected", reason.decode())
     else:
-      results[index] = (aligned, "")
+      results[index] = (aligned, status.decode(), reason.decode())
   return results

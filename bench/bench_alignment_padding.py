@@ -13,8 +13,9 @@ For three sets of images:
   lfw_tight  the same LFW images cropped to the central --tight_fraction of the face
           box MTCNN finds on the whole photo (unpadded; images without a face left
           out): the face fills the frame, as in tightly pre-cropped datasets;
-and for every --paddings value (fill --fill) plus every --fills value at --fill_padding,
-the table gives: images aligned (FaceAligner.align succeeds) of all; over the images
+and for every --paddings value (fill --fill, every --pad_modes mode: "always" pads every
+image, "retry" only those without a face unpadded, FaceAligner's default) plus every
+--fills value at --fill_padding (mode always), the table gives: images aligned (FaceAligner.align succeeds) of all; over the images
 aligned both with and without padding ("both"), how many got another face ("other":
 landmarks moved by >= half the unpadded eye distance, in group photos) and, for the
 rest, the landmark shift against padding 0 (per image the largest distance of the 5
@@ -55,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--paddings", default="0,0.1,0.2,0.3",
                       help="detect_padding values (fractions of the longer side); "
                       "0 is the baseline")
+  parser.add_argument("--pad_modes", default="always,retry",
+                      help="pad modes of the --paddings runs (align.PAD_MODES)")
   parser.add_argument("--fill", default=align.DEFAULT_PAD_FILL, choices=align.PAD_FILLS,
                       help="fill of the --paddings runs")
   parser.add_argument("--fills", default=",".join(align.PAD_FILLS),
@@ -135,12 +138,14 @@ def main(argv=None) -> None:
   paddings = [float(v) for v in args.paddings.split(",")]
   if 0.0 not in paddings:
     paddings.insert(0, 0.0)
-  configs = [(p, args.fill) for p in paddings]
-  configs += [(args.fill_padding, fill) for fill in args.fills.split(",")
-              if (args.fill_padding, fill) not in configs]
+  modes = args.pad_modes.split(",")
+  configs = [(0.0, args.fill, "always")]
+  configs += [(p, args.fill, mode) for p in paddings if p for mode in modes]
+  configs += [(args.fill_padding, fill, "always") for fill in args.fills.split(",") if fill
+              and (args.fill_padding, fill, "always") not in configs]
   detector = align.FaceAligner(detect_padding=0.0).detector
   rows = []
-  print(f"{'set':9} {'padding':>7} {'fill':9} {'aligned':>9} {'share':>6} {'both':>5} "
+  print(f"{'set':9} {'padding':>7} {'fill':9} {'mode':6} {'aligned':>9} {'share':>6} {'both':>5} "
         f"{'other':>5} {'shift med':>9} {'shift max':>9} {'med/eyes':>8} {'s/img':>6}", flush=True)
   for name in args.sets.split(","):
     files = image_files(name, args)
@@ -148,14 +153,15 @@ def main(argv=None) -> None:
     if name == "lfw_tight":
       images = tight_crops(images, align.FaceAligner(detector=detector), args.tight_fraction)
     baseline = None
-    for padding, fill in configs:
-      aligner = align.FaceAligner(detect_padding=padding, pad_fill=fill, detector=detector)
+    for padding, fill, mode in configs:
+      aligner = align.FaceAligner(detect_padding=padding, pad_fill=fill, pad_mode=mode,
+                                  detector=detector)
       landmarks, seconds = run(aligner, images)
       if baseline is None:
         baseline = landmarks
       aligned = sum(points is not None for points in landmarks)
       moved = shift(baseline, landmarks)
-      row = dict(set=name, padding=padding, fill=fill, aligned=aligned, images=len(images),
+      row = dict(set=name, padding=padding, fill=fill, mode=mode, aligned=aligned, images=len(images),
                  **moved, seconds=seconds,
                  only_padded=sum(b is None and p is not None for b, p in zip(baseline, landmarks)),
                  only_unpadded=sum(b is not None and p is None
@@ -163,7 +169,7 @@ def main(argv=None) -> None:
       rows.append(row)
       fmt = lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9}"  # noqa: E731
       eyes = moved["shift_median_of_eyes"]
-      print(f"{name:9} {padding:7.2f} {fill:9} {aligned:4d}/{len(images):<4d} "
+      print(f"{name:9} {padding:7.2f} {fill:9} {mode:6} {aligned:4d}/{len(images):<4d} "
             f"{aligned / len(images):6.1%} {moved['both']:5d} {moved['other_face']:5d} "
             f"{fmt(moved['shift_median'])} {fmt(moved['shift_max'])} "
             f"{f'{eyes:8.1%}' if eyes is not None else '-':>8} {seconds:6.3f}", flush=True)

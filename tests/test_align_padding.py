@@ -50,7 +50,7 @@ def test_padded_detection_maps_back_to_the_original_image():
   image = _image(100, 80)
   pad = 25  # round(0.25 * longer side 100)
   detector = FakeDetector([(BOX, POINTS), ((-24.0, 30.0, 20.0, 20.0), POINTS - 50.0)], pad)
-  faces = FaceAligner(detect_padding=0.25, detector=detector).detect(image)
+  faces = FaceAligner(detect_padding=0.25, detector=detector, pad_mode="always").detect(image)
   seen = detector.images[0]
   assert seen.shape == (150, 130, 3)
   np.testing.assert_array_equal(seen[pad:-pad, pad:-pad], image)  # the original in the middle
@@ -65,7 +65,7 @@ def test_padded_detection_maps_back_to_the_original_image():
 def test_padding_composes_with_the_max_side_shrink():
   image = _image(400, 320)  # max_side 100: shrunk by 1/4 to 100 x 80, then padded by 25
   detector = FakeDetector([(BOX, POINTS)], 25)
-  aligner = FaceAligner(detect_padding=0.25, max_side=100, detector=detector)
+  aligner = FaceAligner(detect_padding=0.25, max_side=100, detector=detector, pad_mode="always")
   (face,) = aligner.detect(image)
   assert detector.images[0].shape == (150, 130, 3)
   # cv2.resize's pixel-centre convention: x_small = (x + 0.5) / 4 - 0.5.
@@ -75,6 +75,38 @@ def test_padding_composes_with_the_max_side_shrink():
   # The warp samples the original full-resolution image at those landmarks.
   crop, chosen = aligner.align(image)
   np.testing.assert_array_equal(crop, align.warp_face(image, chosen.landmarks, 112))
+
+
+class PaddedOnlyDetector(FakeDetector):
+  """Finds its faces only in an image larger than `original` (i.e. padded)."""
+
+  def __init__(self, faces, offset, original):
+    super().__init__(faces, offset)
+    self.original = original
+
+  def detect_faces(self, image, output_type, box_format):
+    rows = super().detect_faces(image, output_type, box_format)
+    return rows if image.shape[:2] != self.original else rows[:0]
+
+
+def test_retry_pads_only_images_without_a_face():
+  image = _image(100, 80)
+  # A face found unpadded: one detection, on the image as it is, the face unchanged.
+  found = FakeDetector([(BOX, POINTS)], 0)
+  (face,) = FaceAligner(detect_padding=0.25, detector=found).detect(image)
+  assert [seen.shape for seen in found.images] == [(100, 80, 3)]
+  np.testing.assert_allclose(face.landmarks, POINTS, atol=1e-5)
+  # No face unpadded: a second pass on the padded image finds it, mapped back.
+  missed = PaddedOnlyDetector([(BOX, POINTS)], 25, (100, 80))
+  (face,) = FaceAligner(detect_padding=0.25, detector=missed).detect(image)
+  assert [seen.shape for seen in missed.images] == [(100, 80, 3), (150, 130, 3)]
+  np.testing.assert_allclose(face.landmarks, POINTS, atol=1e-5)
+  # Padding 0: no second pass.
+  none = PaddedOnlyDetector([(BOX, POINTS)], 0, (100, 80))
+  assert FaceAligner(detect_padding=0.0, detector=none).detect(image) == []
+  assert len(none.images) == 1
+  with pytest.raises(ValueError, match="pad_mode"):
+    FaceAligner(pad_mode="sometimes")
 
 
 def test_pad_image_fills():
@@ -116,8 +148,8 @@ def test_dataset_stage_counts_fallbacks():
   images = [_image(90, 120, seed=1), np.zeros((60, 60, 3), np.uint8)]
 
   class Aligner(FaceAligner):  # a face in the first image only
-    def detect_all(self, image):
-      return [] if image.max() == 0 else super().detect_all(image)
+    def detect_all(self, image, padded=None):
+      return [] if image.max() == 0 else super().detect_all(image, padded)
 
   aligner = Aligner(size=32, on_no_face="center", detector=FakeDetector([(BOX, POINTS)], 24))
   dataset = align_dataset_stage(tf.data.Dataset.from_generator(

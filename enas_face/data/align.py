@@ -9,10 +9,11 @@ mouth right; "left" is image-left) onto `ARCFACE_TEMPLATE`, the layout used by
 ArcFace / insightface for 112x112 crops. `align_dataset_stage` runs the same
 alignment inside a tf.data pipeline and reports failures instead of dropping them.
 
-MTCNN misses faces that fill the whole frame (tightly pre-cropped datasets): the
-detector is run on the image padded by `detect_padding` x its longer
-side (see `FaceAligner`), and images without a usable face can be kept as a
-centred square resize (`on_no_face="center"`, status "fallback").
+MTCNN misses faces that fill the whole frame (tightly pre-cropped datasets): when
+it finds no usable face in an image, detection is retried on the image padded by
+`detect_padding` x its longer side (see `FaceAligner`), and images without a
+usable face can be kept as a centred square resize (`on_no_face="center"`,
+status "fallback").
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ STATUSES = ("aligned", "fallback", "rejected")
 # Measured by bench/bench_alignment_padding.py (README "Real faces"): see FaceAligner.
 DEFAULT_DETECT_PADDING = 0.2
 DEFAULT_PAD_FILL = "replicate"
+# "retry": pad only an image in which the unpadded pass finds no usable face; "always".
+PAD_MODES = ("retry", "always")
 
 
 class NoFaceError(ValueError):
@@ -184,13 +187,14 @@ class FaceAligner:
 
   The detector (which imports TensorFlow and takes seconds to build) is created
   on first use. Images whose longer side exceeds `max_side` are shrunk for
-  detection only; the (shrunk) image is then padded by round(detect_padding x
-  its longer side) pixels on every side with `pad_fill`, and boxes and
-  landmarks are mapped back to the full image (pad subtracted, shrink undone),
-  which is what gets warped: pixels outside the original image stay black.
-  Detections whose box centre lies in the padding are dropped, and so are faces
-  below `min_confidence`. `detector` may pass an existing mtcnn.MTCNN (or
-  anything with its `detect_faces`) to share one.
+  detection only. When the (shrunk) image holds no face of `min_confidence`
+  (pad_mode "retry", the default; "always" pads every image), detection runs
+  again on it padded by round(detect_padding x its longer side) pixels on every
+  side with `pad_fill`; boxes and landmarks are mapped back to the full image
+  (pad subtracted, shrink undone), which is what gets warped: pixels outside the
+  original image stay black. Detections whose box centre lies in the padding are
+  dropped. `detector` may pass an existing mtcnn.MTCNN (or anything with its
+  `detect_faces`) to share one.
 
   Why pad (figures: bench/bench_alignment_padding.py, README "Real faces"): MTCNN
   misses faces that fill the frame; on 200 LFW faces cropped to the central 80 % of
@@ -200,8 +204,10 @@ class FaceAligner:
   landmarks move by a median 1-3 px (3-4 % of the eye distance: MTCNN's refinement
   stages see other candidate boxes), and in 3 of the 35 photos another face (2 group
   shots) or a wider box (a half-visible face) is chosen. Default 0.2: the best on tight
-  crops, with no face lost elsewhere; LFW costs +3 % time, large photos up to 2x (the
-  padded image has (1 + 2 x 0.2)^2 the pixels).
+  crops, with no face lost elsewhere. Padding every image costs +3 % time on LFW and up
+  to 2x on large photos (the padded image has (1 + 2 x 0.2)^2 the pixels), and moves
+  faces found without it; so by default only images without a face are padded
+  ("retry"): a face found unpadded is exactly what it was before padding existed.
   Fill "replicate" (edge pixels repeated): at 0.2 it aligns 98.0 % of the tight
   crops against 93.5 % for the mean colour, 93.0 % reflect (which also mirrors the
   face into the fill) and 73.5 % black, and is as good elsewhere (within one image).
@@ -213,7 +219,7 @@ class FaceAligner:
   def __init__(self, size: int = 112, policy: str = "largest_central",
                min_confidence: float = 0.9, max_side: int = 1024, detector=None,
                detect_padding: float = DEFAULT_DETECT_PADDING, on_no_face: str = "reject",
-               pad_fill: str = DEFAULT_PAD_FILL):
+               pad_fill: str = DEFAULT_PAD_FILL, pad_mode: str = "retry"):
     if policy not in FACE_POLICIES:
       raise ValueError(f"face policy must be one of {FACE_POLICIES}, got {policy!r}")
     if size <= 0 or max_side <= 0:
@@ -225,6 +231,9 @@ class FaceAligner:
       raise ValueError(f"on_no_face must be one of {NO_FACE_POLICIES}, got {on_no_face!r}")
     if pad_fill not in PAD_FILLS:
       raise ValueError(f"pad_fill must be one of {PAD_FILLS}, got {pad_fill!r}")
+    if pad_mode not in PAD_MODES:
+      raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    self.pad_mode = pad_mode
     self.size = int(size)
     self.policy = policy
     self.min_confidence = float(min_confidence)
@@ -244,8 +253,11 @@ class FaceAligner:
         self._detector = mtcnn.MTCNN()
       return self._detector
 
-  def detect_all(self, image: np.ndarray) -> list[Face]:
-    """Every face MTCNN reports, whatever its confidence, in full-image coordinates.
+  def detect_all(self, image: np.ndarray, padded: bool | None = None) -> list[Face]:
+    """Every face MTCNN reports, whatever its confidence, in full-image coordinates, on
+    the image padded by detect_padding (padded=True), as it is (False), or as pad_mode
+    says (None: "always" pads; "retry" pads only when no face of min_confidence is found
+    unpadded, and then returns the faces of both passes).
 
     Detection runs on the image shrunk to `max_side` (if larger) and then padded;
     a point (u, v) of that padded image maps back to ((u - pad + 0.5) / s_x - 0.5,
@@ -253,6 +265,13 @@ class FaceAligner:
     sizes to (w / s_x, h / s_y). Faces centred in the padding are dropped.
     """
     image = _check_image(image)
+    if padded is None:
+      if self.pad_mode == "always" or not self.detect_padding:
+        return self.detect_all(image, padded=bool(self.detect_padding))
+      faces = self.detect_all(image, padded=False)
+      if any(face.confidence >= self.min_confidence for face in faces):
+        return faces
+      return faces + self.detect_all(image, padded=True)
     height, width = image.shape[:2]
     if min(height, width) < 12:  # smaller than MTCNN's 12x12 proposal window
       return []
@@ -263,7 +282,7 @@ class FaceAligner:
       small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                          interpolation=cv2.INTER_AREA)
       scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
-    pad = int(round(self.detect_padding * max(small.shape[:2])))
+    pad = int(round(self.detect_padding * max(small.shape[:2]))) if padded else 0
     padded = pad_image(small, pad, self.pad_fill)
     rows = np.asarray(self.detector.detect_faces(padded, output_type="numpy", box_format="xywh"))
     faces = []

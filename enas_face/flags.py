@@ -115,9 +115,9 @@ flags.DEFINE_integer("max_image_pixels", 50_000_000, "Images with more pixels ar
                      "(reported), not decoded.", lower_bound=1)
 flags.DEFINE_string("cache_dir", "", "Cache of faces aligned with --align=online (MTCNN "
                     "runs once per file and setting); default RUN_DIR/data_cache.")
-flags.DEFINE_float("detect_padding", DataConfig.detect_padding, "--align=online: pad each "
-                   "image by this fraction of its longer side before MTCNN (0 = off); finds "
-                   "faces that fill the frame.", lower_bound=0.0, upper_bound=2.0)
+flags.DEFINE_float("detect_padding", DataConfig.detect_padding, "--align=online: an image "
+                   "without a face is searched again padded by this fraction of its longer "
+                   "side (0 = off); finds faces that fill the frame.", lower_bound=0.0, upper_bound=2.0)
 flags.DEFINE_enum("on_no_face", "reject", ("reject", "center"), "--align=online: an image "
                   "without a usable face is rejected, or kept as its centred square resize "
                   "(counted as a fallback in the data report).")

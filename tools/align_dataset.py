@@ -5,8 +5,8 @@
     python tools/align_dataset.py --input_dir=faces --output_dir=faces_112 --no_detect
     python tools/align_dataset.py --input_dir=crops --output_dir=crops_112 --on_no_face=center
 
-Every image is decoded, its face found by MTCNN (on the image padded by
---detect_padding x its longer side, which recovers faces that fill the frame)
+Every image is decoded, its face found by MTCNN (retried on the image padded by
+--detect_padding x its longer side when none is found: faces that fill the frame)
 and warped onto the 5-point 112x112 template (--no_detect: only resized), and
 written to OUTPUT_DIR/part-NNNNN.tfrecord (format: enas_face/data/tfrecord.py).
 Images that cannot be decoded, or hold no usable face with --on_no_face=reject,
@@ -474,9 +474,9 @@ def define_flags() -> None:
                        "(0 = all); for quick runs.", lower_bound=0)
   flags.DEFINE_boolean("no_detect", False, "The input is aligned already: decode, centre-crop "
                        "to a square, resize to --image_size and write.")
-  flags.DEFINE_float("detect_padding", face_align.DEFAULT_DETECT_PADDING, "Pad each image by "
-                     "this fraction of its longer side before MTCNN (0 = off): finds faces that "
-                     "fill the frame (pre-cropped data).", lower_bound=0.0, upper_bound=2.0)
+  flags.DEFINE_float("detect_padding", face_align.DEFAULT_DETECT_PADDING, "An image without "
+                     "a face is searched again padded by this fraction of its longer side (0 = "
+                     "off): finds faces that fill the frame (pre-cropped data).", lower_bound=0.0, upper_bound=2.0)
   flags.DEFINE_enum("on_no_face", "reject", face_align.NO_FACE_POLICIES, "An image without a "
                     "usable face: reject it, or keep its centred square resize (a 'fallback', "
                     "listed in the manifest).")

@@ -207,7 +207,9 @@ class FaceAligner:
   crops, with no face lost elsewhere. Padding every image costs +3 % time on LFW and up
   to 2x on large photos (the padded image has (1 + 2 x 0.2)^2 the pixels), and moves
   faces found without it; so by default only images without a face are padded
-  ("retry"): a face found unpadded is exactly what it was before padding existed.
+  ("retry"): a face found unpadded is exactly what it was before padding existed. Retry
+  aligns 197/200 tight crops, 400/400 ORL, 200/200 LFW and 35/35 photos, every face
+  found unpadded unchanged.
   Fill "replicate" (edge pixels repeated): at 0.2 it aligns 98.0 % of the tight
   crops against 93.5 % for the mean colour, 93.0 % reflect (which also mirrors the
   face into the fill) and 73.5 % black, and is as good elsewhere (within one image).

@@ -6,6 +6,7 @@ MTCNN on 2 spawned worker processes.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -194,6 +195,19 @@ def test_rerun_with_other_settings_is_refused(source, tmp_path, change, message)
   with pytest.raises(tool.AlignDatasetError, match="holds a run with other settings") as info:
     _run(source, output, limit_identities=1, **change)
   assert message in str(info.value)
+
+
+def test_run_of_the_version_before_padding_resumes_with_padding_off(source, tmp_path):
+  output = str(tmp_path / "out")
+  _run(source, output, limit_identities=1, detect_padding=0.0)
+  path = os.path.join(output, tool.SETTINGS)
+  with open(path) as f:
+    old = {k: v for k, v in json.load(f).items() if k not in ("detect_padding", "on_no_face")}
+  with open(path, "w") as f:
+    json.dump(old, f)
+  with pytest.raises(tool.AlignDatasetError, match="--detect_padding: 0.0 -> 0.2"):
+    _run(source, output, limit_identities=1)
+  _run(source, output, limit_identities=1, detect_padding=0.0)  # resumes
 
 
 def test_changed_input_and_bad_output_are_refused(source, tmp_path):

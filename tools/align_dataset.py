@@ -55,6 +55,9 @@ from enas_face.data import folder as image_folder  # noqa: E402
 from enas_face.data import images as image_io  # noqa: E402
 
 SETTINGS = "settings.json"
+# What a settings.json written before --detect_padding / --on_no_face existed meant: an
+# interrupted run of that version resumes with --detect_padding=0 (the refusal says so).
+SETTINGS_BEFORE_PADDING = {"detect_padding": 0.0, "on_no_face": "reject"}
 IMAGE_FORMATS = ("jpeg", "png")
 FLAGS = flags.FLAGS
 
@@ -178,7 +181,7 @@ def prepare_output(output_dir: str, settings: Settings) -> None:
   path = os.path.join(output_dir, SETTINGS)
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
-      previous = json.load(f)
+      previous = {**SETTINGS_BEFORE_PADDING, **json.load(f)}
     if previous != settings.as_dict():
       changed = sorted(key for key in set(previous) | set(settings.as_dict())
                        if previous.get(key) != settings.as_dict().get(key))

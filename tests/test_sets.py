@@ -253,3 +253,83 @@ def test_sets_module_does_not_import_tensorflow():
   code = "import sys, enas_face.sets; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
   assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------ synthetic videos
+from enas_face.data import synthetic_video  # noqa: E402
+from enas_face.data.synthetic import identity_seeds, render_identity  # noqa: E402
+
+VIDEOS = dict(num_identities=3, videos_per_identity=2, frames_per_video=5, image_size=24, seed=2,
+              degraded_fraction=0.4)
+
+
+@pytest.fixture(scope="module")
+def videos():
+  return synthetic_video.make_synthetic_videos(**VIDEOS)
+
+
+def test_synthetic_videos_shapes_and_labels(videos):
+  assert videos.frames.dtype == np.uint8 and videos.frames.shape == (3 * 2 * 5, 24, 24, 3)
+  np.testing.assert_array_equal(videos.video_ids, np.repeat(np.arange(6), 5))
+  np.testing.assert_array_equal(videos.video_labels, [0, 0, 1, 1, 2, 2])
+  assert videos.degradation.shape == (30,) and videos.identity_seeds.shape == (3,)
+  assert np.all((videos.degradation >= 0) & (videos.degradation <= 1))
+  # round(0.4 * 5) = 2 badly degraded frames in every video, the rest mild.
+  bad = videos.degradation >= synthetic_video.BAD_LEVEL
+  np.testing.assert_array_equal(np.bincount(videos.video_ids[bad], minlength=6), np.full(6, 2))
+  assert np.all(videos.degradation[~bad] < synthetic_video.GOOD_LEVEL)
+
+
+def test_synthetic_videos_are_deterministic_in_seed(videos):
+  again = synthetic_video.make_synthetic_videos(**VIDEOS)
+  np.testing.assert_array_equal(videos.frames, again.frames)
+  np.testing.assert_array_equal(videos.degradation, again.degradation)
+  np.testing.assert_array_equal(videos.identity_seeds, again.identity_seeds)
+  other = synthetic_video.make_synthetic_videos(**{**VIDEOS, "seed": 3})
+  assert not np.array_equal(videos.frames, other.frames)
+  assert not np.array_equal(videos.degradation, other.degradation)
+
+
+def test_video_identities_are_disjoint_from_the_training_dataset():
+  train, heldout = identity_seeds(100, 50, 2)
+  seeds = synthetic_video.video_identity_seeds(40, seed=2)
+  assert len(set(seeds.tolist())) == 40
+  assert not set(seeds.tolist()) & (set(train.tolist()) | set(heldout.tolist()))
+  small_train, small_heldout = identity_seeds(4, 2, 2)
+  seeds = synthetic_video.video_identity_seeds(5, seed=2, train_identities=4, train_heldout_identities=2)
+  assert not set(seeds.tolist()) & (set(small_train.tolist()) | set(small_heldout.tolist()))
+
+
+def test_video_identity_seeds_reject_the_datasets_seeds(monkeypatch):
+  # Make the dataset own the first seeds the video stream would draw: they must be skipped.
+  unpatched = synthetic_video.video_identity_seeds(6, seed=5)
+  monkeypatch.setattr(synthetic_video, "identity_seeds",
+                      lambda *args: (unpatched[:2], unpatched[4:5]))
+  seeds = synthetic_video.video_identity_seeds(6, seed=5)
+  assert len(set(seeds.tolist())) == 6
+  assert not set(seeds.tolist()) & set(unpatched[[0, 1, 4]].tolist())
+  np.testing.assert_array_equal(seeds[:2], unpatched[[2, 3]])
+
+
+def test_degraded_frames_lose_contrast(videos):
+  grey = videos.frames.astype(np.float64).mean(axis=-1)
+  rms_contrast = grey.std(axis=(1, 2))
+  bad = videos.degradation >= synthetic_video.BAD_LEVEL
+  assert rms_contrast[bad].mean() < 0.7 * rms_contrast[~bad].mean()
+  # Rank correlation of d with the contrast is clearly negative.
+  ranks = lambda x: np.argsort(np.argsort(x))
+  assert np.corrcoef(ranks(videos.degradation), ranks(rms_contrast))[0, 1] < -0.5
+
+
+def test_degrade_grows_with_the_level_on_average():
+  images = render_identity(11, 12, 24, 0)
+  distances, contrasts = [], []
+  for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+    rng = np.random.default_rng(0)
+    out = np.stack([synthetic_video.degrade(image, level, rng) for image in images]).astype(np.float64)
+    distances.append(np.abs(out - images).mean())
+    contrasts.append(out.mean(axis=-1).std(axis=(1, 2)).mean())
+  assert distances[0] == 0.0
+  assert np.all(np.diff(distances) > 0) and np.all(np.diff(contrasts) < 0)
+  with pytest.raises(ValueError, match="level"):
+    synthetic_video.degrade(images[0], 1.5, np.random.default_rng(0))

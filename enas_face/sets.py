@@ -6,15 +6,16 @@ score per frame when one is given (QAN, QAN++: METHODS.md §2). Notation:
 u_i = f_i / ||f_i|| (unit frame embeddings), normalize(x) = x / ||x||, w_i the
 frame weights with sum_i w_i = 1; every method returns normalize(sum_i w_i u_i).
 
-No TensorFlow here: the quality networks that produce the scores live in
-models/ (a later step); this module only pools what they produce.
+No TensorFlow here: the quality networks that produce the scores (QAN's branch,
+QAN++'s CNN) are not built yet; this module only pools what they produce.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from enas_face.data.pairs import make_verification_pairs
-from enas_face.verification import _far_key, cosine_scores, kfold_verification, l2_normalize, roc_auc, tar_at_far
+from enas_face.verification import (cosine_scores, far_key, kfold_verification, l2_normalize,
+                                    roc_auc, tar_at_far)
 
 METHODS = ("mean", "best", "qan", "qanpp")
 
@@ -233,7 +234,7 @@ def set_verification_report(set_embeddings, pairs, is_same, num_folds: int = 10,
   folds = kfold_verification(scores, is_same, num_folds=num_folds)
   report = {"verification_accuracy": folds["accuracy"], "verification_std": folds["std"]}
   for far in fars:
-    report[_far_key(far)] = tar_at_far(scores, is_same, far=far)
+    report[far_key(far)] = tar_at_far(scores, is_same, far=far)
   report["roc_auc"] = roc_auc(scores, is_same)
   report["num_pairs"] = int(scores.size)
   report["num_sets"] = int(np.asarray(set_embeddings).shape[0])

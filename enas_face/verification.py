@@ -177,7 +177,7 @@ def roc_auc(scores, is_same) -> float:
   return float(roc_auc_score(is_same, scores))
 
 
-def _far_key(far: float) -> str:
+def far_key(far: float) -> str:
   """'tar_at_far_' + far in short scientific form, e.g. 1e-3 -> 'tar_at_far_1e-3'."""
   mantissa, exponent = f"{float(far):e}".split("e")
   mantissa = mantissa.rstrip("0").rstrip(".")
@@ -195,7 +195,7 @@ def verification_report(embeddings, pairs, is_same, num_folds: int = 10, far: fl
   folds = kfold_verification(scores, is_same, num_folds=num_folds)
   return {"verification_accuracy": folds["accuracy"],
           "verification_std": folds["std"],
-          _far_key(far): tar_at_far(scores, is_same, far=far),
+          far_key(far): tar_at_far(scores, is_same, far=far),
           "roc_auc": roc_auc(scores, is_same),
           "num_pairs": int(scores.size)}
 
@@ -357,7 +357,7 @@ def insightface_verification(distances, is_same, num_folds: int = 10, far: float
 
 def _val_key(far: float) -> str:
   """'val_at_far_' + far in short scientific form, e.g. 1e-3 -> 'val_at_far_1e-3'."""
-  return "val" + _far_key(far)[len("tar"):]
+  return "val" + far_key(far)[len("tar"):]
 
 
 def insightface_report(embeddings, pairs, is_same, num_folds: int = 10,

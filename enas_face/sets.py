@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from enas_face.data.pairs import make_verification_pairs
-from enas_face.verification import (cosine_scores, far_key, kfold_verification, l2_normalize,
-                                    roc_auc, tar_at_far)
+from enas_face.verification import l2_normalize, verification_report
 
 METHODS = ("mean", "best", "qan", "qanpp")
 
@@ -229,13 +228,6 @@ def set_verification_report(set_embeddings, pairs, is_same, num_folds: int = 10,
   and std), tar_at_far_<far> for each far (e.g. tar_at_far_1e-3,
   tar_at_far_1e-4), roc_auc, num_pairs, and num_sets (rows of set_embeddings).
   """
-  scores = cosine_scores(set_embeddings, pairs)
-  is_same = np.asarray(is_same)
-  folds = kfold_verification(scores, is_same, num_folds=num_folds)
-  report = {"verification_accuracy": folds["accuracy"], "verification_std": folds["std"]}
-  for far in fars:
-    report[far_key(far)] = tar_at_far(scores, is_same, far=far)
-  report["roc_auc"] = roc_auc(scores, is_same)
-  report["num_pairs"] = int(scores.size)
+  report = verification_report(set_embeddings, pairs, is_same, num_folds, far=tuple(fars))
   report["num_sets"] = int(np.asarray(set_embeddings).shape[0])
   return report

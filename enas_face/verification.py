@@ -72,20 +72,27 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
   return x / np.maximum(norm, eps)
 
 
-def cosine_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-  """s_p = <e_a, e_b> / (||e_a|| ||e_b||) for every pair p = (a, b); float64 [P]."""
-  embeddings = _as_embeddings(embeddings, "embeddings")
+def _as_pairs(pairs, num_embeddings: int) -> np.ndarray:
+  """`pairs` as an integer [P, 2] array of indices in 0..num_embeddings-1."""
   pairs = np.asarray(pairs)
   if pairs.ndim != 2 or pairs.shape[1] != 2:
     raise ValueError(f"pairs must be an integer array [P, 2], got shape {pairs.shape}")
   if pairs.size == 0:
-    return np.zeros((0,), np.float64)
+    return pairs
   if not np.issubdtype(pairs.dtype, np.integer):
     raise ValueError(f"pairs must hold integer indices, got dtype {pairs.dtype}")
-  num_embeddings = embeddings.shape[0]
   if pairs.min() < 0 or pairs.max() >= num_embeddings:
     raise ValueError(
         f"pairs must index embeddings in 0..{num_embeddings - 1}, got indices in {pairs.min()}..{pairs.max()}")
+  return pairs
+
+
+def cosine_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+  """s_p = <e_a, e_b> / (||e_a|| ||e_b||) for every pair p = (a, b); float64 [P]."""
+  embeddings = _as_embeddings(embeddings, "embeddings")
+  pairs = _as_pairs(pairs, embeddings.shape[0])
+  if pairs.size == 0:
+    return np.zeros((0,), np.float64)
   unit = l2_normalize(embeddings.astype(np.float64), axis=1)
   return np.einsum("pd,pd->p", unit[pairs[:, 0]], unit[pairs[:, 1]])
 
@@ -177,27 +184,28 @@ def roc_auc(scores, is_same) -> float:
   return float(roc_auc_score(is_same, scores))
 
 
-def far_key(far: float) -> str:
+def _far_key(far: float) -> str:
   """'tar_at_far_' + far in short scientific form, e.g. 1e-3 -> 'tar_at_far_1e-3'."""
   mantissa, exponent = f"{float(far):e}".split("e")
   mantissa = mantissa.rstrip("0").rstrip(".")
   return f"tar_at_far_{mantissa}e{int(exponent)}"
 
 
-def verification_report(embeddings, pairs, is_same, num_folds: int = 10, far: float = 1e-3) -> dict:
+def verification_report(embeddings, pairs, is_same, num_folds: int = 10,
+                        far: float | tuple[float, ...] = 1e-3) -> dict:
   """Cosine-score the pairs and summarise: k-fold accuracy/std, TAR@FAR, ROC AUC, number of pairs.
 
   Keys: verification_accuracy, verification_std, tar_at_far_<far> (e.g.
-  tar_at_far_1e-3), roc_auc, num_pairs.
+  tar_at_far_1e-3; one per value when `far` is a sequence), roc_auc, num_pairs.
   """
   scores = cosine_scores(embeddings, pairs)
   scores, is_same = _scores_and_labels(scores, is_same, both_classes=True)
   folds = kfold_verification(scores, is_same, num_folds=num_folds)
-  return {"verification_accuracy": folds["accuracy"],
-          "verification_std": folds["std"],
-          far_key(far): tar_at_far(scores, is_same, far=far),
-          "roc_auc": roc_auc(scores, is_same),
-          "num_pairs": int(scores.size)}
+  report = {"verification_accuracy": folds["accuracy"], "verification_std": folds["std"]}
+  for value in np.atleast_1d(far):
+    report[_far_key(value)] = tar_at_far(scores, is_same, far=value)
+  report.update(roc_auc=roc_auc(scores, is_same), num_pairs=int(scores.size))
+  return report
 
 
 # ------------------------------------------------------------ identification
@@ -272,9 +280,7 @@ INSIGHTFACE_VAL_THRESHOLDS = np.arange(0, 4, 0.001)       # its calculate_val() 
 def squared_distances(embeddings, pairs) -> np.ndarray:
   """d_p = ||u_a - u_b||^2 = 2 - 2 cos(e_a, e_b) for every pair p = (a, b), u = e / ||e||."""
   embeddings = _as_embeddings(embeddings, "embeddings")
-  pairs = np.asarray(pairs)
-  if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
-    raise ValueError(f"pairs must be an integer array [P, 2], got {pairs.dtype} {pairs.shape}")
+  pairs = _as_pairs(pairs, embeddings.shape[0])
   unit = l2_normalize(embeddings.astype(np.float64), axis=1)
   return np.sum(np.square(unit[pairs[:, 0]] - unit[pairs[:, 1]]), axis=1)
 
@@ -357,7 +363,7 @@ def insightface_verification(distances, is_same, num_folds: int = 10, far: float
 
 def _val_key(far: float) -> str:
   """'val_at_far_' + far in short scientific form, e.g. 1e-3 -> 'val_at_far_1e-3'."""
-  return "val" + far_key(far)[len("tar"):]
+  return "val" + _far_key(far)[len("tar"):]
 
 
 def insightface_report(embeddings, pairs, is_same, num_folds: int = 10,

@@ -479,7 +479,8 @@ def define_flags() -> None:
                        "to a square, resize to --image_size and write.")
   flags.DEFINE_float("detect_padding", face_align.DEFAULT_DETECT_PADDING, "An image without "
                      "a face is searched again padded by this fraction of its longer side (0 = "
-                     "off): finds faces that fill the frame (pre-cropped data).", lower_bound=0.0, upper_bound=2.0)
+                     "off): finds faces that fill the frame (pre-cropped data).",
+                     lower_bound=0.0, upper_bound=2.0)
   flags.DEFINE_enum("on_no_face", "reject", face_align.NO_FACE_POLICIES, "An image without a "
                     "usable face: reject it, or keep its centred square resize (a 'fallback', "
                     "listed in the manifest).")

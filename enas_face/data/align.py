@@ -285,8 +285,8 @@ class FaceAligner:
                          interpolation=cv2.INTER_AREA)
       scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
     pad = int(round(self.detect_padding * max(small.shape[:2]))) if padded else 0
-    padded = pad_image(small, pad, self.pad_fill)
-    rows = np.asarray(self.detector.detect_faces(padded, output_type="numpy", box_format="xywh"))
+    canvas = pad_image(small, pad, self.pad_fill)
+    rows = np.asarray(self.detector.detect_faces(canvas, output_type="numpy", box_format="xywh"))
     faces = []
     for row in rows.reshape(-1, 16):
       # Columns: image id, x, y, w, h, confidence, 5 landmark x's, 5 landmark y's.

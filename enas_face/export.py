@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from enas_face import runlog
-from enas_face import verification
+from enas_face.evaluation import verification
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "embeddings"

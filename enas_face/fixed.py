@@ -29,7 +29,7 @@ from absl import logging
 from enas_face import costs
 from enas_face import distribute
 from enas_face import runlog
-from enas_face import verification
+from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages

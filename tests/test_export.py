@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from enas_face import export
-from enas_face import verification
+from enas_face.evaluation import verification
 from enas_face.spaces import enas_macro
 from enas_face.child import FixedChild
 from enas_face.config import ModelConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enas_face import sets
+from enas_face.evaluation import sets
 
 # Hand-made frames: f_0 and f_1 have norm 2 and 5 (pooling must not see the norms).
 FRAMES = np.array([[2.0, 0.0, 0.0],
@@ -238,7 +238,7 @@ def test_set_verification_report_on_random_sets_is_chance():
 
 
 def test_set_verification_report_matches_verification_report():
-  from enas_face.verification import verification_report
+  from enas_face.evaluation.verification import verification_report
   embeddings, pairs, is_same = _toy_sets(separable=False, seed=4)
   ours = sets.set_verification_report(embeddings, pairs, is_same, num_folds=5, fars=(1e-3,))
   theirs = verification_report(embeddings, pairs, is_same, num_folds=5, far=1e-3)
@@ -250,7 +250,7 @@ def test_sets_module_does_not_import_tensorflow():
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  code = "import sys, enas_face.sets; print('tensorflow' in sys.modules)"
+  code = "import sys, enas_face.evaluation.sets; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
   assert out.stdout.strip() == "False"
 

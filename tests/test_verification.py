@@ -7,8 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from enas_face import verification
-from enas_face.verification import (accuracy_at_threshold, best_threshold, cosine_scores, identification_top1,
+from enas_face.evaluation import verification
+from enas_face.evaluation.verification import (accuracy_at_threshold, best_threshold, cosine_scores, identification_top1,
                                     kfold_verification, l2_normalize, pca_embeddings, roc_auc, tar_at_far,
                                     verification_report)
 

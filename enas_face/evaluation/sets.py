@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from enas_face.data.pairs import make_verification_pairs
-from enas_face.verification import l2_normalize, verification_report
+from enas_face.evaluation.verification import l2_normalize, verification_report
 
 METHODS = ("mean", "best", "qan", "qanpp")
 

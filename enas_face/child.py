@@ -92,9 +92,11 @@ class _ChildBase(keras.Model):
     features = self.dropblock(K.relu(features), training=dropblock_training)
     return self.embedding(features, training=training)
 
-  def _forward(self, images, layer_sum, training, dropblock_training=None):
+  def _forward(self, images, layer_sum, training, dropblock_training=None,
+               with_features=False):
     """stem -> layers -> head; layer_sum(i, x_i, reduced) is the pre-BN sum of layer i,
-    where reduced(j) = R_{j -> s_i}(h_j), cached per call."""
+    where reduced(j) = R_{j -> s_i}(h_j), cached per call. with_features: also returns
+    mean_{h,w} ReLU(final feature map), [N, C] (what QAN's quality branch reads)."""
     x = self.stem(self.standardize(images), training=training)
     outputs, cache = [], {}
     for i in range(self.config.num_layers):
@@ -103,8 +105,11 @@ class _ChildBase(keras.Model):
       reduced = lambda j, i=i: self._reduced(outputs, cache, j, self.stages[i], training)
       outputs.append(self.module(f"layer{i}_bn")(layer_sum(i, x, reduced), training=training))
     final = self._reduced(outputs, cache, len(outputs) - 1, self.final_stage, training)
-    return self._head(final, training,
-                      training if dropblock_training is None else dropblock_training)
+    embedding = self._head(final, training,
+                           training if dropblock_training is None else dropblock_training)
+    if with_features:
+      return embedding, K.mean(K.relu(final), axis=(1, 2))
+    return embedding
 
   @property
   def module_keys(self) -> tuple[str, ...]:
@@ -137,14 +142,20 @@ class FixedChild(_ChildBase):
       for j in arc.skip_inputs(i):
         self._add_module(skip_key(i, j), ops.NonlinearSkip(channels, name=skip_key(i, j)))
 
-  def call(self, images, training=False):
+  def _layer_sum(self, training):
     def layer_sum(i, x, reduced):
       total = self.module(op_key(i, self.arc.op_names[i]))(x, training=training)
       for j in self.arc.skip_inputs(i):
         total = total + self.module(skip_key(i, j))(reduced(j), training=training)
       return total
+    return layer_sum
 
-    return self._forward(images, layer_sum, training)
+  def call(self, images, training=False):
+    return self._forward(images, self._layer_sum(training), training)
+
+  def embed_with_features(self, images):
+    """Inference: (embedding [N, D], pooled final features [N, C]) in one pass."""
+    return self._forward(images, self._layer_sum(False), False, with_features=True)
 
   def load_shared_weights(self, shared: "SharedChild") -> "FixedChild":
     """Copies the shared child's weights of this architecture's modules (same keys)."""

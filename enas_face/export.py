@@ -52,9 +52,15 @@ def export_saved_model(child: keras.Model, image_size: int, export_dir: str,
                        metadata: dict | None = None) -> str:
   """Writes the SavedModel to `export_dir` (replacing an older export atomically)."""
   module = EmbeddingModule(child, image_size)
+  return save_module(module, module.serve, export_dir, metadata)
+
+
+def save_module(module: tf.Module, serve, export_dir: str, metadata: dict | None = None) -> str:
+  """tf.saved_model.save(module) with `serve` as serving_default and metadata as
+  enas_face.json, written beside and swapped in, so a crash never leaves half an export."""
   tmp_dir = export_dir.rstrip("/") + ".tmp"
   shutil.rmtree(tmp_dir, ignore_errors=True)
-  tf.saved_model.save(module, tmp_dir, signatures={"serving_default": module.serve})
+  tf.saved_model.save(module, tmp_dir, signatures={"serving_default": serve})
   if metadata is not None:
     with open(os.path.join(tmp_dir, "enas_face.json"), "w") as f:
       json.dump(metadata, f, indent=2, sort_keys=True)

@@ -20,6 +20,7 @@ setup(
         "numpy>=1.23",
         "opencv-python-headless>=4.8",
         "scikit-learn>=1.2",
+        "scipy>=1.9",  # Spearman correlation of learned frame quality (scikit-learn needs it too)
         "matplotlib>=3.6",
         "tensorboard>=2.16",  # tf.summary needs it; TF 2.21 no longer depends on it
         "Pillow>=9.1",  # decoding that reports truncated/corrupt files (cv2.imread does not)

@@ -228,6 +228,62 @@ class EvalConfig:
   checkpoint: str = "latest"  # eval/export: latest | best (RUN_DIR/best/)
 
 
+QUALITY_NETS = ("qan", "qanpp")
+AGGREGATIONS = ("mean", "best", "qan", "qanpp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SetConfig:
+  """Set-based recognition (--mode=quality, --aggregation): where the sets come from, how they
+  are split and paired, and how a quality network is trained on a frozen embedder."""
+  sets: str = "synthetic"  # synthetic | folder:DIR | tfrecord:DIR (data/frame_sets.py)
+  set_size: int = 8  # frames per set (synthetic videos, images cut into sets)
+  synthetic_identities: int = 60
+  videos_per_identity: int = 3
+  degraded_fraction: float = 0.3  # synthetic: always; real sets: degrade this fraction if > 0
+  heldout: str = ""  # an LFW pairs file: its people are the held-out identities
+  heldout_fraction: float = 0.5
+  num_pairs: int = 600
+  quality_net: str = "qanpp"  # --mode=quality: qan | qanpp
+  aggregation: tuple[str, ...] = ()  # --mode=eval: mean,best,qan,qanpp; --mode=export: one
+  quality_epochs: int = 10
+  quality_steps_per_epoch: int = 50
+  quality_lr: float = 1e-3
+  quality_identities_per_batch: int = 8  # P identities x 2 sets per step
+  quality_scale: float = 16.0  # s of the set contrastive loss
+
+  def validate(self) -> None:
+    if self.set_size < 1:
+      raise ConfigError(f"--set_size={self.set_size} must be >= 1")
+    if not 0.0 <= self.degraded_fraction <= 1.0:
+      raise ConfigError(f"--set_degraded_fraction={self.degraded_fraction} must be in [0, 1]")
+    if not 0.0 < self.heldout_fraction < 1.0:
+      raise ConfigError(f"--set_heldout_fraction={self.heldout_fraction} must be in (0, 1)")
+    if self.heldout and not os.path.isfile(self.heldout):
+      raise ConfigError(f"--set_heldout={self.heldout}: no such file")
+    if self.quality_net not in QUALITY_NETS:
+      raise ConfigError(f"--quality_net={self.quality_net!r}: one of {', '.join(QUALITY_NETS)}")
+    bad = [a for a in self.aggregation if a not in AGGREGATIONS]
+    if bad:
+      raise ConfigError(f"--aggregation: {bad} not in {', '.join(AGGREGATIONS)}")
+    for name in ("num_pairs", "quality_epochs", "quality_steps_per_epoch",
+                 "synthetic_identities", "videos_per_identity"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"--{FLAG_OF_SET_FIELD.get(name, name)}={getattr(self, name)} must be >= 1")
+    if self.quality_identities_per_batch < 2:
+      raise ConfigError(f"--quality_identities_per_batch={self.quality_identities_per_batch} "
+                        "must be >= 2 (a batch needs different identities)")
+    if self.quality_lr <= 0 or self.quality_scale <= 0:
+      raise ConfigError("--quality_lr and --quality_scale must be positive")
+
+
+# SetConfig field -> its flag where the names differ.
+FLAG_OF_SET_FIELD = {"synthetic_identities": "set_synthetic_identities",
+                     "videos_per_identity": "set_videos_per_identity",
+                     "degraded_fraction": "set_degraded_fraction", "heldout": "set_heldout",
+                     "heldout_fraction": "set_heldout_fraction", "num_pairs": "set_pairs"}
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
   """ENAS search (Zhu 2019 Algorithm 1): child epochs alternating with controller steps."""
@@ -286,6 +342,7 @@ class RunConfig:
   eval: EvalConfig
   search: SearchConfig = SearchConfig()
   head: HeadConfig = HeadConfig()
+  sets: SetConfig = SetConfig()  # set-based recognition (this invocation's, never saved state)
   export_dir: str = ""
   export_format: tuple[str, ...] = ("saved_model",)  # a subset of EXPORT_FORMATS, in order
   top_k: int = 1
@@ -317,6 +374,8 @@ class RunConfig:
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**_renamed(obj.get("search", {}), SEARCH_RENAMES)),
                  head=HeadConfig(**obj.get("head", {})),
+                 sets=SetConfig(**{k: tuple(v) if k == "aggregation" else v
+                                   for k, v in obj.get("sets", {}).items()}),
                  export_dir=obj.get("export_dir", ""),
                  export_format=tuple(obj.get("export_format", ("saved_model",))),
                  top_k=obj.get("top_k", 1),

@@ -18,9 +18,9 @@ from enas_face.data import sources
 from enas_face.spaces import enas_macro
 from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, STREAM_MODES,
                               ConfigError, DataConfig, EvalConfig, HeadConfig, ModelConfig,
-                              RunConfig, SearchConfig, TrainConfig)
+                              RunConfig, SearchConfig, SetConfig, TrainConfig)
 
-MODES = ("search", "fixed", "eval", "export")
+MODES = ("search", "fixed", "eval", "export", "quality")
 CONTROLLERS = ("enas", "random")
 REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
 DEFAULT_TARGET_MS = 7.0
@@ -31,7 +31,9 @@ REWARD_METRICS = ("classification", "verification", "verification_auc")
 flags.DEFINE_enum("mode", "fixed", MODES,
                   "search: ENAS search (controller + shared child), writes arcs_ranked.json; "
                   "fixed: train the architecture(s) from scratch, evaluate and export; "
-                  "eval: evaluate the run's latest checkpoint; export: write its SavedModel.")
+                  "eval: evaluate the run's latest checkpoint; export: write its SavedModel; "
+                  "quality: train a set quality network (--quality_net) on the run's frozen "
+                  "embedder, on --sets.")
 flags.DEFINE_string("run_dir", "runs/default",
                     "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
                     "Rerunning with the same folder resumes.")
@@ -330,6 +332,45 @@ flags.DEFINE_integer("pca_components", 64, "Components of the pixel-PCA baseline
 flags.DEFINE_integer("eval_batch_size", 256, "Batch size for embedding extraction.", lower_bound=1)
 
 
+# Sets: set-to-set recognition with quality-aware aggregation (QAN, QAN++).
+flags.DEFINE_string("sets", "synthetic", "Where sets of faces come from (--mode=quality, "
+                    "--aggregation): synthetic (seeded videos with degraded frames), "
+                    "folder:DIR (DIR/<person>/<video>/<frame>: a video folder is a set; "
+                    "DIR/<person>/<image>: images cut into sets of --set_size), tfrecord:DIR "
+                    "(an aligned folder, images cut into sets).")
+flags.DEFINE_integer("set_size", 8, "Frames per set: per synthetic video, and per set cut from "
+                     "a person's images.", lower_bound=1)
+flags.DEFINE_integer("set_synthetic_identities", 60, "--sets=synthetic: identities (none in "
+                     "the synthetic training set).", lower_bound=2)
+flags.DEFINE_integer("set_videos_per_identity", 3, "--sets=synthetic: videos per identity.",
+                     lower_bound=1)
+flags.DEFINE_float("set_degraded_fraction", 0.3, "Fraction of each set's frames badly degraded "
+                   "(blur, noise, occlusion, contrast, darkness; levels known): always for "
+                   "synthetic videos; real sets only when > 0 is given for them.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_string("set_heldout", "", "An LFW pairs file whose people are the held-out "
+                    "identities (set pairs are drawn there; the quality network trains on the "
+                    "others); empty = a seeded --set_heldout_fraction of the identities.")
+flags.DEFINE_float("set_heldout_fraction", 0.5, "Fraction of identities held out for set pairs "
+                   "when --set_heldout is empty.")
+flags.DEFINE_integer("set_pairs", 600, "Set pairs (half same person) for set-to-set "
+                     "verification, in --num_folds folds.", lower_bound=2)
+flags.DEFINE_enum("quality_net", "qanpp", ("qan", "qanpp"),
+                  "--mode=quality: qan (a sigmoid quality branch on the frozen embedder's "
+                  "features) or qanpp (QAN++: a separate small CNN, min-max normalised scores). "
+                  "Trained into RUN_DIR/quality/<net>/.")
+flags.DEFINE_list("aggregation", [], "--mode=eval: set-to-set verification with these poolings "
+                  "(mean, best, qan, qanpp; qan/qanpp need --mode=quality first) next to the "
+                  "image-level metrics; --mode=export: one of them, exported as a set SavedModel "
+                  "in EXPORT_DIR/set_<aggregation>/.")
+flags.DEFINE_integer("quality_epochs", 10, "--mode=quality: epochs.", lower_bound=1)
+flags.DEFINE_integer("quality_steps_per_epoch", 50, "--mode=quality: steps per epoch.",
+                     lower_bound=1)
+flags.DEFINE_float("quality_lr", 1e-3, "--mode=quality: Adam learning rate.")
+flags.DEFINE_integer("quality_identities_per_batch", 8, "--mode=quality: P identities x 2 sets "
+                     "per step.", lower_bound=2)
+flags.DEFINE_float("quality_scale", 16.0, "--mode=quality: scale s of the set contrastive loss.")
+
 # EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
 EVAL_FLAGS = {"flip_test": "flip_test", "far": "far", "pca_components": "pca_components",
               "batch_size": "eval_batch_size", "protocol": "protocol",
@@ -529,8 +570,25 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
     if fv.best_pairs not in set_names:
       raise ConfigError(f"--best_pairs={fv.best_pairs}: no such pair set; the sets are "
                         f"{', '.join(set_names)}")
+  sets = SetConfig(
+      sets=fv.sets, set_size=fv.set_size, synthetic_identities=fv.set_synthetic_identities,
+      videos_per_identity=fv.set_videos_per_identity,
+      degraded_fraction=fv.set_degraded_fraction,
+      heldout=os.path.abspath(fv.set_heldout) if fv.set_heldout else "",
+      heldout_fraction=fv.set_heldout_fraction, num_pairs=fv.set_pairs,
+      quality_net=fv.quality_net, aggregation=tuple(fv.aggregation),
+      quality_epochs=fv.quality_epochs, quality_steps_per_epoch=fv.quality_steps_per_epoch,
+      quality_lr=fv.quality_lr, quality_identities_per_batch=fv.quality_identities_per_batch,
+      quality_scale=fv.quality_scale)
+  sets.validate()
+  if fv.mode == "export" and len(sets.aggregation) > 1:
+    raise ConfigError(f"--aggregation={','.join(sets.aggregation)}: --mode=export writes one set "
+                      "model; name one aggregation")
+  if fv.set_pairs % (2 * fv.num_folds):
+    raise ConfigError(f"--set_pairs={fv.set_pairs} must be a multiple of 2 * --num_folds = "
+                      f"{2 * fv.num_folds}")
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
-                   data=data, train=train, eval=evaluation, search=search, head=head,
+                   data=data, train=train, eval=evaluation, search=search, head=head, sets=sets,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
                    export_format=export_format, top_k=fv.top_k,
                    candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),

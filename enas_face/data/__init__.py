@@ -75,7 +75,7 @@ def _errors_name_the_flag(flag: str):
     raise ConfigError(f"{flag}: {e}") from e
 
 
-def _decode_all(root: str, relpaths: list[str], config: DataConfig):
+def decode_files(root: str, relpaths: list[str], config: DataConfig):
   """(image at config.image_size or None, status, reason) per file: aligned online (status
   aligned / fallback / rejected, see online.align_files) or centre-cropped ("resized")."""
   from enas_face.data import folder, real
@@ -106,7 +106,7 @@ def _read_collection(spec: sources.DatasetSpec, config: DataConfig):
     from enas_face.data import folder
     listing = folder.scan_folder(spec.path)
     relpaths = [relpath for _, relpath in listing.files]
-    results = _decode_all(spec.path, relpaths, config)
+    results = decode_files(spec.path, relpaths, config)
     kept = [i for i, (image, _, _) in enumerate(results) if image is not None]
     rejects = [{"path": relpaths[i], "reason": reason}
                for i, (image, _, reason) in enumerate(results) if image is None]
@@ -189,7 +189,7 @@ def _read_pairs(spec: sources.PairsSpec, config: DataConfig
   else:
     relpaths, pairs, is_same = verification_files.resolve_lfw_pairs(
         spec.path, lambda rel: os.path.isfile(os.path.join(spec.images_dir, rel)))
-    results = _decode_all(spec.images_dir, relpaths, config)
+    results = decode_files(spec.images_dir, relpaths, config)
     failed = [f"{relpaths[i]} ({reason})" for i, (image, _, reason) in enumerate(results)
               if image is None]
     if failed:

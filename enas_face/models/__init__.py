@@ -1,0 +1,1 @@
+"""Keras networks beyond the ENAS child: the QAN / QAN++ quality networks."""

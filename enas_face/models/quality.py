@@ -104,8 +104,11 @@ class QualityCNN(keras.Model):
       raise ValueError(f"channels must name at least one stage, got {channels!r}")
     self.stem_conv = _conv3x3(self.channels[0], 2, "stem_conv")
     self.stem_bn = layers.BatchNormalization(name="stem_bn")
-    self.blocks = [BasicBlock(c, 1 if i == 0 else 2, name=f"stage{i + 1}")
-                   for i, c in enumerate(self.channels)]
+    # Attributes, not a list: with Keras 3 on TensorFlow, layers in a list are not tracked by
+    # tf.train.Checkpoint, so their weights would silently be neither saved nor restored.
+    self.stage_names = tuple(f"stage{i + 1}" for i in range(len(self.channels)))
+    for i, (name, c) in enumerate(zip(self.stage_names, self.channels)):
+      setattr(self, name, BasicBlock(c, 1 if i == 0 else 2, name=name))
     self.pool = layers.GlobalAveragePooling2D(name="gap")
     self.dense_score = layers.Dense(1, name="dense_score")
 
@@ -117,8 +120,8 @@ class QualityCNN(keras.Model):
     x = tf.reshape(tf.cast(images, tf.float32), tf.concat([[-1], tf.shape(images)[-3:]], axis=0))
     x = x / 127.5 - 1.0
     x = K.relu(self.stem_bn(self.stem_conv(x), training=training))
-    for block in self.blocks:
-      x = block(x, training=training)
+    for name in self.stage_names:
+      x = getattr(self, name)(x, training=training)
     score = tf.squeeze(self.dense_score(self.pool(x)), axis=-1)
     return tf.reshape(score, outer)
 

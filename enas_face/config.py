@@ -239,18 +239,19 @@ class SetConfig:
   sets: str = "synthetic"  # synthetic | folder:DIR | tfrecord:DIR (data/frame_sets.py)
   set_size: int = 8  # frames per set (synthetic videos, images cut into sets)
   synthetic_identities: int = 60
-  videos_per_identity: int = 3
+  videos_per_identity: int = 5
   degraded_fraction: float = 0.3  # synthetic: always; real sets: degrade this fraction if > 0
   heldout: str = ""  # an LFW pairs file: its people are the held-out identities
   heldout_fraction: float = 0.5
   num_pairs: int = 600
   quality_net: str = "qanpp"  # --mode=quality: qan | qanpp
   aggregation: tuple[str, ...] = ()  # --mode=eval: mean,best,qan,qanpp; --mode=export: one
-  quality_epochs: int = 10
+  quality_epochs: int = 5
   quality_steps_per_epoch: int = 50
   quality_lr: float = 1e-3
-  quality_identities_per_batch: int = 8  # P identities x 2 sets per step
-  quality_scale: float = 16.0  # s of the set contrastive loss
+  quality_identities_per_batch: int = 16  # P identities x 2 sets per step
+  quality_frames_per_set: int = 4  # frames drawn from each set per step
+  quality_scale: float = 32.0  # s of the set contrastive loss
 
   def validate(self) -> None:
     if self.set_size < 1:
@@ -266,7 +267,7 @@ class SetConfig:
     bad = [a for a in self.aggregation if a not in AGGREGATIONS]
     if bad:
       raise ConfigError(f"--aggregation: {bad} not in {', '.join(AGGREGATIONS)}")
-    for name in ("num_pairs", "quality_epochs", "quality_steps_per_epoch",
+    for name in ("num_pairs", "quality_epochs", "quality_steps_per_epoch", "quality_frames_per_set",
                  "synthetic_identities", "videos_per_identity"):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{FLAG_OF_SET_FIELD.get(name, name)}={getattr(self, name)} must be >= 1")

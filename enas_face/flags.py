@@ -342,7 +342,7 @@ flags.DEFINE_integer("set_size", 8, "Frames per set: per synthetic video, and pe
                      "a person's images.", lower_bound=1)
 flags.DEFINE_integer("set_synthetic_identities", 60, "--sets=synthetic: identities (none in "
                      "the synthetic training set).", lower_bound=2)
-flags.DEFINE_integer("set_videos_per_identity", 3, "--sets=synthetic: videos per identity.",
+flags.DEFINE_integer("set_videos_per_identity", 5, "--sets=synthetic: videos per identity.",
                      lower_bound=1)
 flags.DEFINE_float("set_degraded_fraction", 0.3, "Fraction of each set's frames badly degraded "
                    "(blur, noise, occlusion, contrast, darkness; levels known): always for "
@@ -363,13 +363,16 @@ flags.DEFINE_list("aggregation", [], "--mode=eval: set-to-set verification with 
                   "(mean, best, qan, qanpp; qan/qanpp need --mode=quality first) next to the "
                   "image-level metrics; --mode=export: one of them, exported as a set SavedModel "
                   "in EXPORT_DIR/set_<aggregation>/.")
-flags.DEFINE_integer("quality_epochs", 10, "--mode=quality: epochs.", lower_bound=1)
+flags.DEFINE_integer("quality_epochs", 5, "--mode=quality: epochs.", lower_bound=1)
 flags.DEFINE_integer("quality_steps_per_epoch", 50, "--mode=quality: steps per epoch.",
                      lower_bound=1)
 flags.DEFINE_float("quality_lr", 1e-3, "--mode=quality: Adam learning rate.")
-flags.DEFINE_integer("quality_identities_per_batch", 8, "--mode=quality: P identities x 2 sets "
+flags.DEFINE_integer("quality_identities_per_batch", 16, "--mode=quality: P identities x 2 sets "
                      "per step.", lower_bound=2)
-flags.DEFINE_float("quality_scale", 16.0, "--mode=quality: scale s of the set contrastive loss.")
+flags.DEFINE_integer("quality_frames_per_set", 4, "--mode=quality: frames drawn from each set "
+                     "per step (few frames: a bad frame moves the set, so the loss sees it).",
+                     lower_bound=1)
+flags.DEFINE_float("quality_scale", 32.0, "--mode=quality: scale s of the set contrastive loss.")
 
 # EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
 EVAL_FLAGS = {"flip_test": "flip_test", "far": "far", "pca_components": "pca_components",
@@ -579,7 +582,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       quality_net=fv.quality_net, aggregation=tuple(fv.aggregation),
       quality_epochs=fv.quality_epochs, quality_steps_per_epoch=fv.quality_steps_per_epoch,
       quality_lr=fv.quality_lr, quality_identities_per_batch=fv.quality_identities_per_batch,
-      quality_scale=fv.quality_scale)
+      quality_frames_per_set=fv.quality_frames_per_set, quality_scale=fv.quality_scale)
   sets.validate()
   if fv.mode == "export" and len(sets.aggregation) > 1:
     raise ConfigError(f"--aggregation={','.join(sets.aggregation)}: --mode=export writes one set "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -22,6 +24,7 @@ from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, RunConfig
+from enas_face.evaluation import sets as set_ops
 
 FLAGS = flags.FLAGS
 NAN_LOSS_EXIT = 3
@@ -73,7 +76,33 @@ def _saved_run_config(config: RunConfig) -> RunConfig:
                for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
                              export_dir=config.export_dir, export_format=config.export_format,
-                             eval=dataclasses.replace(saved.eval, **overrides))
+                             eval=dataclasses.replace(saved.eval, **overrides), sets=config.sets)
+
+
+# How this invocation reads --sets frames (not the run's training data).
+SET_READING_FIELDS = ("align", "face_policy", "min_face_confidence", "detect_padding",
+                      "on_no_face", "max_image_pixels", "cache_dir")
+
+
+def _load_sets(config: RunConfig, invocation: RunConfig):
+  """The --sets of this invocation at the run's image size, split into (training, held-out)
+  identities; what was excluded goes to RUN_DIR/quality/sets_report.json."""
+  from enas_face.data import frame_sets
+  reading = dataclasses.replace(config.data, **{name: getattr(invocation.data, name)
+                                                for name in SET_READING_FIELDS})
+  sets = frame_sets.load_sets(config.sets, reading, config.data.seed)
+  train, heldout = frame_sets.split_sets(sets, config.sets, config.data.seed)
+  report = dict(sets.report, sets=config.sets.sets, num_sets=sets.num_sets,
+                training_sets=train.num_sets, training_identities=train.num_identities,
+                heldout_sets=heldout.num_sets, heldout_identities=heldout.num_identities)
+  os.makedirs(os.path.join(config.run_dir, "quality"), exist_ok=True)
+  runlog.write_json(os.path.join(config.run_dir, "quality", "sets_report.json"), report)
+  excluded = report.get("excluded_frames", 0)
+  print(f"sets: {sets.num_sets} sets of {sets.num_identities} identities ({len(sets.frames)} "
+        f"frames, {excluded} excluded); training {train.num_sets} sets of "
+        f"{train.num_identities} identities, held out {heldout.num_sets} sets of "
+        f"{heldout.num_identities} ({os.path.join(config.run_dir, 'quality', 'sets_report.json')})")
+  return train, heldout
 
 
 def format_results(metrics: dict) -> str:
@@ -125,6 +154,8 @@ def _write_metrics(config: RunConfig, metrics: dict) -> None:
   runlog.write_json(os.path.join(config.run_dir, "metrics.json"), metrics)
   print("results (" + os.path.join(config.run_dir, "metrics.json") + "):")
   print(format_results(metrics))
+  if "set_verification" in metrics:
+    print(set_ops.format_set_report(metrics["set_verification"]))
 
 
 def run(config: RunConfig) -> None:
@@ -136,7 +167,7 @@ def run(config: RunConfig) -> None:
       chief = distribute.cluster_role()[0]
     _prepare_run_dir(config, chief)
   else:
-    config = _saved_run_config(config)
+    invocation, config = config, _saved_run_config(config)
 
   import keras
   import tensorflow as tf
@@ -179,11 +210,49 @@ def run(config: RunConfig) -> None:
     return
 
   child = fixed.restore_child(config)
-  if config.mode == "eval":
+  if config.mode == "quality":
+    _train_quality(config, invocation, child)
+  elif config.mode == "eval":
     metrics = fixed.evaluate(config, _load_dataset(config), child)
+    if config.sets.aggregation:
+      from enas_face import quality
+      _, heldout = _load_sets(config, invocation)
+      metrics["set_verification"] = quality.evaluate(config, child, heldout,
+                                                     config.sets.aggregation)
     _write_metrics(config, {**_previous_metrics(config), **metrics})
   elif config.mode == "export":
     _export(config, child)
+    if config.sets.aggregation:
+      _export_set_model(config, child, config.sets.aggregation[0])
+
+
+def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
+  """--mode=quality: trains --quality_net on the frozen embedder, then verifies the held-out
+  sets with mean, best and that network's pooling (RUN_DIR/quality/<net>/metrics.json)."""
+  from enas_face import quality
+  train_sets, heldout = _load_sets(config, invocation)
+  net = config.sets.quality_net
+  model = quality.train(config, child, train_sets)
+  report = quality.evaluate(config, child, heldout, ("mean", "best", net), {net: model})
+  path = os.path.join(quality.quality_dir(config.run_dir, net), "metrics.json")
+  runlog.write_json(path, report)
+  print(f"set verification ({path}):")
+  print(set_ops.format_set_report(report))
+
+
+def _export_set_model(config: RunConfig, child, method: str) -> None:
+  """EXPORT_DIR/set_<method>/: frames uint8 [N, S, S, 3] -> one unit set embedding."""
+  from enas_face import quality
+  net_name = quality.scoring_net(method, quality.trained_nets(config.run_dir))
+  net = None if net_name is None else quality.restore_net(
+      config, net_name, child.embed_with_features(
+          np.zeros((1,) + (config.model.image_size,) * 2 + (3,), np.float32))[1].shape[-1])
+  out = os.path.join(config.resolved_export_dir, f"set_{method}")
+  quality.export_set_model(child, method, net, out, dict(
+      _export_metadata(config), aggregation=method, quality_net=net_name,
+      signature={"input": "frames uint8 [N, S, S, 3] (one set)",
+                 "outputs": "set_embedding [D] (unit), frame_scores [N], frame_weights [N]"}))
+  print(f"set SavedModel ({method}): {out}")
 
 
 def _load_dataset(config: RunConfig, chief: bool = True):

@@ -7,7 +7,8 @@ u_i = f_i / ||f_i|| (unit frame embeddings), normalize(x) = x / ||x||, w_i the
 frame weights with sum_i w_i = 1; every method returns normalize(sum_i w_i u_i).
 
 No TensorFlow here: the quality networks that produce the scores (QAN's branch,
-QAN++'s CNN) are not built yet; this module only pools what they produce.
+QAN++'s CNN) are in models/quality.py, which also holds the same pooling in
+TensorFlow for training and export; this module pools their scores for evaluation.
 """
 from __future__ import annotations
 
@@ -231,3 +232,19 @@ def set_verification_report(set_embeddings, pairs, is_same, num_folds: int = 10,
   report = verification_report(set_embeddings, pairs, is_same, num_folds, far=tuple(fars))
   report["num_sets"] = int(np.asarray(set_embeddings).shape[0])
   return report
+
+
+def format_set_report(report: dict) -> str:
+  """The set-verification table of quality.evaluate's report: one row per pooling method, then
+  the Spearman correlation of each quality network's scores with the degradation level."""
+  lines = [f"  set-to-set verification: {report['num_sets']} held-out sets of "
+           f"{report['num_identities']} identities ({report['num_frames']} frames)",
+           "  pooling   accuracy (10-fold)   TAR@1e-3   TAR@1e-4   ROC AUC"]
+  for method in report["methods"]:
+    r = report["by_method"][method]
+    lines.append(f"  {method:<8}  {r['verification_accuracy']:.4f} +- {r['verification_std']:.4f}"
+                 f"    {r['tar_at_far_1e-3']:.4f}     {r['tar_at_far_1e-4']:.4f}     "
+                 f"{r['roc_auc']:.4f}")
+  for net, rho in report.get("spearman_quality_vs_degradation", {}).items():
+    lines.append(f"  Spearman({net} score, degradation) = {rho:+.3f}")
+  return "\n".join(lines)

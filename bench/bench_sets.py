@@ -8,8 +8,10 @@ On the run's frozen embedder (a finished --mode=fixed run), in fresh processes:
   --mode=eval --aggregation=mean,best,qan,qanpp.
 The flags after `--` (e.g. --sets=..., --set_size=..., --set_heldout=...) go to all three.
 Prints one markdown row per pooling method (10-fold set verification accuracy +- std,
-TAR at FAR 1e-3 and 1e-4, ROC AUC) and the Spearman correlation of each learned quality
-score with the known degradation level, and appends them to --json.
+TAR at FAR 1e-3 and 1e-4, ROC AUC), and where frames carry a known degradation level the
+oracle row (QAN++ pooling of q = -level: what quality-aware pooling could gain at most on
+these sets) and the Spearman correlation of each learned quality score with the level;
+appends them to --json.
 Goal (issue 14): QAN++ beats mean pooling.
 
 The README's table:
@@ -63,9 +65,12 @@ def main() -> None:
                          f"--aggregation={','.join(METHODS)}", *passthrough])
   with open(os.path.join(run_dir, "metrics.json")) as f:
     report = json.load(f)["set_verification"]
+  for net in ("qan", "qanpp"):  # training time from the logs (a rerun reuses finished nets)
+    with open(os.path.join(run_dir, "quality", net, "history.jsonl")) as f:
+      seconds[f"{net}_training"] = sum(json.loads(line)["seconds"] for line in f if line.strip())
   print(f"\n{args.label}: {report['num_sets']} held-out sets of {report['num_identities']} "
-        f"identities, {report['num_frames']} frames; quality training {seconds['qan']:.0f} s "
-        f"(QAN), {seconds['qanpp']:.0f} s (QAN++)")
+        f"identities, {report['num_frames']} frames; quality training "
+        f"{seconds['qan_training']:.0f} s (QAN), {seconds['qanpp_training']:.0f} s (QAN++)")
   print("| sets | pooling | accuracy (10-fold) | TAR@FAR=1e-3 | TAR@FAR=1e-4 | ROC AUC |")
   print("|---|---|---|---|---|---|")
   for method in METHODS:
@@ -73,6 +78,11 @@ def main() -> None:
     print(f"| {args.label} | {method} | {r['verification_accuracy']:.4f} +- "
           f"{r['verification_std']:.4f} | {r['tar_at_far_1e-3']:.4f} | "
           f"{r['tar_at_far_1e-4']:.4f} | {r['roc_auc']:.4f} |")
+  if "oracle_qanpp" in report:
+    r = report["oracle_qanpp"]
+    print(f"| {args.label} | oracle (QAN++ pooling, q = -degradation) | "
+          f"{r['verification_accuracy']:.4f} +- {r['verification_std']:.4f} | "
+          f"{r['tar_at_far_1e-3']:.4f} | {r['tar_at_far_1e-4']:.4f} | {r['roc_auc']:.4f} |")
   rho = report.get("spearman_quality_vs_degradation", {})
   for net, value in rho.items():
     print(f"Spearman({net} score, degradation level) = {value:+.3f}")

@@ -232,7 +232,8 @@ def evaluate(config: RunConfig, child: keras.Model, heldout: frame_sets.FrameSet
              methods: tuple[str, ...], nets: dict[str, keras.Model] | None = None) -> dict:
   """Set-to-set verification of the held-out sets with each pooling method (10-fold accuracy,
   TAR at FAR 1e-3 and 1e-4, ROC AUC), plus per quality network the Spearman correlation of its
-  scores with the known degradation level d (negative: worse frames score lower)."""
+  scores with the known degradation level d (negative: worse frames score lower) and, as the
+  headroom of quality-aware pooling, the QAN++ pooling of an oracle scoring q_i = -d_i."""
   from scipy import stats
   nets = dict(nets or {})
   codes = embed_frames(child, heldout.frames, config.eval.batch_size)
@@ -253,7 +254,10 @@ def evaluate(config: RunConfig, child: keras.Model, heldout: frame_sets.FrameSet
                                     heldout.set_ids, method)
     report["by_method"][method] = set_ops.set_verification_report(
         pooled, pairs, is_same, config.data.num_folds) | ({"scores_of": net} if net else {})
-  if heldout.degradation is not None:
+  if heldout.degradation is not None:  # the headroom: QAN++ pooling with q_i = -d_i
+    report["oracle_qanpp"] = set_ops.set_verification_report(
+        set_ops.aggregate_sets(flipped, -heldout.degradation, heldout.set_ids, "qanpp"), pairs,
+        is_same, config.data.num_folds)
     report["spearman_quality_vs_degradation"] = {
         net: float(stats.spearmanr(values, heldout.degradation).statistic)
         for net, values in scores.items()}

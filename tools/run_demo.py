@@ -6,6 +6,8 @@
    LFW protocol and exported as SavedModels                              -> RUN/fixed
 4. the best model's SavedModel reloaded in a fresh process that does not
    import enas_face.
+5. a QAN++ quality network trained on the best model's frozen embedder, and
+   set-to-set verification of synthetic videos (mean, best frame, QAN++)  -> RUN/fixed/top1/quality
 Every step is `python -m enas_face.main --flagfile=flags/demo.cfg ...`; the
 printed tables are read back from the run folders' JSON files.
 """
@@ -63,6 +65,9 @@ def main() -> None:
   best = os.path.join(run_dir, "fixed", "top1", "saved_model")
   image_size = load(os.path.join(best, "enas_face.json"))["image_size"]
   run([sys.executable, "-c", RELOAD_SNIPPET, best, str(image_size)])
+  top1 = os.path.join(run_dir, "fixed", "top1")
+  seconds["quality"] = run(main_cmd + ["--mode=quality", f"--run_dir={top1}",
+                                       "--quality_net=qanpp"])
   wall = time.perf_counter() - tic
 
   enas = load(os.path.join(run_dir, "search", "search_summary.json"))
@@ -88,6 +93,14 @@ def main() -> None:
           f"{r['params']:>8,}  {r['flops']:>11,}  {r.get('train_images_per_second', 0):>6.0f}")
   for r in rows:
     print(f"  top{r['rank']}: {r['arc']}")
+  sets = load(os.path.join(top1, "quality", "qanpp", "metrics.json"))
+  print(f"\nsynthetic videos on top1 (QAN++ trained on its frozen embedder, "
+        f"{seconds['quality']:.0f} s)")
+  for method in sets["methods"]:
+    r = sets["by_method"][method]
+    print(f"  {method:<6} set verification {r['verification_accuracy']:.4f} +- "
+          f"{r['verification_std']:.4f}")
+  print(f"  Spearman(QAN++ score, degradation) {sets['spearman_quality_vs_degradation']['qanpp']:+.3f}")
   print(f"\n  fixed training wall time (s)           {seconds['fixed']:.0f}")
   print(f"  demo wall time (s)                     {wall:.0f}")
 

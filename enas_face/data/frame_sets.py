@@ -85,11 +85,15 @@ def parse_sets_spec(value: str) -> tuple[str, str]:
   return kind, path
 
 
-def _synthetic(config: SetConfig, image_size: int, seed: int) -> FrameSets:
+def _synthetic(config: SetConfig, data_config, seed: int) -> FrameSets:
+  """Videos of identities that neither the training nor the held-out identities of the run's
+  synthetic data (data_config's counts and seed) hold."""
   videos = synthetic_video.make_synthetic_videos(
       num_identities=config.synthetic_identities, videos_per_identity=config.videos_per_identity,
-      frames_per_video=config.set_size, image_size=image_size, seed=seed,
-      degraded_fraction=config.degraded_fraction)
+      frames_per_video=config.set_size, image_size=data_config.image_size, seed=seed,
+      degraded_fraction=config.degraded_fraction,
+      train_identities=data_config.synthetic_identities,
+      train_heldout_identities=data_config.synthetic_heldout_identities)
   names = [f"video_identity_{int(s)}" for s in videos.identity_seeds]
   return FrameSets(videos.frames, videos.video_ids, videos.video_labels, names, videos.degradation,
                    {"source": "synthetic", "frames": len(videos)})
@@ -209,7 +213,7 @@ def load_sets(config: SetConfig, data_config, seed: int) -> FrameSets:
   kind, path = parse_sets_spec(config.sets)
   size = data_config.image_size
   if kind == "synthetic":
-    return _synthetic(config, size, seed)
+    return _synthetic(config, data_config, seed)
   sets = (_folder(path, config, data_config, seed) if kind == "folder"
           else _tfrecord(path, config, size, seed))
   return degrade_sets(sets, config.degraded_fraction, seed) if config.degraded_fraction else sets

@@ -245,6 +245,10 @@ def format_set_report(report: dict) -> str:
     lines.append(f"  {method:<8}  {r['verification_accuracy']:.4f} +- {r['verification_std']:.4f}"
                  f"    {r['tar_at_far_1e-3']:.4f}     {r['tar_at_far_1e-4']:.4f}     "
                  f"{r['roc_auc']:.4f}")
+  if "oracle_qanpp" in report:
+    r = report["oracle_qanpp"]
+    lines.append(f"  oracle    {r['verification_accuracy']:.4f} +- {r['verification_std']:.4f}"
+                 "    (QAN++ pooling of q = -degradation: the headroom)")
   for net, rho in report.get("spearman_quality_vs_degradation", {}).items():
     lines.append(f"  Spearman({net} score, degradation) = {rho:+.3f}")
   return "\n".join(lines)

@@ -584,6 +584,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       quality_lr=fv.quality_lr, quality_identities_per_batch=fv.quality_identities_per_batch,
       quality_frames_per_set=fv.quality_frames_per_set, quality_scale=fv.quality_scale)
   sets.validate()
+  from enas_face.data import frame_sets  # no TensorFlow: numpy and OpenCV
+  frame_sets.parse_sets_spec(sets.sets)
   if fv.mode == "export" and len(sets.aggregation) > 1:
     raise ConfigError(f"--aggregation={','.join(sets.aggregation)}: --mode=export writes one set "
                       "model; name one aggregation")

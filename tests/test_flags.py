@@ -63,3 +63,24 @@ def test_export_format_is_validated_and_round_trips():
 def test_bad_export_format_names_the_flag(value):
   with pytest.raises(ConfigError, match="--export_format"):
     parse(f"--export_format={value}")
+
+
+def test_set_flags_become_a_set_config_that_round_trips():
+  config = parse("--mode=eval", "--aggregation=mean,qanpp", "--set_size=4", "--set_pairs=200")
+  assert config.sets.aggregation == ("mean", "qanpp") and config.sets.set_size == 4
+  assert config.sets.num_pairs == 200
+  assert RunConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--aggregation=mean,median"], "--aggregation"),
+    (["--mode=export", "--aggregation=mean,qanpp"], "--aggregation"),
+    (["--set_pairs=30"], "--set_pairs=30"),
+    (["--set_heldout=/no/such/pairs.txt"], "--set_heldout"),
+    (["--set_heldout_fraction=1.0"], "--set_heldout_fraction"),
+    (["--sets=video:clips"], "--sets=video:clips"),
+    (["--sets=folder:/no/such/frames"], "--sets=folder:/no/such/frames"),
+])
+def test_bad_set_flags_name_the_flag(argv, flag):
+  with pytest.raises(ConfigError, match=flag):
+    parse(*argv)

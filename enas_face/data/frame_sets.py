@@ -75,13 +75,13 @@ def parse_sets_spec(value: str) -> tuple[str, str]:
   """`synthetic`, `folder:DIR` or `tfrecord:DIR` -> (kind, path); errors name --sets."""
   kind, _, path = value.partition(":")
   if kind not in SET_KINDS:
-    raise ConfigError(f"--sets={value!r}: expected one of synthetic, folder:DIR, tfrecord:DIR")
+    raise ConfigError(f"--sets={value}: expected one of synthetic, folder:DIR, tfrecord:DIR")
   if kind == "synthetic":
     if path:
-      raise ConfigError(f"--sets={value!r}: synthetic takes no path")
+      raise ConfigError(f"--sets={value}: synthetic takes no path")
     return kind, ""
   if not path or not os.path.isdir(path):
-    raise ConfigError(f"--sets={value!r}: {path or '(empty)'} is not a folder")
+    raise ConfigError(f"--sets={value}: {path or '(empty)'} is not a folder")
   return kind, path
 
 

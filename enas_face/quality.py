@@ -220,8 +220,9 @@ def restore_net(config: RunConfig, net: str, feature_dim: int) -> keras.Model:
   """The trained quality network of RUN_DIR/quality/<net>/ (its latest checkpoint)."""
   latest = tf.train.latest_checkpoint(loop.checkpoint_dir(quality_dir(config.run_dir, net)))
   if latest is None:
-    raise ConfigError(f"--aggregation={net}: {quality_dir(config.run_dir, net)} holds no "
-                      f"quality network; train it first with --mode=quality --quality_net={net}")
+    raise ConfigError(f"--aggregation: pooling with {net} scores needs a trained quality "
+                      f"network, and {quality_dir(config.run_dir, net)} holds none; train it "
+                      f"first with --mode=quality --quality_net={net}")
   model = build_net(net, config.model.image_size, feature_dim)
   tf.train.Checkpoint(net=model).restore(latest).expect_partial().assert_existing_objects_matched()
   return model

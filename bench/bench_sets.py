@@ -1,6 +1,7 @@
 """Set-to-set verification with mean, best-frame, QAN and QAN++ pooling on one trained embedder.
 
-    python bench/bench_sets.py --run_dir=RUN --label=NAME [--json=FILE] [-- flags for every run]
+    python bench/bench_sets.py --run_dir=RUN --label=NAME [--seeds=0,1,2] [--json=FILE]
+        [-- flags for every run]
 
 On the run's frozen embedder (a finished --mode=fixed run), in fresh processes:
   --mode=quality --quality_net=qan,  --mode=quality --quality_net=qanpp  (each into
@@ -26,9 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -49,50 +53,82 @@ def run(args: list[str]) -> float:
   return time.perf_counter() - tic
 
 
+def copy_embedder(run_dir: str, target: str) -> str:
+  """A copy of the run's embedder (config + checkpoints) in `target`, for one more quality run
+  (RUN/quality/<net>/ holds one training's settings)."""
+  if not os.path.isdir(target):
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(
+        "quality", "tensorboard", "saved_model", "*.tmp"))
+  return target
+
+
+def bench_one(run_dir: str, passthrough: list[str]) -> tuple[dict, dict]:
+  """QAN and QAN++ training, then eval with every pooling: (set report, seconds)."""
+  seconds = {}
+  for net in ("qan", "qanpp"):
+    run(["--mode=quality", f"--run_dir={run_dir}", f"--quality_net={net}", *passthrough])
+    with open(os.path.join(run_dir, "quality", net, "history.jsonl")) as f:
+      seconds[net] = sum(json.loads(line)["seconds"] for line in f if line.strip())
+  run(["--mode=eval", f"--run_dir={run_dir}", f"--aggregation={','.join(METHODS)}",
+       *passthrough])
+  with open(os.path.join(run_dir, "metrics.json")) as f:
+    return json.load(f)["set_verification"], seconds
+
+
+def _rows(report: dict) -> list[tuple[str, dict]]:
+  rows = [(method, report["by_method"][method]) for method in METHODS]
+  if "oracle_qanpp" in report:
+    rows.append(("oracle (QAN++ pooling, q = -degradation)", report["oracle_qanpp"]))
+  return rows
+
+
 def main() -> None:
   own, passthrough = split_passthrough(sys.argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--run_dir", required=True, help="a finished --mode=fixed run")
   parser.add_argument("--label", required=True, help="the table's name for these sets")
+  parser.add_argument("--seeds", default="", help="comma-separated --set_seed values: each "
+                      "runs on its own copy of the embedder (RUN_sets_seed<k>); then the mean "
+                      "and std over seeds. Empty: one run in RUN with the run's data seed")
   parser.add_argument("--json", default="", help="append the results to this JSON list")
   args = parser.parse_args(own)
   run_dir = os.path.abspath(args.run_dir)
-  seconds = {}
-  for net in ("qan", "qanpp"):
-    seconds[net] = run(["--mode=quality", f"--run_dir={run_dir}", f"--quality_net={net}",
-                        *passthrough])
-  seconds["eval"] = run(["--mode=eval", f"--run_dir={run_dir}",
-                         f"--aggregation={','.join(METHODS)}", *passthrough])
-  with open(os.path.join(run_dir, "metrics.json")) as f:
-    report = json.load(f)["set_verification"]
-  for net in ("qan", "qanpp"):  # training time from the logs (a rerun reuses finished nets)
-    with open(os.path.join(run_dir, "quality", net, "history.jsonl")) as f:
-      seconds[f"{net}_training"] = sum(json.loads(line)["seconds"] for line in f if line.strip())
-  print(f"\n{args.label}: {report['num_sets']} held-out sets of {report['num_identities']} "
-        f"identities, {report['num_frames']} frames; quality training "
-        f"{seconds['qan_training']:.0f} s (QAN), {seconds['qanpp_training']:.0f} s (QAN++)")
-  print("| sets | pooling | accuracy (10-fold) | TAR@FAR=1e-3 | TAR@FAR=1e-4 | ROC AUC |")
-  print("|---|---|---|---|---|---|")
-  for method in METHODS:
-    r = report["by_method"][method]
-    print(f"| {args.label} | {method} | {r['verification_accuracy']:.4f} +- "
-          f"{r['verification_std']:.4f} | {r['tar_at_far_1e-3']:.4f} | "
-          f"{r['tar_at_far_1e-4']:.4f} | {r['roc_auc']:.4f} |")
-  if "oracle_qanpp" in report:
-    r = report["oracle_qanpp"]
-    print(f"| {args.label} | oracle (QAN++ pooling, q = -degradation) | "
-          f"{r['verification_accuracy']:.4f} +- {r['verification_std']:.4f} | "
-          f"{r['tar_at_far_1e-3']:.4f} | {r['tar_at_far_1e-4']:.4f} | {r['roc_auc']:.4f} |")
-  rho = report.get("spearman_quality_vs_degradation", {})
-  for net, value in rho.items():
-    print(f"Spearman({net} score, degradation level) = {value:+.3f}")
-  gain = (report["by_method"]["qanpp"]["verification_accuracy"]
-          - report["by_method"]["mean"]["verification_accuracy"])
-  print(f"QAN++ - mean: {gain:+.4f} ({'met' if gain > 0 else 'NOT met'}: QAN++ beats mean)")
+  seeds = [int(k) for k in args.seeds.split(",") if k.strip()]
+  results = []
+  for seed in seeds or [None]:
+    where = run_dir if seed is None else copy_embedder(run_dir, f"{run_dir}_sets_seed{seed}")
+    extra = [] if seed is None else [f"--set_seed={seed}"]
+    report, seconds = bench_one(where, passthrough + extra)
+    results.append({"seed": seed, "run_dir": where, "seconds": seconds, "report": report})
+    print(f"\n{args.label}{'' if seed is None else f' (set seed {seed})'}: "
+          f"{report['num_sets']} held-out sets of {report['num_identities']} identities, "
+          f"{report['num_frames']} frames; quality training {seconds['qan']:.0f} s (QAN), "
+          f"{seconds['qanpp']:.0f} s (QAN++)")
+    print("| sets | pooling | accuracy (10-fold) | TAR@FAR=1e-3 | TAR@FAR=1e-4 | ROC AUC |")
+    print("|---|---|---|---|---|---|")
+    for name, r in _rows(report):
+      print(f"| {args.label} | {name} | {r['verification_accuracy']:.4f} +- "
+            f"{r['verification_std']:.4f} | {r['tar_at_far_1e-3']:.4f} | "
+            f"{r['tar_at_far_1e-4']:.4f} | {r['roc_auc']:.4f} |")
+    for net, value in report.get("spearman_quality_vs_degradation", {}).items():
+      print(f"Spearman({net} score, degradation level) = {value:+.3f}")
+  if len(results) > 1:
+    print(f"\n{args.label}, over set seeds {seeds} (mean +- std of the 10-fold accuracies):")
+    for index, (name, _) in enumerate(_rows(results[0]["report"])):
+      values = np.array([_rows(r["report"])[index][1]["verification_accuracy"] for r in results])
+      print(f"  {name:<42} {values.mean():.4f} +- {values.std():.4f}   "
+            + " ".join(f"{v:.4f}" for v in values))
+    for net in results[0]["report"].get("spearman_quality_vs_degradation", {}):
+      values = np.array([r["report"]["spearman_quality_vs_degradation"][net] for r in results])
+      print(f"  Spearman({net}, degradation) {values.mean():+.3f} +- {values.std():.3f}")
+  gains = np.array([r["report"]["by_method"]["qanpp"]["verification_accuracy"]
+                    - r["report"]["by_method"]["mean"]["verification_accuracy"] for r in results])
+  print(f"QAN++ - mean: {gains.mean():+.4f} ({', '.join(f'{g:+.4f}' for g in gains)}; "
+        f"{'met' if gains.mean() > 0 else 'NOT met'}: QAN++ beats mean)")
   if args.json:
     previous = json.load(open(args.json)) if os.path.exists(args.json) else []
     previous.append({"label": args.label, "run_dir": run_dir, "flags": passthrough,
-                     "seconds": seconds, "report": report})
+                     "results": results})
     with open(args.json, "w") as f:
       json.dump(previous, f, indent=2)
 

@@ -252,6 +252,10 @@ class SetConfig:
   quality_identities_per_batch: int = 16  # P identities x 2 sets per step
   quality_frames_per_set: int = 4  # frames drawn from each set per step
   quality_scale: float = 32.0  # s of the set contrastive loss
+  seed: int = -1  # sets, their split and pairs, quality training; -1 = the run's data seed
+
+  def resolved_seed(self, data_seed: int) -> int:
+    return data_seed if self.seed < 0 else self.seed
 
   def validate(self) -> None:
     if self.set_size < 1:

@@ -372,6 +372,9 @@ flags.DEFINE_integer("quality_identities_per_batch", 16, "--mode=quality: P iden
 flags.DEFINE_integer("quality_frames_per_set", 4, "--mode=quality: frames drawn from each set "
                      "per step (few frames: a bad frame moves the set, so the loss sees it).",
                      lower_bound=1)
+flags.DEFINE_integer("set_seed", -1, "Seed of the sets (synthetic videos, cutting, degrading), "
+                     "their identity split and pairs, and quality training; -1 = the run's "
+                     "data seed.", lower_bound=-1)
 flags.DEFINE_float("quality_scale", 32.0, "--mode=quality: scale s of the set contrastive loss.")
 
 # EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
@@ -582,7 +585,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       quality_net=fv.quality_net, aggregation=tuple(fv.aggregation),
       quality_epochs=fv.quality_epochs, quality_steps_per_epoch=fv.quality_steps_per_epoch,
       quality_lr=fv.quality_lr, quality_identities_per_batch=fv.quality_identities_per_batch,
-      quality_frames_per_set=fv.quality_frames_per_set, quality_scale=fv.quality_scale)
+      quality_frames_per_set=fv.quality_frames_per_set, quality_scale=fv.quality_scale,
+      seed=fv.set_seed)
   sets.validate()
   from enas_face.data import frame_sets  # no TensorFlow: numpy and OpenCV
   frame_sets.parse_sets_spec(sets.sets)

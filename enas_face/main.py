@@ -90,8 +90,9 @@ def _load_sets(config: RunConfig, invocation: RunConfig):
   from enas_face.data import frame_sets
   reading = dataclasses.replace(config.data, **{name: getattr(invocation.data, name)
                                                 for name in SET_READING_FIELDS})
-  sets = frame_sets.load_sets(config.sets, reading, config.data.seed)
-  train, heldout = frame_sets.split_sets(sets, config.sets, config.data.seed)
+  seed = config.sets.resolved_seed(config.data.seed)
+  sets = frame_sets.load_sets(config.sets, reading, seed)
+  train, heldout = frame_sets.split_sets(sets, config.sets, seed)
   report = dict(sets.report, sets=config.sets.sets, num_sets=sets.num_sets,
                 training_sets=train.num_sets, training_identities=train.num_identities,
                 heldout_sets=heldout.num_sets, heldout_identities=heldout.num_identities)

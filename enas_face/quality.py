@@ -172,13 +172,14 @@ def train(config: RunConfig, child: keras.Model, train_sets: frame_sets.FrameSet
           verbose: bool = True) -> keras.Model:
   """Trains (or resumes) --quality_net on the frozen child; returns the trained network."""
   sets_cfg, net = config.sets, config.sets.quality_net
+  seed = sets_cfg.resolved_seed(config.data.seed)
   qdir = quality_dir(config.run_dir, net)
   os.makedirs(qdir, exist_ok=True)
   _check_settings(qdir, {f"{name}": getattr(sets_cfg, name) for name in TRAINING_FIELDS}
                   | {"embedder_checkpoint": config.eval.checkpoint,
-                     "seed": config.train.seed})
+                     "seed": seed})
   codes = embed_frames(child, train_sets.frames, config.eval.batch_size)
-  keras.utils.set_random_seed(config.train.seed)
+  keras.utils.set_random_seed(seed)
   model = build_net(net, config.model.image_size, codes.features.shape[1])
   optimizer = keras.optimizers.Adam(sets_cfg.quality_lr)
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -189,7 +190,7 @@ def train(config: RunConfig, child: keras.Model, train_sets: frame_sets.FrameSet
     manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resuming the %s quality network from %s (epoch %d of %d)", net,
                  manager.latest_checkpoint, int(epoch.numpy()), sets_cfg.quality_epochs)
-  batches = SetBatches(train_sets, codes, net, sets_cfg, config.train.seed)
+  batches = SetBatches(train_sets, codes, net, sets_cfg, seed)
   step = make_train_step(model, net, optimizer, sets_cfg.quality_scale)
   sets_per_step = 2 * batches.per_batch
 
@@ -246,7 +247,7 @@ def evaluate(config: RunConfig, child: keras.Model, heldout: frame_sets.FrameSet
   scores = {net: frame_scores(model, net, heldout.frames, codes, config.eval.batch_size)
             for net, model in nets.items()}
   pairs, is_same = frame_sets.set_pairs(heldout, config.sets, config.data.num_folds,
-                                        config.data.seed)
+                                        config.sets.resolved_seed(config.data.seed))
   report = {"num_sets": heldout.num_sets, "num_identities": heldout.num_identities,
             "num_frames": int(len(heldout.frames)), "methods": list(methods), "by_method": {}}
   for method in methods:

@@ -122,3 +122,17 @@ def test_a_frame_without_a_face_is_excluded_and_counted(shared_data, tmp_path):
   assert sets.report["excluded_frames"] == 1
   (exclusion,) = sets.report["exclusions"]
   assert exclusion["path"] == "s1/clip/9_blank.png" and "face" in exclusion["reason"]
+
+
+def test_synthetic_videos_avoid_the_runs_identities_whatever_the_set_seed():
+  """--set_seed other than the run's data seed: the videos still avoid every identity of the
+  run's synthetic data (drawn with the data seed and the run's counts)."""
+  data = DataConfig(image_size=32, synthetic_identities=7, synthetic_heldout_identities=3, seed=4)
+  taken = set(np.concatenate(synthetic.identity_seeds(7, 3, 4)).tolist())
+  config = SetConfig(sets="synthetic", set_size=2, synthetic_identities=5, videos_per_identity=2)
+  for seed in (4, 9):
+    sets = frame_sets.load_sets(config, data, seed=seed)
+    seeds = {int(name.rsplit("_", 1)[1]) for name in sets.identity_names}
+    assert len(seeds) == 5 and not seeds & taken
+  other = frame_sets.load_sets(config, data, seed=9)
+  assert other.identity_names != frame_sets.load_sets(config, data, seed=4).identity_names

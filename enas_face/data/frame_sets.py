@@ -93,7 +93,8 @@ def _synthetic(config: SetConfig, data_config, seed: int) -> FrameSets:
       frames_per_video=config.set_size, image_size=data_config.image_size, seed=seed,
       degraded_fraction=config.degraded_fraction,
       train_identities=data_config.synthetic_identities,
-      train_heldout_identities=data_config.synthetic_heldout_identities)
+      train_heldout_identities=data_config.synthetic_heldout_identities,
+      train_seed=data_config.seed)
   names = [f"video_identity_{int(s)}" for s in videos.identity_seeds]
   return FrameSets(videos.frames, videos.video_ids, videos.video_labels, names, videos.degradation,
                    {"source": "synthetic", "frames": len(videos)})

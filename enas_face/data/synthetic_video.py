@@ -79,7 +79,8 @@ def degrade(image: np.ndarray, level: float, rng: np.random.Generator) -> np.nda
 
 
 def video_identity_seeds(num_identities: int, seed: int, train_identities: int = 100,
-                         train_heldout_identities: int = 50) -> np.ndarray:
+                         train_heldout_identities: int = 50,
+                         train_seed: int | None = None) -> np.ndarray:
   """Identity seeds for the videos, disjoint from every identity of the synthetic training dataset.
 
   identity_seeds(train_identities, train_heldout_identities, seed) gives the
@@ -89,10 +90,12 @@ def video_identity_seeds(num_identities: int, seed: int, train_identities: int =
   more held-out seeds from it would change the training ones; instead the
   video seeds are drawn from their own stream, default_rng([seed, 0x71DE0]),
   and any seed the dataset uses (or a repeat) is rejected: disjoint by
-  construction, not by chance.
+  construction, not by chance. train_seed: the training dataset's seed when it is not
+  `seed` (default: seed).
   """
   num_identities = _check_count("num_identities", num_identities, 1)
-  taken = set(np.concatenate(identity_seeds(train_identities, train_heldout_identities, seed)).tolist())
+  taken = set(np.concatenate(identity_seeds(train_identities, train_heldout_identities,
+                                            seed if train_seed is None else train_seed)).tolist())
   rng = np.random.default_rng([int(seed), 0x71DE0])
   chosen: list[int] = []
   while len(chosen) < num_identities:
@@ -105,7 +108,8 @@ def video_identity_seeds(num_identities: int, seed: int, train_identities: int =
 
 def make_synthetic_videos(num_identities: int = 20, videos_per_identity: int = 2, frames_per_video: int = 8,
                           image_size: int = 32, seed: int = 0, degraded_fraction: float = 0.3,
-                          train_identities: int = 100, train_heldout_identities: int = 50) -> SyntheticVideos:
+                          train_identities: int = 100, train_heldout_identities: int = 50,
+                          train_seed: int | None = None) -> SyntheticVideos:
   """Videos of identities unseen in training, every frame with a known degradation level.
 
   Identity i (seed from video_identity_seeds) renders videos_per_identity *
@@ -124,7 +128,8 @@ def make_synthetic_videos(num_identities: int = 20, videos_per_identity: int = 2
   degraded_fraction = float(degraded_fraction)
   if not 0.0 <= degraded_fraction <= 1.0:
     raise ValueError(f"degraded_fraction must be in [0, 1], got {degraded_fraction}")
-  seeds = video_identity_seeds(num_identities, seed, train_identities, train_heldout_identities)
+  seeds = video_identity_seeds(num_identities, seed, train_identities, train_heldout_identities,
+                               train_seed)
   num_videos = num_identities * videos_per_identity
   rng = np.random.default_rng([seed, 0xDE6])
   num_bad = int(round(degraded_fraction * frames_per_video))

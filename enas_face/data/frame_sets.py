@@ -100,7 +100,7 @@ def _synthetic(config: SetConfig, data_config, seed: int) -> FrameSets:
                    {"source": "synthetic", "frames": len(videos)})
 
 
-def list_folder_sets(root: str, set_size: int) -> tuple[list[str], list[tuple[int, str, str]]]:
+def list_folder_sets(root: str) -> tuple[list[str], list[tuple[int, str, str]]]:
   """(person names, [(person label, set key, frame relpath)]): a subfolder of a person is one set
   (key = its name); the person's loose images are one group (key "") cut later into sets."""
   from enas_face.data import images as image_io
@@ -128,9 +128,9 @@ def list_folder_sets(root: str, set_size: int) -> tuple[list[str], list[tuple[in
 
 
 def _cut_into_sets(frame_groups: list[tuple[int, list[int]]], set_size: int, seed: int):
-  """[(label, frame indices)] -> (set id per listed frame index, set labels): a group with key
-  is one set as it is; a loose group (set_size > 0) is shuffled and cut into floor(n / set_size)
-  sets of set_size frames (leftovers unused)."""
+  """[(label, frame indices, whole)] -> ({frame index: set id}, set labels): a whole group (a
+  video folder) is one set as it is; any other group (a person's loose photos) is shuffled and
+  cut into floor(n / set_size) sets of set_size frames (leftovers unused)."""
   rng = np.random.default_rng([seed, 0x5E7])
   assignment, labels = {}, []
   for label, indices, whole in frame_groups:
@@ -148,7 +148,7 @@ def _cut_into_sets(frame_groups: list[tuple[int, list[int]]], set_size: int, see
 
 def _folder(path: str, config: SetConfig, data_config, seed: int) -> FrameSets:
   from enas_face.data import decode_files
-  people, entries = list_folder_sets(path, config.set_size)
+  people, entries = list_folder_sets(path)
   relpaths = [relpath for _, _, relpath in entries]
   results = decode_files(path, relpaths, data_config)
   exclusions = [{"path": relpaths[i], "reason": reason}

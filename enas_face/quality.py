@@ -238,9 +238,8 @@ def evaluate(config: RunConfig, child: keras.Model, heldout: frame_sets.FrameSet
   headroom of quality-aware pooling, the QAN++ pooling of an oracle scoring q_i = -d_i."""
   from scipy import stats
   nets = dict(nets or {})
-  codes = embed_frames(child, heldout.frames, config.eval.batch_size)
-  flipped = (embed_frames(child, heldout.frames, config.eval.batch_size, flip=True).embeddings
-             if config.eval.flip_test else codes.embeddings)
+  # One pass: the features (QAN's input) do not depend on the test-time flip.
+  codes = embed_frames(child, heldout.frames, config.eval.batch_size, flip=config.eval.flip_test)
   trained = set(nets) | set(trained_nets(config.run_dir))
   for net in sorted({scoring_net(m, trained) for m in methods} - {None} - set(nets)):
     nets[net] = restore_net(config, net, codes.features.shape[1])
@@ -252,14 +251,14 @@ def evaluate(config: RunConfig, child: keras.Model, heldout: frame_sets.FrameSet
             "num_frames": int(len(heldout.frames)), "methods": list(methods), "by_method": {}}
   for method in methods:
     net = scoring_net(method, tuple(nets))
-    pooled = set_ops.aggregate_sets(flipped, None if net is None else scores[net],
+    pooled = set_ops.aggregate_sets(codes.embeddings, None if net is None else scores[net],
                                     heldout.set_ids, method)
     report["by_method"][method] = set_ops.set_verification_report(
         pooled, pairs, is_same, config.data.num_folds) | ({"scores_of": net} if net else {})
   if heldout.degradation is not None:  # the headroom: QAN++ pooling with q_i = -d_i
     report["oracle_qanpp"] = set_ops.set_verification_report(
-        set_ops.aggregate_sets(flipped, -heldout.degradation, heldout.set_ids, "qanpp"), pairs,
-        is_same, config.data.num_folds)
+        set_ops.aggregate_sets(codes.embeddings, -heldout.degradation, heldout.set_ids,
+                               "qanpp"), pairs, is_same, config.data.num_folds)
     report["spearman_quality_vs_degradation"] = {
         net: float(stats.spearmanr(values, heldout.degradation).statistic)
         for net, values in scores.items()}

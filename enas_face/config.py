@@ -101,6 +101,9 @@ class DataConfig:
   # rejected or kept as a centred square resize ("center").
   detect_padding: float = 0.2
   on_no_face: str = "reject"
+  # Data cleaning (the comprehensive spaces): proxy embeddings of the training images
+  # (cleaning.py); "" in a search = RUN_DIR/cleaning/proxy_embeddings.npz, trained first.
+  cleaning_embeddings: str = ""
 
   def scaled_to_input(self, pixels_at_112: int) -> int:
     """round(pixels * image_size / 112): the paper's augmentation sizes at this input."""
@@ -326,6 +329,9 @@ class SearchConfig:
   reward_identities: int = 0  # training identities held out for verification rewards
   reward_pairs: int = 600
   trial_epochs: int = 2  # multi_trial: epochs of each sample's training from scratch
+  trial_workers: int = 1  # multi_trial: trials trained side by side (Ray) when > 1
+  ray_address: str = ""  # multi_trial: a Ray cluster to run the trials on ("" = local)
+  cleaning_proxy_epochs: int = 3  # epochs of the proxy model whose embeddings clean the data
 
 
 # Fields renamed since older run folders wrote their config.json: old -> new.

@@ -51,6 +51,10 @@ class TrainingState:
   optimizer: keras.optimizers.Optimizer
   epoch: tf.Variable
   manager: tf.train.CheckpointManager
+  # What was trained: the run's config and dataset after its sample's training setup (the
+  # comprehensive spaces' loss and data cleaning: SearchSpace.prepare_training).
+  config: RunConfig | None = None
+  dataset: FaceDataset | None = None
 
 
 def build_child(config: RunConfig) -> keras.Model:
@@ -162,9 +166,11 @@ def train(config: RunConfig, dataset: FaceDataset,
   Per epoch: history record, then checkpoint (both by the chief only).
   """
   placement = placement or distribute.make_placement("default")
+  config, dataset = prepare_training(config, dataset, placement.is_chief)
   train_cfg = config.train
   steps_per_epoch = training_steps_per_epoch(config, dataset, placement)
   state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
+  state.config, state.dataset = config, dataset
   fresh = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir)) is None
   mean = loop.restore_or_start(state.manager, state.child, dataset, "training", state.epoch,
                                train_cfg.epochs, loop.checkpoint_dir(config.run_dir))
@@ -227,6 +233,27 @@ def train(config: RunConfig, dataset: FaceDataset,
     writer.flush()
   placement.cleanup(config.run_dir)
   return state
+
+
+CLEANING_MANIFEST = "cleaning_manifest.json"
+
+
+def prepare_training(config: RunConfig, dataset: FaceDataset,
+                     chief: bool = True) -> tuple[RunConfig, FaceDataset]:
+  """The run's sample's training setup (its space's prepare_training: the loss and the data
+  cleaning of a comprehensive recipe); a cleaning's manifest goes to
+  RUN_DIR/cleaning_manifest.json."""
+  space = config.model.space
+  config, dataset, result = space.prepare_training(config, dataset, config.arc)
+  if result is not None and chief:
+    from enas_face import cleaning  # pylint: disable=import-outside-toplevel
+    summary = cleaning.write_manifest(
+        os.path.join(config.run_dir, CLEANING_MANIFEST), config.arc.cleaning, result,
+        config.data.cleaning_embeddings)
+    logging.info("cleaning: kept %d training images of %d identities, removed %d %s",
+                 summary["kept_images"], summary["classes_after"], summary["removed_images"],
+                 summary["removed_by_reason"])
+  return config, dataset
 
 
 def verify_now(epoch: int, epochs: int, eval_every: int) -> bool:

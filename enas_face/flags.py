@@ -8,6 +8,7 @@ This is the only module that reads absl flags; it turns them into a frozen
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from absl import flags
@@ -293,6 +294,19 @@ flags.DEFINE_enum("search_strategy", "one_shot", STRATEGIES,
                   "that do not change a forward pass).")
 flags.DEFINE_integer("trial_epochs", 2, "multi_trial: epochs of each sample's training.",
                      lower_bound=1)
+flags.DEFINE_integer("trial_workers", 1, "multi_trial: trials trained side by side on Ray "
+                     "workers (the ray extra: pip install -e '.[ray]'); 1 = one after another "
+                     "in this process.", lower_bound=1)
+flags.DEFINE_string("ray_address", "", "multi_trial: the Ray cluster that runs the trials "
+                    "(e.g. ray://head:10001 or auto); empty = a local Ray with --trial_workers "
+                    "workers.")
+flags.DEFINE_integer("cleaning_proxy_epochs", 3, "Comprehensive/data_only search: epochs of "
+                     "the proxy model (default architecture, softmax, raw data) whose embeddings "
+                     "the data-cleaning decisions use.", lower_bound=1)
+flags.DEFINE_string("cleaning_embeddings", "", "Proxy embeddings of the training images "
+                    "(.npz, by image content) that data cleaning uses: a search writes "
+                    "RUN_DIR/cleaning/proxy_embeddings.npz; --mode=fixed takes it from the "
+                    "--arc_file a comprehensive search wrote when not given.")
 flags.DEFINE_enum("reward_metric", "classification", REWARD_METRICS,
                   "What the reward's Acc is: classification = top-1 of the head on validation "
                   "images of the training identities; verification = 10-fold accuracy (or "
@@ -409,6 +423,21 @@ def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
   return [space.default(model)]
 
 
+def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
+  """--cleaning_embeddings, else the file named by the --arc_file a comprehensive search wrote."""
+  if flag_values.cleaning_embeddings:
+    return os.path.abspath(flag_values.cleaning_embeddings)
+  if flag_values.arc_file:
+    try:
+      with open(flag_values.arc_file, encoding="utf-8") as handle:
+        obj = json.load(handle)
+    except (OSError, ValueError):
+      return ""  # _samples has named the file already
+    if isinstance(obj, dict) and isinstance(obj.get("cleaning_embeddings"), str):
+      return obj["cleaning_embeddings"]
+  return ""
+
+
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
   if search.strategy == "one_shot" and not model.space.supports_weight_sharing:
@@ -502,7 +531,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     max_image_pixels=fv.max_image_pixels,
                     cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
                                                                            "data_cache")),
-                    detect_padding=fv.detect_padding, on_no_face=fv.on_no_face)
+                    detect_padding=fv.detect_padding, on_no_face=fv.on_no_face,
+                    cleaning_embeddings=_cleaning_embeddings(fv))
   data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "
@@ -558,7 +588,9 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       latency_cache=os.path.abspath(fv.latency_cache) if fv.latency_cache else "",
       strategy=fv.search_strategy, reward_metric=fv.reward_metric,
       reward_batches=fv.reward_batches, reward_identities=fv.reward_identities,
-      reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs)
+      reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs,
+      trial_workers=fv.trial_workers, ray_address=fv.ray_address,
+      cleaning_proxy_epochs=fv.cleaning_proxy_epochs)
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
@@ -566,6 +598,10 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{fv.search_epochs}")
   head = HeadConfig(**{f.name: getattr(fv, f.name) for f in dataclasses.fields(HeadConfig)})
   head.validate()
+  if model.space.owns_loss and head.head != "softmax":
+    raise ConfigError(f"--head={head.head} with --search_space={model.search_space}: the loss is "
+                      "part of this space's samples (held at softmax where it is not searched); "
+                      "leave --head at softmax")
   export_format = _export_format(fv.export_format)
   evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
                           batch_size=fv.eval_batch_size, protocol=fv.protocol,

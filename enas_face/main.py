@@ -344,7 +344,10 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   wall = time.perf_counter() - tic
   if not placement.is_chief:
     return {}
-  metrics = fixed.evaluate(config, dataset, state.child, state.head)
+  # The trained data and head: a comprehensive recipe's cleaned split and its loss.
+  metrics = fixed.evaluate(state.config, state.dataset, state.child, state.head)
+  if "cleaning" in state.dataset.report:
+    metrics["cleaning"] = state.dataset.report["cleaning"]
   history = fixed.read_history(config.run_dir)
   if len(history) > 1:  # the first epoch includes tracing
     metrics["train_images_per_second"] = float(

@@ -113,6 +113,32 @@ def reward_data(config: RunConfig, dataset: FaceDataset) -> tuple[FaceDataset, s
                                         config.train.seed)
 
 
+CLEANING_DIR = "cleaning"
+
+
+def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDataset,
+                   placement: distribute.Placement) -> str:
+  """RUN_DIR/cleaning/proxy_embeddings.npz: a proxy model (the space's default sample: the
+  default architecture, softmax, no cleaning) trained --cleaning_proxy_epochs on the search's
+  raw training data, then the unit embeddings of every training image, also those of the
+  reward identities (so the file serves the retraining on all of them). Resumable; reused
+  once written."""
+  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
+  space, epochs = config.model.space, config.search.cleaning_proxy_epochs
+  folder = os.path.join(config.run_dir, CLEANING_DIR)
+  path = os.path.join(folder, cleaning.EMBEDDINGS_NAME)
+  train = dataclasses.replace(config.train, epochs=epochs,
+                              warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
+  proxy = dataclasses.replace(config, mode="fixed", arc=space.default(config.model), train=train,
+                              candidate_arcs=(), top_k=1, run_dir=os.path.join(folder, "proxy"))
+  tic = time.perf_counter()
+  embeddings = cleaning.proxy_embeddings(proxy, dataset, [full_dataset.train.images], path,
+                                         placement)
+  logging.info("cleaning proxy: %d images embedded (%s) in %.0f s: %s", len(embeddings.keys),
+               embeddings.source, time.perf_counter() - tic, path)
+  return path
+
+
 def log_path(run_dir: str) -> str:
   return os.path.join(run_dir, LOG_NAME)
 
@@ -133,7 +159,12 @@ def search(config: RunConfig, dataset: FaceDataset,
   placement = placement or distribute.make_placement("default")
   chief = placement.is_chief
   search_cfg, space = config.search, config.model.space
+  full_dataset = dataset
   dataset, reward = reward_data(config, dataset)
+  if getattr(space, "cleans_data", False) and not config.data.cleaning_embeddings:
+    config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, cleaning_embeddings=cleaning_proxy(config, dataset, full_dataset,
+                                                        placement)))
   if chief and search_cfg.reward_identities:  # which identities the reward's pairs are made of
     runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
   steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
@@ -229,6 +260,8 @@ def search(config: RunConfig, dataset: FaceDataset,
   writer.flush()
 
   candidates, ranked = rank(config, strategy, sampler, cost_model, reward_fn, reward.metric)
+  if space.owns_loss and ranked:
+    write_final_config(config, ranked[0])
   records = read_log(config.run_dir)
   priced = [r for r in records if r.get("cost") is not None]
   # The rewarded samples (coloured by epoch) and the final candidates the ranking scored.
@@ -324,6 +357,8 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
                else f"each trained for {search_cfg.trial_epochs} epochs")
   runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
       "space": space.name, "strategy": strategy.name,
+      **({"cleaning_embeddings": config.data.cleaning_embeddings}
+         if config.data.cleaning_embeddings else {}),
       "ranked_by": f"{metric} ({scored_by}; ties: reward)",
       "controller": search_cfg.controller,
       "reward": search_cfg.reward, "cost_model": cost_model.name, "cost_unit": cost_model.unit,
@@ -331,6 +366,24 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
       "over_budget": len(entries) - len(within),
       "architectures": within[:search_cfg.num_ranked]})
   return entries, within
+
+
+FINAL_CONFIG_NAME = "final_config.json"
+
+
+def write_final_config(config: RunConfig, best: dict) -> None:
+  """RUN_DIR/final_config.json: the best recipe (cleaning + loss + architecture) with what
+  retrains it from scratch (--mode=fixed --search_space=S --arc_file=this file; its
+  cleaning_embeddings reproduce the cleaned training data the search saw)."""
+  runlog.write_json(os.path.join(config.run_dir, FINAL_CONFIG_NAME), {
+      "space": best["space"], "sample": best["sample"], "encoding": best["encoding"],
+      "description": best["description"], "search_score": best["score"],
+      "reward_metric": best["reward_metric"], "reward": best["reward"], "cost": best["cost"],
+      "cost_unit": best["cost_unit"], "params": best["params"], "flops": best["flops"],
+      "cleaning_embeddings": config.data.cleaning_embeddings,
+      "retrain": f"python -m enas_face.main --mode=fixed --search_space={best['space']} "
+                 f"--arc_file={os.path.join(config.run_dir, FINAL_CONFIG_NAME)} "
+                 "--run_dir=RETRAIN_DIR (with the search's data and model flags)"})
 
 
 def static_costs(model_config, sample) -> dict:

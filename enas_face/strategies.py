@@ -32,7 +32,7 @@ from enas_face import distribute
 from enas_face import fixed
 from enas_face import runlog
 from enas_face.evaluation import verification
-from enas_face.config import RunConfig
+from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.heads import build_head
@@ -210,6 +210,15 @@ class MultiTrial:
     self.path = os.path.join(config.run_dir, TRIALS_NAME)
     self.trials = {r["encoding"]: r for r in runlog.read(self.path)} if placement.is_chief else {}
     self.trained_this_invocation = 0
+    self.runner = None
+    if config.search.trial_workers > 1 or config.search.ray_address:
+      if placement.name != "default":
+        raise ConfigError(f"--trial_workers={config.search.trial_workers} / --ray_address run "
+                          f"trials on Ray workers; --strategy={placement.name} is not supported "
+                          "with them (each Ray worker trains on its own device)")
+      from enas_face import trial_workers  # pylint: disable=import-outside-toplevel
+      self.runner = trial_workers.RayTrialRunner(config.search.trial_workers,
+                                                 config.search.ray_address)
 
   def trackables(self) -> dict:
     return {}
@@ -238,46 +247,38 @@ class MultiTrial:
 
   def score_many(self, choices: np.ndarray, epoch: int) -> list[float | None]:
     """Trains the samples not in the cache (every worker: `choices` [Q, n] are the chief's,
-    broadcast by the search loop), scores them (the chief; None elsewhere)."""
+    broadcast by the search loop), scores them (the chief; None elsewhere). With Ray trial
+    workers (--trial_workers > 1 or --ray_address) the new samples train side by side."""
     chief = self.placement.is_chief
     samples = [self.space.decode(row.tolist(), self.config.model) for row in choices]
     encodings = [self.space.to_string(s) for s in samples]
     known = np.array([[e in self.trials] for e in encodings], np.int32)
     known = distribute.broadcast_from_chief(self.placement, known)
-    scores = []
+    new = {}  # encoding -> sample, each new sample once
     for sample, encoding, (cached,) in zip(samples, encodings, known):
-      if cached:
-        scores.append(self.trials[encoding]["score"] if chief else None)
-      else:
-        scores.append(self._train_and_score(sample, encoding, epoch))
-    return scores
+      if not cached:
+        new.setdefault(encoding, sample)
+    configs = [self.trial_config(sample) for sample in new.values()]
+    def finished(result: dict | None) -> None:
+      self.trained_this_invocation += 1
+      if result is not None:
+        self._record(dict(result, search_epoch=epoch + 1))
 
-  def _train_and_score(self, sample, encoding: str, epoch: int) -> float | None:
-    trial = self.trial_config(sample)
-    os.makedirs(trial.run_dir, exist_ok=True)
-    state = fixed.train(trial, self.dataset, self.placement)
-    self.trained_this_invocation += 1
-    if not self.placement.is_chief:
-      return None
-    history = fixed.read_history(trial.run_dir)
-    extractor = fixed.EmbeddingExtractor(state.child, self.config.eval.batch_size)
-    if self.reward.metric == "classification":
-      score = fixed.classification_accuracy(extractor, state.head, self.reward.val.images,
-                                            self.reward.val.labels)
+    if self.runner is not None:
+      self.runner.run(configs, self.dataset, self.reward, finished)
     else:
-      score = self.reward.verification_score(extractor(self.reward.pairs.images))
-    record = {"encoding": encoding, "sample": self.space.to_json(sample), "score": score,
-              "reward_metric": self.reward.metric, "search_epoch": epoch + 1,
-              "trial_epochs": trial.train.epochs,
-              "train_seconds": float(sum(h["seconds"] for h in history)),
-              "final_train_loss": history[-1]["loss"] if history else None}
+      for trial in configs:
+        finished(run_trial(trial, self.dataset, self.reward, self.placement))
+    if not chief:
+      return [None] * len(samples)
+    return [self.trials[encoding]["score"] for encoding in encodings]
+
+  def _record(self, record: dict) -> None:
+    """Logs one finished trial in trials.jsonl and caches it (the chief)."""
     runlog.append(self.path, [record])
-    self.trials[encoding] = record
-    # The trial's weights are not needed again (its score is cached): free the disk.
-    shutil.rmtree(loop.checkpoint_dir(trial.run_dir), ignore_errors=True)
-    logging.info("trial %s: %s %.4f in %.0f s", encoding, self.reward.metric, score,
-                 record["train_seconds"])
-    return score
+    self.trials[record["encoding"]] = record
+    logging.info("trial %s: %s %.4f in %.0f s", record["encoding"], self.reward.metric,
+                 record["score"], record["train_seconds"])
 
   def final_candidates(self, sampler, count: int) -> list[Candidate]:
     """Every trained trial (all have their full score already); log p under the sampler."""
@@ -289,6 +290,41 @@ class MultiTrial:
       out.append(Candidate(choices, float(record["score"]),
                            float(sampler.evaluate(choices).log_prob)))
     return out
+
+
+def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
+              placement: distribute.Placement | None = None) -> dict | None:
+  """Trains one trial (a fixed run, resumable) and scores it: the record of trials.jsonl, or
+  None on a non-chief worker. The trial's weights are deleted afterwards (its score is all
+  the search needs again)."""
+  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
+  placement = placement or distribute.make_placement("default")
+  keras.utils.set_random_seed(trial.train.seed)  # a trial's result does not depend on order
+  os.makedirs(trial.run_dir, exist_ok=True)
+  space = trial.model.space
+  record = {"encoding": space.to_string(trial.arc), "sample": space.to_json(trial.arc),
+            "reward_metric": reward.metric, "trial_epochs": trial.train.epochs}
+  try:
+    state = fixed.train(trial, dataset, placement)
+  except cleaning.DegenerateCleaning as error:  # nothing to train: the worst score
+    logging.info("trial %s not trained: %s", record["encoding"], error)
+    return dict(record, score=0.0, train_seconds=0.0, final_train_loss=None,
+                not_trained=str(error)) if placement.is_chief else None
+  if not placement.is_chief:
+    return None
+  history = fixed.read_history(trial.run_dir)
+  extractor = fixed.EmbeddingExtractor(state.child, trial.eval.batch_size)
+  if reward.metric == "classification":
+    score = fixed.classification_accuracy(extractor, state.head, reward.val.images,
+                                          reward.val.labels)
+  else:
+    score = reward.verification_score(extractor(reward.pairs.images))
+  record.update(score=score, train_seconds=float(sum(h["seconds"] for h in history)),
+                final_train_loss=history[-1]["loss"] if history else None)
+  if "cleaning" in state.dataset.report:
+    record["cleaning"] = state.dataset.report["cleaning"]
+  shutil.rmtree(loop.checkpoint_dir(trial.run_dir), ignore_errors=True)
+  return record
 
 
 def make_strategy(config: RunConfig, space: SearchSpace, dataset: FaceDataset, reward: RewardData,

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
+from enas_face.spaces import comprehensive
 from enas_face.spaces.enas_macro import EnasMacroSpace
 
 _REGISTRY: dict[str, SearchSpace] = {}
@@ -85,6 +86,8 @@ def load_samples(path: str | os.PathLike, space: SearchSpace, model_config) -> l
 
 
 register(EnasMacroSpace())
+for _space in comprehensive.SPACES:
+  register(_space)
 
 __all__ = ["Decision", "SampleError", "SearchSpace", "EnasMacroSpace", "register", "names", "get",
            "sample_record", "load_samples"]

@@ -70,6 +70,8 @@ class SearchSpace(abc.ABC):
   """
   name: str = ""
   description: str = ""
+  # Whether samples choose the loss (then the --head flags are not the run's loss).
+  owns_loss: bool = False
 
   # ------------------------------------------------------------- decisions
   @abc.abstractmethod
@@ -134,6 +136,14 @@ class SearchSpace(abc.ABC):
         raise SampleError(f"{self.name} decision {decision.name!r} is {value}; expected "
                           f"0..{decision.num_choices - 1}")
     return values
+
+  # --------------------------------------------------------- training setup
+  def prepare_training(self, config, dataset, sample):
+    """(config, dataset, report) that train `sample`: spaces whose samples also choose the
+    loss or clean the data (comprehensive) change the head and the training split here; the
+    report (or None) says what the cleaning removed. Default: both unchanged."""
+    del sample
+    return config, dataset, None
 
   # ---------------------------------------------------------------- models
   @abc.abstractmethod

@@ -1,0 +1,325 @@
+"""Data cleaning from a proxy model's embeddings (the comprehensive search's data aspect).
+
+The seed (Zhang et al. 2022) searches data cleaning jointly with the loss and the
+architecture but does not publish its cleaning space; these rules are our choice
+(METHODS.md §3, "inferred"). With e_i the unit proxy embedding of training image i, y_i its
+label and the identity centre
+
+  c_k = normalise(sum_{i: y_i = k} e_i),
+
+the rules run in this order on the training split:
+  1. outliers: drop image i when cos(e_i, c_{y_i}) < outlier_threshold (a mislabelled or
+     non-face image lies far from its label's centre);
+  2. near-duplicate identities: identities k, l with cos(c_k, c_l) > merge_threshold are
+     joined (transitively) into one group; "merge" gives the group the smallest label,
+     "drop" keeps the identity of the group with the most images and drops the others;
+  3. small identities: an identity left with fewer than min_images images is dropped;
+  4. labels are renumbered 0..C'-1 in order; val and test follow the same label map (their
+     images of dropped identities go too; their images are not filtered one by one).
+Centres and their similarities are computed once, on the uncleaned training split.
+
+The proxy embeddings are stored per image content (sha1 of the pixels), so one file serves
+the search's training data (without its reward identities) and the full training data of the
+retraining: `ProxyEmbeddings.lookup` finds every image by its pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Sequence
+
+import numpy as np
+
+from enas_face import runlog
+from enas_face.config import ConfigError
+from enas_face.data.base import FaceDataset, LabelledImages
+
+DUPLICATE_ACTIONS = ("merge", "drop")
+EMBEDDINGS_NAME = "proxy_embeddings.npz"
+
+
+class DegenerateCleaning(ConfigError):
+  """A cleaning that leaves too little to train on (a search scores such a sample 0)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CleaningSettings:
+  """One cleaning of the training data; None (or min_images = 1) switches a rule off."""
+  outlier_threshold: float | None = None
+  merge_threshold: float | None = None
+  duplicate_action: str = "merge"
+  min_images: int = 1
+
+  def __post_init__(self):
+    if self.duplicate_action not in DUPLICATE_ACTIONS:
+      raise ValueError(f"duplicate_action must be one of {DUPLICATE_ACTIONS}, got "
+                       f"{self.duplicate_action!r}")
+    if int(self.min_images) < 1:
+      raise ValueError(f"min_images must be >= 1, got {self.min_images}")
+    for name in ("outlier_threshold", "merge_threshold"):
+      value = getattr(self, name)
+      if value is not None and not -1.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a cosine in [-1, 1] or None (off), got {value}")
+
+  @property
+  def active(self) -> bool:
+    return (self.outlier_threshold is not None or self.merge_threshold is not None
+            or self.min_images > 1)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, obj) -> "CleaningSettings":
+    if not isinstance(obj, dict):
+      raise ValueError(f"cleaning settings must be a JSON object, got {obj!r}")
+    unknown = set(obj) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown cleaning settings {sorted(unknown)}")
+    return cls(**obj)
+
+
+@dataclasses.dataclass(frozen=True)
+class CleaningResult:
+  """keep: bool [N] over the training images; label_map: int [C] old label -> new label or
+  -1 (dropped); removed: one record per dropped image {index, label, reason, cosine}."""
+  keep: np.ndarray
+  label_map: np.ndarray
+  removed: list
+  merged: dict  # new label -> the old labels joined into it (groups of 2+ only)
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.label_map.max()) + 1 if (self.label_map >= 0).any() else 0
+
+  def summary(self) -> dict:
+    reasons = {}
+    for record in self.removed:
+      reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+    return {"kept_images": int(self.keep.sum()), "removed_images": len(self.removed),
+            "removed_by_reason": reasons, "classes_before": int(len(self.label_map)),
+            "classes_after": self.num_classes, "merged_groups": len(self.merged)}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+  x = np.asarray(x, np.float64)
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def identity_centres(embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """c_k = normalise(sum of the unit embeddings of label k), [C, D]; zero for empty labels."""
+  sums = np.zeros((num_classes, embeddings.shape[1]))
+  np.add.at(sums, labels, unit(embeddings))
+  return unit(sums) * (np.bincount(labels, minlength=num_classes) > 0)[:, None]
+
+
+def _groups(similar: np.ndarray) -> list[list[int]]:
+  """Connected components (ascending labels) of the graph with adjacency `similar` [C, C]."""
+  parent = list(range(len(similar)))
+
+  def root(k):
+    while parent[k] != k:
+      parent[k] = parent[parent[k]]
+      k = parent[k]
+    return k
+
+  for k, l in zip(*np.nonzero(np.triu(similar, 1))):
+    parent[max(root(k), root(l))] = min(root(k), root(l))
+  groups = {}
+  for k in range(len(similar)):
+    groups.setdefault(root(k), []).append(k)
+  return list(groups.values())
+
+
+def clean(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
+          settings: CleaningSettings) -> CleaningResult:
+  """Applies the rules of the module docstring to one training split (embeddings [N, D])."""
+  labels = np.asarray(labels, np.int64)
+  e = unit(embeddings)
+  centres = identity_centres(e, labels, num_classes)
+  cosine = np.sum(e * centres[labels], axis=1)
+  keep = np.ones(len(labels), bool)
+  removed = []
+
+  def drop(indices, reason):
+    for i in indices:
+      if keep[i]:
+        keep[i] = False
+        removed.append({"index": int(i), "label": int(labels[i]), "reason": reason,
+                        "cosine_to_centre": float(cosine[i])})
+
+  if settings.outlier_threshold is not None:
+    drop(np.flatnonzero(cosine < settings.outlier_threshold),
+         f"outlier: cosine to its identity centre < {settings.outlier_threshold}")
+  target = np.arange(num_classes)  # old label -> the label it is merged into, or -1
+  merged = {}
+  if settings.merge_threshold is not None:
+    present = np.bincount(labels, minlength=num_classes) > 0
+    similar = (centres @ centres.T > settings.merge_threshold) & np.outer(present, present)
+    for group in _groups(similar):
+      if len(group) < 2:
+        continue
+      if settings.duplicate_action == "merge":
+        target[group] = group[0]
+        merged[group[0]] = group
+      else:
+        counts = [int(np.sum(keep & (labels == k))) for k in group]
+        kept = group[int(np.argmax(counts))]
+        for k in group:
+          if k != kept:
+            drop(np.flatnonzero(labels == k), f"near-duplicate identity of label {kept} "
+                 f"(centre cosine > {settings.merge_threshold})")
+            target[k] = -1
+  grouped = target[labels]
+  counts = np.bincount(grouped[keep & (grouped >= 0)], minlength=num_classes)
+  small = [k for k in range(num_classes) if target[k] == k and 0 < counts[k] < settings.min_images]
+  for k in small:
+    drop(np.flatnonzero(keep & (grouped == k)), f"identity with fewer than "
+         f"{settings.min_images} images left")
+    target[target == k] = -1
+  # Labels with no image left anywhere are dropped too; the rest renumbered in order.
+  alive = np.unique(target[labels[keep]]) if keep.any() else np.array([], np.int64)
+  alive = alive[alive >= 0]
+  renumber = np.full(num_classes, -1, np.int64)
+  renumber[alive] = np.arange(len(alive))
+  label_map = np.where(target >= 0, renumber[np.maximum(target, 0)], -1)
+  merged_new = {int(renumber[k]): [int(x) for x in group] for k, group in merged.items()
+                if renumber[k] >= 0}
+  removed.sort(key=lambda r: r["index"])
+  return CleaningResult(keep, label_map, removed, merged_new)
+
+
+def apply(dataset: FaceDataset, result: CleaningResult) -> FaceDataset:
+  """The dataset with the cleaned training split and val/test relabelled by result.label_map."""
+
+  def relabel(part: LabelledImages, mask=None) -> LabelledImages:
+    mapped = result.label_map[part.labels]
+    mask = (mapped >= 0) if mask is None else mask & (mapped >= 0)
+    return LabelledImages(part.images[mask], mapped[mask].astype(part.labels.dtype))
+
+  report = dict(dataset.report, cleaning=result.summary())
+  return dataclasses.replace(dataset, train=relabel(dataset.train, result.keep),
+                             val=relabel(dataset.val), test=relabel(dataset.test),
+                             num_classes=result.num_classes, report=report)
+
+
+# --------------------------------------------------------------------------- proxy embeddings
+
+
+def image_keys(images: np.ndarray) -> np.ndarray:
+  """sha1 of each image's pixels (shape and bytes): the key of its proxy embedding."""
+  return np.array([hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
+                   .hexdigest() for image in images])
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyEmbeddings:
+  """Unit proxy embeddings by image key; `source` says which model made them."""
+  keys: np.ndarray
+  embeddings: np.ndarray
+  source: str
+  path: str = ""
+
+  def save(self, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, keys=self.keys, embeddings=self.embeddings.astype(np.float32),
+             source=np.array(self.source))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str, flag: str = "--cleaning_embeddings") -> "ProxyEmbeddings":
+    if not os.path.isfile(path):
+      raise ConfigError(f"{flag}={path}: no such file (a comprehensive search writes "
+                        f"RUN_DIR/cleaning/{EMBEDDINGS_NAME}; tools/clean_dataset.py makes one "
+                        "from a trained run)")
+    try:
+      with np.load(path) as data:
+        return cls(data["keys"], data["embeddings"], str(data["source"]), os.path.abspath(path))
+    except (ValueError, KeyError, OSError) as error:
+      raise ConfigError(f"{flag}={path}: not a proxy embeddings file ({error})") from None
+
+  def lookup(self, images: np.ndarray, flag: str = "--cleaning_embeddings") -> np.ndarray:
+    """The embeddings of `images` [N, ...], found by their pixels; ConfigError when some are
+    missing (the file was made for other data)."""
+    index = {key: i for i, key in enumerate(self.keys)}
+    wanted = image_keys(images)
+    missing = [i for i, key in enumerate(wanted) if key not in index]
+    if missing:
+      raise ConfigError(
+          f"{flag}={self.path}: {len(missing)} of {len(images)} training images have no proxy "
+          f"embedding there (first: image {missing[0]}); the file was made for other training "
+          "data (another --dataset, --image_size or data seed?)")
+    return self.embeddings[[index[key] for key in wanted]]
+
+
+_LOADED: dict[str, ProxyEmbeddings] = {}
+
+
+def load_cached(path: str) -> ProxyEmbeddings:
+  """ProxyEmbeddings.load, once per process and file version."""
+  key = f"{os.path.abspath(path)}:{os.path.getmtime(path) if os.path.exists(path) else 0}"
+  if key not in _LOADED:
+    _LOADED[key] = ProxyEmbeddings.load(path)
+  return _LOADED[key]
+
+
+def clean_dataset(dataset: FaceDataset, settings: CleaningSettings,
+                  embeddings_path: str) -> tuple[FaceDataset, CleaningResult | None]:
+  """(the cleaned dataset, the result); the dataset itself when the settings clean nothing."""
+  if not settings.active:
+    return dataset, None
+  if dataset.streamed:
+    raise ConfigError(f"data cleaning needs the training split in memory; use --stream=never "
+                      f"for --dataset={dataset.name}")
+  if not embeddings_path:
+    raise ConfigError("this sample cleans the training data but no --cleaning_embeddings file "
+                      "is given (the search's RUN_DIR/cleaning/proxy_embeddings.npz)")
+  embeddings = load_cached(embeddings_path).lookup(dataset.train.images)
+  result = clean(embeddings, dataset.train.labels, dataset.num_classes, settings)
+  if result.num_classes < 2:
+    raise DegenerateCleaning(f"cleaning {settings.to_json()} leaves {result.num_classes} "
+                             "identities: nothing to train a classifier on")
+  return apply(dataset, result), result
+
+
+def write_manifest(path: str, settings: CleaningSettings, result: CleaningResult | None,
+                   embeddings_path: str, extra: dict | None = None) -> dict:
+  """What a cleaning removed and why (like the alignment manifest), as JSON at `path`."""
+  manifest = {"settings": settings.to_json(), "embeddings": embeddings_path,
+              **(extra or {})}
+  if result is not None:
+    manifest.update(result.summary(), merged={str(k): v for k, v in result.merged.items()},
+                    removed=result.removed)
+  else:
+    manifest.update(removed_images=0, removed=[])
+  runlog.write_json(path, manifest)
+  return manifest
+
+
+def embed_all(child, images: np.ndarray, batch_size: int) -> np.ndarray:
+  """Unit embeddings of `images` by a trained child (no flip)."""
+  from enas_face import fixed  # pylint: disable=import-outside-toplevel
+  return unit(fixed.EmbeddingExtractor(child, batch_size)(images)).astype(np.float32)
+
+
+def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.ndarray],
+                     path: str, placement=None) -> ProxyEmbeddings:
+  """Trains the proxy (a fixed run of `proxy_config`, resumable) on `train_on`, embeds the
+  images of `embed` (arrays, deduplicated by key) and saves them at `path`; reuses `path`
+  when it exists."""
+  if os.path.exists(path):
+    return ProxyEmbeddings.load(path)
+  from enas_face import fixed  # pylint: disable=import-outside-toplevel
+  os.makedirs(proxy_config.run_dir, exist_ok=True)
+  state = fixed.train(proxy_config, train_on, placement)
+  images = np.concatenate(list(embed))
+  keys = image_keys(images)
+  _, first = np.unique(keys, return_index=True)
+  first = np.sort(first)
+  vectors = embed_all(state.child, images[first], proxy_config.eval.batch_size)
+  result = ProxyEmbeddings(keys[first], vectors, f"fixed run {proxy_config.run_dir} "
+                           f"({proxy_config.train.epochs} epochs)", os.path.abspath(path))
+  result.save(path)
+  return result

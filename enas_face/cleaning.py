@@ -10,9 +10,10 @@ label and the identity centre
 the rules run in this order on the training split:
   1. outliers: drop image i when cos(e_i, c_{y_i}) < outlier_threshold (a mislabelled or
      non-face image lies far from its label's centre);
-  2. near-duplicate identities: identities k, l with cos(c_k, c_l) > merge_threshold are
-     joined (transitively) into one group; "merge" gives the group the smallest label,
-     "drop" keeps the identity of the group with the most images and drops the others;
+  2. near-duplicate identities: identities k, l that are each other's nearest centre with
+     cos(c_k, c_l) > merge_threshold form a pair (mutual nearest neighbours: no chains that
+     glue many identities together); "merge" gives the pair the smaller label, "drop" keeps
+     the identity with more images and drops the other's;
   3. small identities: an identity left with fewer than min_images images is dropped;
   4. labels are renumbered 0..C'-1 in order; val and test follow the same label map (their
      images of dropped identities go too; their images are not filtered one by one).
@@ -87,7 +88,7 @@ class CleaningResult:
   keep: np.ndarray
   label_map: np.ndarray
   removed: list
-  merged: dict  # new label -> the old labels joined into it (groups of 2+ only)
+  merged: dict  # new label -> the two old labels joined into it
 
   @property
   def num_classes(self) -> int:
@@ -99,7 +100,7 @@ class CleaningResult:
       reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
     return {"kept_images": int(self.keep.sum()), "removed_images": len(self.removed),
             "removed_by_reason": reasons, "classes_before": int(len(self.label_map)),
-            "classes_after": self.num_classes, "merged_groups": len(self.merged)}
+            "classes_after": self.num_classes, "merged_pairs": len(self.merged)}
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -114,22 +115,16 @@ def identity_centres(embeddings: np.ndarray, labels: np.ndarray, num_classes: in
   return unit(sums) * (np.bincount(labels, minlength=num_classes) > 0)[:, None]
 
 
-def _groups(similar: np.ndarray) -> list[list[int]]:
-  """Connected components (ascending labels) of the graph with adjacency `similar` [C, C]."""
-  parent = list(range(len(similar)))
-
-  def root(k):
-    while parent[k] != k:
-      parent[k] = parent[parent[k]]
-      k = parent[k]
-    return k
-
-  for k, l in zip(*np.nonzero(np.triu(similar, 1))):
-    parent[max(root(k), root(l))] = min(root(k), root(l))
-  groups = {}
-  for k in range(len(similar)):
-    groups.setdefault(root(k), []).append(k)
-  return list(groups.values())
+def mutual_nearest_pairs(centres: np.ndarray, threshold: float) -> list[list[int]]:
+  """[k, l] (k < l) for identities that are each other's nearest centre with cosine >
+  threshold; empty (zero) centres pair with nothing."""
+  similarity = centres @ centres.T
+  np.fill_diagonal(similarity, -np.inf)
+  empty = ~centres.any(axis=1)
+  similarity[empty, :] = similarity[:, empty] = -np.inf
+  nearest = np.argmax(similarity, axis=1)
+  return [[k, int(nearest[k])] for k in range(len(centres))
+          if k < nearest[k] and nearest[nearest[k]] == k and similarity[k, nearest[k]] > threshold]
 
 
 def clean(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -155,11 +150,7 @@ def clean(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
   target = np.arange(num_classes)  # old label -> the label it is merged into, or -1
   merged = {}
   if settings.merge_threshold is not None:
-    present = np.bincount(labels, minlength=num_classes) > 0
-    similar = (centres @ centres.T > settings.merge_threshold) & np.outer(present, present)
-    for group in _groups(similar):
-      if len(group) < 2:
-        continue
+    for group in mutual_nearest_pairs(centres, settings.merge_threshold):
       if settings.duplicate_action == "merge":
         target[group] = group[0]
         merged[group[0]] = group

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import socket
 from typing import Callable
 
 import keras
@@ -281,10 +282,14 @@ class MultiTrial:
                  record["score"], record["train_seconds"])
 
   def final_candidates(self, sampler, count: int) -> list[Candidate]:
-    """Every trained trial (all have their full score already); log p under the sampler."""
+    """Every trained trial (all have their full score already); log p under the sampler.
+    Samples that could not be trained (a cleaning that left nothing to train on) are not
+    candidates."""
     del count
     out = []
     for record in self.trials.values():
+      if "not_trained" in record:
+        continue
       choices = np.array(self.space.encode(self.space.from_json(record["sample"],
                                                                 self.config.model)), np.int32)
       out.append(Candidate(choices, float(record["score"]),
@@ -303,7 +308,8 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
   os.makedirs(trial.run_dir, exist_ok=True)
   space = trial.model.space
   record = {"encoding": space.to_string(trial.arc), "sample": space.to_json(trial.arc),
-            "reward_metric": reward.metric, "trial_epochs": trial.train.epochs}
+            "reward_metric": reward.metric, "trial_epochs": trial.train.epochs,
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}
   try:
     state = fixed.train(trial, dataset, placement)
   except cleaning.DegenerateCleaning as error:  # nothing to train: the worst score

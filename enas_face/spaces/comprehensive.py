@@ -23,8 +23,8 @@ The single-aspect spaces loss_only, data_only and arch_only draw one aspect and 
 others at their defaults: no cleaning, plain softmax, the enas_macro default architecture.
 
 Decisions that do not matter for a sample (the margins of softmax, the action of an unused
-merge threshold) decode to their first choice, so equivalent samples share one encoding and
-a multi-trial search trains them once.
+merge threshold) decode to their defaults (ArcFace's s = 64, m = (1, 0.5, 0); merge), so
+equivalent samples share one encoding and a multi-trial search trains them once.
 """
 from __future__ import annotations
 

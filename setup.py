@@ -2,6 +2,7 @@
 from setuptools import find_packages, setup
 
 ONNX = ["tf2onnx>=1.16", "onnx>=1.14", "onnxruntime>=1.17"]
+RAY = ["ray>=2.9"]
 
 setup(
     name="enas_face",
@@ -36,8 +37,11 @@ setup(
         # --export_format=onnx: tf2onnx converts the SavedModel's function, onnxruntime checks
         # it (1.17.0 / 1.32.0 tested with TF 2.21, numpy 2.4, protobuf 7: no pins changed).
         "onnx": ONNX,
-        # The ONNX export's test runs too.
-        "test": ["pytest>=7", *ONNX],
+        # --trial_workers > 1 / --ray_address: multi-trial searches run their trials on Ray
+        # (2.60.0 tested with TF 2.21 on Python 3.11).
+        "ray": RAY,
+        # The ONNX export's and the Ray trial workers' tests run too.
+        "test": ["pytest>=7", *ONNX, *RAY],
     },
     entry_points={"console_scripts": ["enas-face=enas_face.main:entry_point"]},
 )

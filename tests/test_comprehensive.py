@@ -260,3 +260,34 @@ def test_trials_run_on_two_local_ray_workers(tmp_path):
   assert len(log) == 3 and {t["encoding"] for t in trials} == {r["encoding"] for r in log}
   assert len({t["worker"] for t in trials}) == min(2, len(trials))  # side by side
   assert all(0.0 <= t["score"] <= 1.0 for t in trials)
+
+
+@pytest.mark.slow
+def test_clean_dataset_tool_removes_what_the_rule_says(joint_search, tmp_path):
+  run_dir = joint_search["run_dir"]
+  recipe = tmp_path / "settings.json"
+  recipe.write_text(json.dumps({"outlier_threshold": 0.9}))
+  out = tmp_path / "cleaned"
+  result = subprocess.run(
+      [sys.executable, "tools/clean_dataset.py", *TINY, "--seed=2", f"--recipe={recipe}",
+       f"--cleaning_embeddings={os.path.join(run_dir, 'cleaning', cleaning.EMBEDDINGS_NAME)}",
+       f"--output_dir={out}", "--write_records"], cwd=ROOT, capture_output=True, text=True,
+      env=ENV)
+  assert result.returncode == 0, result.stderr[-3000:]
+  manifest = read_json(out / "cleaning_manifest.json")
+  # The rule recomputed here: images whose cosine to their label's centre is under 0.9.
+  from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
+  config = RunConfig.load(os.path.join(run_dir, "config.json"))
+  dataset = load_dataset(config.data)
+  e = cleaning.unit(cleaning.ProxyEmbeddings.load(config.data.cleaning_embeddings or os.path.join(
+      run_dir, "cleaning", cleaning.EMBEDDINGS_NAME)).lookup(dataset.train.images))
+  centres = cleaning.identity_centres(e, dataset.train.labels, dataset.num_classes)
+  under = np.flatnonzero(np.sum(e * centres[dataset.train.labels], 1) < 0.9)
+  assert [r["index"] for r in manifest["removed"]] == under.tolist()
+  assert all(r["reason"].startswith("outlier") for r in manifest["removed"])
+  records = read_json(out / "records" / "manifest.json")
+  assert records["num_images"] == (len(dataset.train.labels) - len(under) + len(dataset.val.labels)
+                                   + len(dataset.test.labels))
+  missing = subprocess.run([sys.executable, "tools/clean_dataset.py", *TINY, f"--recipe={recipe}",
+                            f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True, env=ENV)
+  assert missing.returncode == 2 and "--proxy_run_dir" in missing.stderr.splitlines()[-1]

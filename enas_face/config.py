@@ -331,6 +331,7 @@ class SearchConfig:
   trial_epochs: int = 2  # multi_trial: epochs of each sample's training from scratch
   trial_workers: int = 1  # multi_trial: trials trained side by side (Ray) when > 1
   ray_address: str = ""  # multi_trial: a Ray cluster to run the trials on ("" = local)
+  trial_gpus: float = 0.0  # GPUs each Ray trial asks for (a cluster's GPU nodes)
   cleaning_proxy_epochs: int = 3  # epochs of the proxy model whose embeddings clean the data
 
 

@@ -300,6 +300,8 @@ flags.DEFINE_integer("trial_workers", 1, "multi_trial: trials trained side by si
 flags.DEFINE_string("ray_address", "", "multi_trial: the Ray cluster that runs the trials "
                     "(e.g. ray://head:10001 or auto); empty = a local Ray with --trial_workers "
                     "workers.")
+flags.DEFINE_float("trial_gpus", 0.0, "multi_trial on Ray: GPUs each trial asks for (1 on a "
+                   "GPU cluster: one trial per GPU).", lower_bound=0.0)
 flags.DEFINE_integer("cleaning_proxy_epochs", 3, "Comprehensive/data_only search: epochs of "
                      "the proxy model (default architecture, softmax, raw data) whose embeddings "
                      "the data-cleaning decisions use.", lower_bound=1)
@@ -589,7 +591,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       strategy=fv.search_strategy, reward_metric=fv.reward_metric,
       reward_batches=fv.reward_batches, reward_identities=fv.reward_identities,
       reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs,
-      trial_workers=fv.trial_workers, ray_address=fv.ray_address,
+      trial_workers=fv.trial_workers, ray_address=fv.ray_address, trial_gpus=fv.trial_gpus,
       cleaning_proxy_epochs=fv.cleaning_proxy_epochs)
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)

@@ -219,7 +219,8 @@ class MultiTrial:
                           "with them (each Ray worker trains on its own device)")
       from enas_face import trial_workers  # pylint: disable=import-outside-toplevel
       self.runner = trial_workers.RayTrialRunner(config.search.trial_workers,
-                                                 config.search.ray_address)
+                                                 config.search.ray_address,
+                                                 config.search.trial_gpus)
 
   def trackables(self) -> dict:
     return {}

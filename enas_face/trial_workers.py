@@ -15,22 +15,24 @@ from typing import Callable, Sequence
 from enas_face.config import ConfigError
 
 
-def _run_trial_task(trial, dataset, reward):
-  """One trial on a Ray worker (TensorFlow limited to the task's one CPU)."""
+def _run_trial_task(trial, dataset, reward, cpu_threads: int):
+  """One trial on a Ray worker (TensorFlow limited to `cpu_threads` threads when > 0)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-  except RuntimeError:
-    pass  # a reused worker: TensorFlow is initialised with these settings already
+  if cpu_threads:
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+      tf.config.threading.set_inter_op_parallelism_threads(cpu_threads)
+    except RuntimeError:
+      pass  # a reused worker: TensorFlow is initialised with these settings already
   from enas_face import strategies  # pylint: disable=import-outside-toplevel
   return strategies.run_trial(trial, dataset, reward)
 
 
 class RayTrialRunner:
-  """Runs trials as Ray tasks of one CPU each; `run` reports each result as it finishes."""
+  """Runs trials as Ray tasks (one CPU each, or `gpus` GPUs each on a GPU cluster); `run`
+  reports each result as it finishes."""
 
-  def __init__(self, workers: int, address: str = ""):
+  def __init__(self, workers: int, address: str = "", gpus: float = 0.0):
     try:
       import ray  # pylint: disable=import-outside-toplevel
     except ImportError:
@@ -43,7 +45,8 @@ class RayTrialRunner:
         ray.init(address=address, log_to_driver=False)
       else:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    self.task = ray.remote(num_cpus=1, max_retries=1)(_run_trial_task)
+    self.task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(_run_trial_task)
+    self.cpu_threads = 0 if gpus else 1  # CPU trials: one thread each, side by side
     self._shared = {}  # id(object) -> (object, its reference in Ray's object store)
 
   def _put(self, value):
@@ -58,7 +61,8 @@ class RayTrialRunner:
     if not trials:
       return
     dataset_ref, reward_ref = self._put(dataset), self._put(reward)
-    pending = [self.task.remote(trial, dataset_ref, reward_ref) for trial in trials]
+    pending = [self.task.remote(trial, dataset_ref, reward_ref, self.cpu_threads)
+               for trial in trials]
     while pending:
       done, pending = self.ray.wait(pending, num_returns=1)
       finished(self.ray.get(done[0]))

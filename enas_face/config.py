@@ -74,6 +74,9 @@ class DataConfig:
   synthetic_images_per_identity: int = 30
   synthetic_heldout_identities: int = 50
   synthetic_heldout_images_per_identity: int = 10
+  synthetic_label_noise: float = 0.0  # training split only (data/synthetic.py)
+  synthetic_outliers: float = 0.0
+  synthetic_near_duplicates: int = 0
   num_pairs: int = 600
   num_folds: int = 10
   random_flip: bool = True

@@ -133,6 +133,15 @@ flags.DEFINE_integer("synthetic_heldout_identities", 50,
                      "Identities never trained on, used for the verification pairs.", lower_bound=2)
 flags.DEFINE_integer("synthetic_heldout_images_per_identity", 10,
                      "Images per held-out identity.", lower_bound=2)
+flags.DEFINE_float("synthetic_label_noise", 0.0, "Fraction of the synthetic training images "
+                   "given a wrong identity (the training split only: held-out pairs stay "
+                   "clean; seeded by the data seed).", lower_bound=0.0, upper_bound=0.95)
+flags.DEFINE_float("synthetic_outliers", 0.0, "Fraction of the synthetic training images "
+                   "replaced by non-faces or destroyed faces of other people (training split "
+                   "only, labels kept; seeded).", lower_bound=0.0, upper_bound=0.95)
+flags.DEFINE_integer("synthetic_near_duplicates", 0, "Synthetic training identities drawn as "
+                     "slightly perturbed copies of other training identities (seeded).",
+                     lower_bound=0)
 flags.DEFINE_integer("num_pairs", 600, "Verification pairs (half same, half different).",
                      lower_bound=2)
 flags.DEFINE_integer("num_folds", 10, "Verification folds (LFW protocol: 10).", lower_bound=2)
@@ -520,6 +529,9 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     synthetic_images_per_identity=fv.synthetic_images_per_identity,
                     synthetic_heldout_identities=fv.synthetic_heldout_identities,
                     synthetic_heldout_images_per_identity=fv.synthetic_heldout_images_per_identity,
+                    synthetic_label_noise=fv.synthetic_label_noise,
+                    synthetic_outliers=fv.synthetic_outliers,
+                    synthetic_near_duplicates=fv.synthetic_near_duplicates,
                     num_pairs=fv.num_pairs, num_folds=fv.num_folds, random_flip=fv.random_flip,
                     pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size,
                     seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
@@ -536,6 +548,12 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     detect_padding=fv.detect_padding, on_no_face=fv.on_no_face,
                     cleaning_embeddings=_cleaning_embeddings(fv))
   data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
+  if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:
+    raise ConfigError(f"--synthetic_label_noise={data.synthetic_label_noise} + "
+                      f"--synthetic_outliers={data.synthetic_outliers} must be < 1")
+  if data.synthetic_near_duplicates > data.synthetic_identities // 2:
+    raise ConfigError(f"--synthetic_near_duplicates={data.synthetic_near_duplicates} must be at "
+                      f"most half of --synthetic_identities={data.synthetic_identities}")
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "
                       "insightface:); the synthetic faces make their own pairs")

@@ -262,6 +262,12 @@ def _load_dataset(config: RunConfig, chief: bool = True):
   dataset = load_dataset(config.data)
   if dataset.report and chief:
     runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
+    noise = dataset.report.get("synthetic_noise")
+    if noise:
+      print(f"data: injected noise: {len(noise['label_noise_indices'])} training images with a "
+            f"wrong identity, {len(noise['outlier_indices'])} outliers, "
+            f"{noise['near_duplicates']} near-duplicate identities (RUN_DIR/data_report.json)")
+      return dataset
     rejects = dataset.report.get("num_rejects", 0)
     print(f"data: {dataset.num_classes} training identities, {len(dataset.train)} training "
           f"images, pairs: " + ", ".join(f"{name} {len(p)}" for name, p in

@@ -84,3 +84,14 @@ def test_set_flags_become_a_set_config_that_round_trips():
 def test_bad_set_flags_name_the_flag(argv, flag):
   with pytest.raises(ConfigError, match=flag):
     parse(*argv)
+
+
+def test_synthetic_noise_flags_reach_the_data_config_and_bad_values_name_the_flag():
+  config = parse("--synthetic_label_noise=0.2", "--synthetic_outliers=0.05",
+                 "--synthetic_near_duplicates=3")
+  assert (config.data.synthetic_label_noise, config.data.synthetic_outliers,
+          config.data.synthetic_near_duplicates) == (0.2, 0.05, 3)
+  with pytest.raises(ConfigError, match="--synthetic_label_noise=0.6 \\+ --synthetic_outliers"):
+    parse("--synthetic_label_noise=0.6", "--synthetic_outliers=0.5")
+  with pytest.raises(ConfigError, match="--synthetic_near_duplicates=60"):
+    parse("--synthetic_near_duplicates=60")

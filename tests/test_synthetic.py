@@ -153,3 +153,59 @@ def test_error_message_says_what_was_received_and_expected():
 def test_bad_render_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     render_identity(**{**dict(identity_seed=1, num_images=2, image_size=32, seed=0), **kwargs})
+
+
+# ------------------------------------------------------------------ injected training noise
+NOISY = dict(num_identities=8, images_per_identity=10, num_heldout_identities=4,
+             heldout_images_per_identity=4, num_pairs=20, num_folds=2, image_size=16, seed=3)
+
+
+def test_no_noise_is_the_clean_dataset():
+  clean = make_synthetic_dataset(**NOISY)
+  same = make_synthetic_dataset(**NOISY, label_noise=0.0, outliers=0.0, near_duplicates=0)
+  np.testing.assert_array_equal(clean.train.images, same.train.images)
+  assert "synthetic_noise" not in same.report
+
+
+def test_label_noise_and_outliers_touch_only_the_listed_training_images():
+  clean = make_synthetic_dataset(**NOISY)
+  noisy = make_synthetic_dataset(**NOISY, label_noise=0.25, outliers=0.125)
+  truth = noisy.report["synthetic_noise"]
+  flipped, outliers = truth["label_noise_indices"], truth["outlier_indices"]
+  n = len(clean.train.labels)
+  assert len(flipped) == round(0.25 * n) and len(outliers) == round(0.125 * n)
+  assert not set(flipped) & set(outliers)
+  changed = np.flatnonzero(clean.train.labels != noisy.train.labels)
+  assert changed.tolist() == flipped
+  assert clean.train.labels[flipped].tolist() == truth["true_labels"]
+  pixels = np.flatnonzero((clean.train.images != noisy.train.images).any(axis=(1, 2, 3)))
+  assert pixels.tolist() == outliers
+  assert set(truth["outlier_kinds"]) == {"non_face", "corrupted"}
+  for part in ("val", "test"):
+    np.testing.assert_array_equal(getattr(clean, part).images, getattr(noisy, part).images)
+    np.testing.assert_array_equal(getattr(clean, part).labels, getattr(noisy, part).labels)
+  np.testing.assert_array_equal(clean.pairs.images, noisy.pairs.images)
+  again = make_synthetic_dataset(**NOISY, label_noise=0.25, outliers=0.125)
+  np.testing.assert_array_equal(again.train.images, noisy.train.images)
+  other = make_synthetic_dataset(**dict(NOISY, seed=4), label_noise=0.25, outliers=0.125)
+  assert other.report["synthetic_noise"]["label_noise_indices"] != flipped
+
+
+def test_a_near_duplicate_looks_like_its_original():
+  data = make_synthetic_dataset(**dict(NOISY, images_per_identity=20), near_duplicates=2)
+  copies = {int(k): v for k, v in data.report["synthetic_noise"]["near_duplicate_of"].items()}
+  assert sorted(copies) == [6, 7] and all(0 <= v < 6 for v in copies.values())
+  means = [data.train.images[data.train.labels == k].astype(float).mean(0) for k in range(8)]
+  for copy, original in copies.items():
+    distance = [np.abs(means[copy] - means[k]).mean() for k in range(8)]
+    others = [d for k, d in enumerate(distance) if k not in (copy, original)]
+    assert distance[original] < min(others)
+
+
+def test_noise_errors_name_the_parameter():
+  with pytest.raises(ValueError, match="label_noise"):
+    make_synthetic_dataset(**NOISY, label_noise=1.0)
+  with pytest.raises(ValueError, match="label_noise \\+ outliers"):
+    make_synthetic_dataset(**NOISY, label_noise=0.6, outliers=0.5)
+  with pytest.raises(ValueError, match="near_duplicates"):
+    make_synthetic_dataset(**NOISY, near_duplicates=5)

@@ -28,7 +28,9 @@ def load_dataset(config: DataConfig) -> FaceDataset:
         num_heldout_identities=config.synthetic_heldout_identities,
         heldout_images_per_identity=config.synthetic_heldout_images_per_identity,
         num_pairs=config.num_pairs, num_folds=config.num_folds,
-        image_size=config.image_size, seed=config.seed)
+        image_size=config.image_size, seed=config.seed,
+        label_noise=config.synthetic_label_noise, outliers=config.synthetic_outliers,
+        near_duplicates=config.synthetic_near_duplicates)
   from enas_face.data import real
   spec = sources.parse_dataset_spec(config.dataset)
   with _errors_name_the_flag(f"--dataset={config.dataset}"):

@@ -4,6 +4,14 @@ Every identity gets its own face geometry, colours and accessories from an
 identity seed; every image of it varies pose, scale, expression, lighting,
 background, blur, noise and occlusion. Faces are drawn anti-aliased with cv2
 at 2-4x the output size and downsampled with INTER_AREA. No files, no download.
+
+Noise worth cleaning (the comprehensive search's data aspect), seeded by the data seed and
+applied to the training split only (val, test and the held-out pairs stay clean):
+label_noise gives that fraction of the training images a wrong identity; outliers replaces
+that fraction by non-face images or destroyed faces of other people (labels kept);
+near_duplicates renders that many training identities as slightly perturbed copies of other
+training identities (almost the same person under another label). What was injected is in
+`dataset.report["synthetic_noise"]`.
 """
 from __future__ import annotations
 
@@ -511,6 +519,20 @@ def _render_scale(image_size: int) -> int:
   return 4 if image_size < 32 else 3 if image_size < 64 else 2
 
 
+def _perturbed_identity(identity: _Identity, rng: np.random.Generator) -> _Identity:
+  """A near-duplicate: every scalar shape parameter scaled by 1 +- 3 %, every colour shifted
+  by up to +-6 (of 255); outline, hair, accessories and style kept."""
+  changes = {}
+  for field in dataclasses.fields(identity):
+    value = getattr(identity, field.name)
+    if isinstance(value, float):
+      changes[field.name] = value * (1.0 + rng.uniform(-0.03, 0.03))
+    elif isinstance(value, tuple) and value and all(isinstance(v, float) for v in value) \
+        and len(value) == 3:
+      changes[field.name] = tuple(float(np.clip(v + rng.uniform(-6, 6), 0, 255)) for v in value)
+  return dataclasses.replace(identity, **changes)
+
+
 def render_identity(identity_seed: int, num_images: int, image_size: int, seed: int) -> np.ndarray:
   """`num_images` varied images of the identity drawn from `identity_seed`.
 
@@ -524,8 +546,13 @@ def render_identity(identity_seed: int, num_images: int, image_size: int, seed: 
   if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 0:
     raise ValueError(f"num_images must be a non-negative integer, got {num_images!r}")
   _check_image_size(image_size)
-  identity = _make_identity(int(identity_seed))
-  rng = np.random.default_rng([int(identity_seed), int(seed), 0x1A6E])
+  return _render(_make_identity(int(identity_seed)), num_images, image_size,
+                 np.random.default_rng([int(identity_seed), int(seed), 0x1A6E]))
+
+
+def _render(identity: _Identity, num_images: int, image_size: int,
+            rng: np.random.Generator) -> np.ndarray:
+  """`num_images` varied images of `identity`, the variation drawn from `rng`."""
   canvas_size = image_size * _render_scale(image_size)
   canvas = np.empty((canvas_size, canvas_size, 3), dtype=np.uint8)
   images = np.empty((num_images, image_size, image_size, 3), dtype=np.uint8)
@@ -593,21 +620,86 @@ def identity_seeds(num_identities: int, num_heldout_identities: int, seed: int) 
 
 
 def _render_group(seeds: np.ndarray, images_per_identity: int, image_size: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-  images = [render_identity(int(identity_seed), images_per_identity, image_size, seed) for identity_seed in seeds]
+                  seed: int, duplicate_of: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Images and labels of identities `seeds`; identity k in `duplicate_of` is drawn as a
+  perturbed copy of identity duplicate_of[k] (its own variation)."""
+  images = []
+  for k, identity_seed in enumerate(seeds):
+    if duplicate_of and k in duplicate_of:
+      original = _make_identity(int(seeds[duplicate_of[k]]))
+      identity = _perturbed_identity(original, np.random.default_rng([int(identity_seed), 0xD0]))
+      images.append(_render(identity, images_per_identity, image_size,
+                            np.random.default_rng([int(identity_seed), int(seed), 0x1A6E])))
+    else:
+      images.append(render_identity(int(identity_seed), images_per_identity, image_size, seed))
   labels = np.repeat(np.arange(len(seeds), dtype=np.int32), images_per_identity)
   return np.concatenate(images), labels
+
+
+def _non_face(image_size: int, rng: np.random.Generator) -> np.ndarray:
+  """A background with random shapes and noise: no face."""
+  size = image_size * _render_scale(image_size)
+  canvas = np.empty((size, size, 3), np.uint8)
+  _draw_background(canvas, rng)
+  for _ in range(int(rng.integers(2, 6))):
+    centre = tuple(int(v) for v in rng.integers(0, size, 2))
+    axes = tuple(int(v) for v in rng.integers(size // 10, size // 3, 2))
+    cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360,
+                tuple(int(v) for v in rng.integers(0, 256, 3)), -1, _AA)
+  image = cv2.resize(canvas, (image_size, image_size), interpolation=cv2.INTER_AREA)
+  return _photometric(image[None], rng)[0]
+
+
+def _destroyed_face(identity_seed: int, image_size: int, rng: np.random.Generator) -> np.ndarray:
+  """A face of another identity under heavy noise (std 60) and a block over 35-60 % of it."""
+  face = _render(_make_identity(int(identity_seed)), 1, image_size, rng)[0].astype(np.float32)
+  face += rng.standard_normal(face.shape).astype(np.float32) * 60.0
+  side = int(image_size * rng.uniform(0.35, 0.6))
+  x, y = (int(v) for v in rng.integers(0, image_size - side + 1, 2))
+  face[y:y + side, x:x + side] = rng.uniform(0, 255, 3)
+  return face.clip(0, 255).astype(np.uint8)
+
+
+def _check_fraction(name: str, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+  return float(value)
+
+
+def _inject_noise(images: np.ndarray, labels: np.ndarray, num_identities: int,
+                  label_noise: float, outliers: float, other_seeds: np.ndarray,
+                  seed: int) -> dict:
+  """Flips labels and replaces images of the training split in place; returns the truth."""
+  rng = np.random.default_rng([int(seed), 0x0B5E])
+  order = rng.permutation(len(labels))
+  flipped = np.sort(order[:int(round(label_noise * len(labels)))])
+  replaced = np.sort(order[len(flipped):len(flipped) + int(round(outliers * len(labels)))])
+  true_labels = labels[flipped].copy()
+  labels[flipped] = (true_labels + rng.integers(1, num_identities, len(flipped))) % num_identities
+  kinds = []
+  for index in replaced:
+    if rng.random() < 0.5:
+      images[index] = _non_face(images.shape[1], rng)
+      kinds.append("non_face")
+    else:
+      images[index] = _destroyed_face(int(rng.choice(other_seeds[other_seeds != other_seeds[
+          labels[index]]])), images.shape[1], rng)
+      kinds.append("corrupted")
+  return {"label_noise_indices": flipped.tolist(), "true_labels": true_labels.tolist(),
+          "outlier_indices": replaced.tolist(), "outlier_kinds": kinds}
 
 
 def make_synthetic_dataset(num_identities: int = 100, images_per_identity: int = 30,
                            num_heldout_identities: int = 50, heldout_images_per_identity: int = 10,
                            num_pairs: int = 600, num_folds: int = 10, image_size: int = 32,
-                           seed: int = 0) -> FaceDataset:
+                           seed: int = 0, label_noise: float = 0.0, outliers: float = 0.0,
+                           near_duplicates: int = 0) -> FaceDataset:
   """The embedded synthetic face dataset.
 
   Training identities (labels 0..num_identities-1) are split 8:1:1 per identity
   into train/val/test; held-out identities, with identity seeds disjoint from
-  the training ones, only provide the verification `pairs`.
+  the training ones, only provide the verification `pairs`. label_noise, outliers and
+  near_duplicates inject noise into the training split (module docstring).
   """
   num_identities = _check_count("num_identities", num_identities, 1)
   images_per_identity = _check_count("images_per_identity", images_per_identity, 3)
@@ -617,17 +709,37 @@ def make_synthetic_dataset(num_identities: int = 100, images_per_identity: int =
   num_folds = _check_count("num_folds", num_folds, 1)
   _check_image_size(image_size)
   seed = _check_count("seed", seed, 0)
+  label_noise, outliers = _check_fraction("label_noise", label_noise), _check_fraction("outliers", outliers)
+  if label_noise + outliers >= 1.0:
+    raise ValueError(f"label_noise + outliers must be < 1, got {label_noise} + {outliers}")
+  near_duplicates = _check_count("near_duplicates", near_duplicates, 0)
+  if near_duplicates > num_identities // 2:
+    raise ValueError(f"near_duplicates must be at most num_identities // 2 = "
+                     f"{num_identities // 2}, got {near_duplicates}")
 
   train_seeds, heldout_seeds = identity_seeds(num_identities, num_heldout_identities, seed)
   # Check the pairs first: it is cheap and fails before any rendering.
   heldout_labels = np.repeat(np.arange(num_heldout_identities, dtype=np.int32), heldout_images_per_identity)
   pairs, is_same = make_verification_pairs(heldout_labels, num_pairs, num_folds, seed)
-  images, labels = _render_group(train_seeds, images_per_identity, image_size, seed)
+  # The last near_duplicates identities copy (perturbed) others, drawn among the rest.
+  originals = np.random.default_rng([seed, 0xD1]).choice(
+      num_identities - near_duplicates, near_duplicates, replace=False) if near_duplicates else []
+  duplicate_of = {num_identities - near_duplicates + i: int(o) for i, o in enumerate(originals)}
+  images, labels = _render_group(train_seeds, images_per_identity, image_size, seed, duplicate_of)
   heldout_images, _ = _render_group(heldout_seeds, heldout_images_per_identity, image_size, seed)
   train, val, test = split_per_identity(labels, (0.8, 0.1, 0.1), seed)
+  train_images, train_labels = images[train], labels[train]
+  report = {}
+  if label_noise or outliers or near_duplicates:
+    truth = _inject_noise(train_images, train_labels, num_identities, label_noise, outliers,
+                          train_seeds, seed)
+    report["synthetic_noise"] = {
+        "label_noise": label_noise, "outliers": outliers, "near_duplicates": near_duplicates,
+        **truth, "near_duplicate_of": {str(k): v for k, v in duplicate_of.items()}}
   return FaceDataset(
       name="synthetic",
-      train=LabelledImages(images[train], labels[train]),
+      report=report,
+      train=LabelledImages(train_images, train_labels),
       val=LabelledImages(images[val], labels[val]),
       test=LabelledImages(images[test], labels[test]),
       num_classes=num_identities,

@@ -19,9 +19,8 @@ from enas_face.config import ConfigError, RunConfig
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.spaces import comprehensive
 from enas_face.spaces.base import SampleError
+from test_search_core import ROOT, ENV, lose_last_checkpoint, read_json, read_jsonl, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 TINY = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=12",
         "--synthetic_images_per_identity=8", "--synthetic_heldout_identities=6",
         "--synthetic_heldout_images_per_identity=4", "--num_pairs=40", "--num_folds=2",
@@ -46,21 +45,6 @@ def parse():
 
   yield config
   values.unparse_flags()
-
-
-def run(*args):
-  return subprocess.run([sys.executable, "-m", "enas_face.main", *args], cwd=ROOT,
-                        capture_output=True, text=True, env=ENV)
-
-
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 # ------------------------------------------------------------------------------ the spaces
@@ -177,7 +161,6 @@ def test_head_flags_and_one_shot_are_refused_by_name(parse):
 def joint_search(tmp_path_factory):
   """A finished 2-epoch comprehensive search, then its rerun after a kill that lost the
   last search checkpoint and the proxy embeddings file (the proxy's training had finished)."""
-  from test_search_core import lose_last_checkpoint  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp("comprehensive")
   run_dir = str(root / "search")
   # Seed 2: the random sampler's draws include samples whose cleaning leaves enough to train.

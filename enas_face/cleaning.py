@@ -19,7 +19,9 @@ the rules run in this order on the training split:
      images of dropped identities go too; their images are not filtered one by one).
 Centres and their similarities are computed once, on the uncleaned training split.
 
-The proxy embeddings are stored per image content (sha1 of the pixels), so one file serves
+The proxy embeddings are centred over the embedded images first (`embed_all`: without it a
+briefly trained network's embeddings share one direction and every cosine is near 1; our
+choice). They are stored per image content (sha1 of the pixels), so one file serves
 the search's training data (without its reward identities) and the full training data of the
 retraining: `ProxyEmbeddings.lookup` finds every image by its pixels.
 """
@@ -290,9 +292,15 @@ def write_manifest(path: str, settings: CleaningSettings, result: CleaningResult
 
 
 def embed_all(child, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """Unit embeddings of `images` by a trained child (no flip)."""
+  """Centred unit embeddings of `images` by a trained child (no flip):
+  e_i = normalise(u_i - mean_j u_j), u_i = normalise(f(x_i)).
+
+  Centring removes the direction every embedding of a briefly trained network shares (raw
+  cosines to a centre were 0.8-0.95 for clean and mislabelled images alike on the noisy
+  synthetic benchmark; centred, the clean median is 0.72 and the mislabelled one 0.08)."""
   from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  return unit(fixed.EmbeddingExtractor(child, batch_size)(images)).astype(np.float32)
+  vectors = unit(fixed.EmbeddingExtractor(child, batch_size)(images))
+  return unit(vectors - vectors.mean(axis=0)).astype(np.float32)
 
 
 def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.ndarray],

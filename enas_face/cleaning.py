@@ -86,7 +86,8 @@ class CleaningSettings:
 @dataclasses.dataclass(frozen=True)
 class CleaningResult:
   """keep: bool [N] over the training images; label_map: int [C] old label -> new label or
-  -1 (dropped); removed: one record per dropped image {index, label, reason, cosine}."""
+  -1 (dropped); removed: one record per dropped image {index, label, rule (outlier,
+  near_duplicate, min_images), reason, cosine_to_centre}."""
   keep: np.ndarray
   label_map: np.ndarray
   removed: list
@@ -97,11 +98,11 @@ class CleaningResult:
     return int(self.label_map.max()) + 1 if (self.label_map >= 0).any() else 0
 
   def summary(self) -> dict:
-    reasons = {}
+    rules = {}
     for record in self.removed:
-      reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+      rules[record["rule"]] = rules.get(record["rule"], 0) + 1
     return {"kept_images": int(self.keep.sum()), "removed_images": len(self.removed),
-            "removed_by_reason": reasons, "classes_before": int(len(self.label_map)),
+            "removed_by_rule": rules, "classes_before": int(len(self.label_map)),
             "classes_after": self.num_classes, "merged_pairs": len(self.merged)}
 
 
@@ -139,15 +140,15 @@ def clean(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
   keep = np.ones(len(labels), bool)
   removed = []
 
-  def drop(indices, reason):
+  def drop(indices, rule, reason):
     for i in indices:
       if keep[i]:
         keep[i] = False
-        removed.append({"index": int(i), "label": int(labels[i]), "reason": reason,
+        removed.append({"index": int(i), "label": int(labels[i]), "rule": rule, "reason": reason,
                         "cosine_to_centre": float(cosine[i])})
 
   if settings.outlier_threshold is not None:
-    drop(np.flatnonzero(cosine < settings.outlier_threshold),
+    drop(np.flatnonzero(cosine < settings.outlier_threshold), "outlier",
          f"outlier: cosine to its identity centre < {settings.outlier_threshold}")
   target = np.arange(num_classes)  # old label -> the label it is merged into, or -1
   merged = {}
@@ -161,14 +162,14 @@ def clean(embeddings: np.ndarray, labels: np.ndarray, num_classes: int,
         kept = group[int(np.argmax(counts))]
         for k in group:
           if k != kept:
-            drop(np.flatnonzero(labels == k), f"near-duplicate identity of label {kept} "
+            drop(np.flatnonzero(labels == k), "near_duplicate", f"near-duplicate identity of label {kept} "
                  f"(centre cosine > {settings.merge_threshold})")
             target[k] = -1
   grouped = target[labels]
   counts = np.bincount(grouped[keep & (grouped >= 0)], minlength=num_classes)
   small = [k for k in range(num_classes) if target[k] == k and 0 < counts[k] < settings.min_images]
   for k in small:
-    drop(np.flatnonzero(keep & (grouped == k)), f"identity with fewer than "
+    drop(np.flatnonzero(keep & (grouped == k)), "min_images", f"identity with fewer than "
          f"{settings.min_images} images left")
     target[target == k] = -1
   # Labels with no image left anywhere are dropped too; the rest renumbered in order.

@@ -252,7 +252,7 @@ def prepare_training(config: RunConfig, dataset: FaceDataset,
         config.data.cleaning_embeddings)
     logging.info("cleaning: kept %d training images of %d identities, removed %d %s",
                  summary["kept_images"], summary["classes_after"], summary["removed_images"],
-                 summary["removed_by_reason"])
+                 summary["removed_by_rule"])
   return config, dataset
 
 

@@ -25,7 +25,7 @@ def test_outlier_threshold_removes_exactly_the_images_under_it():
     result = cleaning.clean(e, labels, 2, CleaningSettings(outlier_threshold=threshold))
     expected = {i for i, c in enumerate(cosine) if c < threshold}
     assert {r["index"] for r in result.removed} == expected
-    assert all(r["reason"].startswith("outlier") for r in result.removed)
+    assert all(r["rule"] == "outlier" and r["reason"].startswith("outlier") for r in result.removed)
     assert result.keep.sum() == len(labels) - len(expected)
     np.testing.assert_allclose(sorted(r["cosine_to_centre"] for r in result.removed),
                                sorted(cosine[list(expected)]), atol=1e-9)
@@ -82,7 +82,7 @@ def test_min_images_drops_small_identities_after_the_other_rules():
   # Merged first, identity 0 + 1 has 5 images and survives min_images=5; 3 has 4 and goes.
   merged = cleaning.clean(e, labels, 4, CleaningSettings(merge_threshold=0.99, min_images=5))
   np.testing.assert_array_equal(merged.label_map, [0, 0, -1, -1])
-  assert merged.summary()["removed_by_reason"] == {"identity with fewer than 5 images left": 6}
+  assert merged.summary()["removed_by_rule"] == {"min_images": 6}
 
 
 def test_apply_relabels_val_and_test_and_drops_removed_identities():

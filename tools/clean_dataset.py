@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
                                       "training_images": int(len(dataset.train.labels))})
   print(f"{manifest['kept_images']} of {len(dataset.train.labels)} training images kept, "
         f"{manifest['classes_after']} of {manifest['classes_before']} identities; removed: "
-        f"{manifest['removed_by_reason'] or 'nothing'} ({manifest_path})")
+        f"{manifest['removed_by_rule'] or 'nothing'} ({manifest_path})")
   if FLAGS.write_records:
     from enas_face.data import tfrecord  # pylint: disable=import-outside-toplevel
     cleaned = cleaning.apply(dataset, result)

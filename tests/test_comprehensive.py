@@ -249,7 +249,7 @@ def test_trials_run_on_two_local_ray_workers(tmp_path):
 def test_clean_dataset_tool_removes_what_the_rule_says(joint_search, tmp_path):
   run_dir = joint_search["run_dir"]
   recipe = tmp_path / "settings.json"
-  recipe.write_text(json.dumps({"outlier_threshold": 0.9}))
+  recipe.write_text(json.dumps({"outlier_threshold": 0.5}))
   out = tmp_path / "cleaned"
   result = subprocess.run(
       [sys.executable, "tools/clean_dataset.py", *TINY, "--seed=2", f"--recipe={recipe}",
@@ -258,19 +258,24 @@ def test_clean_dataset_tool_removes_what_the_rule_says(joint_search, tmp_path):
       env=ENV)
   assert result.returncode == 0, result.stderr[-3000:]
   manifest = read_json(out / "cleaning_manifest.json")
-  # The rule recomputed here: images whose cosine to their label's centre is under 0.9.
+  # The rule recomputed here: images whose cosine to their label's centre is under 0.5.
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
   config = RunConfig.load(os.path.join(run_dir, "config.json"))
   dataset = load_dataset(config.data)
   e = cleaning.unit(cleaning.ProxyEmbeddings.load(config.data.cleaning_embeddings or os.path.join(
       run_dir, "cleaning", cleaning.EMBEDDINGS_NAME)).lookup(dataset.train.images))
   centres = cleaning.identity_centres(e, dataset.train.labels, dataset.num_classes)
-  under = np.flatnonzero(np.sum(e * centres[dataset.train.labels], 1) < 0.9)
+  under = np.flatnonzero(np.sum(e * centres[dataset.train.labels], 1) < 0.5)
+  assert 0 < len(under) < len(dataset.train.labels)
   assert [r["index"] for r in manifest["removed"]] == under.tolist()
   assert all(r["reason"].startswith("outlier") for r in manifest["removed"])
   records = read_json(out / "records" / "manifest.json")
-  assert records["num_images"] == (len(dataset.train.labels) - len(under) + len(dataset.val.labels)
-                                   + len(dataset.test.labels))
+  # Val and test images follow their identity: gone when it has no training image left.
+  alive = np.unique(np.delete(dataset.train.labels, under))
+  assert records["num_images"] == (len(dataset.train.labels) - len(under)
+                                   + np.isin(dataset.val.labels, alive).sum()
+                                   + np.isin(dataset.test.labels, alive).sum())
+  assert records["num_identities"] == len(alive)
   missing = subprocess.run([sys.executable, "tools/clean_dataset.py", *TINY, f"--recipe={recipe}",
                             f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True, env=ENV)
   assert missing.returncode == 2 and "--proxy_run_dir" in missing.stderr.splitlines()[-1]

@@ -121,7 +121,7 @@ def table(rows: list[dict]) -> str:
     quality = (f" ({fmt(r.get('cleaning_precision'), '{:.2f}')} / "
                f"{fmt(r.get('cleaning_recall'), '{:.2f}')})" if "cleaning_precision" in r else "")
     lines.append(
-        f"| {r['label']} | {r.get('recipe') or 'default'} | "
+        f"| {r['label']} | {(r.get('recipe') or 'default').replace('|', '/')} | "
         f"{r.get('proxy_runs', 0)} ({r.get('distinct_trials', 0)}) | "
         f"{r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} | {r['fold_std_mean']:.4f} | "
         f"{r['tar_far_1e3']:.4f} | {r['flops'] / 1e6:.2f} | {r['removed_images']}{quality} |")

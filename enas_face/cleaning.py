@@ -314,12 +314,18 @@ def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.nda
   from enas_face import fixed  # pylint: disable=import-outside-toplevel
   os.makedirs(proxy_config.run_dir, exist_ok=True)
   state = fixed.train(proxy_config, train_on, placement)
-  images = np.concatenate(list(embed))
+  return save_embeddings(state.child, np.concatenate(list(embed)), proxy_config.eval.batch_size,
+                         f"fixed run {proxy_config.run_dir} ({proxy_config.train.epochs} epochs)",
+                         path)
+
+
+def save_embeddings(child, images: np.ndarray, batch_size: int, source: str,
+                    path: str) -> ProxyEmbeddings:
+  """Embeds each distinct image (by key) with `child` (embed_all) and saves them at `path`."""
   keys = image_keys(images)
   _, first = np.unique(keys, return_index=True)
   first = np.sort(first)
-  vectors = embed_all(state.child, images[first], proxy_config.eval.batch_size)
-  result = ProxyEmbeddings(keys[first], vectors, f"fixed run {proxy_config.run_dir} "
-                           f"({proxy_config.train.epochs} epochs)", os.path.abspath(path))
+  result = ProxyEmbeddings(keys[first], embed_all(child, images[first], batch_size), source,
+                           os.path.abspath(path))
   result.save(path)
   return result

@@ -81,12 +81,8 @@ def proxy_from_run(run_dir: str, images: np.ndarray, path: str) -> str:
   if config.model.image_size != images.shape[1]:
     raise ConfigError(f"--proxy_run_dir={run_dir} takes {config.model.image_size}x"
                       f"{config.model.image_size} images; --image_size is {images.shape[1]}")
-  child = fixed.restore_child(config)
-  keys = cleaning.image_keys(images)
-  _, first = np.unique(keys, return_index=True)
-  first = np.sort(first)
-  vectors = cleaning.embed_all(child, images[first], config.eval.batch_size)
-  cleaning.ProxyEmbeddings(keys[first], vectors, f"run {os.path.abspath(run_dir)}").save(path)
+  cleaning.save_embeddings(fixed.restore_child(config), images, config.eval.batch_size,
+                           f"run {os.path.abspath(run_dir)}", path)
   return path
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 from enas_face.spaces import comprehensive
 from enas_face.spaces.enas_macro import EnasMacroSpace
+from enas_face.spaces.mobilefacenet import MobileFaceNetSpace
 
 _REGISTRY: dict[str, SearchSpace] = {}
 
@@ -86,8 +87,9 @@ def load_samples(path: str | os.PathLike, space: SearchSpace, model_config) -> l
 
 
 register(EnasMacroSpace())
+register(MobileFaceNetSpace())
 for _space in comprehensive.SPACES:
   register(_space)
 
-__all__ = ["Decision", "SampleError", "SearchSpace", "EnasMacroSpace", "register", "names", "get",
+__all__ = ["Decision", "SampleError", "SearchSpace", "EnasMacroSpace", "MobileFaceNetSpace", "register", "names", "get",
            "sample_record", "load_samples"]

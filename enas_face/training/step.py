@@ -1,10 +1,11 @@
 """Optimiser, loss and train step: the seam every loss plugs into.
 
-    L = (1/B) sum_b CE(softmax(z_b), smooth(onehot(y_b)))  +  sum_k w_k L_k
+    L = w_CE (1/B) sum_b CE(softmax(z_b), smooth(onehot(y_b)))  +  sum_k w_k L_k
 
 z = head(child(x), y, t): the head's training logits (heads.py: softmax or a margin
 on the cosines); label smoothing acts on the one-hot target whatever the head.
-L_k are extra terms: per-example ones (distillation) are averaged over the
+w_CE is 1 but with a KL distillation term (1 - alpha, distill.py). L_k are extra terms:
+per-example ones (distillation) are averaged over the
 global batch B like the cross-entropy, whole-model ones (RegularFace) are
 divided among the replicas, so N replicas take one device's step.
 """
@@ -33,11 +34,18 @@ class LossInputs:
 
 @dataclasses.dataclass(frozen=True)
 class ExtraLoss:
-  """weight * fn(inputs): a scalar (per_example=False) or a [B] vector (per_example=True)."""
+  """weight * fn(inputs): a scalar (per_example=False) or a [B] vector (per_example=True).
+  `layer`'s trainable weights (distillation's projection) train with the child's."""
   name: str
   weight: float
   fn: Callable[[LossInputs], tf.Tensor]
   per_example: bool = False
+  layer: keras.layers.Layer | None = None
+
+
+def extra_variables(extra) -> list:
+  """The trainable weights the extra terms bring (their layers')."""
+  return [v for term in extra if term.layer is not None for v in term.layer.trainable_variables]
 
 
 def regularface_term(weight: float) -> ExtraLoss:
@@ -76,7 +84,7 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
                     optimizer: keras.optimizers.Optimizer, label_smoothing: float,
                     num_classes: int, global_batch_size: int,
                     strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False,
-                    extra: list[ExtraLoss] | tuple = ()):
+                    extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0):
   """One SGD step on L above.
 
   B is the global batch: each replica sums its own examples' losses and divides
@@ -87,7 +95,7 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   replica, so a new architecture does not retrace.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  variables = child.trainable_variables + head.trainable_variables
+  variables = child.trainable_variables + head.trainable_variables + extra_variables(extra)
   cross_entropy = keras.losses.CategoricalCrossentropy(
       from_logits=True, label_smoothing=label_smoothing, reduction=None)
 
@@ -97,7 +105,8 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
       logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
       per_example = cross_entropy(tf.one_hot(labels, num_classes, dtype=tf.float32),
                                   tf.cast(logits, tf.float32))
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+      loss = cross_entropy_weight * tf.nn.compute_average_loss(
+          per_example, global_batch_size=global_batch_size)
       inputs = LossInputs(images, labels, embeddings, logits, head)
       for term in extra:
         value = tf.cast(term.fn(inputs), tf.float32)

@@ -41,6 +41,9 @@ class ModelConfig:
   dropblock_keep_prob: float = 0.9
   dropblock_size: int = 3
   search_space: str = "enas_macro"
+  # The mobilefacenet space: every channel count scaled by this (its default sample is
+  # MobileFaceNet at this width; the supernet's widest choice).
+  width_multiplier: float = 1.0
 
   @property
   def space(self):
@@ -336,6 +339,31 @@ class SearchConfig:
   ray_address: str = ""  # multi_trial: a Ray cluster to run the trials on ("" = local)
   trial_gpus: float = 0.0  # GPUs each Ray trial asks for (a cluster's GPU nodes)
   cleaning_proxy_epochs: int = 3  # epochs of the proxy model whose embeddings clean the data
+  # The differentiable width/depth search (differentiable.py; TAS, METHODS.md §4).
+  arch_lr: float = 1e-3  # Adam on the distributions' logits
+  arch_weight_decay: float = 1e-3
+  flops_loss_weight: float = 2.0  # lambda_F
+  flops_tolerance: float = 0.05
+  tau_max: float = 5.0  # Gumbel temperature, cosine from tau_max to tau_min
+  tau_min: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+  """Distillation from a trained teacher (distill.py): fixed training and the width/depth
+  search. L = (1 - kl_alpha) CE + embedding_weight (1 - cos) + kl_alpha T^2 KL."""
+  teacher: str = ""  # a run folder or a SavedModel folder; "" = no distillation
+  embedding_weight: float = 1.0
+  kl_alpha: float = 0.0
+  temperature: float = 4.0
+
+  def validate(self) -> None:
+    if self.embedding_weight < 0:
+      raise ConfigError(f"--distill_embedding_weight={self.embedding_weight} must be >= 0")
+    if not 0 <= self.kl_alpha < 1:
+      raise ConfigError(f"--distill_kl_alpha={self.kl_alpha} must be in [0, 1)")
+    if self.temperature <= 0:
+      raise ConfigError(f"--distill_temperature={self.temperature} must be positive")
 
 
 # Fields renamed since older run folders wrote their config.json: old -> new.
@@ -358,6 +386,7 @@ class RunConfig:
   search: SearchConfig = SearchConfig()
   head: HeadConfig = HeadConfig()
   sets: SetConfig = SetConfig()  # set-based recognition (this invocation's, never saved state)
+  distill: DistillConfig = DistillConfig()
   export_dir: str = ""
   export_format: tuple[str, ...] = ("saved_model",)  # a subset of EXPORT_FORMATS, in order
   top_k: int = 1
@@ -389,6 +418,7 @@ class RunConfig:
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**_renamed(obj.get("search", {}), SEARCH_RENAMES)),
                  head=HeadConfig(**obj.get("head", {})),
+                 distill=DistillConfig(**obj.get("distill", {})),
                  sets=SetConfig(**{k: tuple(v) if k == "aggregation" else v
                                    for k, v in obj.get("sets", {}).items()}),
                  export_dir=obj.get("export_dir", ""),

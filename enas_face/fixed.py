@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face import costs
+from enas_face import distill
 from enas_face import distribute
 from enas_face import runlog
 from enas_face.evaluation import verification
@@ -55,6 +56,8 @@ class TrainingState:
   # comprehensive spaces' loss and data cleaning: SearchSpace.prepare_training).
   config: RunConfig | None = None
   dataset: FaceDataset | None = None
+  # The teacher and learned projection of --distill_from (distill.py), or None.
+  distillation: object = None
 
 
 def build_child(config: RunConfig) -> keras.Model:
@@ -69,14 +72,18 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
   with placement.strategy.scope():
     child = build_child(config)
     head = build_head(config.head, num_classes, config.model.embedding_dim)
+    distillation = distill.build(config.distill, config.model.embedding_dim, num_classes)
+    extra = [distillation.projection] if distillation is not None else []
     optimizer = train_lib.make_optimizer(train, steps_per_epoch, train.epochs)
-    optimizer.build(child.trainable_variables + head.trainable_variables)
+    optimizer.build(child.trainable_variables + head.trainable_variables
+                    + [v for layer in extra for v in layer.trainable_variables])
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   checkpoint = tf.train.Checkpoint(child=child, head=head, optimizer=optimizer, epoch=epoch,
-                                   random_state=loop.random_state(child))
+                                   random_state=loop.random_state(child),
+                                   **({"distill": distillation.projection} if extra else {}))
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=train.keep_checkpoints)
-  return TrainingState(child, head, optimizer, epoch, manager)
+  return TrainingState(child, head, optimizer, epoch, manager, distillation=distillation)
 
 
 def initialize_child(child: keras.Model, source: str) -> str:
@@ -177,9 +184,15 @@ def train(config: RunConfig, dataset: FaceDataset,
   if fresh and train_cfg.init_checkpoint:
     initialize_child(state.child, train_cfg.init_checkpoint)
     state.child.standardize.set_statistics(*pipeline.split_statistics(dataset.train))
+  extra = train_lib.extra_losses(config.head)
+  cross_entropy_weight = 1.0
+  if state.distillation is not None:
+    extra.append(state.distillation.term())
+    cross_entropy_weight = state.distillation.cross_entropy_weight
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
-      train_cfg.batch_size, placement.strategy, extra=train_lib.extra_losses(config.head))
+      train_cfg.batch_size, placement.strategy, extra=extra,
+      cross_entropy_weight=cross_entropy_weight)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
   pair_extractor = EmbeddingExtractor(state.child, config.eval.batch_size, config.eval.flip_test)
   best_set, best_metric = best_selection(config, dataset)

@@ -17,15 +17,16 @@ from enas_face import costs
 from enas_face import spaces
 from enas_face.data import sources
 from enas_face.spaces import enas_macro
+from enas_face.spaces import mobilefacenet
 from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, STREAM_MODES,
-                              ConfigError, DataConfig, EvalConfig, HeadConfig, ModelConfig,
+                              ConfigError, DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
                               RunConfig, SearchConfig, SetConfig, TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export", "quality")
 CONTROLLERS = ("enas", "random")
 REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
 DEFAULT_TARGET_MS = 7.0
-STRATEGIES = ("one_shot", "multi_trial")
+STRATEGIES = ("one_shot", "multi_trial", "differentiable")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
@@ -41,6 +42,7 @@ flags.DEFINE_string("run_dir", "runs/default",
 flags.DEFINE_string("search_space", "enas_macro", "Registered search space (" +
                     ", ".join(spaces.names()) + "): what --arc, --arc_file and a search's "
                     "samples describe.")
+flags.DEFINE_alias("model", "search_space")
 flags.DEFINE_string("arc", None,
                     "A sample of --search_space as its integer encoding. enas_macro: per layer "
                     f"the op id ({', '.join(f'{i}={n}' for i, n in enumerate(enas_macro.OPS))}) "
@@ -162,6 +164,9 @@ flags.DEFINE_integer("base_filters", 32, "Channels of the stem and the first sta
 flags.DEFINE_integer("stem_stride", 1, "Stride of the stem conv (2 makes 112x112 ~4x cheaper).",
                      lower_bound=1, upper_bound=4)
 flags.DEFINE_integer("embedding_dim", 512, "Face embedding size.", lower_bound=2)
+flags.DEFINE_float("width_multiplier", 1.0, "--search_space=mobilefacenet: every channel count "
+                   "scaled by this (the default sample is MobileFaceNet at this width; the "
+                   "width/depth supernet's widest choice).", lower_bound=0.01)
 flags.DEFINE_enum("embedding_head", "gdc", EMBEDDING_HEADS,
                   "Feature map -> embedding: global depthwise conv, global average pool, flatten.")
 flags.DEFINE_float("embedding_dropout", 0.0, "Dropout before the embedding layer.",
@@ -301,6 +306,30 @@ flags.DEFINE_enum("search_strategy", "one_shot", STRATEGIES,
                   "the shared weights; multi_trial: every sample trained from scratch for "
                   "--trial_epochs, then rewarded (spaces without a shared model, and decisions "
                   "that do not change a forward pass).")
+flags.DEFINE_float("arch_lr", 1e-3, "differentiable: Adam learning rate of the width/depth "
+                   "distributions' logits (TAS: 1e-3).", lower_bound=0.0)
+flags.DEFINE_float("arch_weight_decay", 1e-3, "differentiable: weight decay of the logits (TAS: "
+                   "1e-3).", lower_bound=0.0)
+flags.DEFINE_float("flops_loss_weight", 2.0, "differentiable: lambda_F of the FLOPs loss "
+                   "(TAS: 2).", lower_bound=0.0)
+flags.DEFINE_float("flops_tolerance", 0.05, "differentiable: no FLOPs loss while the argmax "
+                   "architecture is within [T (1 - tol), T] (TAS: 5%%).", lower_bound=0.0,
+                   upper_bound=0.99)
+flags.DEFINE_float("gumbel_tau_max", 5.0, "differentiable: Gumbel-softmax temperature at the "
+                   "first epoch (cosine down to --gumbel_tau_min; TAS: 5 -> 0.1).", lower_bound=0.0)
+flags.DEFINE_float("gumbel_tau_min", 0.1, "differentiable: temperature at the last epoch.",
+                   lower_bound=1e-3)
+flags.DEFINE_string("distill_from", "", "A teacher to distil from: a run folder trained with "
+                    "--mode=fixed (embedding and, with --distill_kl_alpha, logit distillation) "
+                    "or an exported SavedModel (uint8 images -> unit embeddings). --mode=fixed "
+                    "and --search_strategy=differentiable; empty = no teacher.")
+flags.DEFINE_alias("teacher_run_dir", "distill_from")
+flags.DEFINE_float("distill_embedding_weight", 1.0, "w_e of the embedding term "
+                   "w_e (1 - cos(P e_student, e_teacher)).", lower_bound=0.0)
+flags.DEFINE_float("distill_kl_alpha", 0.0, "alpha of the logit term: (1 - alpha) CE + alpha "
+                   "T^2 KL(teacher || student) (TAS retraining: 0.9; needs a teacher run with "
+                   "the same identities).", lower_bound=0.0)
+flags.DEFINE_float("distill_temperature", 4.0, "T of the logit term (TAS: 4).", lower_bound=1e-3)
 flags.DEFINE_integer("trial_epochs", 2, "multi_trial: epochs of each sample's training.",
                      lower_bound=1)
 flags.DEFINE_integer("trial_workers", 1, "multi_trial: trials trained side by side on Ray "
@@ -451,6 +480,17 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
+  if search.strategy == "differentiable":
+    if not hasattr(model.space, "build_supernet"):
+      raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "
+                        f"--search_space={model.search_space} does not have; use "
+                        "--search_space=mobilefacenet")
+    if search.cost_model != "flops" or search.cost_target <= 0:
+      raise ConfigError("--search_strategy=differentiable searches under a FLOPs budget: give "
+                        "--cost_model=flops and --cost_target=FLOPS (e.g. 50e6)")
+    if search.tau_min > search.tau_max:
+      raise ConfigError(f"--gumbel_tau_min={search.tau_min} must not exceed --gumbel_tau_max="
+                        f"{search.tau_max}")
   if search.strategy == "one_shot" and not model.space.supports_weight_sharing:
     raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
                       f"--search_space={model.search_space} does not have; use "
@@ -514,8 +554,11 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       stem_stride=fv.stem_stride, embedding_dim=fv.embedding_dim,
                       embedding_head=fv.embedding_head, embedding_dropout=fv.embedding_dropout,
                       dropblock_keep_prob=fv.dropblock_keep_prob,
-                      dropblock_size=fv.dropblock_size, search_space=fv.search_space)
+                      dropblock_size=fv.dropblock_size, search_space=fv.search_space,
+                      width_multiplier=fv.width_multiplier)
   model.validate()
+  if fv.search_space == "mobilefacenet":
+    mobilefacenet.check_geometry(model)
   arcs = _samples(fv, model)
   if fv.top_k > len(arcs):
     raise ConfigError(f"--top_k={fv.top_k} but --arc_file={fv.arc_file} lists {len(arcs)} "
@@ -610,9 +653,24 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       reward_batches=fv.reward_batches, reward_identities=fv.reward_identities,
       reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs,
       trial_workers=fv.trial_workers, ray_address=fv.ray_address, trial_gpus=fv.trial_gpus,
-      cleaning_proxy_epochs=fv.cleaning_proxy_epochs)
+      cleaning_proxy_epochs=fv.cleaning_proxy_epochs, arch_lr=fv.arch_lr,
+      arch_weight_decay=fv.arch_weight_decay, flops_loss_weight=fv.flops_loss_weight,
+      flops_tolerance=fv.flops_tolerance, tau_max=fv.gumbel_tau_max, tau_min=fv.gumbel_tau_min)
+  distill = DistillConfig(teacher=os.path.abspath(fv.distill_from) if fv.distill_from else "",
+                          embedding_weight=fv.distill_embedding_weight,
+                          kl_alpha=fv.distill_kl_alpha, temperature=fv.distill_temperature)
+  distill.validate()
+  if distill.teacher and not os.path.isdir(distill.teacher):
+    raise ConfigError(f"--distill_from={fv.distill_from}: no such folder (a run folder trained "
+                      "with --mode=fixed, or an exported SavedModel)")
+  if distill.teacher and fv.mode == "search" and search.strategy != "differentiable":
+    raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
+                      "differentiable search distils (or retrain with --mode=fixed --distill_from)")
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)
+    if search.strategy == "differentiable" and fv.strategy != "default":
+      raise ConfigError(f"--search_strategy=differentiable runs on one device; --strategy="
+                        f"{fv.strategy} is not supported by it")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")
@@ -654,6 +712,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{2 * fv.num_folds}")
   return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
                    data=data, train=train, eval=evaluation, search=search, head=head, sets=sets,
+                   distill=distill,
                    export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
                    export_format=export_format, top_k=fv.top_k,
                    candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),

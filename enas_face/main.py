@@ -417,6 +417,19 @@ def _number(value, form: str = "{:.4g}") -> str:
 
 
 def format_search_summary(summary: dict, run_dir: str) -> str:
+  if summary.get("strategy") == "differentiable":
+    best = summary["best"]
+    rows = [("space / strategy", f"{summary['space']} / differentiable (TAS-style)"),
+            ("epochs", summary["epochs"]),
+            ("teacher", summary["teacher"] or "none"),
+            ("argmax architecture", best["description"]),
+            ("FLOPs / target", f"{best['flops']:,} / {summary['cost_target']:,.0f}"),
+            ("parameters", f"{best['params']:,}"),
+            ("supernet FLOPs", f"{summary['supernet_flops']:,}"),
+            ("distributions", summary["plot"]),
+            ("ranked architecture", os.path.join(run_dir, "arcs_ranked.json"))]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
   rows = [("space / strategy / sampler", f"{summary['search_space']} / {summary['strategy']} / "
                                           f"{summary['controller']}"),
           ("epochs", summary["epochs"]),

@@ -157,6 +157,9 @@ def search(config: RunConfig, dataset: FaceDataset,
   trials) and return an empty summary.
   """
   placement = placement or distribute.make_placement("default")
+  if config.search.strategy == "differentiable":  # TAS-style width/depth search
+    from enas_face import differentiable  # pylint: disable=import-outside-toplevel
+    return differentiable.search(config, dataset, placement)
   chief = placement.is_chief
   search_cfg, space = config.search, config.model.space
   full_dataset = dataset

@@ -1,0 +1,348 @@
+"""Differentiable width/depth search with an optional teacher (--search_strategy=differentiable).
+
+Mechanics of TAS (Dong & Yang 2019; METHODS.md §4), the closest public relative of the
+teacher-guided NAS seed (Wang 2021), on the mobilefacenet supernet:
+
+  * one logit vector a_k per decision (initialised N(0, 0.01)); p_k = softmax(a_k);
+  * width decisions: two candidates drawn by Gumbel top-2 on a_k + g, mixed with
+    softmax((a + g)_{top2} / tau); depth decisions: the stage output sum_d p_d h_d;
+  * E[FLOPs] (spaces/mobilefacenet.flops_formula) with E[C] = sum_k p_k C_k and
+    P(depth >= b) = sum_{d >= b} p_d;
+  * L_F = log E[FLOPs] if the argmax architecture's FLOPs > T, -log E[FLOPs] if they are
+    < T (1 - tol), else 0;
+  * alternating steps on two fixed halves of the training split: weights (supernet, head,
+    distillation projection) by SGD on the task loss (half A), logits by Adam (lr 1e-3,
+    wd 1e-3) on task loss + lambda_F L_F (half B);
+  * tau from tau_max to tau_min on a cosine over the epochs; read-out: argmax p_k.
+
+The task loss is the training seam's: w_CE CE of the --head plus, with --distill_from, the
+distillation term (distill.py). Using the teacher during the search is the seed's
+teacher guidance as we implement it (inferred: METHODS.md §4); without a teacher this is
+TAS-like search.
+
+Run folder: checkpoints/ (supernet, head, logits, both optimisers, epoch), distributions.jsonl
+(per epoch: losses, tau, p_k of every decision, E[FLOPs], the argmax architecture, its FLOPs
+and its validation accuracy with the supernet's weights), distributions.png,
+arcs_ranked.json (the argmax architecture, for --mode=fixed --arc_file) and
+search_summary.json. A rerun resumes after the last finished epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from enas_face import distill as distill_lib
+from enas_face import distribute
+from enas_face import runlog
+from enas_face import spaces
+from enas_face.config import RunConfig
+from enas_face.data import pipeline
+from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.heads import build_head
+from enas_face.models import mobilefacenet as model_lib
+from enas_face.spaces import mobilefacenet as space_lib
+from enas_face.training import loop
+from enas_face.training import step as train_lib
+
+LOG_NAME = "distributions.jsonl"
+PLOT_NAME = "distributions.png"
+RANKED_NAME = "arcs_ranked.json"
+SUMMARY_NAME = "search_summary.json"
+
+
+def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
+  """tau_e = tau_min + (tau_max - tau_min) (1 + cos(pi e / (E - 1))) / 2, e = 0..E-1."""
+  if epochs <= 1:
+    return tau_max
+  return tau_min + (tau_max - tau_min) * (1 + math.cos(math.pi * epoch / (epochs - 1))) / 2
+
+
+def flops_loss_sign(argmax_flops: float, target: float, tolerance: float) -> float:
+  """+1 (push E[FLOPs] down) over T, -1 (push it up) under T (1 - tol), else 0."""
+  if argmax_flops > target:
+    return 1.0
+  if argmax_flops < target * (1 - tolerance):
+    return -1.0
+  return 0.0
+
+
+class Distributions(keras.layers.Layer):
+  """The logits a [D, K] of every decision (choices beyond a decision's count masked)."""
+
+  def __init__(self, model_config, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.space = space_lib.MobileFaceNetSpace()
+    self.model_config = model_config
+    decisions = self.space.decisions(model_config)
+    self.names = [d.name for d in decisions]
+    self.num_choices = [d.num_choices for d in decisions]
+    self.max_choices = max(self.num_choices)
+    valid = np.arange(self.max_choices)[None, :] < np.array(self.num_choices)[:, None]
+    self.valid = tf.constant(valid)
+    self.is_depth = tf.constant([name.endswith("_depth") for name in self.names])
+    self.seed = seed
+    self.logits = self.add_weight(
+        shape=(len(decisions), self.max_choices),
+        initializer=keras.initializers.RandomNormal(0.0, 0.01, seed=seed), name="logits")
+    # Candidate channel counts of every unit kind: [K] per (decision, maximum channels).
+    self._candidates = {}
+
+  def masked_logits(self):
+    return tf.where(self.valid, self.logits, tf.fill(tf.shape(self.logits), -1e9))
+
+  def probabilities(self):
+    """p_k = softmax(a_k) per decision (0 for choices a decision lacks), [D, K]."""
+    return tf.nn.softmax(self.masked_logits(), axis=-1)
+
+  def sample(self, tau, seed):
+    """The supernet's mixing weights [D, K]: Gumbel top-2 for widths, p for depths."""
+    logits = self.masked_logits()
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-10, maxval=1.0)
+    perturbed = logits - tf.math.log(-tf.math.log(uniform))
+    top, indices = tf.math.top_k(perturbed, k=2)
+    two = tf.nn.softmax(top / tau, axis=-1)  # [D, 2]
+    gumbel = tf.reduce_sum(two[..., None] * tf.one_hot(indices, self.max_choices), axis=1)
+    return tf.where(self.is_depth[:, None], self.probabilities(), gumbel)
+
+  def argmax_choices(self) -> list[int]:
+    probs = self.probabilities().numpy()
+    return [int(np.argmax(row[:n])) for row, n in zip(probs, self.num_choices)]
+
+  def argmax_sample(self) -> space_lib.Shape:
+    return self.space.decode(self.argmax_choices(), self.model_config)
+
+
+def candidate_channels(model_config, max_channels: int) -> tf.Tensor:
+  """[K]: the channel count of every width ratio."""
+  return tf.constant([space_lib.channels(max_channels, model_config.width_multiplier, r)
+                      for r in space_lib.WIDTH_RATIOS], tf.float32)
+
+
+def expected_flops(model_config, probabilities):
+  """E[FLOPs] of the distributions (probabilities [D, K], rows in decision order)."""
+  rows = {name: i for i, name in enumerate(space_lib.decision_names())}
+  k = len(space_lib.WIDTH_RATIOS)
+
+  def expected(decision, max_channels):
+    return tf.reduce_sum(probabilities[rows[decision]][:k]
+                         * candidate_channels(model_config, max_channels))
+
+  widths, expansions, depth_weights = [], [], []
+  for stage in space_lib.STAGES:
+    widths.append(expected(f"{stage.name}_width", stage.channels))
+    expansions.append([expected(f"{stage.name}_expansion", e) for e in stage.expansions])
+    p = probabilities[rows[f"{stage.name}_depth"]][:stage.max_depth]
+    at_least = tf.math.cumsum(p, reverse=True)  # P(depth >= b + 1), b = 0..n-1
+    depth_weights.append([at_least[b] for b in range(stage.max_depth)])
+  return space_lib.flops_formula(
+      model_config.image_size, model_config.embedding_dim,
+      expected("stem_width", space_lib.STEM_CHANNELS), widths, expansions,
+      expected("head_width", space_lib.HEAD_CHANNELS), depth_weights)
+
+
+def flops_loss(expected, sign, weight: float):
+  """lambda_F * sign * log E[FLOPs] (sign from flops_loss_sign)."""
+  return weight * sign * tf.math.log(expected)
+
+
+def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, LabelledImages]:
+  """Two disjoint halves of the training split: each identity's images shuffled (seeded)
+  and dealt alternately, so both halves hold every identity with 2+ images."""
+  rng = np.random.default_rng(seed)
+  first, second = [], []
+  for label in np.unique(train.labels):
+    members = rng.permutation(np.flatnonzero(train.labels == label))
+    first.extend(members[0::2])
+    second.extend(members[1::2])
+  parts = (np.sort(np.array(first, int)), np.sort(np.array(second, int)))
+  return tuple(LabelledImages(train.images[p], train.labels[p]) for p in parts)
+
+
+def log_path(run_dir: str) -> str:
+  return os.path.join(run_dir, LOG_NAME)
+
+
+def search(config: RunConfig, dataset: FaceDataset,
+           placement: distribute.Placement | None = None) -> dict:
+  """Runs (or resumes) the width/depth search; returns the summary (search_summary.json)."""
+  placement = placement or distribute.make_placement("default")
+  search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
+  space = model_cfg.space
+  if dataset.streamed:
+    from enas_face.config import ConfigError  # pylint: disable=import-outside-toplevel
+    raise ConfigError("--search_strategy=differentiable splits the training split in two "
+                      "halves in memory; use --stream=never")
+  half_a, half_b = split_halves(dataset.train, config.data.seed)
+  batch = train_cfg.batch_size
+  steps = loop.steps_per_epoch(batch, min(len(half_a.labels), len(half_b.labels)), 1)
+  with placement.strategy.scope():
+    supernet = space.build_supernet(model_cfg, name="supernet")
+    head = build_head(config.head, dataset.num_classes, model_cfg.embedding_dim)
+    head(tf.zeros((1, model_cfg.embedding_dim)))
+    distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
+    distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, dataset.num_classes)
+    weight_variables = (supernet.trainable_variables + head.trainable_variables
+                        + (distillation.projection.trainable_variables if distillation else []))
+    optimizer = train_lib.make_optimizer(train_cfg, steps, search_cfg.epochs)
+    optimizer.build(weight_variables)
+    arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
+                                           weight_decay=search_cfg.arch_weight_decay or None)
+    arch_optimizer.build([distributions.logits])
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  checkpoint = tf.train.Checkpoint(
+      supernet=supernet, head=head, distributions=distributions, optimizer=optimizer,
+      arch_optimizer=arch_optimizer, epoch=epoch,
+      **({"distill": distillation.projection} if distillation else {}))
+  manager = tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(config.run_dir),
+                                       max_to_keep=train_cfg.keep_checkpoints)
+  mean = loop.restore_or_start(manager, supernet, dataset, "width/depth search", epoch,
+                               search_cfg.epochs, loop.checkpoint_dir(config.run_dir))
+  ce_weight = distillation.cross_entropy_weight if distillation else 1.0
+  cross_entropy = keras.losses.CategoricalCrossentropy(
+      from_logits=True, label_smoothing=train_cfg.label_smoothing, reduction=None)
+
+  def task_loss(images, labels, mix):
+    embeddings = supernet(images, mix=mix, training=True)
+    logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
+    loss = ce_weight * tf.reduce_mean(cross_entropy(
+        tf.one_hot(labels, dataset.num_classes), tf.cast(logits, tf.float32)))
+    if distillation is not None:
+      loss += tf.reduce_mean(distillation.loss(embeddings, head, images))
+    return loss, train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
+
+  @tf.function
+  def weight_step(images, labels, tau, seed):
+    mix = tf.stop_gradient(distributions.sample(tau, seed))
+    with tf.GradientTape() as tape:
+      loss, accuracy = task_loss(images, labels, mix)
+    optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
+    return loss, accuracy, optimizer.learning_rate
+
+  @tf.function
+  def arch_step(images, labels, tau, seed, sign):
+    with tf.GradientTape() as tape:
+      loss, _ = task_loss(images, labels, distributions.sample(tau, seed))
+      expected = expected_flops(model_cfg, distributions.probabilities())
+      total = loss + flops_loss(expected, sign, search_cfg.flops_loss_weight)
+    gradients = tape.gradient(total, [distributions.logits])
+    arch_optimizer.apply_gradients(zip(gradients, [distributions.logits]))
+    return loss, expected
+
+  state = {"tau": search_cfg.tau_max, "arch_losses": [], "signs": []}
+
+  def argmax_flops() -> int:
+    return space.flops(model_cfg, distributions.argmax_sample())
+
+  def both_halves(index: int):
+    def batches(part, offset):
+      return pipeline.train_dataset(part, batch, mean, seed=train_cfg.seed + offset, epoch=index,
+                                    random_flip=config.data.random_flip, pad=config.data.pad,
+                                    cutout=config.data.cutout).take(steps)
+    return zip(batches(half_a, 0), batches(half_b, 7919))
+
+  def train_epoch(index: int) -> loop.EpochResult:
+    tau = temperature(index, search_cfg.epochs, search_cfg.tau_max, search_cfg.tau_min)
+    state.update(tau=tau, arch_losses=[], signs=[])
+    tau_t = tf.constant(tau, tf.float32)
+
+    def combined_step(images_a, labels_a, images_b, labels_b, step):
+      seed = tf.constant([train_cfg.seed, index * 100003 + 2 * step], tf.int32)
+      loss, accuracy, lr = weight_step(images_a, labels_a, tau_t, seed)
+      sign = flops_loss_sign(argmax_flops(), search_cfg.cost_target, search_cfg.flops_tolerance)
+      arch_loss, _ = arch_step(images_b, labels_b, tau_t, seed + [0, 1],
+                               tf.constant(sign, tf.float32))
+      state["arch_losses"].append(float(arch_loss))
+      state["signs"].append(sign)
+      return loss, accuracy, lr
+
+    pairs = ((a, b) for a, b in both_halves(index))
+    flat = (((a[0], b[0]), (a[1], b[1])) for a, b in pairs)
+    return loop.run_epoch(
+        lambda images, labels, step: combined_step(images[0], labels[0], images[1], labels[1],
+                                                   step),
+        flat, steps, batch, index, config.run_dir, placement.is_chief,
+        step_args=lambda step: (step,))
+
+  @tf.function
+  def embed_argmax(images, mix):
+    return supernet(images, mix=mix, training=False)
+
+  def finish_epoch(index: int, result: loop.EpochResult) -> list[dict]:
+    sample = distributions.argmax_sample()
+    mix = tf.constant(model_lib.one_hot_mix(model_cfg, sample))
+    embeddings = np.concatenate([embed_argmax(b, mix).numpy() for b in
+                                 pipeline.eval_dataset(dataset.val.images, config.eval.batch_size)])
+    val_accuracy = float(np.mean(np.argmax(np.asarray(head(embeddings)), -1) == dataset.val.labels))
+    probabilities = distributions.probabilities().numpy()
+    record = {
+        "epoch": index + 1, "tau": state["tau"], "loss": result.loss,
+        "train_accuracy": result.accuracy, "arch_loss": float(np.mean(state["arch_losses"])),
+        "lr": result.lr, "seconds": result.seconds,
+        "expected_flops": float(expected_flops(model_cfg, probabilities)),
+        "argmax_flops": space.flops(model_cfg, sample),
+        "argmax_params": space.params(model_cfg, sample),
+        "argmax_val_accuracy": val_accuracy,
+        "flops_loss_sign": {"down": state["signs"].count(1.0), "up": state["signs"].count(-1.0),
+                            "none": state["signs"].count(0.0)},
+        **spaces.sample_record(space, sample),
+        "probabilities": {name: [round(float(p), 5) for p in row[:n]] for name, row, n in
+                          zip(distributions.names, probabilities, distributions.num_choices)}}
+    logging.info("epoch %d/%d  tau %.2f  loss %.3f  E[FLOPs] %.3g  argmax %.3g FLOPs (T %.3g)  "
+                 "val acc %.3f  %s", index + 1, search_cfg.epochs, state["tau"], result.loss,
+                 record["expected_flops"], record["argmax_flops"], search_cfg.cost_target,
+                 val_accuracy, space.describe(sample))
+    return [record]
+
+  tic = time.perf_counter()
+  loop.run_epochs(epoch=epoch, epochs=search_cfg.epochs, manager=manager,
+                  log_path=log_path(config.run_dir), chief=placement.is_chief,
+                  train_epoch=train_epoch, finish_epoch=finish_epoch)
+  return write_results(config, distributions, time.perf_counter() - tic, distillation)
+
+
+def write_results(config: RunConfig, distributions: Distributions, seconds: float,
+                  distillation) -> dict:
+  """arcs_ranked.json (the argmax architecture), distributions.png and search_summary.json."""
+  from enas_face import plots  # pylint: disable=import-outside-toplevel
+  space, model_cfg, search_cfg = config.model.space, config.model, config.search
+  sample = distributions.argmax_sample()
+  flops, params = space.flops(model_cfg, sample), space.params(model_cfg, sample)
+  entry = {**spaces.sample_record(space, sample), "description": space.describe(sample),
+           "flops": flops, "params": params, "cost": flops, "cost_unit": "FLOPs",
+           "cost_model": "flops", "within_budget": flops <= search_cfg.cost_target, "rank": 1,
+           "probabilities": [float(p) for p in
+                             np.max(distributions.probabilities().numpy(), axis=-1)]}
+  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
+      "space": space.name, "strategy": "differentiable",
+      "ranked_by": "argmax of the learned distributions", "cost_model": "flops",
+      "cost_unit": "FLOPs", "cost_target": search_cfg.cost_target,
+      "teacher": config.distill.teacher, "architectures": [entry]})
+  records = runlog.read(log_path(config.run_dir))
+  plot = plots.plot_distributions(records, os.path.join(config.run_dir, PLOT_NAME),
+                                  search_cfg.cost_target)
+  full = space.default(model_cfg)
+  summary = {"space": space.name, "strategy": "differentiable", "epochs": search_cfg.epochs,
+             "teacher": config.distill.teacher or None,
+             "distillation": (None if distillation is None else
+                              {"embedding_weight": config.distill.embedding_weight,
+                               "kl_alpha": config.distill.kl_alpha,
+                               "temperature": config.distill.temperature}),
+             "cost_target": search_cfg.cost_target, "best": entry,
+             "supernet_flops": space.flops(model_cfg, full),
+             "supernet_params": space.params(model_cfg, full),
+             "final_expected_flops": records[-1]["expected_flops"] if records else None,
+             "seconds_this_invocation": seconds, "plot": plot,
+             "retrain": "python -m enas_face.main --mode=fixed --search_space=mobilefacenet "
+                        f"--arc_file={os.path.join(config.run_dir, RANKED_NAME)} "
+                        "--run_dir=RETRAIN_DIR [--distill_from=TEACHER] (with the search's data "
+                        "and model flags)"}
+  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  logging.info("width/depth search: %s, %d FLOPs (target %g), %d params", space.describe(sample),
+               flops, search_cfg.cost_target, params)
+  return summary

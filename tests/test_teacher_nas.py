@@ -1,0 +1,141 @@
+"""Teacher-guided width/depth search end to end, by the command line: a teacher trained with
+--mode=fixed, the differentiable search distilling from it (its artefacts, and resuming after
+a lost checkpoint), the argmax student retrained with --distill_from, and the flag errors."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from absl import flags
+
+from enas_face import flags as enas_flags
+from enas_face import spaces
+from enas_face.config import ConfigError, RunConfig
+from test_search_core import lose_last_checkpoint, read_json, read_jsonl, run
+
+DATA = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=8",
+        "--synthetic_images_per_identity=8", "--synthetic_heldout_identities=4",
+        "--synthetic_heldout_images_per_identity=4", "--num_pairs=20", "--num_folds=2",
+        "--batch_size=8", "--warmup_epochs=0", "--eval_every=0"]
+TEACHER = ["--num_layers=2", "--num_reductions=1", "--base_filters=8", "--embedding_dim=16",
+           "--epochs=1"]
+STUDENT = ["--search_space=mobilefacenet", "--width_multiplier=0.25", "--embedding_dim=8"]
+SEARCH = ["--mode=search", "--search_strategy=differentiable", "--search_epochs=2",
+          "--cost_model=flops", "--cost_target=2e5"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+  run_dir = str(tmp_path_factory.mktemp("teacher") / "run")
+  result = run(*DATA, *TEACHER, "--mode=fixed", f"--run_dir={run_dir}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  return run_dir
+
+
+@pytest.fixture(scope="module")
+def search_run(teacher, tmp_path_factory):
+  run_dir = str(tmp_path_factory.mktemp("search") / "run")
+  result = run(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}", f"--run_dir={run_dir}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "argmax architecture" in result.stdout
+  return run_dir
+
+
+@pytest.mark.slow
+def test_search_writes_distributions_ranking_and_plot(search_run, teacher):
+  space = spaces.get("mobilefacenet")
+  model = RunConfig.load(os.path.join(search_run, "config.json")).model
+  records = read_jsonl(os.path.join(search_run, "distributions.jsonl"))
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert records[0]["tau"] == pytest.approx(5.0) and records[1]["tau"] == pytest.approx(0.1)
+  for record in records:
+    assert set(record["probabilities"]) == {d.name for d in space.decisions(model)}
+    for values in record["probabilities"].values():
+      assert sum(values) == pytest.approx(1.0, abs=1e-3)
+    sample = space.from_json(record["sample"], model)
+    assert record["argmax_flops"] == space.flops(model, sample)
+    assert np.isfinite(record["loss"]) and np.isfinite(record["arch_loss"])
+  ranked = read_json(os.path.join(search_run, "arcs_ranked.json"))
+  best = ranked["architectures"][0]
+  [sample] = spaces.load_samples(os.path.join(search_run, "arcs_ranked.json"), space, model)
+  assert best["flops"] == space.flops(model, sample) and best["params"] == space.params(model, sample)
+  assert sample == space.from_json(records[-1]["sample"], model)
+  summary = read_json(os.path.join(search_run, "search_summary.json"))
+  assert summary["teacher"] == teacher
+  assert os.path.getsize(os.path.join(search_run, "distributions.png")) > 1000
+
+
+@pytest.mark.slow
+def test_search_resumes_after_a_lost_checkpoint(search_run, teacher, tmp_path):
+  copy = str(tmp_path / "copy")
+  shutil.copytree(search_run, copy)
+  lose_last_checkpoint(copy, 2)
+  result = run(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}", f"--run_dir={copy}",
+               f"--cache_dir={os.path.join(search_run, 'data_cache')}")  # as the original's
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "resuming width/depth search" in result.stderr
+  records = read_jsonl(os.path.join(copy, "distributions.jsonl"))
+  original = read_jsonl(os.path.join(search_run, "distributions.jsonl"))
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert records[0] == original[0]  # epoch 1 was not redone
+  for name, values in original[1]["probabilities"].items():  # epoch 2 redone the same way
+    np.testing.assert_allclose(records[1]["probabilities"][name], values, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_student_retrains_with_distillation_from_the_search(search_run, teacher, tmp_path):
+  run_dir = str(tmp_path / "student")
+  ranked = os.path.join(search_run, "arcs_ranked.json")
+  args = [*DATA, *STUDENT, "--mode=fixed", "--epochs=2", f"--arc_file={ranked}",
+          f"--distill_from={teacher}", "--distill_kl_alpha=0.9", f"--run_dir={run_dir}"]
+  result = run(*args)
+  assert result.returncode == 0, result.stderr[-4000:]
+  config = RunConfig.load(os.path.join(run_dir, "config.json"))
+  assert config.distill.teacher == teacher and config.distill.kl_alpha == 0.9
+  metrics = read_json(os.path.join(run_dir, "metrics.json"))
+  sample = spaces.load_samples(ranked, config.model.space, config.model)[0]
+  assert metrics["params"] == config.model.space.params(config.model, sample)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  names = [n for n, _ in tf.train.list_variables(os.path.join(run_dir, "checkpoints", "ckpt-2"))]
+  assert any(n.startswith("distill/") for n in names)  # the 8 -> 16 projection is saved
+  history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
+  assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
+  lose_last_checkpoint(run_dir, 2)
+  result = run(*args)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert [h["epoch"] for h in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == [1, 2]
+
+
+@pytest.fixture
+def parse():
+  values = flags.FLAGS
+
+  def config(*argv):
+    values.unparse_flags()
+    values(["prog", *DATA, "--run_dir=/tmp/unused", *argv])
+    return enas_flags.config_from_flags(values)
+
+  yield config
+  values.unparse_flags()
+
+
+def test_flag_errors_name_the_flag(parse, tmp_path):
+  with pytest.raises(ConfigError, match="--search_space=mobilefacenet"):
+    parse(*SEARCH[:-2], "--cost_model=flops", "--cost_target=1e6")  # enas_macro: no supernet
+  with pytest.raises(ConfigError, match="--cost_model=flops and --cost_target"):
+    parse(*STUDENT, "--mode=search", "--search_strategy=differentiable", "--cost_model=params",
+          "--cost_target=1e5")
+  with pytest.raises(ConfigError, match="only the differentiable search distils"):
+    parse(*STUDENT, "--mode=search", "--search_strategy=multi_trial", "--cost_model=flops",
+          "--cost_target=1e6", f"--distill_from={tmp_path}")
+  with pytest.raises(ConfigError, match="--distill_from=.*no such folder"):
+    parse(*STUDENT, "--mode=fixed", f"--distill_from={tmp_path / 'none'}")
+  with pytest.raises(ConfigError, match="--distill_kl_alpha=1.0 must be in"):
+    parse(*STUDENT, "--mode=fixed", "--distill_kl_alpha=1.0")
+  with pytest.raises(ConfigError, match="--image_size=24"):
+    parse(*STUDENT, "--mode=fixed", "--image_size=24")
+  with pytest.raises(ConfigError, match="--gumbel_tau_min"):
+    parse(*STUDENT, *SEARCH, "--gumbel_tau_min=6")
+  config = parse("--model=mobilefacenet", "--width_multiplier=0.5", "--mode=fixed")
+  assert config.model.search_space == "mobilefacenet" and config.model.width_multiplier == 0.5
+  assert RunConfig.from_json(config.to_json()) == config

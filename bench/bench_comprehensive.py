@@ -24,11 +24,8 @@ every run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -37,38 +34,13 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from enas_face import runlog  # noqa: E402
-from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
+from passthrough import main_command, read_json, run_step, split_passthrough  # noqa: E402
 
 SPACES = "comprehensive,arch_only,loss_only,data_only"
 LABELS = {"baseline": "untuned baseline (no cleaning, softmax, default architecture)",
           "comprehensive": "(a) joint: cleaning + loss + architecture",
           "arch_only": "(b) architecture only (softmax, no cleaning)",
           "loss_only": "(c) loss only", "data_only": "(d) data cleaning only"}
-
-
-def main_command(*args: str) -> list[str]:
-  return [sys.executable, "-m", "enas_face.main", *args]
-
-
-def run_step(command: list[str], done: str, log: str) -> float:
-  """Runs `command` unless `done` exists; returns its wall seconds (0 when reused)."""
-  if os.path.exists(done):
-    return 0.0
-  os.makedirs(os.path.dirname(log), exist_ok=True)
-  print(" ".join(command), flush=True)
-  tic = time.perf_counter()
-  with open(log, "a") as handle:
-    result = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
-  if result.returncode:
-    raise SystemExit(f"failed (exit {result.returncode}); see {log}")
-  return time.perf_counter() - tic
-
-
-def read_json(path: str, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as handle:
-    return json.load(handle)
 
 
 def cleaning_quality(run_dir: str) -> dict:

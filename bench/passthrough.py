@@ -1,6 +1,14 @@
 """Command lines of the benchmarks that drive `python -m enas_face.main`."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
   """(the benchmark's own arguments, the flags after `--` that go to every run)."""
@@ -8,3 +16,28 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     return list(argv), []
   cut = argv.index("--")
   return list(argv[:cut]), list(argv[cut + 1:])
+
+
+def main_command(*args: str) -> list[str]:
+  return [sys.executable, "-m", "enas_face.main", *args]
+
+
+def run_step(command: list[str], done: str, log: str) -> float:
+  """Runs `command` unless `done` exists; returns its wall seconds (0 when reused)."""
+  if os.path.exists(done):
+    return 0.0
+  os.makedirs(os.path.dirname(log), exist_ok=True)
+  print(" ".join(command), flush=True)
+  tic = time.perf_counter()
+  with open(log, "a") as handle:
+    result = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+  if result.returncode:
+    raise SystemExit(f"failed (exit {result.returncode}); see {log}")
+  return time.perf_counter() - tic
+
+
+def read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as handle:
+    return json.load(handle)

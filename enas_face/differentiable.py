@@ -41,7 +41,7 @@ from enas_face import distill as distill_lib
 from enas_face import distribute
 from enas_face import runlog
 from enas_face import spaces
-from enas_face.config import RunConfig
+from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
 from enas_face.heads import build_head
@@ -90,8 +90,6 @@ class Distributions(keras.layers.Layer):
     self.logits = self.add_weight(
         shape=(len(decisions), self.max_choices),
         initializer=keras.initializers.RandomNormal(0.0, 0.01, seed=seed), name="logits")
-    # Candidate channel counts of every unit kind: [K] per (decision, maximum channels).
-    self._candidates = {}
 
   def masked_logits(self):
     return tf.where(self.valid, self.logits, tf.fill(tf.shape(self.logits), -1e9))
@@ -175,7 +173,6 @@ def search(config: RunConfig, dataset: FaceDataset,
   search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
   space = model_cfg.space
   if dataset.streamed:
-    from enas_face.config import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError("--search_strategy=differentiable splits the training split in two "
                       "halves in memory; use --stream=never")
   half_a, half_b = split_halves(dataset.train, config.data.seed)

@@ -202,10 +202,19 @@ def test_a_near_duplicate_looks_like_its_original():
     assert distance[original] < min(others)
 
 
-def test_noise_errors_name_the_parameter():
-  with pytest.raises(ValueError, match="label_noise"):
-    make_synthetic_dataset(**NOISY, label_noise=1.0)
-  with pytest.raises(ValueError, match="label_noise \\+ outliers"):
-    make_synthetic_dataset(**NOISY, label_noise=0.6, outliers=0.5)
-  with pytest.raises(ValueError, match="near_duplicates"):
-    make_synthetic_dataset(**NOISY, near_duplicates=5)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(label_noise=1.0), "label_noise must be a fraction in \\[0, 1\\)"),
+    (dict(label_noise=-0.1), "label_noise"),
+    (dict(label_noise=True), "label_noise"),
+    (dict(outliers=1.0), "outliers must be a fraction"),
+    (dict(outliers="0.1"), "outliers"),
+    (dict(label_noise=0.6, outliers=0.5), "label_noise \\+ outliers must be < 1"),
+    (dict(near_duplicates=5), "near_duplicates must be at most num_identities // 2 = 4"),
+    (dict(near_duplicates=-1), "near_duplicates"),
+    (dict(near_duplicates=1.5), "near_duplicates"),
+    (dict(num_identities=1, label_noise=0.1), "label_noise=0.1 needs at least 2 training"),
+    (dict(num_identities=1, outliers=0.1), "outliers=0.1 needs at least 2 training"),
+])
+def test_noise_errors_name_the_parameter(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    make_synthetic_dataset(**{**NOISY, **kwargs})

@@ -661,7 +661,8 @@ def _destroyed_face(identity_seed: int, image_size: int, rng: np.random.Generato
 
 
 def _check_fraction(name: str, value) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+  number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+  if not number or not 0.0 <= value < 1.0:
     raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
   return float(value)
 
@@ -712,6 +713,9 @@ def make_synthetic_dataset(num_identities: int = 100, images_per_identity: int =
   label_noise, outliers = _check_fraction("label_noise", label_noise), _check_fraction("outliers", outliers)
   if label_noise + outliers >= 1.0:
     raise ValueError(f"label_noise + outliers must be < 1, got {label_noise} + {outliers}")
+  for name, value in (("label_noise", label_noise), ("outliers", outliers)):
+    if value and num_identities < 2:  # a wrong label, another person's face
+      raise ValueError(f"{name}={value} needs at least 2 training identities, got num_identities=1")
   near_duplicates = _check_count("near_duplicates", near_duplicates, 0)
   if near_duplicates > num_identities // 2:
     raise ValueError(f"near_duplicates must be at most num_identities // 2 = "

@@ -184,17 +184,28 @@ def test_label_noise_and_outliers_touch_only_the_listed_training_images():
   for part in ("val", "test"):
     np.testing.assert_array_equal(getattr(clean, part).images, getattr(noisy, part).images)
     np.testing.assert_array_equal(getattr(clean, part).labels, getattr(noisy, part).labels)
-  np.testing.assert_array_equal(clean.pairs.images, noisy.pairs.images)
-  again = make_synthetic_dataset(**NOISY, label_noise=0.25, outliers=0.125)
+  for field in ("images", "pairs", "is_same"):
+    np.testing.assert_array_equal(getattr(clean.pairs, field), getattr(noisy.pairs, field))
+  again = make_synthetic_dataset(**NOISY, label_noise=np.float32(0.25), outliers=0.125)
   np.testing.assert_array_equal(again.train.images, noisy.train.images)
+  np.testing.assert_array_equal(again.train.labels, noisy.train.labels)
+  assert again.report == noisy.report
   other = make_synthetic_dataset(**dict(NOISY, seed=4), label_noise=0.25, outliers=0.125)
   assert other.report["synthetic_noise"]["label_noise_indices"] != flipped
 
 
 def test_a_near_duplicate_looks_like_its_original():
+  clean = make_synthetic_dataset(**dict(NOISY, images_per_identity=20))
   data = make_synthetic_dataset(**dict(NOISY, images_per_identity=20), near_duplicates=2)
   copies = {int(k): v for k, v in data.report["synthetic_noise"]["near_duplicate_of"].items()}
   assert sorted(copies) == [6, 7] and all(0 <= v < 6 for v in copies.values())
+  assert data.report["synthetic_noise"]["label_noise_indices"] == []
+  for part in ("train", "val", "test"):  # only the duplicates' images change, labels never
+    before, after = getattr(clean, part), getattr(data, part)
+    np.testing.assert_array_equal(before.labels, after.labels)
+    changed = (before.images != after.images).any(axis=(1, 2, 3))
+    np.testing.assert_array_equal(changed, before.labels >= 6)
+  np.testing.assert_array_equal(clean.pairs.images, data.pairs.images)
   means = [data.train.images[data.train.labels == k].astype(float).mean(0) for k in range(8)]
   for copy, original in copies.items():
     distance = [np.abs(means[copy] - means[k]).mean() for k in range(8)]
@@ -218,3 +229,22 @@ def test_a_near_duplicate_looks_like_its_original():
 def test_noise_errors_name_the_parameter(kwargs, match):
   with pytest.raises(ValueError, match=match):
     make_synthetic_dataset(**{**NOISY, **kwargs})
+
+
+def test_the_run_reports_the_injected_noise(tmp_path, capsys):
+  import json
+  import types
+
+  from enas_face import main
+  from enas_face.config import DataConfig
+  data = DataConfig(image_size=16, synthetic_identities=6, synthetic_images_per_identity=10,
+                    synthetic_heldout_identities=2, synthetic_heldout_images_per_identity=2,
+                    num_pairs=4, num_folds=2, seed=1, synthetic_label_noise=0.1,
+                    synthetic_outliers=0.05, synthetic_near_duplicates=1)
+  dataset = main._load_dataset(types.SimpleNamespace(data=data, run_dir=str(tmp_path)))
+  truth = dataset.report["synthetic_noise"]
+  assert (truth["label_noise"], truth["outliers"], truth["near_duplicates"]) == (0.1, 0.05, 1)
+  assert json.loads((tmp_path / "data_report.json").read_text()) == dataset.report
+  assert (f"injected noise: {len(truth['label_noise_indices'])} training images with a wrong "
+          f"identity, {len(truth['outlier_indices'])} outliers, 1 near-duplicate identities"
+          in capsys.readouterr().out)

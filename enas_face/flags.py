@@ -139,11 +139,13 @@ flags.DEFINE_float("synthetic_label_noise", 0.0, "Fraction of the synthetic trai
                    "given a wrong identity (the training split only: held-out pairs stay "
                    "clean; seeded by the data seed).", lower_bound=0.0, upper_bound=0.95)
 flags.DEFINE_float("synthetic_outliers", 0.0, "Fraction of the synthetic training images "
-                   "replaced by non-faces or destroyed faces of other people (training split "
-                   "only, labels kept; seeded).", lower_bound=0.0, upper_bound=0.95)
+                   "replaced by non-faces or destroyed faces of other people, labels kept (the "
+                   "training split only: held-out pairs stay clean; seeded by the data seed).",
+                   lower_bound=0.0, upper_bound=0.95)
 flags.DEFINE_integer("synthetic_near_duplicates", 0, "Synthetic training identities drawn as "
-                     "slightly perturbed copies of other training identities (seeded).",
-                     lower_bound=0)
+                     "slightly perturbed copies of other training identities, at most half of "
+                     "--synthetic_identities (training identities only: held-out pairs stay "
+                     "clean; seeded by the data seed).", lower_bound=0)
 flags.DEFINE_integer("num_pairs", 600, "Verification pairs (half same, half different).",
                      lower_bound=2)
 flags.DEFINE_integer("num_folds", 10, "Verification folds (LFW protocol: 10).", lower_bound=2)

@@ -95,3 +95,7 @@ def test_synthetic_noise_flags_reach_the_data_config_and_bad_values_name_the_fla
     parse("--synthetic_label_noise=0.6", "--synthetic_outliers=0.5")
   with pytest.raises(ConfigError, match="--synthetic_near_duplicates=60"):
     parse("--synthetic_near_duplicates=60")
+  for bad in ("--synthetic_label_noise=0.99", "--synthetic_outliers=-0.1",
+              "--synthetic_near_duplicates=-2"):
+    with pytest.raises(flags.IllegalFlagValueError, match=bad):
+      parse(bad)

@@ -14,7 +14,7 @@ Steps (each in RUNS_ROOT/<step>; finished steps are reused, interrupted ones res
                  (--supernet_width) under T, distilling from the teacher;
   search_plain   the same search without the teacher (TAS-like);
                  both searches also take --search_flags (default --arch_lr=0.05: TAS's 1e-3
-                 is meant for hundreds of epochs; in 8 epochs of 10 steps the logits stay
+                 is meant for hundreds of epochs; in 8 epochs of 10 steps the probabilities stay
                  within 0.122-0.128 of uniform, measured);
 and, once per seed of --seeds (initialisation and shuffling; the data are fixed):
   (a) search_teacher's argmax retrained with --distill_from=teacher (embedding cosine +

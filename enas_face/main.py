@@ -54,6 +54,13 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
           + ", ".join(f"--{name}={getattr(previous.head, name)!r} there, "
                       f"{getattr(config.head, name)!r} now" for name in changed)
           + "; use a new --run_dir (or the run's own settings to resume it)")
+    if config.mode in ("fixed", "search") and previous.distill != config.distill:
+      raise ConfigError(f"--run_dir={config.run_dir} was trained with other distillation "
+                        f"settings (--distill_from={previous.distill.teacher!r}, "
+                        f"--distill_embedding_weight={previous.distill.embedding_weight}, "
+                        f"--distill_kl_alpha={previous.distill.kl_alpha}, "
+                        f"--distill_temperature={previous.distill.temperature}); use a new "
+                        "--run_dir (or the run's own settings to resume it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
       changed = [f"{field.name}={getattr(previous.search, field.name)!r} there, "

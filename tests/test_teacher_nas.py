@@ -101,6 +101,8 @@ def test_student_retrains_with_distillation_from_the_search(search_run, teacher,
   history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
   assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
   lose_last_checkpoint(run_dir, 2)
+  result = run(*args[:-2], "--distill_kl_alpha=0.5", args[-1])  # another loss: refused
+  assert result.returncode != 0 and "--distill_kl_alpha=0.9" in result.stderr
   result = run(*args)
   assert result.returncode == 0, result.stderr[-4000:]
   assert [h["epoch"] for h in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == [1, 2]

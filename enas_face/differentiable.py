@@ -321,8 +321,11 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
       "cost_unit": "FLOPs", "cost_target": search_cfg.cost_target,
       "teacher": config.distill.teacher, "architectures": [entry]})
   records = runlog.read(log_path(config.run_dir))
+  labels = {d.name: ([str(d_ + 1) for d_ in range(d.num_choices)] if d.name.endswith("_depth")
+                     else [f"{r:g}" for r in space_lib.WIDTH_RATIOS])
+            for d in space.decisions(model_cfg)}
   plot = plots.plot_distributions(records, os.path.join(config.run_dir, PLOT_NAME),
-                                  search_cfg.cost_target)
+                                  search_cfg.cost_target, labels)
   full = space.default(model_cfg)
   summary = {"space": space.name, "strategy": "differentiable", "epochs": search_cfg.epochs,
              "teacher": config.distill.teacher or None,

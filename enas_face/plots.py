@@ -163,25 +163,32 @@ def plot_accuracy_vs_cost(points: list[dict], path: str, target: float | None = 
     plt.close(figure)
 
 
-def plot_distributions(records: list[dict], path: str, target: float | None = None) -> str | None:
+def plot_distributions(records: list[dict], path: str, target: float | None = None,
+                       choice_labels: dict[str, list[str]] | None = None) -> str | None:
   """The width/depth search over epochs (differentiable.py's distributions.jsonl): one panel
-  per decision, p_k of each choice (rows) per epoch (columns), and a last panel with E[FLOPs]
-  and the argmax architecture's FLOPs against the target. None without records."""
+  per decision, p_k of each choice (rows, labelled by `choice_labels`) per epoch (columns),
+  and a last panel with E[FLOPs] and the argmax network's FLOPs against the target. None
+  without records."""
   if not records:
     return None
   names = list(records[0]["probabilities"])
   epochs = [r["epoch"] for r in records]
   columns = 4
   rows = (len(names) + 1 + columns - 1) // columns
-  figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+  figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.7 * rows), squeeze=False,
+                              constrained_layout=True)
   for axis, name in zip(axes.flat, names):
     grid = np.array([r["probabilities"][name] for r in records]).T  # [choices, epochs]
     image = axis.imshow(grid, aspect="auto", origin="lower", vmin=0.0, vmax=1.0, cmap="viridis",
                         extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, grid.shape[0] - 0.5))
     axis.set_title(name, fontsize=9)
-    axis.set_xlabel("epoch", fontsize=8)
-    axis.set_ylabel("choice", fontsize=8)
+    axis.set_yticks(range(grid.shape[0]))
+    labels = (choice_labels or {}).get(name)
+    axis.set_yticklabels(labels if labels else range(grid.shape[0]), fontsize=7)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.tick_params(labelsize=7)
+  for axis in axes[-1]:
+    axis.set_xlabel("epoch", fontsize=8)
   figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="probability")
   axis = axes.flat[len(names)]
   axis.plot(epochs, [r["expected_flops"] / 1e6 for r in records], label="E[FLOPs]")
@@ -189,7 +196,7 @@ def plot_distributions(records: list[dict], path: str, target: float | None = No
   if target:
     axis.axhline(target / 1e6, color="k", linestyle="--", label="target")
   axis.set_title("MFLOPs", fontsize=9)
-  axis.set_xlabel("epoch", fontsize=8)
+  axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   axis.legend(fontsize=7)
   for extra in list(axes.flat)[len(names) + 1:]:
     extra.axis("off")

@@ -39,6 +39,7 @@ from absl import logging
 
 from enas_face import distill as distill_lib
 from enas_face import distribute
+from enas_face import fixed
 from enas_face import runlog
 from enas_face import spaces
 from enas_face.config import ConfigError, RunConfig
@@ -258,8 +259,7 @@ def search(config: RunConfig, dataset: FaceDataset,
       state["signs"].append(sign)
       return loss, accuracy, lr
 
-    pairs = ((a, b) for a, b in both_halves(index))
-    flat = (((a[0], b[0]), (a[1], b[1])) for a, b in pairs)
+    flat = (((a[0], b[0]), (a[1], b[1])) for a, b in both_halves(index))
     return loop.run_epoch(
         lambda images, labels, step: combined_step(images[0], labels[0], images[1], labels[1],
                                                    step),
@@ -273,9 +273,12 @@ def search(config: RunConfig, dataset: FaceDataset,
   def finish_epoch(index: int, result: loop.EpochResult) -> list[dict]:
     sample = distributions.argmax_sample()
     mix = tf.constant(model_lib.one_hot_mix(model_cfg, sample))
-    embeddings = np.concatenate([embed_argmax(b, mix).numpy() for b in
-                                 pipeline.eval_dataset(dataset.val.images, config.eval.batch_size)])
-    val_accuracy = float(np.mean(np.argmax(np.asarray(head(embeddings)), -1) == dataset.val.labels))
+    def embed(images):
+      return np.concatenate([embed_argmax(b, mix).numpy() for b in
+                             pipeline.eval_dataset(images, config.eval.batch_size)])
+
+    val_accuracy = fixed.classification_accuracy(embed, head, dataset.val.images,
+                                                 dataset.val.labels)
     probabilities = distributions.probabilities().numpy()
     record = {
         "epoch": index + 1, "tau": state["tau"], "loss": result.loss,

@@ -1,6 +1,6 @@
 """The test oracle of the analytic FLOPs count: TensorFlow's profiler on a frozen graph.
 
-Only tests use it (enas_face counts FLOPs from the architecture: spaces/enas_macro_cost.py).
+Only tests use it (enas_face counts FLOPs from the architecture: spaces/enas_macro.py).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from enas_face import costs
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, ModelConfig, RunConfig
 from enas_face.costs import latency_table
-from enas_face.spaces import enas_macro, enas_macro_cost
+from enas_face.spaces import enas_macro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -52,7 +52,7 @@ def built():
 def test_analytic_flops_equal_the_profilers_count(built):
   assert len(built) >= 10
   for config, arc, model in built:
-    assert enas_macro_cost.flops(config, arc) == profiler_flops(model, config.image_size), (
+    assert enas_macro.flops(config, arc) == profiler_flops(model, config.image_size), (
         config, arc.to_string())
 
 
@@ -67,8 +67,8 @@ def test_flops_and_params_cost_models_count_without_building():
   arc = enas_macro.default_architecture(config.num_layers)
   flops_model = costs.make_cost_model("flops", config)
   params_model = costs.make_cost_model("params", config)
-  assert flops_model(arc) == enas_macro_cost.flops(config, arc) > 0
-  assert params_model(arc) == enas_macro_cost.params(config, arc) > 0
+  assert flops_model(arc) == enas_macro.flops(config, arc) > 0
+  assert params_model(arc) == enas_macro.params(config, arc) > 0
   assert flops_model.unit == "FLOPs" and params_model.unit == "params"
   assert flops_model.evaluations == params_model.evaluations == 0
   # More work, more FLOPs: adding a skip adds its 1x1 conv, BN and add.
@@ -199,7 +199,7 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
   model = ModelConfig(image_size=16, num_layers=3, num_reductions=1, base_filters=8,
                       embedding_dim=16)
   rng = np.random.default_rng(0)
-  flops = sorted(enas_macro_cost.flops(model, enas_macro.sample_uniform(3, rng))
+  flops = sorted(enas_macro.flops(model, enas_macro.sample_uniform(3, rng))
                  for _ in range(200))
   target = float(flops[len(flops) // 2])  # about half the space is over the budget
   run_dir = str(tmp_path / "search")
@@ -214,7 +214,7 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
   assert len(records) == 2 * 2 * 3
   for record in records:
     arc = space.from_json(record["sample"], model)
-    assert record["cost"] == enas_macro_cost.flops(model, arc) and record["cost_unit"] == "FLOPs"
+    assert record["cost"] == enas_macro.flops(model, arc) and record["cost_unit"] == "FLOPs"
     assert record["within_budget"] == (record["cost"] <= target)
     expected = record["score"] * (1.0 if record["within_budget"] else target / record["cost"])
     assert record["reward"] == pytest.approx(expected)

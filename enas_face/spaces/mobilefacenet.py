@@ -24,7 +24,7 @@ scaled by m. Decisions, in order: stem_width, then per stage {stage}_width,
 
 FLOPs and parameters are counted here from the same formula for exact counts and, with
 expected channel counts and P(depth >= b), for the differentiable search's E[FLOPs]
-(`flops_formula`); conventions as spaces/enas_macro_cost.py (a multiply-add counts 2,
+(`flops_formula`); conventions as spaces/enas_macro.py (a multiply-add counts 2,
 checked against TensorFlow's profiler by the tests).
 """
 from __future__ import annotations

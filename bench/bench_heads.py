@@ -101,9 +101,9 @@ def step_cost(args) -> None:
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-  from enas_face import heads as heads_lib  # pylint: disable=import-outside-toplevel
+  from enas_face.models import heads as heads_lib  # pylint: disable=import-outside-toplevel
   from enas_face.spaces import enas_macro  # pylint: disable=import-outside-toplevel
-  from enas_face.child import FixedChild  # pylint: disable=import-outside-toplevel
+  from enas_face.models.child import FixedChild  # pylint: disable=import-outside-toplevel
   from enas_face.config import HeadConfig, ModelConfig, TrainConfig  # pylint: disable=import-outside-toplevel
   from enas_face.training import step as train_lib  # pylint: disable=import-outside-toplevel
 

@@ -28,10 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from enas_face import heads  # noqa: E402
+from enas_face.models import heads  # noqa: E402
 from enas_face.spaces import enas_macro  # noqa: E402
 from enas_face.training import step as train_lib  # noqa: E402
-from enas_face.child import FixedChild  # noqa: E402
+from enas_face.models.child import FixedChild  # noqa: E402
 from enas_face.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from enas_face.data import pipeline, synthetic, tfrecord  # noqa: E402
 from enas_face.data.base import LabelledImages  # noqa: E402

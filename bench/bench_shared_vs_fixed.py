@@ -24,10 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from enas_face import heads  # noqa: E402
+from enas_face.models import heads  # noqa: E402
 from enas_face.spaces import enas_macro  # noqa: E402
 from enas_face.training import step as train_lib  # noqa: E402
-from enas_face.child import FixedChild, SharedChild  # noqa: E402
+from enas_face.models.child import FixedChild, SharedChild  # noqa: E402
 from enas_face.config import ModelConfig, TrainConfig  # noqa: E402
 
 

@@ -45,7 +45,7 @@ from enas_face import spaces
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
-from enas_face.heads import build_head
+from enas_face.models.heads import build_head
 from enas_face.models import mobilefacenet as model_lib
 from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.training import loop

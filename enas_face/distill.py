@@ -64,7 +64,7 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
     raise ConfigError(f"{flag}={path}: neither a run folder (no config.json) nor a SavedModel "
                       "(no saved_model.pb)")
   from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  from enas_face.heads import build_head  # pylint: disable=import-outside-toplevel
+  from enas_face.models.heads import build_head  # pylint: disable=import-outside-toplevel
   from enas_face.training import loop  # pylint: disable=import-outside-toplevel
   teacher_config = RunConfig.load(os.path.join(path, "config.json"))
   teacher_config = dataclasses.replace(teacher_config, run_dir=path)

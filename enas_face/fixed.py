@@ -34,7 +34,7 @@ from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
-from enas_face.heads import build_head
+from enas_face.models.heads import build_head
 from enas_face.training import loop
 from enas_face.training import step as train_lib
 

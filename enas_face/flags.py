@@ -201,7 +201,7 @@ flags.DEFINE_string("init_checkpoint", "", "A run folder (its latest checkpoint)
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in RUN_DIR/checkpoints.",
                      lower_bound=1)
 
-# Head and loss (enas_face/heads.py; ../shared/METHODS.md §1-§3 for the formulas).
+# Head and loss (enas_face/models/heads.py; ../shared/METHODS.md §1-§3 for the formulas).
 flags.DEFINE_enum("head", "softmax", HEADS,
                   "Classifier and loss: softmax (e W + b, Zhu 2019 Eq. 1); cosface s(c_y - m); "
                   "arcface s cos(theta_y + m); sphereface (A-Softmax, lambda-annealed); combined "

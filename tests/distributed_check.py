@@ -56,10 +56,10 @@ def main() -> None:
   import numpy as np
   import tensorflow as tf
 
-  from enas_face import heads
+  from enas_face.models import heads
   from enas_face.spaces import enas_macro
   from enas_face.training import step as train_lib
-  from enas_face.child import FixedChild, SharedChild
+  from enas_face.models.child import FixedChild, SharedChild
   from enas_face.config import ModelConfig, TrainConfig
 
   # No DropBlock, no dropout: their random masks differ per replica by design.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import child as child_lib
+from enas_face.models import child as child_lib
 from enas_face.spaces import enas_macro
 from enas_face.config import ConfigError, ModelConfig
 

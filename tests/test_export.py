@@ -11,7 +11,7 @@ import tensorflow as tf
 from enas_face import export
 from enas_face.evaluation import verification
 from enas_face.spaces import enas_macro
-from enas_face.child import FixedChild
+from enas_face.models.child import FixedChild
 from enas_face.config import ModelConfig
 from enas_face.data.base import VerificationPairs
 

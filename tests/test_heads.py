@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from enas_face import config as config_lib
-from enas_face import heads
+from enas_face.models import heads
 
 S = 64.0
 COS_CLIP = 1e-7  # METHODS.md §1 numerics: c clipped to [-1 + 1e-7, 1 - 1e-7] before arccos

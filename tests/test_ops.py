@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import ops
+from enas_face.models import ops
 from enas_face.spaces import enas_macro
 
 

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from enas_face import fixed, ops, search, spaces
+from enas_face import fixed, search, spaces
+from enas_face.models import ops
 from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                               TrainConfig)
 from enas_face.data import load_dataset

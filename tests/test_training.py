@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed, heads, search
+from enas_face import fixed, search
+from enas_face.models import heads
 from enas_face.spaces import enas_macro
-from enas_face.child import FixedChild
+from enas_face.models.child import FixedChild
 from enas_face.config import (HEADS, DataConfig, EvalConfig, HeadConfig, ModelConfig, RunConfig,
                               SearchConfig, TrainConfig)
 from enas_face.data import load_dataset

@@ -23,7 +23,7 @@ import numpy as np
 from keras import layers
 from keras import ops as K
 
-from enas_face import ops
+from enas_face.models import ops
 from enas_face.spaces import mobilefacenet as space
 
 

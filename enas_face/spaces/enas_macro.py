@@ -591,11 +591,11 @@ class EnasMacroSpace(SearchSpace):
     return sample_uniform(model_config.num_layers, rng)
 
   def build_fixed(self, model_config, sample: Architecture, name: str = "child"):
-    from enas_face import child  # pylint: disable=import-outside-toplevel
+    from enas_face.models import child  # pylint: disable=import-outside-toplevel
     return child.FixedChild(model_config, sample, name=name).build_for_input()
 
   def build_shared(self, model_config, name: str = "child"):
-    from enas_face import child  # pylint: disable=import-outside-toplevel
+    from enas_face.models import child  # pylint: disable=import-outside-toplevel
     return child.SharedChild(model_config, name=name).build_for_input()
 
   def flops(self, model_config, sample: Architecture) -> int:

@@ -11,7 +11,7 @@ def build_module(model_config, key: str):
     reduction: factorized reduction;  head: embedding head(ReLU(x))."""
   import keras  # pylint: disable=import-outside-toplevel
 
-  from enas_face import ops  # pylint: disable=import-outside-toplevel
+  from enas_face.models import ops  # pylint: disable=import-outside-toplevel
   by_key = {m.key: m for m in enas_macro.every_module(model_config)}
   if key not in by_key:
     raise ValueError(f"{key!r} is not a module of the enas_macro space under this model "

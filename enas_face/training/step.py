@@ -17,7 +17,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from enas_face import heads
+from enas_face.models import heads
 from enas_face import schedules
 from enas_face.config import HeadConfig, TrainConfig
 

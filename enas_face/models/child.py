@@ -25,7 +25,7 @@ import keras
 from keras import layers
 from keras import ops as K
 
-from enas_face import ops
+from enas_face.models import ops
 from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
 

@@ -46,6 +46,7 @@ if ROOT not in sys.path:
 
 from enas_face import runlog  # noqa: E402
 from enas_face.config import RunConfig  # noqa: E402
+from enas_face.models import builders  # noqa: E402
 from passthrough import main_command, read_json, run_step, split_passthrough  # noqa: E402
 
 LABELS = {"teacher": "teacher (ENAS macro, wide)",
@@ -83,7 +84,7 @@ def latencies(run_dirs: dict[str, str], rounds: int = 30, warmup: int = 10) -> d
   functions = {}
   for name, run_dir in run_dirs.items():
     config = RunConfig.load(os.path.join(run_dir, "config.json"))
-    child = fixed.build_child(config)
+    child = builders.build_child(config)
     size = config.model.image_size
     function = tf.function(lambda x, child=child: child(x, training=False))
     image = tf.random.uniform((1, size, size, 3), 0, 255)

@@ -50,6 +50,7 @@ from enas_face.models import mobilefacenet as model_lib
 from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.training import loop
 from enas_face.training import step as train_lib
+from enas_face.models import builders
 
 LOG_NAME = "distributions.jsonl"
 PLOT_NAME = "distributions.png"
@@ -180,7 +181,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   batch = train_cfg.batch_size
   steps = loop.steps_per_epoch(batch, min(len(half_a.labels), len(half_b.labels)), 1)
   with placement.strategy.scope():
-    supernet = space.build_supernet(model_cfg, name="supernet")
+    supernet = builders.build_supernet(model_cfg, name="supernet")
     head = build_head(config.head, dataset.num_classes, model_cfg.embedding_dim)
     head(tf.zeros((1, model_cfg.embedding_dim)))
     distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")

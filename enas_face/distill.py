@@ -27,6 +27,7 @@ from absl import logging
 
 from enas_face.config import ConfigError, DistillConfig, RunConfig
 from enas_face.training.step import ExtraLoss
+from enas_face.models import builders
 
 
 @dataclasses.dataclass
@@ -72,7 +73,7 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
   if latest is None:
     raise ConfigError(f"{flag}={path}: the run has no checkpoint yet; train it first "
                       "(--mode=fixed)")
-  child = fixed.build_child(teacher_config)
+  child = builders.build_child(teacher_config)
   names = dict(tf.train.list_variables(latest))
   head = None
   num_classes = None

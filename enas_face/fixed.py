@@ -37,6 +37,7 @@ from enas_face.data.base import FaceDataset, LabelledImages
 from enas_face.models.heads import build_head
 from enas_face.training import loop
 from enas_face.training import step as train_lib
+from enas_face.models import builders
 
 
 HISTORY_NAME = "train_history.jsonl"
@@ -62,7 +63,7 @@ class TrainingState:
 
 def build_child(config: RunConfig) -> keras.Model:
   """The run's sample as a stand-alone model, built by its search space."""
-  return config.model.space.build_fixed(config.model, config.arc, name="child")
+  return builders.build_child(config)
 
 
 def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,

@@ -483,7 +483,7 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
   if search.strategy == "differentiable":
-    if not hasattr(model.space, "build_supernet"):
+    if not model.space.has_supernet:
       raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "
                         f"--search_space={model.search_space} does not have; use "
                         "--search_space=mobilefacenet")

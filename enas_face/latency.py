@@ -1,6 +1,6 @@
 """Inference latency of an architecture on this machine, for the search reward.
 
-Method: build the sample's stand-alone model (`space.build_fixed`, e.g. FixedChild)
+Method: build the sample's stand-alone model (`models.builders.build_fixed`, e.g. FixedChild)
 with random weights (latency does not depend on their values), wrap batch-1
 inference in a `tf.function` with a fixed input signature [1, S, S, 3] float32, run
 `warmup` untimed calls, then
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from enas_face.config import ModelConfig
+from enas_face.models import builders
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class LatencyMeter:
     started = time.perf_counter()
     # A fixed model name keeps variable names (hence TF's eager kernel cache keys) the same
     # across architectures; auto-numbered names leak every variable's buffer (~1 MB per arch).
-    model = self.model_config.space.build_fixed(self.model_config, arc, name=PROBE_MODEL_NAME)
+    model = builders.build_fixed(self.model_config, arc, name=PROBE_MODEL_NAME)
     built = time.perf_counter()
     infer = tf.function(lambda images: model(images, training=False),
                         input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])

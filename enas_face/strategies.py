@@ -40,6 +40,7 @@ from enas_face.models.heads import build_head
 from enas_face.spaces.base import SearchSpace
 from enas_face.training import loop
 from enas_face.training import step as train_lib
+from enas_face.models import builders
 
 TRIALS_NAME = "trials.jsonl"
 TRIALS_DIR = "trials"
@@ -91,7 +92,7 @@ class Candidate:
 
 
 class OneShot:
-  """ENAS weight sharing: one supernet (space.build_shared) trained with a sample per step."""
+  """ENAS weight sharing: one supernet (models.builders.build_shared) trained with a sample per step."""
   name = "one_shot"
   collective_scoring = False  # only the chief scores; other workers wait at the next epoch
 
@@ -101,7 +102,7 @@ class OneShot:
     self.placement, self.steps_per_epoch = placement, steps_per_epoch
     train = config.train
     with placement.strategy.scope():
-      self.child = space.build_shared(config.model, name="child")
+      self.child = builders.build_shared(config.model, name="child")
       if placement.name != "default":
         distribute.per_replica_batch_norm(self.child)  # synchronised BN fails inside tf.cond
       self.head = build_head(config.head, dataset.num_classes, config.model.embedding_dim)

@@ -15,6 +15,7 @@ from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, ModelConfig, RunConfig
 from enas_face.costs import latency_table
 from enas_face.spaces import enas_macro
+from enas_face.models import builders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -46,7 +47,7 @@ def architectures():
 @pytest.fixture(scope="module")
 def built():
   """(config, arc, model) with the model built through the space."""
-  return [(c, a, c.space.build_fixed(c, a, name="oracle")) for c, a in architectures()]
+  return [(c, a, builders.build_fixed(c, a, name="oracle")) for c, a in architectures()]
 
 
 def test_analytic_flops_equal_the_profilers_count(built):
@@ -235,7 +236,7 @@ def test_the_timed_tflite_model_computes_what_keras_computes():
   """What TFLiteLatency times is the model itself (weights frozen in, no NaN)."""
   from enas_face.costs import tflite
   config = CONFIGS[0]
-  model = config.space.build_fixed(config, enas_macro.default_architecture(config.num_layers))
+  model = builders.build_fixed(config, enas_macro.default_architecture(config.num_layers))
   images = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 3)).astype(np.float32)
   runner = tflite.interpreter(tflite.keras_to_tflite(model, [(1, 16, 16, 3)]))
   (inp,), (out,) = runner.get_input_details(), runner.get_output_details()

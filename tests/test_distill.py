@@ -15,6 +15,7 @@ from enas_face import fixed
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, DistillConfig
 from enas_face.data import load_dataset
+from enas_face.models import builders
 
 TINY = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=6",
         "--synthetic_images_per_identity=8", "--synthetic_heldout_identities=4",
@@ -53,7 +54,7 @@ def test_distillation_loss_is_zero_when_the_student_is_the_teacher(teacher_run):
   assert loss.shape == (6,)
   np.testing.assert_allclose(loss, 0.0, atol=1e-5)
   # another student (random weights): both terms are positive
-  other = fixed.build_child(config)
+  other = builders.build_child(config)
   other.standardize.set_statistics(*[w.numpy() for w in state.child.standardize.weights])
   loss = distillation.loss(other(images, training=False), state.head, images).numpy()
   assert (loss > 1e-3).all()

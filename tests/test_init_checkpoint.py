@@ -7,6 +7,7 @@ from enas_face import fixed
 from enas_face.config import ConfigError, ModelConfig
 from enas_face.spaces import enas_macro
 from enas_face.training import loop
+from enas_face.models import builders
 
 CONFIG = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=3,
                      num_reductions=1)
@@ -15,7 +16,7 @@ OTHER = enas_macro.Architecture((2, 1, 3), ((), (0,), (1, 0)))  # avgpool, sep5x
 
 
 def child(arc, config=CONFIG):
-  return config.space.build_fixed(config, arc, name="child")
+  return builders.build_fixed(config, arc, name="child")
 
 
 def weights(model, key):

@@ -16,6 +16,7 @@ from enas_face.data.base import LabelledImages
 from enas_face.models import mobilefacenet as model_lib
 from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.spaces.base import SampleError
+from enas_face.models import builders
 from flops_oracle import profiler_flops
 
 SPACE = spaces.get("mobilefacenet")
@@ -33,7 +34,7 @@ def test_parameters_at_width_1_match_the_paper():
   """Chen et al. 2018: 0.99 M parameters at 112x112 with a 128-d embedding. Ours counts
   every BN's gamma and beta and every PReLU slope too: within 2 %."""
   config = ModelConfig(image_size=112, embedding_dim=128, search_space="mobilefacenet")
-  net = SPACE.build_fixed(config, SPACE.default(config))
+  net = builders.build_fixed(config, SPACE.default(config))
   params = costs.keras_params(net)["trainable"]
   assert params == SPACE.params(config, SPACE.default(config))
   assert abs(params - 0.99e6) / 0.99e6 < 0.02, params
@@ -44,7 +45,7 @@ def test_parameters_at_width_1_match_the_paper():
 
 def test_analytic_counts_match_keras_and_the_profiler():
   for shape in [SPACE.default(SMALL)] + random_shapes(SMALL, 2):
-    net = SPACE.build_fixed(SMALL, shape)
+    net = builders.build_fixed(SMALL, shape)
     assert costs.keras_params(net)["trainable"] == SPACE.params(SMALL, shape), shape
     assert profiler_flops(net, SMALL.image_size) == SPACE.flops(SMALL, shape), shape
 
@@ -55,7 +56,7 @@ def test_width_multiplier_and_depth_shrink_the_network():
   shallow = space_lib.Shape(depths=(1, 1, 1))
   assert SPACE.flops(half, full) < SPACE.flops(SMALL, full) / 2.5
   assert SPACE.flops(SMALL, shallow) < SPACE.flops(SMALL, full)
-  net = SPACE.build_fixed(SMALL, shallow)
+  net = builders.build_fixed(SMALL, shallow)
   assert [len(names) for names in net.block_names] == [1, 1, 1]
 
 
@@ -74,7 +75,7 @@ def test_samples_round_trip_and_bad_ones_are_named():
   with pytest.raises(SampleError, match="disagrees"):
     SPACE.from_json({**SPACE.to_json(SPACE.default(SMALL)), "encoding": "0 " * 11 + "0"}, SMALL)
   with pytest.raises(ConfigError, match="--image_size=40"):
-    SPACE.build_fixed(dataclasses.replace(SMALL, image_size=40), SPACE.default(SMALL))
+    builders.build_fixed(dataclasses.replace(SMALL, image_size=40), SPACE.default(SMALL))
 
 
 # ---------------------------------------------------------------------------- the supernet
@@ -89,11 +90,11 @@ def _randomize(net, seed=0):
 
 
 def test_masking_at_a_width_equals_the_network_built_at_that_width():
-  supernet = SPACE.build_supernet(SMALL)
+  supernet = builders.build_supernet(SMALL)
   _randomize(supernet)
   images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
   for shape in random_shapes(SMALL, 3, seed=2) + [space_lib.Shape(depths=(1, 7, 1))]:
-    fixed = SPACE.build_fixed(SMALL, shape).load_supernet_weights(supernet, shape)
+    fixed = builders.build_fixed(SMALL, shape).load_supernet_weights(supernet, shape)
     mix = model_lib.one_hot_mix(SMALL, shape)
     expected = fixed(images, training=False).numpy()
     masked = supernet(images, mix=tf.constant(mix), training=False).numpy()
@@ -105,7 +106,7 @@ def test_masking_at_a_width_equals_the_network_built_at_that_width():
 
 def test_supernet_needs_its_mixing_weights():
   with pytest.raises(ValueError, match="mix"):
-    SPACE.build_supernet(SMALL)(np.zeros((1, 32, 32, 3), "float32"))
+    builders.build_supernet(SMALL)(np.zeros((1, 32, 32, 3), "float32"))
 
 
 # -------------------------------------------------------------- the differentiable search

@@ -82,3 +82,33 @@ def test_base_module_has_no_framework_imports():
   source = pathlib.Path(spaces.base.__file__).read_text()
   for name in ("tensorflow", "keras", "absl"):
     assert f"import {name}" not in source and f"from {name}" not in source
+
+
+def test_spaces_import_no_tensorflow():
+  """Spaces are plain data: importing every registered space loads no deep-learning framework
+  (a fresh interpreter, since this one has TensorFlow loaded already)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = ("import sys, pkgutil, importlib, enas_face.spaces as s\n"
+          "for m in pkgutil.walk_packages(s.__path__, 'enas_face.spaces.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "print(sorted(s.names()))\n"
+          "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+          "sys.exit(f'imported {bad}' if bad else 0)\n")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "enas_macro" in result.stdout and "mobilefacenet" in result.stdout
+
+
+def test_every_space_has_the_builders_its_flags_promise():
+  from enas_face.models import builders  # pylint: disable=import-outside-toplevel
+  for name in spaces.names():
+    space = spaces.get(name)
+    found = builders._BUILDERS[space.architecture_space.name]  # pylint: disable=protected-access
+    assert found.fixed is not None, name
+    assert found.shared is not None or not space.supports_weight_sharing, name
+    assert found.supernet is not None or not space.has_supernet, name
+    if space.architecture_space is space:  # and no model it does not declare
+      assert (found.shared is not None) == space.supports_weight_sharing, name
+      assert (found.supernet is not None) == space.has_supernet, name

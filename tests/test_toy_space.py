@@ -1,6 +1,7 @@
 """A space of categorical decisions only, registered at run time, searched by the
 multi-trial strategy with the ENAS controller, and trained from its ranking: the
-search core works for a space other than ENAS macro (library level; the CLI tests
+search core works for a space other than ENAS macro, its network registered with
+models.builders (library level; the CLI tests
 cover enas_macro)."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from enas_face import fixed, search, spaces
-from enas_face.models import ops
+from enas_face.models import builders, ops
 from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                               TrainConfig)
 from enas_face.data import load_dataset
@@ -61,17 +62,20 @@ class ToySpace(SearchSpace):
   def default(self, model_config):
     return {"width": 8, "kernel": 3}
 
-  def build_fixed(self, model_config, sample, name="child"):
-    model = ToyNet(model_config, sample, name=name)
-    size = model_config.image_size
-    model(np.zeros((1, size, size, 3), np.float32))
-    return model
+
+def build_toy_net(model_config, sample, name="child"):
+  model = ToyNet(model_config, sample, name=name)
+  size = model_config.image_size
+  model(np.zeros((1, size, size, 3), np.float32))
+  return model
 
 
 @pytest.fixture(scope="module")
 def toy_space():
   space = spaces.register(ToySpace())
+  builders.register(space.name, fixed=build_toy_net)
   yield space
+  builders.unregister(space.name)
   spaces._REGISTRY.pop(space.name)  # pylint: disable=protected-access
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from enas_face import latency
 from enas_face.costs import CostModel
+from enas_face.models import builders
 
 FORMAT = "enas_face/latency-table"
 VERSION = 1
@@ -87,7 +88,7 @@ def build_table(model_config, runtime: str = "tf_function", warmup: int = 10,
   modules = {}
   started = time.perf_counter()
   for key in space.every_cost_module(model_config):
-    model, shapes = space.build_cost_module(model_config, key)
+    model, shapes = builders.build_cost_module(model_config, key)
     stats = timed(model, shapes)
     modules[key] = {"ms": max(stats.median_ms - overhead.median_ms, 0.0), "raw_ms": stats.median_ms,
                     "cv": stats.cv}

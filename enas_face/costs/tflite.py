@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from enas_face import latency
 from enas_face.costs import CostModel
+from enas_face.models import builders
 
 DEFAULT_THREADS = 1
 
@@ -96,7 +97,7 @@ class TFLiteLatency(CostModel):
     if key not in self._cache:
       started = time.perf_counter()
       size = self.model_config.image_size
-      model = self.space.build_fixed(self.model_config, sample, name=latency.PROBE_MODEL_NAME)
+      model = builders.build_fixed(self.model_config, sample, name=latency.PROBE_MODEL_NAME)
       flatbuffer = keras_to_tflite(model, [(1, size, size, 3)])
       del model
       gc.collect()

@@ -207,3 +207,17 @@ def one_hot_mix(config, shape: space.Shape) -> np.ndarray:
 
 def max_choices(config) -> int:
   return max(d.num_choices for d in space.MobileFaceNetSpace().decisions(config))
+
+
+def build_fixed(model_config, sample: space.Shape, name: str = "child") -> MobileFaceNet:
+  """The network of one shape, its weights built."""
+  space.check_geometry(model_config)
+  return MobileFaceNet(model_config, space.shape_channels(model_config, sample),
+                       name=name).build_for_input()
+
+
+def build_supernet(model_config, name: str = "supernet") -> MobileFaceNet:
+  """Every block at full width (ratio 1), called as model(images, mix=[D, K] weights)."""
+  space.check_geometry(model_config)
+  return MobileFaceNet(model_config, space.shape_channels(model_config, space.full_shape()),
+                       supernet=True, name=name).build_for_input()

@@ -1,8 +1,8 @@
-"""Search spaces: each owns its decisions, its encoding and its model builders.
+"""Search spaces, plain data: each owns its decisions, its encoding and its analytic costs.
 
     space = spaces.get("enas_macro")
     sample = space.sample_uniform(model_config, rng)
-    model = space.build_fixed(model_config, sample)
+    model = models.builders.build_fixed(model_config, sample)  # the models room
 
 `register` adds a space (a `base.SearchSpace` instance) under its name; `load_samples`
 reads the samples of a file written by a search (arcs_ranked.json) or by hand.

@@ -1,4 +1,4 @@
-"""What every search space provides: decisions, encodings, defaults and model builders.
+"""What every search space provides: decisions, encodings, defaults and analytic costs.
 
 A *sample* is one point of a space (an architecture, or later also a loss or data-cleaning
 setting), in whatever Python form the space likes. The controller only ever sees its
@@ -64,9 +64,9 @@ class Decision:
 class SearchSpace(abc.ABC):
   """A registered search space (see `enas_face.spaces.get`).
 
-  Subclasses give `name`, `decisions`, `encode`, `decode`, `to_json`, `from_json`,
-  `default` and `build_fixed`; `build_shared` only if weight sharing (the one-shot
-  strategy) is possible. The rest has generic defaults.
+  Subclasses give `name`, `decisions`, `encode`, `decode`, `to_json`, `from_json` and
+  `default`; their networks are built by models.builders, registered under the same name.
+  The rest has generic defaults.
   """
   name: str = ""
   description: str = ""
@@ -146,22 +146,21 @@ class SearchSpace(abc.ABC):
     return config, dataset, None
 
   # ---------------------------------------------------------------- models
-  @abc.abstractmethod
-  def build_fixed(self, model_config, sample, name: str = "child"):
-    """The stand-alone model of `sample`: pixels in [0, 255], [N, S, S, 3] -> embeddings
-    [N, D], with its weights built. The training library reads two attributes: `config`
-    (the ModelConfig) and `standardize` (an ops.ChannelStandardization applied first,
-    set to the training split's channel statistics before training)."""
+  # What models.builders can build for this space (data, so flags can check it without
+  # TensorFlow): the one-shot strategy needs a weight-sharing model, the differentiable
+  # search a width/depth supernet.
+  supports_weight_sharing: bool = False
+  has_supernet: bool = False
 
   @property
-  def supports_weight_sharing(self) -> bool:
-    return type(self).build_shared is not SearchSpace.build_shared
+  def architecture_space(self) -> "SearchSpace":
+    """The space whose samples models.builders turns into networks (self, unless samples
+    hold more than an architecture)."""
+    return self
 
-  def build_shared(self, model_config, name: str = "child"):
-    """The weight-sharing supernet, called as model(images, arc=choices, training=...,
-    batch_statistics=...) with the choices an int32 tensor (one trace for every sample)."""
-    raise NotImplementedError(f"the {self.name} space has no weight-sharing model; use "
-                              "--search_strategy=multi_trial")
+  def architecture(self, sample):
+    """The part of `sample` that is a sample of architecture_space (the sample itself)."""
+    return sample
 
   # ----------------------------------------------------------------- costs
   def flops(self, model_config, sample) -> int:
@@ -185,8 +184,3 @@ class SearchSpace(abc.ABC):
     """Keys of every module any sample can run: the rows of a latency table."""
     raise NotImplementedError(f"the {self.name} space has no module inventory for a latency "
                               "table; use --cost_model=measured or tflite")
-
-  def build_cost_module(self, model_config, key: str):
-    """(module, input_shapes): a Keras callable of module `key` taking one tensor per
-    shape (batch 1), built with random weights, for timing it alone."""
-    raise NotImplementedError(f"the {self.name} space cannot build its modules alone")

@@ -215,8 +215,12 @@ class ComprehensiveSpace(SearchSpace):
     return config, dataset, result
 
   # ---------------------------------------------------------- model and cost
-  def build_fixed(self, model_config, sample: Recipe, name: str = "child"):
-    return self.arch_space.build_fixed(model_config, sample.arch, name=name)
+  @property
+  def architecture_space(self) -> SearchSpace:
+    return self.arch_space
+
+  def architecture(self, sample: Recipe):
+    return sample.arch
 
   def flops(self, model_config, sample: Recipe) -> int:
     return self.arch_space.flops(model_config, sample.arch)
@@ -229,9 +233,6 @@ class ComprehensiveSpace(SearchSpace):
 
   def every_cost_module(self, model_config) -> list[str]:
     return self.arch_space.every_cost_module(model_config)
-
-  def build_cost_module(self, model_config, key: str):
-    return self.arch_space.build_cost_module(model_config, key)
 
 
 SPACES = (

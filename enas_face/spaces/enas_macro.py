@@ -557,10 +557,12 @@ def params(model_config, arc: Architecture) -> int:
 class EnasMacroSpace(SearchSpace):
   """The ENAS macro space (Zhu 2019): per layer an op from OPS and skips from earlier layers.
 
-  Samples are `Architecture`s; models are `child.FixedChild` and, for weight sharing,
-  `child.SharedChild` (every candidate op and skip, the architecture as an int32 tensor).
+  Samples are `Architecture`s; models.builders builds them as `child.FixedChild` and, for
+  weight sharing, `child.SharedChild` (every candidate op and skip, the architecture as an
+  int32 tensor).
   """
   name = "enas_macro"
+  supports_weight_sharing = True
   description = "ENAS macro space: per layer one op of " + ", ".join(OPS) + " and skip inputs"
 
   def decisions(self, model_config) -> tuple[Decision, ...]:
@@ -590,14 +592,6 @@ class EnasMacroSpace(SearchSpace):
   def sample_uniform(self, model_config, rng: np.random.Generator) -> Architecture:
     return sample_uniform(model_config.num_layers, rng)
 
-  def build_fixed(self, model_config, sample: Architecture, name: str = "child"):
-    from enas_face.models import child  # pylint: disable=import-outside-toplevel
-    return child.FixedChild(model_config, sample, name=name).build_for_input()
-
-  def build_shared(self, model_config, name: str = "child"):
-    from enas_face.models import child  # pylint: disable=import-outside-toplevel
-    return child.SharedChild(model_config, name=name).build_for_input()
-
   def flops(self, model_config, sample: Architecture) -> int:
     return flops(model_config, sample)
 
@@ -609,10 +603,6 @@ class EnasMacroSpace(SearchSpace):
 
   def every_cost_module(self, model_config) -> list[str]:
     return [m.key for m in every_module(model_config)]
-
-  def build_cost_module(self, model_config, key: str):
-    from enas_face.spaces import enas_macro_cost  # pylint: disable=import-outside-toplevel
-    return enas_macro_cost.build_module(model_config, key)
 
   @staticmethod
   def _checked(arc: Architecture, model_config) -> Architecture:

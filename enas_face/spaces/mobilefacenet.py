@@ -33,6 +33,7 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
+from enas_face.config import ConfigError
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 
 WIDTH_RATIOS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -156,7 +157,6 @@ def width_decision_index(what: str) -> int:
 
 def check_geometry(model_config) -> None:
   """--image_size must be a positive multiple of 16 (stem and three stages halve it)."""
-  from enas_face.config import ConfigError  # pylint: disable=import-outside-toplevel
   size = model_config.image_size
   if size % REDUCTION or size < REDUCTION:
     raise ConfigError(f"--image_size={size}: the mobilefacenet space halves it 4 times; use a "
@@ -225,6 +225,7 @@ def params_of(channels_: Channels, embedding_dim: int) -> int:
 
 class MobileFaceNetSpace(SearchSpace):
   name = "mobilefacenet"
+  has_supernet = True  # models.builders.build_supernet: the width/depth search
   description = ("MobileFaceNet (Chen et al. 2018) widths and depths: per-stage width, "
                       "expansion and depth, stem and head widths (TAS-style width/depth search)")
 
@@ -290,19 +291,6 @@ class MobileFaceNetSpace(SearchSpace):
 
   def channels(self, model_config, sample: Shape) -> Channels:
     return shape_channels(model_config, sample)
-
-  def build_fixed(self, model_config, sample: Shape, name: str = "child"):
-    from enas_face.models import mobilefacenet  # pylint: disable=import-outside-toplevel
-    check_geometry(model_config)
-    return mobilefacenet.MobileFaceNet(model_config, shape_channels(model_config, sample),
-                                       name=name).build_for_input()
-
-  def build_supernet(self, model_config, name: str = "supernet"):
-    """Every block at full width (ratio 1), called as model(images, mix=[D, K] weights)."""
-    from enas_face.models import mobilefacenet  # pylint: disable=import-outside-toplevel
-    check_geometry(model_config)
-    return mobilefacenet.MobileFaceNet(model_config, shape_channels(model_config, full_shape()),
-                                       supernet=True, name=name).build_for_input()
 
   def flops(self, model_config, sample: Shape) -> int:
     check_geometry(model_config)

@@ -38,6 +38,7 @@ from enas_face import costs  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402
 from enas_face import runlog  # noqa: E402
 from enas_face.costs import latency_table  # noqa: E402
+from enas_face import spaces  # noqa: E402
 from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
@@ -71,11 +72,10 @@ def main() -> None:
   args = parser.parse_args(argv)
   flags.FLAGS(["bench", "--mode=search", *model_flags])
   model_config = enas_flags.config_from_flags(flags.FLAGS).model
-  space = model_config.space
+  space = spaces.of(model_config)
   rng = np.random.default_rng(args.seed)
   samples = []
   if args.arc_file:  # e.g. a search's ranking: its architectures instead of random ones
-    from enas_face import spaces  # pylint: disable=import-outside-toplevel
     samples = list(spaces.load_samples(args.arc_file, space, model_config))
     args.num_archs = len(samples)
   while len(samples) < args.num_archs:  # distinct uniform draws

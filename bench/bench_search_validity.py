@@ -36,6 +36,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from enas_face import runlog  # noqa: E402
+from enas_face import spaces  # noqa: E402
 from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
@@ -70,7 +71,6 @@ def standalone(flagfile: str, runs_root: str, arc_string: str, seed: int, extra:
 
 def default_arc(flagfile: str, runs_root: str) -> str:
   """The space's default sample under the flagfile's model settings."""
-  from enas_face import spaces  # pylint: disable=import-outside-toplevel
   from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
   values = read_flagfile(flagfile)
   model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
@@ -127,14 +127,14 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
   from enas_face.training import loop  # pylint: disable=import-outside-toplevel
 
-  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, "config.json"))
   dataset, reward = search.reward_data(config, load_dataset(config.data))
   placement = distribute.make_placement("default")
   steps = loop.steps_per_epoch(config.train.batch_size, len(dataset.train), 1)
-  one_shot = strategies.OneShot(config, config.model.space, dataset, reward, placement, steps)
+  one_shot = strategies.OneShot(config, spaces.of(config.model), dataset, reward, placement, steps)
   checkpoint = tf.train.Checkpoint(**one_shot.trackables())
   checkpoint.restore(tf.train.latest_checkpoint(loop.checkpoint_dir(search_dir))).expect_partial()
-  space = config.model.space
+  space = spaces.of(config.model)
   # Diagnostic only (never used to select): the same shared weights scored on the
   # evaluation pairs, 5-10x the reward pairs, to separate reward noise from ranking bias.
   diagnostic = dataclasses.replace(reward, metric="verification", pairs=dataset.pairs)
@@ -158,15 +158,15 @@ def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root:
   from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
 
-  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, "config.json"))
   config = dataclasses.replace(
       config, run_dir=os.path.join(runs_root, f"trials_{trial_epochs}ep"),
       search=dataclasses.replace(config.search, strategy="multi_trial", trial_epochs=trial_epochs))
   os.makedirs(config.run_dir, exist_ok=True)
   dataset, reward = search.reward_data(config, load_dataset(config.data))
-  trials = strategies.MultiTrial(config, config.model.space, dataset, reward,
+  trials = strategies.MultiTrial(config, spaces.of(config.model), dataset, reward,
                                  distribute.make_placement("default"))
-  space = config.model.space
+  space = spaces.of(config.model)
   choices = np.array([space.encode(space.from_string(a, config.model)) for a in arcs], np.int32)
   return dict(zip(arcs, trials.score_many(choices, 0)))
 
@@ -178,7 +178,6 @@ def kendall_tau(x, y) -> float:
 
 def tau(args, extra) -> dict:
   """Kendall tau between shared-weight scores and stand-alone verification over N archs."""
-  from enas_face import spaces  # pylint: disable=import-outside-toplevel
   from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
   values = read_flagfile(args.flagfile)
   model = ModelConfig(num_layers=int(values.get("num_layers", 5)))

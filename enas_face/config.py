@@ -1,18 +1,16 @@
 """Frozen run configuration. Built from flags by `flags.config_from_flags`;
 library code reads only these dataclasses, never absl flags.
 
-A config round-trips through JSON (`RunConfig.to_json` / `from_json`), so a run
-folder's `config.json` is enough to rebuild its model for eval and export.
+A config round-trips through JSON (`spaces.save_config` / `load_config`, which pass the
+search space's sample codec to `RunConfig.to_json` / `from_json`), so a run folder's
+`config.json` is enough to rebuild its model for eval and export.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-from typing import Any
-
-from enas_face import runlog
+from typing import Any, Callable
 
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
@@ -29,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The network's skeleton; the searched part is a sample of `search_space` (spaces.get)."""
+  """The network's skeleton; the searched part is a sample of `search_space` (spaces.of)."""
   image_size: int = 112
   num_layers: int = 5
   num_reductions: int = 3
@@ -44,12 +42,6 @@ class ModelConfig:
   # The mobilefacenet space: every channel count scaled by this (its default sample is
   # MobileFaceNet at this width; the supernet's widest choice).
   width_multiplier: float = 1.0
-
-  @property
-  def space(self):
-    """The registered search space (spaces.get(search_space))."""
-    from enas_face import spaces  # pylint: disable=import-outside-toplevel
-    return spaces.get(self.search_space)
 
   @property
   def final_feature_size(self) -> int:
@@ -400,20 +392,23 @@ class RunConfig:
   def resolved_export_dir(self) -> str:
     return self.export_dir or os.path.join(self.run_dir, "saved_model")
 
-  def to_json(self) -> dict[str, Any]:
+  def to_json(self, sample_to_json: Callable[[Any], Any]) -> dict[str, Any]:
+    """The config as JSON; its samples (arc, candidate_arcs) through `sample_to_json`, their
+    space's codec (spaces.config_to_json passes it: the config knows no space)."""
     out = dataclasses.asdict(dataclasses.replace(self, arc=None, candidate_arcs=()))
-    space = self.model.space
-    out["arc"] = space.to_json(self.arc)
-    out["candidate_arcs"] = [space.to_json(a) for a in self.candidate_arcs]
+    out["arc"] = sample_to_json(self.arc)
+    out["candidate_arcs"] = [sample_to_json(a) for a in self.candidate_arcs]
     return out
 
   @classmethod
-  def from_json(cls, obj: dict[str, Any]) -> "RunConfig":
+  def from_json(cls, obj: dict[str, Any],
+                sample_from_json: Callable[[Any, ModelConfig], Any]) -> "RunConfig":
+    """Inverse of to_json: `sample_from_json(obj, model_config)` reads a sample (of
+    model_config.search_space); ConfigError when `obj` is not a RunConfig."""
     try:
       model = ModelConfig(**obj["model"])
-      space = model.space
       return cls(mode=obj["mode"], run_dir=obj["run_dir"],
-                 arc=space.from_json(obj["arc"], model),
+                 arc=sample_from_json(obj["arc"], model),
                  model=model, data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**_renamed(obj.get("search", {}), SEARCH_RENAMES)),
@@ -427,20 +422,7 @@ class RunConfig:
                  strategy=obj.get("strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),
-                 candidate_arcs=tuple(space.from_json(a, model)
+                 candidate_arcs=tuple(sample_from_json(a, model)
                                       for a in obj.get("candidate_arcs", [])))
     except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
-
-  def save(self, path: str) -> None:
-    runlog.write_json(path, self.to_json())
-
-  @classmethod
-  def load(cls, path: str) -> "RunConfig":
-    if not os.path.exists(path):
-      raise ConfigError(f"{path}: no such file (is --run_dir a finished or started run?)")
-    try:
-      with open(path) as f:
-        return cls.from_json(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path}: not valid JSON ({e})") from e

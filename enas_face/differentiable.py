@@ -173,7 +173,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   """Runs (or resumes) the width/depth search; returns the summary (search_summary.json)."""
   placement = placement or distribute.make_placement("default")
   search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
-  space = model_cfg.space
+  space = spaces.of(model_cfg)
   if dataset.streamed:
     raise ConfigError("--search_strategy=differentiable splits the training split in two "
                       "halves in memory; use --stream=never")
@@ -311,7 +311,7 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
                   distillation) -> dict:
   """arcs_ranked.json (the argmax architecture), distributions.png and search_summary.json."""
   from enas_face import plots  # pylint: disable=import-outside-toplevel
-  space, model_cfg, search_cfg = config.model.space, config.model, config.search
+  space, model_cfg, search_cfg = spaces.of(config.model), config.model, config.search
   sample = distributions.argmax_sample()
   flops, params = space.flops(model_cfg, sample), space.params(model_cfg, sample)
   entry = {**spaces.sample_record(space, sample), "description": space.describe(sample),

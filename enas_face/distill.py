@@ -28,6 +28,7 @@ from absl import logging
 from enas_face.config import ConfigError, DistillConfig, RunConfig
 from enas_face.training.step import ExtraLoss
 from enas_face.models import builders
+from enas_face import spaces
 
 
 @dataclasses.dataclass
@@ -67,7 +68,7 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
   from enas_face import fixed  # pylint: disable=import-outside-toplevel
   from enas_face.models.heads import build_head  # pylint: disable=import-outside-toplevel
   from enas_face.training import loop  # pylint: disable=import-outside-toplevel
-  teacher_config = RunConfig.load(os.path.join(path, "config.json"))
+  teacher_config = spaces.load_config(os.path.join(path, "config.json"))
   teacher_config = dataclasses.replace(teacher_config, run_dir=path)
   latest = tf.train.latest_checkpoint(loop.checkpoint_dir(path))
   if latest is None:
@@ -86,7 +87,7 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
       head(tf.zeros((1, teacher_config.model.embedding_dim)))
   checkpoint = tf.train.Checkpoint(child=child, **({"head": head} if head is not None else {}))
   checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
-  logging.info("teacher: %s (%s)", latest, teacher_config.model.space.describe(teacher_config.arc))
+  logging.info("teacher: %s (%s)", latest, spaces.of(teacher_config.model).describe(teacher_config.arc))
   return Teacher(lambda images: child(images, training=False),
                  (lambda e: head(e)) if head is not None else None,
                  teacher_config.model.image_size, teacher_config.model.embedding_dim,

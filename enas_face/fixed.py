@@ -38,6 +38,7 @@ from enas_face.models.heads import build_head
 from enas_face.training import loop
 from enas_face.training import step as train_lib
 from enas_face.models import builders
+from enas_face import spaces
 
 
 HISTORY_NAME = "train_history.jsonl"
@@ -257,7 +258,7 @@ def prepare_training(config: RunConfig, dataset: FaceDataset,
   """The run's sample's training setup (its space's prepare_training: the loss and the data
   cleaning of a comprehensive recipe); a cleaning's manifest goes to
   RUN_DIR/cleaning_manifest.json."""
-  space = config.model.space
+  space = spaces.of(config.model)
   config, dataset, result = space.prepare_training(config, dataset, config.arc)
   if result is not None and chief:
     from enas_face import cleaning  # pylint: disable=import-outside-toplevel
@@ -389,8 +390,8 @@ def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
   metrics["params"] = params["trainable"]
   metrics["params_total"] = params["total"]
   try:
-    metrics["flops"] = config.model.space.flops(config.model, config.arc)
+    metrics["flops"] = spaces.of(config.model).flops(config.model, config.arc)
   except NotImplementedError:
     metrics["flops"] = None
-  metrics["architecture"] = config.model.space.to_string(config.arc)
+  metrics["architecture"] = spaces.of(config.model).to_string(config.arc)
   return metrics

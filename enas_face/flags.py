@@ -453,7 +453,7 @@ def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
   """The sample(s) of --search_space to train, best first (--arc, --arc_file, or the default)."""
   if flag_values.arc and flag_values.arc_file:
     raise ConfigError("give either --arc or --arc_file, not both")
-  space = model.space
+  space = spaces.of(model)
   try:
     if flag_values.arc_file:
       return spaces.load_samples(flag_values.arc_file, space, model)
@@ -483,7 +483,7 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
   if search.strategy == "differentiable":
-    if not model.space.has_supernet:
+    if not spaces.of(model).has_supernet:
       raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "
                         f"--search_space={model.search_space} does not have; use "
                         "--search_space=mobilefacenet")
@@ -493,7 +493,7 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.tau_min > search.tau_max:
       raise ConfigError(f"--gumbel_tau_min={search.tau_min} must not exceed --gumbel_tau_max="
                         f"{search.tau_max}")
-  if search.strategy == "one_shot" and not model.space.supports_weight_sharing:
+  if search.strategy == "one_shot" and not spaces.of(model).supports_weight_sharing:
     raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
                       f"--search_space={model.search_space} does not have; use "
                       "--search_strategy=multi_trial")
@@ -678,7 +678,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       f"{fv.search_epochs}")
   head = HeadConfig(**{f.name: getattr(fv, f.name) for f in dataclasses.fields(HeadConfig)})
   head.validate()
-  if model.space.owns_loss and head.head != "softmax":
+  if spaces.of(model).owns_loss and head.head != "softmax":
     raise ConfigError(f"--head={head.head} with --search_space={model.search_space}: the loss is "
                       "part of this space's samples (held at softmax where it is not searched); "
                       "leave --head at softmax")

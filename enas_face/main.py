@@ -25,6 +25,7 @@ from enas_face import runlog
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, RunConfig
 from enas_face.evaluation import sets as set_ops
+from enas_face import spaces
 
 FLAGS = flags.FLAGS
 NAN_LOSS_EXIT = 3
@@ -36,13 +37,13 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
   os.makedirs(config.run_dir, exist_ok=True)
   config_path = os.path.join(config.run_dir, "config.json")
   if os.path.exists(config_path):
-    previous = RunConfig.load(config_path)
+    previous = spaces.load_config(config_path)
     if previous.mode in ("fixed", "search") and previous.mode != config.mode:
       raise ConfigError(f"--run_dir={config.run_dir} holds a --mode={previous.mode} run; use a "
                         "new --run_dir")
     if (previous.arc, previous.model) != (config.arc, config.model):
       raise ConfigError(f"--run_dir={config.run_dir} holds a run of another network "
-                        f"({previous.model.space.to_string(previous.arc)!r}, {previous.model}); "
+                        f"({spaces.of(previous.model).to_string(previous.arc)!r}, {previous.model}); "
                         "use a new --run_dir")
     if previous.data != config.data:
       raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
@@ -71,14 +72,14 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
                         + "; ".join(changed) + "); use a new --run_dir")
   if not chief:
     return
-  config.save(config_path)
+  spaces.save_config(config, config_path)
   runlog.write_text(os.path.join(config.run_dir, "flags.txt"), enas_flags.flags_as_flagfile(FLAGS))
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
   """The run folder's own config, with this invocation's mode, export dir and formats and any
   evaluation flag given explicitly on this command line."""
-  saved = RunConfig.load(os.path.join(config.run_dir, "config.json"))
+  saved = spaces.load_config(os.path.join(config.run_dir, "config.json"))
   overrides = {field: getattr(config.eval, field)
                for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
@@ -209,7 +210,7 @@ def run(config: RunConfig) -> None:
       sub = dataclasses.replace(config, arc=arc, run_dir=os.path.join(config.run_dir, f"top{rank}"),
                                 candidate_arcs=(), top_k=1, export_dir="")
       _prepare_run_dir(sub, placement.is_chief)
-      encoding = config.model.space.to_string(arc)
+      encoding = spaces.of(config.model).to_string(arc)
       print(f"== top {rank} of {len(config.candidate_arcs)}: {encoding}")
       rows.append({"rank": rank, "arc": encoding,
                    **_train_fixed(sub, dataset, placement)})
@@ -286,7 +287,7 @@ def _load_dataset(config: RunConfig, chief: bool = True):
 
 def _export_metadata(config: RunConfig) -> dict:
   return {"search_space": config.model.search_space,
-          "architecture": config.model.space.to_json(config.arc),
+          "architecture": spaces.of(config.model).to_json(config.arc),
           "image_size": config.model.image_size}
 
 

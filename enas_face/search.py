@@ -78,7 +78,7 @@ class Sampler:
 def make_sampler(config: RunConfig) -> Sampler:
   """The --controller over the space's decisions (on the chief's host, outside any strategy)."""
   search = config.search
-  decisions = config.model.space.decisions(config.model)
+  decisions = spaces.of(config.model).decisions(config.model)
   if search.controller == "random":
     return Sampler(controller_lib.RandomSampler(decisions, seed=config.train.seed,
                                                 skip_target=search.skip_target), None, {})
@@ -124,7 +124,7 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   reward identities (so the file serves the retraining on all of them). Resumable; reused
   once written."""
   from enas_face import cleaning  # pylint: disable=import-outside-toplevel
-  space, epochs = config.model.space, config.search.cleaning_proxy_epochs
+  space, epochs = spaces.of(config.model), config.search.cleaning_proxy_epochs
   folder = os.path.join(config.run_dir, CLEANING_DIR)
   path = os.path.join(folder, cleaning.EMBEDDINGS_NAME)
   train = dataclasses.replace(config.train, epochs=epochs,
@@ -161,7 +161,7 @@ def search(config: RunConfig, dataset: FaceDataset,
     from enas_face import differentiable  # pylint: disable=import-outside-toplevel
     return differentiable.search(config, dataset, placement)
   chief = placement.is_chief
-  search_cfg, space = config.search, config.model.space
+  search_cfg, space = config.search, spaces.of(config.model)
   full_dataset = dataset
   dataset, reward = reward_data(config, dataset)
   if getattr(space, "cleans_data", False) and not config.data.cleaning_embeddings:
@@ -340,7 +340,7 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   """The strategy's final candidates, best score first, priced; those within the budget
   (all but the over-budget ones of --reward=budget) ranked in arcs_ranked.json. Returns
   (every candidate, the ranked ones)."""
-  search_cfg, space = config.search, config.model.space
+  search_cfg, space = config.search, spaces.of(config.model)
   entries = []
   for candidate in strategy.final_candidates(sampler, search_cfg.num_final_samples):
     sample = space.decode(candidate.choices.tolist(), config.model)
@@ -391,7 +391,7 @@ def write_final_config(config: RunConfig, best: dict) -> None:
 
 def static_costs(model_config, sample) -> dict:
   """Parameters and FLOPs of `sample`, counted by its space (None where it cannot)."""
-  space = model_config.space
+  space = spaces.of(model_config)
   out = {}
   for key, count in (("params", space.params), ("flops", space.flops)):
     try:

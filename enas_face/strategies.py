@@ -41,6 +41,7 @@ from enas_face.spaces.base import SearchSpace
 from enas_face.training import loop
 from enas_face.training import step as train_lib
 from enas_face.models import builders
+from enas_face import spaces
 
 TRIALS_NAME = "trials.jsonl"
 TRIALS_DIR = "trials"
@@ -308,7 +309,7 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
   placement = placement or distribute.make_placement("default")
   keras.utils.set_random_seed(trial.train.seed)  # a trial's result does not depend on order
   os.makedirs(trial.run_dir, exist_ok=True)
-  space = trial.model.space
+  space = spaces.of(trial.model)
   record = {"encoding": space.to_string(trial.arc), "sample": space.to_json(trial.arc),
             "reward_metric": reward.metric, "trial_epochs": trial.train.epochs,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}

@@ -16,6 +16,7 @@ from enas_face.config import ConfigError, ModelConfig, RunConfig
 from enas_face.costs import latency_table
 from enas_face.spaces import enas_macro
 from enas_face.models import builders
+from enas_face import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -59,7 +60,7 @@ def test_analytic_flops_equal_the_profilers_count(built):
 
 def test_analytic_params_equal_keras_count(built):
   for config, arc, model in built:
-    assert config.space.params(config, arc) == costs.keras_params(model)["trainable"], (
+    assert spaces.of(config).params(config, arc) == costs.keras_params(model)["trainable"], (
         config, arc.to_string())
 
 
@@ -80,8 +81,8 @@ def test_flops_and_params_cost_models_count_without_building():
 # ------------------------------------------------------------------------- latency table
 def test_modules_of_an_architecture_are_rows_of_the_table():
   for config, arc in architectures():
-    rows = set(config.space.every_cost_module(config))
-    keys = config.space.cost_modules(config, arc)
+    rows = set(spaces.of(config).every_cost_module(config))
+    keys = spaces.of(config).cost_modules(config, arc)
     assert len(keys) == len(set(keys)) and set(keys) <= rows
     assert "input" in keys and "head" in keys
     assert sum(k.startswith("layer") and "_skip" not in k for k in keys) == config.num_layers
@@ -90,11 +91,11 @@ def test_modules_of_an_architecture_are_rows_of_the_table():
 
 def test_table_prediction_is_the_overhead_plus_the_modules_entries():
   config = CONFIGS[0]
-  keys = config.space.every_cost_module(config)
+  keys = spaces.of(config).every_cost_module(config)
   rng = np.random.default_rng(0)
   table = {"overhead_ms": 0.25, "modules": {k: {"ms": float(rng.uniform(0, 1))} for k in keys}}
   for _, arc in [a for a in architectures() if a[0] is config]:
-    used = config.space.cost_modules(config, arc)
+    used = spaces.of(config).cost_modules(config, arc)
     expected = 0.25 + sum(table["modules"][k]["ms"] for k in used)
     assert latency_table.predict(table, used) == pytest.approx(expected)
   with pytest.raises(KeyError, match="layer9_sep3x3"):
@@ -106,7 +107,7 @@ def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=2,
                        num_reductions=1)
   table = latency_table.build_table(config, runtime=runtime, warmup=1, repeats=3)
-  assert set(table["modules"]) == set(config.space.every_cost_module(config))
+  assert set(table["modules"]) == set(spaces.of(config).every_cost_module(config))
   assert table["overhead_ms"] > 0 and table["runtime"] == runtime
   assert all(row["ms"] >= 0 and row["raw_ms"] > 0 for row in table["modules"].values())
   path = tmp_path / "table.json"
@@ -114,7 +115,7 @@ def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime):
   model = costs.make_cost_model("lut", config, table_path=str(path))
   arc = enas_macro.default_architecture(2)
   assert model(arc) == pytest.approx(latency_table.predict(
-      table, config.space.cost_modules(config, arc)))
+      table, spaces.of(config).cost_modules(config, arc)))
   assert model.evaluations == 0 and "lut" in model.describe()
 
 
@@ -178,10 +179,10 @@ def test_cost_flag_errors_name_the_flag(tmp_path):
 
 def test_old_config_json_with_latency_names_still_loads():
   config = parse("--mode=search")
-  obj = config.to_json()
+  obj = spaces.config_to_json(config)
   obj["search"]["target_latency_ms"] = obj["search"].pop("cost_target")
   obj["search"]["latency_exponent"] = obj["search"].pop("cost_exponent")
-  loaded = RunConfig.from_json(obj)
+  loaded = spaces.config_from_json(obj)
   assert loaded.search.cost_target == config.search.cost_target
   assert loaded.search.cost_exponent == config.search.cost_exponent
 
@@ -209,7 +210,7 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
        "--cost_model=flops", "--reward=budget", f"--cost_target={target}"],
       cwd=ROOT, capture_output=True, text=True, env=ENV)
   assert result.returncode == 0, result.stderr[-4000:]
-  space = model.space
+  space = spaces.of(model)
   with open(os.path.join(run_dir, "sampled_arcs.jsonl")) as handle:
     records = [json.loads(line) for line in handle if line.strip()]
   assert len(records) == 2 * 2 * 3

@@ -8,6 +8,7 @@ from enas_face.config import ConfigError, ModelConfig
 from enas_face.spaces import enas_macro
 from enas_face.training import loop
 from enas_face.models import builders
+from enas_face import spaces
 
 CONFIG = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=3,
                      num_reductions=1)
@@ -78,7 +79,7 @@ def test_flag_reaches_fixed_training_and_every_multi_trial_trial(tmp_path):
   config = enas_flags.config_from_flags(values)
   assert config.train.init_checkpoint == run_dir
   trials = strategies.MultiTrial.__new__(strategies.MultiTrial)  # only its config is needed
-  trials.config, trials.space = config, config.model.space
+  trials.config, trials.space = config, spaces.of(config.model)
   assert trials.trial_config(ARC).train.init_checkpoint == run_dir
   values.unparse_flags()
   with pytest.raises(ConfigError, match="--init_checkpoint=.*no such"):

@@ -56,7 +56,7 @@ def read_jsonl(path):
 
 
 def model_config(run_dir):
-  return RunConfig.load(os.path.join(run_dir, "config.json")).model
+  return spaces.load_config(os.path.join(run_dir, "config.json")).model
 
 
 # ------------------------------------------------------------ one-shot, verification reward
@@ -245,7 +245,7 @@ def test_a_search_is_not_resumed_with_another_strategy(parse, tmp_path):
   other = parse("--mode=search", f"--run_dir={run_dir}", "--search_strategy=multi_trial")
   with pytest.raises(ConfigError, match="search with other settings"):
     enas_main._prepare_run_dir(other)
-  assert RunConfig.load(os.path.join(run_dir, "config.json")).search.strategy == "one_shot"
+  assert spaces.load_config(os.path.join(run_dir, "config.json")).search.strategy == "one_shot"
   # The command line refuses it before any training: exit code 2, one error line.
   result = run(*TINY, "--mode=search", f"--run_dir={run_dir}", "--search_strategy=multi_trial")
   assert result.returncode == 2 and result.stderr.startswith("error: ")

@@ -39,6 +39,7 @@ from enas_face import flags as enas_flags  # noqa: E402  (defines the model flag
 from enas_face import runlog  # noqa: E402
 from enas_face.config import ConfigError, RunConfig  # noqa: E402
 from enas_face.costs import latency_table  # noqa: E402
+from enas_face import spaces  # noqa: E402
 
 flags.DEFINE_enum("runtime", "tf_function", latency_table.RUNTIMES, "What times the modules.")
 flags.DEFINE_integer("table_warmup", 10, "Untimed calls per module.", lower_bound=0)
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> None:
   config_path = os.path.join(FLAGS.run_dir, "config.json")
   try:
     if os.path.exists(config_path):
-      model_config = RunConfig.load(config_path).model
+      model_config = spaces.load_config(config_path).model
       source = config_path
     else:
       model_config = enas_flags.config_from_flags(FLAGS).model
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> None:
   except (ConfigError, ValueError) as error:
     cli.fail(str(error))
   output = FLAGS.output or os.path.join(FLAGS.run_dir, f"latency_table_{FLAGS.runtime}.json")
-  space = model_config.space
+  space = spaces.of(model_config)
   try:
     rows = space.every_cost_module(model_config)
   except NotImplementedError as error:

@@ -17,6 +17,8 @@ import abc
 import os
 from typing import Any
 
+from enas_face import spaces
+
 COST_MODELS = ("measured", "lut", "tflite", "flops", "params")
 UNITS = {"measured": "ms", "lut": "ms", "tflite": "ms", "flops": "FLOPs", "params": "params"}
 
@@ -30,7 +32,7 @@ class CostModel(abc.ABC):
   def __init__(self, model_config):
     model_config.validate()
     self.model_config = model_config
-    self.space = model_config.space
+    self.space = spaces.of(model_config)
     self.evaluations = 0
     self.seconds = 0.0
 

@@ -27,6 +27,7 @@ import numpy as np
 from enas_face import latency
 from enas_face.costs import CostModel
 from enas_face.models import builders
+from enas_face import spaces
 
 FORMAT = "enas_face/latency-table"
 VERSION = 1
@@ -74,7 +75,7 @@ def build_table(model_config, runtime: str = "tf_function", warmup: int = 10,
   docstring). `threads` applies to the tflite runtime (tf.function uses TF's own pool)."""
   if runtime not in RUNTIMES:
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-  space = model_config.space
+  space = spaces.of(model_config)
 
   def timed(model, shapes):
     if runtime == "tf_function":

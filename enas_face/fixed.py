@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from enas_face import cleaning
 from enas_face import costs
 from enas_face import distill
 from enas_face import distribute
@@ -261,7 +262,6 @@ def prepare_training(config: RunConfig, dataset: FaceDataset,
   space = spaces.of(config.model)
   config, dataset, result = space.prepare_training(config, dataset, config.arc)
   if result is not None and chief:
-    from enas_face import cleaning  # pylint: disable=import-outside-toplevel
     summary = cleaning.write_manifest(
         os.path.join(config.run_dir, CLEANING_MANIFEST), config.arc.cleaning, result,
         config.data.cleaning_embeddings)

@@ -33,6 +33,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from enas_face import cleaning
+from enas_face import cleaning_proxy
 from enas_face import controller as controller_lib
 from enas_face import costs
 from enas_face import distribute
@@ -123,7 +125,6 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   raw training data, then the unit embeddings of every training image, also those of the
   reward identities (so the file serves the retraining on all of them). Resumable; reused
   once written."""
-  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
   space, epochs = spaces.of(config.model), config.search.cleaning_proxy_epochs
   folder = os.path.join(config.run_dir, CLEANING_DIR)
   path = os.path.join(folder, cleaning.EMBEDDINGS_NAME)
@@ -132,8 +133,8 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   proxy = dataclasses.replace(config, mode="fixed", arc=space.default(config.model), train=train,
                               candidate_arcs=(), top_k=1, run_dir=os.path.join(folder, "proxy"))
   tic = time.perf_counter()
-  embeddings = cleaning.proxy_embeddings(proxy, dataset, [full_dataset.train.images], path,
-                                         placement)
+  embeddings = cleaning_proxy.proxy_embeddings(proxy, dataset, [full_dataset.train.images],
+                                               path, placement)
   logging.info("cleaning proxy: %d images embedded (%s) in %.0f s: %s", len(embeddings.keys),
                embeddings.source, time.perf_counter() - tic, path)
   return path

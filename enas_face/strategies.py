@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from enas_face import cleaning
 from enas_face import distribute
 from enas_face import fixed
 from enas_face import runlog
@@ -305,7 +306,6 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
   """Trains one trial (a fixed run, resumable) and scores it: the record of trials.jsonl, or
   None on a non-chief worker. The trial's weights are deleted afterwards (its score is all
   the search needs again)."""
-  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
   placement = placement or distribute.make_placement("default")
   keras.utils.set_random_seed(trial.train.seed)  # a trial's result does not depend on order
   os.makedirs(trial.run_dir, exist_ok=True)

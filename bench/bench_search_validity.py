@@ -120,20 +120,19 @@ def parse_ints(text: str) -> list[int]:
 def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float]]:
   """Classification and verification scores of `arcs` with the shared weights of a finished
   one-shot search (its last checkpoint), on the whole reward data of that search."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
-  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face import distribute  # pylint: disable=import-outside-toplevel
+  from enas_face import search  # pylint: disable=import-outside-toplevel
+  from enas_face import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
-  from enas_face.training import loop  # pylint: disable=import-outside-toplevel
+  from enas_face.training import checkpoints, loop  # pylint: disable=import-outside-toplevel
 
   config = spaces.load_config(os.path.join(search_dir, "config.json"))
   dataset, reward = search.reward_data(config, load_dataset(config.data))
   placement = distribute.make_placement("default")
   steps = loop.steps_per_epoch(config.train.batch_size, len(dataset.train), 1)
   one_shot = strategies.OneShot(config, spaces.of(config.model), dataset, reward, placement, steps)
-  checkpoint = tf.train.Checkpoint(**one_shot.trackables())
-  checkpoint.restore(tf.train.latest_checkpoint(loop.checkpoint_dir(search_dir))).expect_partial()
+  checkpoints.restore(checkpoints.latest(checkpoints.checkpoint_dir(search_dir)),
+                      **one_shot.trackables())
   space = spaces.of(config.model)
   # Diagnostic only (never used to select): the same shared weights scored on the
   # evaluation pairs, 5-10x the reward pairs, to separate reward noise from ranking bias.
@@ -154,8 +153,9 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
 def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root: str) -> dict:
   """The multi_trial strategy's score of each arc (trained from scratch for `trial_epochs`
   on the search's training data, scored on its reward pairs), with that search's settings."""
-  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
-  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face import distribute  # pylint: disable=import-outside-toplevel
+  from enas_face import search  # pylint: disable=import-outside-toplevel
+  from enas_face import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
 
   config = spaces.load_config(os.path.join(search_dir, "config.json"))

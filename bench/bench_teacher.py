@@ -79,7 +79,6 @@ def latencies(run_dirs: dict[str, str], rounds: int = 30, warmup: int = 10) -> d
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
   from enas_face.models import builders  # pylint: disable=import-outside-toplevel
   functions = {}
   for name, run_dir in run_dirs.items():

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
 
 import numpy as np
 

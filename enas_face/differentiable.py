@@ -51,6 +51,7 @@ from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.training import loop
 from enas_face.training import step as train_lib
 from enas_face.models import builders
+from enas_face.training import checkpoints
 
 LOG_NAME = "distributions.jsonl"
 PLOT_NAME = "distributions.png"
@@ -198,10 +199,10 @@ def search(config: RunConfig, dataset: FaceDataset,
       supernet=supernet, head=head, distributions=distributions, optimizer=optimizer,
       arch_optimizer=arch_optimizer, epoch=epoch,
       **({"distill": distillation.projection} if distillation else {}))
-  manager = tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(config.run_dir),
+  manager = tf.train.CheckpointManager(checkpoint, checkpoints.checkpoint_dir(config.run_dir),
                                        max_to_keep=train_cfg.keep_checkpoints)
   mean = loop.restore_or_start(manager, supernet, dataset, "width/depth search", epoch,
-                               search_cfg.epochs, loop.checkpoint_dir(config.run_dir))
+                               search_cfg.epochs, checkpoints.checkpoint_dir(config.run_dir))
   ce_weight = distillation.cross_entropy_weight if distillation else 1.0
   cross_entropy = keras.losses.CategoricalCrossentropy(
       from_logits=True, label_smoothing=train_cfg.label_smoothing, reduction=None)

@@ -182,8 +182,8 @@ def run(config: RunConfig) -> None:
   import tensorflow as tf
 
   from enas_face import distribute
-
   from enas_face import fixed
+  from enas_face.training import checkpoints
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
   logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
@@ -218,7 +218,7 @@ def run(config: RunConfig) -> None:
       _write_comparison(config, rows)
     return
 
-  child = fixed.restore_child(config)
+  child = checkpoints.restore_child(config)
   if config.mode == "quality":
     _train_quality(config, invocation, child)
   elif config.mode == "eval":
@@ -349,7 +349,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
 
   import numpy as np
 
-  from enas_face import costs
+  from enas_face.costs import factory as cost_factory
   from enas_face import fixed
   from enas_face import latency
 
@@ -372,7 +372,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   stats = latency.LatencyMeter(config.model)(config.arc)  # built through the run's space
   metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
   if config.search.cost_model != "measured":  # the run's own cost model too
-    cost_model = costs.from_config(config)
+    cost_model = cost_factory.from_config(config)
     metrics.update(cost=cost_model(config.arc), cost_unit=cost_model.unit,
                    cost_model=cost_model.name)
   _write_metrics(config, metrics)

@@ -34,9 +34,10 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face import cleaning
-from enas_face import cleaning_proxy
+from enas_face import cleaning_proxy as proxy_lib
 from enas_face import controller as controller_lib
 from enas_face import costs
+from enas_face.costs import factory as cost_factory
 from enas_face import distribute
 from enas_face import fixed
 from enas_face import plots
@@ -47,6 +48,7 @@ from enas_face import strategies
 from enas_face.config import RunConfig
 from enas_face.data import reward_split
 from enas_face.data.base import FaceDataset
+from enas_face.training import checkpoints
 from enas_face.training import loop
 
 LOG_NAME = "sampled_arcs.jsonl"
@@ -133,7 +135,7 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   proxy = dataclasses.replace(config, mode="fixed", arc=space.default(config.model), train=train,
                               candidate_arcs=(), top_k=1, run_dir=os.path.join(folder, "proxy"))
   tic = time.perf_counter()
-  embeddings = cleaning_proxy.proxy_embeddings(proxy, dataset, [full_dataset.train.images],
+  embeddings = proxy_lib.proxy_embeddings(proxy, dataset, [full_dataset.train.images],
                                                path, placement)
   logging.info("cleaning proxy: %d images embedded (%s) in %.0f s: %s", len(embeddings.keys),
                embeddings.source, time.perf_counter() - tic, path)
@@ -182,14 +184,13 @@ def search(config: RunConfig, dataset: FaceDataset,
                                    **sampling.trackables, **strategy.trackables())
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=config.train.keep_checkpoints)
-  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
+  latest = checkpoints.resume(checkpoint, checkpoints.checkpoint_dir(config.run_dir))
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("resuming search from %s (epoch %d of %d)", latest, int(epoch.numpy()),
                  search_cfg.epochs)
   strategy.start(restored=bool(latest))
 
-  cost_model = costs.from_config(config)
+  cost_model = cost_factory.from_config(config)
   # Measured costs only when the reward uses them (else only for the ranking).
   prices = search_cfg.reward != "accuracy" or search_cfg.cost_model in CHEAP_COST_MODELS
   reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.cost_target,

@@ -33,6 +33,7 @@ from enas_face import cleaning
 from enas_face import distribute
 from enas_face import fixed
 from enas_face import runlog
+from enas_face import trial_workers
 from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline
@@ -43,6 +44,7 @@ from enas_face.training import loop
 from enas_face.training import step as train_lib
 from enas_face.models import builders
 from enas_face import spaces
+from enas_face.training import checkpoints
 
 TRIALS_NAME = "trials.jsonl"
 TRIALS_DIR = "trials"
@@ -220,8 +222,7 @@ class MultiTrial:
         raise ConfigError(f"--trial_workers={config.search.trial_workers} / --ray_address run "
                           f"trials on Ray workers; --strategy={placement.name} is not supported "
                           "with them (each Ray worker trains on its own device)")
-      from enas_face import trial_workers  # pylint: disable=import-outside-toplevel
-      self.runner = trial_workers.RayTrialRunner(config.search.trial_workers,
+      self.runner = trial_workers.RayTrialRunner(run_trial, config.search.trial_workers,
                                                  config.search.ray_address,
                                                  config.search.trial_gpus)
 
@@ -332,7 +333,7 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
                 final_train_loss=history[-1]["loss"] if history else None)
   if "cleaning" in state.dataset.report:
     record["cleaning"] = state.dataset.report["cleaning"]
-  shutil.rmtree(loop.checkpoint_dir(trial.run_dir), ignore_errors=True)
+  shutil.rmtree(checkpoints.checkpoint_dir(trial.run_dir), ignore_errors=True)
   return record
 
 

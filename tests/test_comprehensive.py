@@ -15,7 +15,7 @@ from enas_face import cleaning
 from enas_face import flags as enas_flags
 from enas_face.models import heads
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.spaces import comprehensive
 from enas_face.spaces.base import SampleError

@@ -11,8 +11,9 @@ from absl import flags
 
 from flops_oracle import profiler_flops
 from enas_face import costs
+from enas_face.costs import factory as cost_factory
 from enas_face import flags as enas_flags
-from enas_face.config import ConfigError, ModelConfig, RunConfig
+from enas_face.config import ConfigError, ModelConfig
 from enas_face.costs import latency_table
 from enas_face.spaces import enas_macro
 from enas_face.models import builders
@@ -67,8 +68,8 @@ def test_analytic_params_equal_keras_count(built):
 def test_flops_and_params_cost_models_count_without_building():
   config = CONFIGS[1]
   arc = enas_macro.default_architecture(config.num_layers)
-  flops_model = costs.make_cost_model("flops", config)
-  params_model = costs.make_cost_model("params", config)
+  flops_model = cost_factory.make_cost_model("flops", config)
+  params_model = cost_factory.make_cost_model("params", config)
   assert flops_model(arc) == enas_macro.flops(config, arc) > 0
   assert params_model(arc) == enas_macro.params(config, arc) > 0
   assert flops_model.unit == "FLOPs" and params_model.unit == "params"
@@ -112,7 +113,7 @@ def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime):
   assert all(row["ms"] >= 0 and row["raw_ms"] > 0 for row in table["modules"].values())
   path = tmp_path / "table.json"
   path.write_text(json.dumps(table))
-  model = costs.make_cost_model("lut", config, table_path=str(path))
+  model = cost_factory.make_cost_model("lut", config, table_path=str(path))
   arc = enas_macro.default_architecture(2)
   assert model(arc) == pytest.approx(latency_table.predict(
       table, spaces.of(config).cost_modules(config, arc)))
@@ -142,13 +143,13 @@ def test_tflite_latency_is_measured_once_and_cached(tmp_path):
   config = CONFIGS[0]
   arc = enas_macro.default_architecture(config.num_layers)
   cache = str(tmp_path / "tflite.jsonl")
-  model = costs.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
+  model = cost_factory.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
   first = model(arc)
   assert first > 0 and model.evaluations == 1
   assert model(arc) == first and model.evaluations == 1
   value, details = model.evaluate(arc)
   assert value == first and 0 <= details["latency_cv"] and model.evaluations == 1
-  again = costs.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
+  again = cost_factory.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
   assert again(arc) == first and again.evaluations == 0
 
 

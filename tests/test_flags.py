@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 
 from enas_face import flags as enas_flags
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 from enas_face import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

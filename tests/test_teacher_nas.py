@@ -10,7 +10,7 @@ from absl import flags
 
 from enas_face import flags as enas_flags
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 from test_search_core import lose_last_checkpoint, read_json, read_jsonl, run
 
 DATA = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=8",

@@ -12,7 +12,11 @@ import keras
 import numpy as np
 import pytest
 
-from enas_face import fixed, search, spaces
+from enas_face import fixed
+
+from enas_face import search
+
+from enas_face import spaces
 from enas_face.models import builders, ops
 from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                               TrainConfig)

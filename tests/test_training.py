@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed, search
+from enas_face import fixed
+
+from enas_face import search
 from enas_face.models import heads
 from enas_face.spaces import enas_macro
 from enas_face.models.child import FixedChild

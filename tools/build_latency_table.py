@@ -34,10 +34,10 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from enas_face import cli  # noqa: E402
-from enas_face import costs  # noqa: E402
+from enas_face.costs import factory as cost_factory  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the model flags)
 from enas_face import runlog  # noqa: E402
-from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.config import ConfigError  # noqa: E402
 from enas_face.costs import latency_table  # noqa: E402
 from enas_face import spaces  # noqa: E402
 
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
     rng = np.random.default_rng(FLAGS.check_seed)
     samples = [space.sample_uniform(model_config, rng) for _ in range(FLAGS.check_archs)]
     tic = time.perf_counter()
-    meter = costs.make_cost_model(latency_table.WHOLE_MODEL_COST[FLAGS.runtime], model_config,
+    meter = cost_factory.make_cost_model(latency_table.WHOLE_MODEL_COST[FLAGS.runtime], model_config,
                                   warmup=FLAGS.table_warmup, repeats=FLAGS.table_repeats,
                                   threads=FLAGS.table_threads)
     measured_ms = [meter(s) for s in samples]

@@ -40,7 +40,7 @@ from absl import flags  # noqa: E402
 from enas_face import cleaning  # noqa: E402
 from enas_face import cli  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the data flags)
-from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.config import ConfigError  # noqa: E402
 from enas_face import spaces  # noqa: E402
 
 flags.DEFINE_string("recipe", None, "Cleaning settings: a search's final_config.json or "
@@ -77,12 +77,13 @@ def read_recipe(path: str) -> tuple[cleaning.CleaningSettings, str]:
 
 def proxy_from_run(run_dir: str, images: np.ndarray, path: str) -> str:
   """Embeds `images` with the network of `run_dir` and saves them at `path`."""
-  from enas_face import cleaning_proxy, fixed  # pylint: disable=import-outside-toplevel
+  from enas_face import cleaning_proxy  # pylint: disable=import-outside-toplevel
+  from enas_face.training import checkpoints  # pylint: disable=import-outside-toplevel
   config = spaces.load_config(os.path.join(run_dir, "config.json"))
   if config.model.image_size != images.shape[1]:
     raise ConfigError(f"--proxy_run_dir={run_dir} takes {config.model.image_size}x"
                       f"{config.model.image_size} images; --image_size is {images.shape[1]}")
-  cleaning_proxy.save_embeddings(fixed.restore_child(config), images, config.eval.batch_size,
+  cleaning_proxy.save_embeddings(checkpoints.restore_child(config), images, config.eval.batch_size,
                            f"run {os.path.abspath(run_dir)}", path)
   return path
 

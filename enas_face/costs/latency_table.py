@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from enas_face import latency
-from enas_face.costs import CostModel
+from enas_face.costs import tflite
+from enas_face.costs.base import CostModel
 from enas_face.models import builders
 from enas_face import spaces
 
@@ -61,7 +62,6 @@ def _time_tflite(model, input_shapes, warmup: int, repeats: int,
                  threads: int) -> latency.LatencyStats:
   import keras  # pylint: disable=import-outside-toplevel
 
-  from enas_face.costs import tflite  # pylint: disable=import-outside-toplevel
   if model is None:  # the empty call: an identity-like model
     x = keras.Input(input_shapes[0][1:], batch_size=1)
     model = keras.Model(x, keras.layers.Activation("linear")(x))

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from enas_face import latency
-from enas_face.costs import CostModel
+from enas_face.costs.base import CostModel
 from enas_face.models import builders
 
 DEFAULT_THREADS = 1

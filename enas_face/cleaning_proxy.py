@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from enas_face import cleaning
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face.data.base import FaceDataset
 
 

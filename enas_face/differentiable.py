@@ -37,9 +37,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import distill as distill_lib
+from enas_face.training import distill as distill_lib
 from enas_face import distribute
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face import runlog
 from enas_face import spaces
 from enas_face.config import ConfigError, RunConfig

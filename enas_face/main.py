@@ -182,7 +182,7 @@ def run(config: RunConfig) -> None:
   import tensorflow as tf
 
   from enas_face import distribute
-  from enas_face import fixed
+  from enas_face.training import fixed
   from enas_face.training import checkpoints
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
@@ -224,7 +224,7 @@ def run(config: RunConfig) -> None:
   elif config.mode == "eval":
     metrics = fixed.evaluate(config, _load_dataset(config), child)
     if config.sets.aggregation:
-      from enas_face import quality
+      from enas_face.training import set_quality as quality
       _, heldout = _load_sets(config, invocation)
       metrics["set_verification"] = quality.evaluate(config, child, heldout,
                                                      config.sets.aggregation)
@@ -238,7 +238,7 @@ def run(config: RunConfig) -> None:
 def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
   """--mode=quality: trains --quality_net on the frozen embedder, then verifies the held-out
   sets with mean, best and that network's pooling (RUN_DIR/quality/<net>/metrics.json)."""
-  from enas_face import quality
+  from enas_face.training import set_quality as quality
   train_sets, heldout = _load_sets(config, invocation)
   net = config.sets.quality_net
   model = quality.train(config, child, train_sets)
@@ -251,7 +251,7 @@ def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
 
 def _export_set_model(config: RunConfig, child, method: str) -> None:
   """EXPORT_DIR/set_<method>/: frames uint8 [N, S, S, 3] -> one unit set embedding."""
-  from enas_face import quality
+  from enas_face.training import set_quality as quality
   net_name = quality.scoring_net(method, quality.trained_nets(config.run_dir))
   net = None if net_name is None else quality.restore_net(
       config, net_name, child.embed_with_features(
@@ -350,7 +350,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   import numpy as np
 
   from enas_face.costs import factory as cost_factory
-  from enas_face import fixed
+  from enas_face.training import fixed
   from enas_face import latency
 
   tic = time.perf_counter()

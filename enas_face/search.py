@@ -39,7 +39,7 @@ from enas_face import controller as controller_lib
 from enas_face import costs
 from enas_face.costs import factory as cost_factory
 from enas_face import distribute
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face import plots
 from enas_face import reward as reward_lib
 from enas_face import runlog

@@ -31,7 +31,7 @@ from absl import logging
 
 from enas_face import cleaning
 from enas_face import distribute
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face import runlog
 from enas_face import trial_workers
 from enas_face.evaluation import verification

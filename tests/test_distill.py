@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from enas_face import distill
+from enas_face.training import distill
 from enas_face import export
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, DistillConfig
 from enas_face.data import load_dataset

@@ -112,7 +112,7 @@ def test_set_saved_model_reloads_without_enas_face(qanpp_run, tmp_path):
   model_dir = os.path.join(export_dir, "set_qanpp")
   # Reference from the library: frame embeddings (no flip) and QAN++ scores -> numpy pooling.
   import dataclasses
-  from enas_face import quality
+  from enas_face.training import set_quality as quality
   from enas_face.training import checkpoints
   from enas_face.config import SetConfig
   from enas_face import spaces

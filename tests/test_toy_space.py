@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from enas_face import fixed
+from enas_face.training import fixed
 
 from enas_face import search
 

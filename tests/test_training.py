@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed
+from enas_face.training import fixed
 
 from enas_face import search
 from enas_face.models import heads

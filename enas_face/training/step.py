@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from enas_face.models import heads
-from enas_face import schedules
+from enas_face.training import schedules
 from enas_face.config import HeadConfig, TrainConfig
 
 

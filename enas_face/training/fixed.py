@@ -28,7 +28,7 @@ from absl import logging
 
 from enas_face import cleaning
 from enas_face import costs
-from enas_face import distill
+from enas_face.training import distill
 from enas_face import distribute
 from enas_face import runlog
 from enas_face.evaluation import verification

@@ -351,7 +351,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
 
   from enas_face.costs import factory as cost_factory
   from enas_face.training import fixed
-  from enas_face import latency
+  from enas_face.costs import latency
 
   tic = time.perf_counter()
   state = fixed.train(config, dataset, placement)

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from enas_face import latency
+from enas_face.costs import latency
 from enas_face.costs import tflite
 from enas_face.costs.base import CostModel
 from enas_face.models import builders

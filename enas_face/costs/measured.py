@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tensorflow.python.eager import context as eager_context  # clear_kernel_cache: no public API
 
-from enas_face import latency
+from enas_face.costs import latency
 from enas_face.costs.base import CostModel
 
 # Every newly measured architecture is a new tf.function (the latency probe), and TF's

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face.training import fixed
 from enas_face.data.base import FaceDataset
 

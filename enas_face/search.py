@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face import cleaning_proxy as proxy_lib
 from enas_face import controller as controller_lib
 from enas_face import costs

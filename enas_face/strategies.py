@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face import distribute
 from enas_face.training import fixed
 from enas_face import runlog

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face import flags as enas_flags
 from enas_face.models import heads
 from enas_face import spaces

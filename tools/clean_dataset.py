@@ -12,7 +12,7 @@ The data come from the usual data flags (--dataset, --image_size, --data_seed, .
 of the search). --recipe is a search's final_config.json or arcs_ranked.json (the best
 entry), one comprehensive sample ({"cleaning": {...}, ...}) or bare settings
 ({"outlier_threshold": 0.3, "merge_threshold": 0.9, "duplicate_action": "merge",
-"min_images": 3}; enas_face/cleaning.py has the rules). The proxy embeddings are
+"min_images": 3}; enas_face/data/cleaning.py has the rules). The proxy embeddings are
 --cleaning_embeddings, else the recipe's, else made with --proxy_run_dir's network (and
 saved as OUTPUT_DIR/proxy_embeddings.npz).
 
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from enas_face import cleaning  # noqa: E402
+from enas_face.data import cleaning  # noqa: E402
 from enas_face import cli  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the data flags)
 from enas_face.config import ConfigError  # noqa: E402

@@ -31,8 +31,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from enas_face import cleaning
-from enas_face.cleaning import CleaningSettings
+from enas_face.data import cleaning
+from enas_face.data.cleaning import CleaningSettings
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 from enas_face.spaces.enas_macro import Architecture, EnasMacroSpace
 

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face import costs
 from enas_face.training import distill
 from enas_face import distribute

@@ -193,7 +193,7 @@ def run(config: RunConfig) -> None:
   placement = (distribute.make_placement(config.strategy, config.num_replicas)
                if config.mode in ("fixed", "search") else distribute.make_placement("default"))
   if config.mode == "search":
-    from enas_face import search
+    from enas_face.search import loop as search
     summary = search.search(config, _load_dataset(config, placement.is_chief), placement)
     if not placement.is_chief:
       return

@@ -14,7 +14,7 @@ import pytest
 
 from enas_face.training import fixed
 
-from enas_face import search
+from enas_face.search import loop as search
 
 from enas_face import spaces
 from enas_face.models import builders, ops

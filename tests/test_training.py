@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from enas_face.training import fixed
 
-from enas_face import search
+from enas_face.search import loop as search
 from enas_face.models import heads
 from enas_face.spaces import enas_macro
 from enas_face.models.child import FixedChild

@@ -122,7 +122,7 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
   one-shot search (its last checkpoint), on the whole reward data of that search."""
   from enas_face import distribute  # pylint: disable=import-outside-toplevel
   from enas_face.search import loop as search  # pylint: disable=import-outside-toplevel
-  from enas_face import strategies  # pylint: disable=import-outside-toplevel
+  from enas_face.search import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
   from enas_face.training import checkpoints, loop  # pylint: disable=import-outside-toplevel
 
@@ -155,7 +155,7 @@ def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root:
   on the search's training data, scored on its reward pairs), with that search's settings."""
   from enas_face import distribute  # pylint: disable=import-outside-toplevel
   from enas_face.search import loop as search  # pylint: disable=import-outside-toplevel
-  from enas_face import strategies  # pylint: disable=import-outside-toplevel
+  from enas_face.search import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
 
   config = spaces.load_config(os.path.join(search_dir, "config.json"))

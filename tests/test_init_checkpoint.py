@@ -69,7 +69,7 @@ def test_flag_reaches_fixed_training_and_every_multi_trial_trial(tmp_path):
   from absl import flags
 
   from enas_face import flags as enas_flags
-  from enas_face import strategies
+  from enas_face.search import strategies
   run_dir, _ = saved_run(tmp_path, child(ARC))
   values = flags.FLAGS
   values.unparse_flags()

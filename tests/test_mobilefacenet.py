@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from enas_face import costs
-from enas_face import differentiable
+from enas_face.search import differentiable
 from enas_face import spaces
 from enas_face.config import ConfigError, ModelConfig
 from enas_face.data.base import LabelledImages

@@ -77,7 +77,7 @@ def read_recipe(path: str) -> tuple[cleaning.CleaningSettings, str]:
 
 def proxy_from_run(run_dir: str, images: np.ndarray, path: str) -> str:
   """Embeds `images` with the network of `run_dir` and saves them at `path`."""
-  from enas_face import cleaning_proxy  # pylint: disable=import-outside-toplevel
+  from enas_face.search import cleaning_proxy  # pylint: disable=import-outside-toplevel
   from enas_face.training import checkpoints  # pylint: disable=import-outside-toplevel
   config = spaces.load_config(os.path.join(run_dir, "config.json"))
   if config.model.image_size != images.shape[1]:

@@ -10,7 +10,7 @@
 
 `costs.factory.make_cost_model` / `from_config` make one by name (this package itself
 imports no TensorFlow, so flags can list the names). Every model maps a sample of the run's
-space to one positive float; the rewards (`enas_face.reward`) compare it with --cost_target
+space to one positive float; the rewards (`enas_face.search.rewards`) compare it with --cost_target
 in the same unit.
 """
 from enas_face.costs.base import COST_MODELS, UNITS, CostModel, FlopsCost, ParamsCost, keras_params

@@ -33,7 +33,7 @@ from enas_face.data import cleaning
 from enas_face import distribute
 from enas_face.training import fixed
 from enas_face import runlog
-from enas_face import trial_workers
+from enas_face.search import ray_trials as trial_workers
 from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
 from enas_face.data import pipeline

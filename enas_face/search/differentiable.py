@@ -311,7 +311,7 @@ def search(config: RunConfig, dataset: FaceDataset,
 def write_results(config: RunConfig, distributions: Distributions, seconds: float,
                   distillation) -> dict:
   """arcs_ranked.json (the argmax architecture), distributions.png and search_summary.json."""
-  from enas_face import plots  # pylint: disable=import-outside-toplevel
+  from enas_face.search import plots  # pylint: disable=import-outside-toplevel
   space, model_cfg, search_cfg = spaces.of(config.model), config.model, config.search
   sample = distributions.argmax_sample()
   flops, params = space.flops(model_cfg, sample), space.params(model_cfg, sample)

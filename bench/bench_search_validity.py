@@ -65,8 +65,8 @@ def standalone(flagfile: str, runs_root: str, arc_string: str, seed: int, extra:
   """Metrics of `arc_string` trained from scratch with training seed `seed`, or None."""
   run_dir = os.path.join(runs_root, "standalone", f"{arc_tag(arc_string)}_s{seed}")
   ok = run_main([f"--flagfile={flagfile}", "--mode=fixed", f"--arc={arc_string}", f"--seed={seed}",
-                 *extra], run_dir, "metrics.json")
-  return runlog.read_json(os.path.join(run_dir, "metrics.json")) if ok else None
+                 *extra], run_dir, runlog.METRICS)
+  return runlog.read_json(os.path.join(run_dir, runlog.METRICS)) if ok else None
 
 
 def default_arc(flagfile: str, runs_root: str) -> str:
@@ -126,7 +126,7 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
   from enas_face.training import checkpoints, loop  # pylint: disable=import-outside-toplevel
 
-  config = spaces.load_config(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, runlog.CONFIG))
   dataset, reward = search.reward_data(config, load_dataset(config.data))
   placement = distribute.make_placement("default")
   steps = loop.steps_per_epoch(config.train.batch_size, len(dataset.train), 1)
@@ -158,7 +158,7 @@ def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root:
   from enas_face.search import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
 
-  config = spaces.load_config(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, runlog.CONFIG))
   config = dataclasses.replace(
       config, run_dir=os.path.join(runs_root, f"trials_{trial_epochs}ep"),
       search=dataclasses.replace(config.search, strategy="multi_trial", trial_epochs=trial_epochs))
@@ -195,10 +195,10 @@ def tau(args, extra) -> dict:
   # The shared weights: random search's (uniform training of every architecture), the same
   # run as `compare`'s seed-0 random search; with --wait, the one `compare` is running.
   search_dir = os.path.join(args.runs_root, "search_random_s0")
-  while args.wait and not os.path.exists(os.path.join(search_dir, "search_summary.json")):
+  while args.wait and not os.path.exists(os.path.join(search_dir, runlog.SEARCH_SUMMARY)):
     time.sleep(30)
   run_main([f"--flagfile={args.flagfile}", "--mode=search", "--controller=random",
-            "--seed=0", *extra], search_dir, "search_summary.json")
+            "--seed=0", *extra], search_dir, runlog.SEARCH_SUMMARY)
   scores = shared_scores(search_dir, arcs)
   for epochs in parse_ints(args.trial_epochs):
     for arc, value in trial_scores(search_dir, arcs, epochs, args.runs_root).items():
@@ -281,18 +281,18 @@ def compare(args, extra) -> dict:
     for controller in ("enas", "random"):
       search_dir = os.path.join(args.runs_root, f"search_{controller}_s{seed}")
       ok = run_main([f"--flagfile={args.flagfile}", "--mode=search", f"--controller={controller}",
-                     f"--seed={seed}", *extra], search_dir, "search_summary.json")
+                     f"--seed={seed}", *extra], search_dir, runlog.SEARCH_SUMMARY)
       if not ok:
         row[controller] = None
         continue
-      ranked = runlog.read_json(os.path.join(search_dir, "arcs_ranked.json"))["architectures"]
+      ranked = runlog.read_json(os.path.join(search_dir, runlog.ARCS_RANKED))["architectures"]
       top = [e["encoding"] for e in ranked[:args.top_k]]
       accs = []
       for arc in top:
         metrics = standalone(args.flagfile, args.runs_root, arc, 0, extra)
         accs.append(metrics["verification_accuracy"] if metrics else None)
       done = [a for a in accs if a is not None]
-      summary = runlog.read_json(os.path.join(search_dir, "search_summary.json"))
+      summary = runlog.read_json(os.path.join(search_dir, runlog.SEARCH_SUMMARY))
       row[controller] = {"top": top, "standalone_verification": accs,
                          "mean": float(np.mean(done)) if done else None,
                          "best": float(np.max(done)) if done else None,

@@ -12,6 +12,7 @@ import math
 import os
 from typing import Any, Callable
 
+from enas_face import runlog
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
 ALIGN_MODES = ("none", "online")
@@ -390,7 +391,7 @@ class RunConfig:
 
   @property
   def resolved_export_dir(self) -> str:
-    return self.export_dir or os.path.join(self.run_dir, "saved_model")
+    return self.export_dir or os.path.join(self.run_dir, runlog.SAVED_MODEL_DIR)
 
   def to_json(self, sample_to_json: Callable[[Any], Any]) -> dict[str, Any]:
     """The config as JSON; its samples (arc, candidate_arcs) through `sample_to_json`, their

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 from absl import logging
 
+from enas_face import runlog
 from enas_face.config import ConfigError
 
 # TensorFlow and Keras are imported inside the functions that use them: main checks
@@ -55,13 +56,14 @@ class Placement:
   def checkpoint_dir(self, run_dir: str) -> str:
     """Chief: RUN_DIR/checkpoints. Others: a scratch folder (see `cleanup`)."""
     if self.is_chief:
-      return os.path.join(run_dir, "checkpoints")
-    return os.path.join(run_dir, "workers", f"worker-{self.worker_index}", "checkpoints")
+      return os.path.join(run_dir, runlog.CHECKPOINTS_DIR)
+    return os.path.join(run_dir, runlog.WORKERS_DIR, f"worker-{self.worker_index}",
+                        runlog.CHECKPOINTS_DIR)
 
   def cleanup(self, run_dir: str) -> None:
     """Deletes a non-chief worker's scratch checkpoints."""
     if not self.is_chief:
-      workers = os.path.join(run_dir, "workers")
+      workers = os.path.join(run_dir, runlog.WORKERS_DIR)
       shutil.rmtree(os.path.join(workers, f"worker-{self.worker_index}"), ignore_errors=True)
       try:
         os.rmdir(workers)  # the last worker out removes the (then empty) parent

@@ -14,6 +14,7 @@ import os
 from absl import flags
 
 from enas_face import costs
+from enas_face import runlog
 from enas_face import spaces
 from enas_face.data import sources
 from enas_face.spaces import enas_macro
@@ -589,7 +590,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                     shuffle_buffer=fv.shuffle_buffer, stream_eval_images=fv.stream_eval_images,
                     max_image_pixels=fv.max_image_pixels,
                     cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
-                                                                           "data_cache")),
+                                                                           runlog.DATA_CACHE_DIR)),
                     detect_padding=fv.detect_padding, on_no_face=fv.on_no_face,
                     cleaning_embeddings=_cleaning_embeddings(fv))
   data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))

@@ -35,7 +35,7 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
   """Creates the run folder, refuses one holding a different network, saves flags+config
   (the chief only, under a multi-worker strategy)."""
   os.makedirs(config.run_dir, exist_ok=True)
-  config_path = os.path.join(config.run_dir, "config.json")
+  config_path = os.path.join(config.run_dir, runlog.CONFIG)
   if os.path.exists(config_path):
     previous = spaces.load_config(config_path)
     if previous.mode in ("fixed", "search") and previous.mode != config.mode:
@@ -73,13 +73,14 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
   if not chief:
     return
   spaces.save_config(config, config_path)
-  runlog.write_text(os.path.join(config.run_dir, "flags.txt"), enas_flags.flags_as_flagfile(FLAGS))
+  runlog.write_text(os.path.join(config.run_dir, runlog.FLAGFILE),
+                    enas_flags.flags_as_flagfile(FLAGS))
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
   """The run folder's own config, with this invocation's mode, export dir and formats and any
   evaluation flag given explicitly on this command line."""
-  saved = spaces.load_config(os.path.join(config.run_dir, "config.json"))
+  saved = spaces.load_config(os.path.join(config.run_dir, runlog.CONFIG))
   overrides = {field: getattr(config.eval, field)
                for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
@@ -104,13 +105,14 @@ def _load_sets(config: RunConfig, invocation: RunConfig):
   report = dict(sets.report, sets=config.sets.sets, num_sets=sets.num_sets,
                 training_sets=train.num_sets, training_identities=train.num_identities,
                 heldout_sets=heldout.num_sets, heldout_identities=heldout.num_identities)
-  os.makedirs(os.path.join(config.run_dir, "quality"), exist_ok=True)
-  runlog.write_json(os.path.join(config.run_dir, "quality", "sets_report.json"), report)
+  report_path = os.path.join(config.run_dir, runlog.QUALITY_DIR, runlog.SETS_REPORT)
+  os.makedirs(os.path.dirname(report_path), exist_ok=True)
+  runlog.write_json(report_path, report)
   excluded = report.get("excluded_frames", 0)
   print(f"sets: {sets.num_sets} sets of {sets.num_identities} identities ({len(sets.frames)} "
         f"frames, {excluded} excluded); training {train.num_sets} sets of "
         f"{train.num_identities} identities, held out {heldout.num_sets} sets of "
-        f"{heldout.num_identities} ({os.path.join(config.run_dir, 'quality', 'sets_report.json')})")
+        f"{heldout.num_identities} ({report_path})")
   return train, heldout
 
 
@@ -160,8 +162,9 @@ def pair_set_rows(metrics: dict) -> list[tuple[str, str]]:
 
 
 def _write_metrics(config: RunConfig, metrics: dict) -> None:
-  runlog.write_json(os.path.join(config.run_dir, "metrics.json"), metrics)
-  print("results (" + os.path.join(config.run_dir, "metrics.json") + "):")
+  path = os.path.join(config.run_dir, runlog.METRICS)
+  runlog.write_json(path, metrics)
+  print(f"results ({path}):")
   print(format_results(metrics))
   if "set_verification" in metrics:
     print(set_ops.format_set_report(metrics["set_verification"]))
@@ -243,7 +246,7 @@ def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
   net = config.sets.quality_net
   model = quality.train(config, child, train_sets)
   report = quality.evaluate(config, child, heldout, ("mean", "best", net), {net: model})
-  path = os.path.join(quality.quality_dir(config.run_dir, net), "metrics.json")
+  path = os.path.join(quality.quality_dir(config.run_dir, net), runlog.METRICS)
   runlog.write_json(path, report)
   print(f"set verification ({path}):")
   print(set_ops.format_set_report(report))
@@ -269,7 +272,7 @@ def _load_dataset(config: RunConfig, chief: bool = True):
   from enas_face.data import load_dataset
   dataset = load_dataset(config.data)
   if dataset.report and chief:
-    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
+    runlog.write_json(os.path.join(config.run_dir, runlog.DATA_REPORT), dataset.report)
     noise = dataset.report.get("synthetic_noise")
     if noise:
       print(f"data: injected noise: {len(noise['label_noise_indices'])} training images with a "
@@ -390,7 +393,7 @@ COMPARISON_COLUMNS = (("rank", "rank", "{}"), ("arc", "architecture", "{}"),
 
 def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
   """comparison.json and comparison.md: the top-k architectures trained from scratch."""
-  runlog.write_json(os.path.join(config.run_dir, "comparison.json"), rows)
+  runlog.write_json(os.path.join(config.run_dir, runlog.COMPARISON), rows)
   columns = COMPARISON_COLUMNS
   sets = rows[0].get("pair_sets", {}) if rows else {}
   for name in rows[0].get("pair_set_names", list(sets)) if rows else ():
@@ -406,8 +409,9 @@ def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
     lines.append("| " + " | ".join("n/a" if value is None else fmt.format(value)
                                    for value, (_, _, fmt) in zip(values, columns)) + " |")
   table = "\n".join(lines) + "\n"
-  runlog.write_text(os.path.join(config.run_dir, "comparison.md"), table)
-  print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
+  path = os.path.join(config.run_dir, runlog.COMPARISON_TABLE)
+  runlog.write_text(path, table)
+  print(f"top-{len(rows)} architectures trained from scratch ({path}):")
   print(table)
 
 
@@ -435,7 +439,7 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
             ("parameters", f"{best['params']:,}"),
             ("supernet FLOPs", f"{summary['supernet_flops']:,}"),
             ("distributions", summary["plot"]),
-            ("ranked architecture", os.path.join(run_dir, "arcs_ranked.json"))]
+            ("ranked architecture", os.path.join(run_dir, runlog.ARCS_RANKED))]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
   rows = [("space / strategy / sampler", f"{summary['search_space']} / {summary['strategy']} / "
@@ -451,13 +455,13 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
            _number(summary["final_cost_mean"])),
           ("final samples: mean reward", _number(summary["final_reward_mean"], "{:.4f}")),
           ("cost", summary["cost_description"]),
-          ("ranked architectures", os.path.join(run_dir, "arcs_ranked.json"))]
+          ("ranked architectures", os.path.join(run_dir, runlog.ARCS_RANKED))]
   width = max(len(r[0]) for r in rows)
   return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
 def _previous_metrics(config: RunConfig) -> dict:
-  return runlog.read_json(os.path.join(config.run_dir, "metrics.json"), default={})
+  return runlog.read_json(os.path.join(config.run_dir, runlog.METRICS), default={})
 
 
 def main(argv: list[str]) -> None:

@@ -124,7 +124,7 @@ def test_multi_trial_search_and_fixed_training_of_a_categorical_space(toy_space,
     assert 0.0 <= record["score"] <= 1.0 and record["reward"] == pytest.approx(record["score"])
   assert summary["trials"] == len({r["encoding"] for r in records})
   # The ranking feeds fixed training, as --mode=fixed --arc_file does.
-  best = spaces.load_samples(os.path.join(config.run_dir, search.RANKED_NAME), toy_space,
+  best = spaces.load_samples(os.path.join(config.run_dir, runlog.ARCS_RANKED), toy_space,
                              config.model)[0]
   trained = dataclasses.replace(config, mode="fixed", arc=best, run_dir=str(tmp_path / "fixed"))
   state = fixed.train(trained, dataset)

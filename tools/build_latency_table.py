@@ -55,7 +55,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
-  config_path = os.path.join(FLAGS.run_dir, "config.json")
+  config_path = os.path.join(FLAGS.run_dir, runlog.CONFIG)
   try:
     if os.path.exists(config_path):
       model_config = spaces.load_config(config_path).model

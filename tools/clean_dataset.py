@@ -41,6 +41,7 @@ from enas_face.data import cleaning  # noqa: E402
 from enas_face import cli  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the data flags)
 from enas_face.config import ConfigError  # noqa: E402
+from enas_face import runlog  # noqa: E402
 from enas_face import spaces  # noqa: E402
 
 flags.DEFINE_string("recipe", None, "Cleaning settings: a search's final_config.json or "
@@ -79,7 +80,7 @@ def proxy_from_run(run_dir: str, images: np.ndarray, path: str) -> str:
   """Embeds `images` with the network of `run_dir` and saves them at `path`."""
   from enas_face.search import cleaning_proxy  # pylint: disable=import-outside-toplevel
   from enas_face.training import checkpoints  # pylint: disable=import-outside-toplevel
-  config = spaces.load_config(os.path.join(run_dir, "config.json"))
+  config = spaces.load_config(os.path.join(run_dir, runlog.CONFIG))
   if config.model.image_size != images.shape[1]:
     raise ConfigError(f"--proxy_run_dir={run_dir} takes {config.model.image_size}x"
                       f"{config.model.image_size} images; --image_size is {images.shape[1]}")
@@ -113,7 +114,7 @@ def main(argv: list[str]) -> None:
   except ConfigError as error:
     cli.fail(str(error))
   result = cleaning.clean(embeddings, dataset.train.labels, dataset.num_classes, settings)
-  manifest_path = os.path.join(FLAGS.output_dir, "cleaning_manifest.json")
+  manifest_path = os.path.join(FLAGS.output_dir, runlog.CLEANING_MANIFEST)
   manifest = cleaning.write_manifest(manifest_path, settings, result, path,
                                      {"dataset": data_config.dataset,
                                       "training_images": int(len(dataset.train.labels))})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from enas_face import runlog
 from enas_face.costs.base import COST_MODELS, CostModel, FlopsCost, ParamsCost
 from enas_face.costs.latency_table import TableLatency
 from enas_face.costs.measured import MeasuredLatency
@@ -36,8 +37,8 @@ def from_config(config) -> CostModel:
   """The run's --cost_model (a RunConfig), measurements cached in the run folder (or in
   --latency_cache)."""
   search_cfg = config.search
-  cache_name = ("tflite_latency_cache.jsonl" if search_cfg.cost_model == "tflite"
-                else "latency_cache.jsonl")
+  cache_name = (runlog.TFLITE_LATENCY_CACHE if search_cfg.cost_model == "tflite"
+                else runlog.LATENCY_CACHE)
   return make_cost_model(
       search_cfg.cost_model, config.model,
       cache_path=search_cfg.latency_cache or os.path.join(config.run_dir, cache_name),

@@ -53,10 +53,6 @@ from enas_face.training import step as train_lib
 from enas_face.models import builders
 from enas_face.training import checkpoints
 
-LOG_NAME = "distributions.jsonl"
-PLOT_NAME = "distributions.png"
-RANKED_NAME = "arcs_ranked.json"
-SUMMARY_NAME = "search_summary.json"
 
 
 def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
@@ -166,7 +162,7 @@ def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, Labe
 
 
 def log_path(run_dir: str) -> str:
-  return os.path.join(run_dir, LOG_NAME)
+  return os.path.join(run_dir, runlog.DISTRIBUTIONS)
 
 
 def search(config: RunConfig, dataset: FaceDataset,
@@ -320,7 +316,7 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
            "cost_model": "flops", "within_budget": flops <= search_cfg.cost_target, "rank": 1,
            "probabilities": [float(p) for p in
                              np.max(distributions.probabilities().numpy(), axis=-1)]}
-  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
       "space": space.name, "strategy": "differentiable",
       "ranked_by": "argmax of the learned distributions", "cost_model": "flops",
       "cost_unit": "FLOPs", "cost_target": search_cfg.cost_target,
@@ -329,7 +325,7 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
   labels = {d.name: ([str(d_ + 1) for d_ in range(d.num_choices)] if d.name.endswith("_depth")
                      else [f"{r:g}" for r in space_lib.WIDTH_RATIOS])
             for d in space.decisions(model_cfg)}
-  plot = plots.plot_distributions(records, os.path.join(config.run_dir, PLOT_NAME),
+  plot = plots.plot_distributions(records, os.path.join(config.run_dir, runlog.DISTRIBUTIONS_PLOT),
                                   search_cfg.cost_target, labels)
   full = space.default(model_cfg)
   summary = {"space": space.name, "strategy": "differentiable", "epochs": search_cfg.epochs,
@@ -344,10 +340,10 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
              "final_expected_flops": records[-1]["expected_flops"] if records else None,
              "seconds_this_invocation": seconds, "plot": plot,
              "retrain": "python -m enas_face.main --mode=fixed --search_space=mobilefacenet "
-                        f"--arc_file={os.path.join(config.run_dir, RANKED_NAME)} "
+                        f"--arc_file={os.path.join(config.run_dir, runlog.ARCS_RANKED)} "
                         "--run_dir=RETRAIN_DIR [--distill_from=TEACHER] (with the search's data "
                         "and model flags)"}
-  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  runlog.write_json(os.path.join(config.run_dir, runlog.SEARCH_SUMMARY), summary)
   logging.info("width/depth search: %s, %d FLOPs (target %g), %d params", space.describe(sample),
                flops, search_cfg.cost_target, params)
   return summary

@@ -51,10 +51,6 @@ from enas_face.data.base import FaceDataset
 from enas_face.training import checkpoints
 from enas_face.training import loop
 
-LOG_NAME = "sampled_arcs.jsonl"
-RANKED_NAME = "arcs_ranked.json"
-SUMMARY_NAME = "search_summary.json"
-PLOT_NAME = "accuracy_vs_cost.png"
 # Cost models whose price is a lookup or a count: they price every sample, whatever the
 # reward (measured and TFLite latency price only when the reward uses the cost).
 CHEAP_COST_MODELS = ("lut", "flops", "params")
@@ -117,9 +113,6 @@ def reward_data(config: RunConfig, dataset: FaceDataset) -> tuple[FaceDataset, s
                                         config.train.seed)
 
 
-CLEANING_DIR = "cleaning"
-
-
 def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDataset,
                    placement: distribute.Placement) -> str:
   """RUN_DIR/cleaning/proxy_embeddings.npz: a proxy model (the space's default sample: the
@@ -128,7 +121,7 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   reward identities (so the file serves the retraining on all of them). Resumable; reused
   once written."""
   space, epochs = spaces.of(config.model), config.search.cleaning_proxy_epochs
-  folder = os.path.join(config.run_dir, CLEANING_DIR)
+  folder = os.path.join(config.run_dir, runlog.CLEANING_DIR)
   path = os.path.join(folder, cleaning.EMBEDDINGS_NAME)
   train = dataclasses.replace(config.train, epochs=epochs,
                               warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
@@ -143,7 +136,7 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
 
 
 def log_path(run_dir: str) -> str:
-  return os.path.join(run_dir, LOG_NAME)
+  return os.path.join(run_dir, runlog.SAMPLED_ARCS)
 
 
 def read_log(run_dir: str) -> list[dict]:
@@ -172,7 +165,7 @@ def search(config: RunConfig, dataset: FaceDataset,
         config.data, cleaning_embeddings=cleaning_proxy(config, dataset, full_dataset,
                                                         placement)))
   if chief and search_cfg.reward_identities:  # which identities the reward's pairs are made of
-    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
+    runlog.write_json(os.path.join(config.run_dir, runlog.DATA_REPORT), dataset.report)
   steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
   strategy = strategies.make_strategy(config, space, dataset, reward, placement, steps_per_epoch)
   sampling = make_sampler(config)
@@ -199,7 +192,8 @@ def search(config: RunConfig, dataset: FaceDataset,
                space.name, strategy.name, search_cfg.controller, search_cfg.reward,
                reward.metric, search_cfg.cost_target, cost_model.unit,
                cost_model.describe() if prices else "the cost is not in the reward")
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
+  writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
+            if chief else None)
   num_choices = len(space.decisions(config.model))
   state = {"train_seconds": 0.0}
   tic_search = time.perf_counter()
@@ -278,7 +272,8 @@ def search(config: RunConfig, dataset: FaceDataset,
              for e in candidates]
   unit = cost_model.unit
   plots.plot_accuracy_vs_cost(
-      points, os.path.join(config.run_dir, PLOT_NAME), target=search_cfg.cost_target,
+      points, os.path.join(config.run_dir, runlog.ACCURACY_VS_COST_PLOT),
+      target=search_cfg.cost_target,
       highlight=[e["encoding"] for e in ranked[:3]], cost_key="cost",
       cost_label={"ms": f"latency (ms, batch 1, {cost_model.name})", "FLOPs": "FLOPs (batch 1)",
                   "params": "trainable parameters"}[unit], unit=unit,
@@ -308,7 +303,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   if isinstance(strategy, strategies.MultiTrial):
     summary["trials"] = len(strategy.trials)
     summary["trials_trained_this_invocation"] = strategy.trained_this_invocation
-  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  runlog.write_json(os.path.join(config.run_dir, runlog.SEARCH_SUMMARY), summary)
   return summary
 
 
@@ -360,7 +355,7 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
     entry["rank"] = position
   scored_by = ("the shared weights" if strategy.name == "one_shot"
                else f"each trained for {search_cfg.trial_epochs} epochs")
-  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
       "space": space.name, "strategy": strategy.name,
       **({"cleaning_embeddings": config.data.cleaning_embeddings}
          if config.data.cleaning_embeddings else {}),
@@ -373,21 +368,20 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   return entries, within
 
 
-FINAL_CONFIG_NAME = "final_config.json"
 
 
 def write_final_config(config: RunConfig, best: dict) -> None:
   """RUN_DIR/final_config.json: the best recipe (cleaning + loss + architecture) with what
   retrains it from scratch (--mode=fixed --search_space=S --arc_file=this file; its
   cleaning_embeddings reproduce the cleaned training data the search saw)."""
-  runlog.write_json(os.path.join(config.run_dir, FINAL_CONFIG_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, runlog.FINAL_CONFIG), {
       "space": best["space"], "sample": best["sample"], "encoding": best["encoding"],
       "description": best["description"], "search_score": best["score"],
       "reward_metric": best["reward_metric"], "reward": best["reward"], "cost": best["cost"],
       "cost_unit": best["cost_unit"], "params": best["params"], "flops": best["flops"],
       "cleaning_embeddings": config.data.cleaning_embeddings,
       "retrain": f"python -m enas_face.main --mode=fixed --search_space={best['space']} "
-                 f"--arc_file={os.path.join(config.run_dir, FINAL_CONFIG_NAME)} "
+                 f"--arc_file={os.path.join(config.run_dir, runlog.FINAL_CONFIG)} "
                  "--run_dir=RETRAIN_DIR (with the search's data and model flags)"})
 
 

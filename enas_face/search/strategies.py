@@ -46,10 +46,6 @@ from enas_face.models import builders
 from enas_face import spaces
 from enas_face.training import checkpoints
 
-TRIALS_NAME = "trials.jsonl"
-TRIALS_DIR = "trials"
-
-
 @dataclasses.dataclass(frozen=True)
 class RewardData:
   """What a reward's score is measured on."""
@@ -213,7 +209,7 @@ class MultiTrial:
                reward: RewardData, placement: distribute.Placement):
     self.config, self.space, self.dataset, self.reward = config, space, dataset, reward
     self.placement = placement
-    self.path = os.path.join(config.run_dir, TRIALS_NAME)
+    self.path = os.path.join(config.run_dir, runlog.TRIALS)
     self.trials = {r["encoding"]: r for r in runlog.read(self.path)} if placement.is_chief else {}
     self.trained_this_invocation = 0
     self.runner = None
@@ -249,7 +245,8 @@ class MultiTrial:
                                 warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
     return dataclasses.replace(
         config, mode="fixed", arc=sample, train=train, candidate_arcs=(), top_k=1,
-        run_dir=os.path.join(config.run_dir, TRIALS_DIR, encoding.replace(" ", "-") or "empty"))
+        run_dir=os.path.join(config.run_dir, runlog.TRIALS_DIR,
+                             encoding.replace(" ", "-") or "empty"))
 
   def score_many(self, choices: np.ndarray, epoch: int) -> list[float | None]:
     """Trains the samples not in the cache (every worker: `choices` [Q, n] are the chief's,

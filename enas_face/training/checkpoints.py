@@ -26,21 +26,17 @@ from enas_face.config import ConfigError, RunConfig
 from enas_face.models import builders
 from enas_face.models.heads import build_head
 
-BEST_DIR = "best"
-BEST_NAME = "best.json"
-
-
 def checkpoint_dir(run_dir: str) -> str:
-  return os.path.join(run_dir, "checkpoints")
+  return os.path.join(run_dir, runlog.CHECKPOINTS_DIR)
 
 
 def best_dir(run_dir: str) -> str:
-  return os.path.join(run_dir, BEST_DIR)
+  return os.path.join(run_dir, runlog.BEST_DIR)
 
 
 def read_best(run_dir: str) -> dict | None:
   """best/best.json ({epoch, set, metric, value, checkpoint}) or None."""
-  return runlog.read_json(os.path.join(best_dir(run_dir), BEST_NAME))
+  return runlog.read_json(os.path.join(best_dir(run_dir), runlog.BEST))
 
 
 def latest(directory: str) -> str | None:
@@ -77,8 +73,9 @@ def restore_child(config: RunConfig) -> keras.Model:
   if best:
     record = read_best(config.run_dir)
     if record is None:
-      raise ConfigError(f"--checkpoint=best: no {os.path.join(best_dir(config.run_dir), BEST_NAME)}"
-                        " (a fixed run writes it when it verifies its pairs)")
+      raise ConfigError(f"--checkpoint=best: no "
+                        f"{os.path.join(best_dir(config.run_dir), runlog.BEST)} (a fixed run "
+                        "writes it when it verifies its pairs)")
     path = os.path.join(best_dir(config.run_dir), record["checkpoint"])
   else:
     path = latest(checkpoint_dir(config.run_dir))
@@ -104,9 +101,9 @@ class RestoredRun:
 def load_run(path: str, flag: str) -> RestoredRun:
   """The latest child (and classification head, when saved) of the run folder `path`;
   ConfigError naming `flag` when it has no config.json or no checkpoint."""
-  if not os.path.isfile(os.path.join(path, "config.json")):
-    raise ConfigError(f"{flag}={path}: not a run folder (no config.json)")
-  config = dataclasses.replace(spaces.load_config(os.path.join(path, "config.json")),
+  if not os.path.isfile(os.path.join(path, runlog.CONFIG)):
+    raise ConfigError(f"{flag}={path}: not a run folder (no {runlog.CONFIG})")
+  config = dataclasses.replace(spaces.load_config(os.path.join(path, runlog.CONFIG)),
                                run_dir=path)
   found = latest(checkpoint_dir(path))
   if found is None:

@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from enas_face import runlog
 from enas_face.config import ConfigError, DistillConfig
 from enas_face.training import checkpoints
 from enas_face.training.step import ExtraLoss
@@ -62,8 +63,8 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
                       "or an exported SavedModel)")
   if is_saved_model(path):
     return _saved_model_teacher(path, flag)
-  if not os.path.isfile(os.path.join(path, "config.json")):
-    raise ConfigError(f"{flag}={path}: neither a run folder (no config.json) nor a SavedModel "
+  if not os.path.isfile(os.path.join(path, runlog.CONFIG)):
+    raise ConfigError(f"{flag}={path}: neither a run folder (no {runlog.CONFIG}) nor a SavedModel "
                       "(no saved_model.pb)")
   run = checkpoints.load_run(path, flag)
   logging.info("teacher: %s (%s)", run.checkpoint, spaces.of(run.config.model).describe(run.config.arc))

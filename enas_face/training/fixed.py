@@ -43,8 +43,6 @@ from enas_face.models import builders
 from enas_face import spaces
 
 
-HISTORY_NAME = "train_history.jsonl"
-
 
 @dataclasses.dataclass
 class TrainingState:
@@ -153,7 +151,8 @@ def train(config: RunConfig, dataset: FaceDataset,
   if best is not None and (best["set"], best["metric"]) != (best_set, best_metric):
     best = None  # another --best_pairs or --protocol: pick again from here on
   chief = placement.is_chief
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
+  writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
+            if chief else None)
 
   def train_epoch(epoch: int) -> loop.EpochResult:
     batches = distribute.distribute_training_data(
@@ -201,9 +200,6 @@ def train(config: RunConfig, dataset: FaceDataset,
   return state
 
 
-CLEANING_MANIFEST = "cleaning_manifest.json"
-
-
 def prepare_training(config: RunConfig, dataset: FaceDataset,
                      chief: bool = True) -> tuple[RunConfig, FaceDataset]:
   """The run's sample's training setup (its space's prepare_training: the loss and the data
@@ -213,7 +209,7 @@ def prepare_training(config: RunConfig, dataset: FaceDataset,
   config, dataset, result = space.prepare_training(config, dataset, config.arc)
   if result is not None and chief:
     summary = cleaning.write_manifest(
-        os.path.join(config.run_dir, CLEANING_MANIFEST), config.arc.cleaning, result,
+        os.path.join(config.run_dir, runlog.CLEANING_MANIFEST), config.arc.cleaning, result,
         config.data.cleaning_embeddings)
     logging.info("cleaning: kept %d training images of %d identities, removed %d %s",
                  summary["kept_images"], summary["classes_after"], summary["removed_images"],
@@ -272,7 +268,7 @@ def keep_best(run_dir: str, best: dict | None, epoch: int, name: str, metric: st
   checkpoint.write(os.path.join(folder, prefix))
   best = {"epoch": epoch, "set": name, "metric": metric, "value": float(value),
           "checkpoint": prefix}
-  runlog.write_json(os.path.join(folder, checkpoints.BEST_NAME), best)
+  runlog.write_json(os.path.join(folder, runlog.BEST), best)
   for entry in os.listdir(folder):
     if entry.startswith("ckpt-") and entry.split(".")[0] != prefix:
       os.remove(os.path.join(folder, entry))
@@ -281,7 +277,7 @@ def keep_best(run_dir: str, best: dict | None, epoch: int, name: str, metric: st
 
 
 def history_path(run_dir: str) -> str:
-  return os.path.join(run_dir, HISTORY_NAME)
+  return os.path.join(run_dir, runlog.TRAIN_HISTORY)
 
 
 def read_history(run_dir: str) -> list[dict]:

@@ -45,7 +45,7 @@ TRAINING_FIELDS = ("sets", "set_size", "synthetic_identities", "videos_per_ident
 
 
 def quality_dir(run_dir: str, net: str) -> str:
-  return os.path.join(run_dir, "quality", net)
+  return os.path.join(run_dir, runlog.QUALITY_DIR, net)
 
 
 def scoring_net(method: str, trained: set[str] | tuple[str, ...]) -> str | None:
@@ -159,7 +159,7 @@ def make_train_step(model: keras.Model, net: str, optimizer: keras.optimizers.Op
 
 def _check_settings(qdir: str, settings: dict) -> None:
   """A resumed quality run must use the settings that started it (errors name the flag)."""
-  path = os.path.join(qdir, "settings.json")
+  path = os.path.join(qdir, runlog.QUALITY_SETTINGS)
   previous = runlog.read_json(path)
   if previous is not None and previous != settings:
     changed = [f"--{name}: {previous.get(name)!r} there, {value!r} now"
@@ -205,7 +205,7 @@ def train(config: RunConfig, child: keras.Model, train_sets: frame_sets.FrameSet
              "seconds": result.seconds, "sets_per_second": result.images_per_second}]
 
   loop.run_epochs(epoch=epoch, epochs=sets_cfg.quality_epochs, manager=manager,
-                  log_path=os.path.join(qdir, "history.jsonl"), chief=True,
+                  log_path=os.path.join(qdir, runlog.QUALITY_HISTORY), chief=True,
                   train_epoch=train_epoch, finish_epoch=finish_epoch)
   return model
 

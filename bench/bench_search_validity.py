@@ -161,7 +161,8 @@ def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root:
   config = spaces.load_config(os.path.join(search_dir, runlog.CONFIG))
   config = dataclasses.replace(
       config, run_dir=os.path.join(runs_root, f"trials_{trial_epochs}ep"),
-      search=dataclasses.replace(config.search, strategy="multi_trial", trial_epochs=trial_epochs))
+      search=dataclasses.replace(config.search, strategy=strategies.MultiTrial.name,
+                                trial_epochs=trial_epochs))
   os.makedirs(config.run_dir, exist_ok=True)
   dataset, reward = search.reward_data(config, load_dataset(config.data))
   trials = strategies.MultiTrial(config, spaces.of(config.model), dataset, reward,

@@ -17,6 +17,14 @@ from enas_face import runlog
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
 ALIGN_MODES = ("none", "online")
 STREAM_MODES = ("auto", "always", "never")
+# --search_strategy: how a sample gets its score (search/strategies.py: one_shot, multi_trial;
+# search/differentiable.py: its own loop). tests/test_flags.py: each has its implementation.
+ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE = "one_shot", "multi_trial", "differentiable"
+SEARCH_STRATEGIES = (ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE)
+# Where training runs (distribute.make_placement).
+DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker")
+# --cost_target 0 with a latency cost model (ms): this target.
+DEFAULT_TARGET_MS = 7.0
 # --export_format: the SavedModel folder, and TFLite files in it (float32, float16 weights,
 # int8) and an ONNX file (the onnx extra).
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -312,7 +320,7 @@ class SearchConfig:
   grad_clip_norm: float = 5.0
   reward: str = "paper"
   cost_model: str = "measured"  # measured | lut | tflite | flops | params (enas_face.costs)
-  cost_target: float = 7.0  # T in the cost model's unit (ms, FLOPs or params)
+  cost_target: float = DEFAULT_TARGET_MS  # T in the cost model's unit (ms, FLOPs or params)
   cost_exponent: float = -0.07
   cost_penalty: float = 0.05  # lambda of the two_sided reward
   cost_table: str = ""  # the lut cost model's table
@@ -322,7 +330,7 @@ class SearchConfig:
   num_final_samples: int = 20
   num_ranked: int = 10
   latency_cache: str = ""  # JSONL of measured latencies; default RUN_DIR/latency_cache.jsonl
-  strategy: str = "one_shot"  # one_shot (shared weights) | multi_trial (each sample trained)
+  strategy: str = ONE_SHOT  # SEARCH_STRATEGIES
   reward_metric: str = "classification"  # classification | verification | verification_auc
   reward_batches: int = 1  # classification minibatches per reward; 0 = the whole split
   reward_identities: int = 0  # training identities held out for verification rewards

@@ -32,13 +32,10 @@ import numpy as np
 from absl import logging
 
 from enas_face import runlog
-from enas_face.config import ConfigError
+from enas_face.config import DISTRIBUTION_STRATEGIES, ConfigError
 
 # TensorFlow and Keras are imported inside the functions that use them: main checks
 # TF_CONFIG (`cluster_role`) before the slow import, so bad input fails in a blink.
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
@@ -142,7 +139,7 @@ def make_placement(name: str, num_replicas: int = 0) -> Placement:
     logging.info("MultiWorkerMirroredStrategy: worker %d of %d%s, %d replicas in sync", index,
                  workers, " (chief)" if is_chief else "", strategy.num_replicas_in_sync)
     return Placement(strategy, name, is_chief, index, workers)
-  raise ConfigError(f"--strategy={name!r}; expected one of {', '.join(STRATEGIES)}")
+  raise ConfigError(f"--strategy={name!r}; expected one of {', '.join(DISTRIBUTION_STRATEGIES)}")
 
 
 def per_replica_batch_norm(model: keras.Model) -> int:

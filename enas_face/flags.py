@@ -17,17 +17,17 @@ from enas_face import costs
 from enas_face import runlog
 from enas_face import spaces
 from enas_face.data import sources
+from enas_face.search import rewards  # plain Python: the reward table
 from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
-from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, STREAM_MODES,
-                              ConfigError, DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
+from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
+                              DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
+                              ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
+                              DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
                               RunConfig, SearchConfig, SetConfig, TrainConfig)
 
 MODES = ("search", "fixed", "eval", "export", "quality")
 CONTROLLERS = ("enas", "random")
-REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
-DEFAULT_TARGET_MS = 7.0
-STRATEGIES = ("one_shot", "multi_trial", "differentiable")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
@@ -72,7 +72,7 @@ flags.DEFINE_boolean("deterministic", False,
                      "two runs with the same flags give the same architectures and losses. "
                      "Measured latency is the one input that varies: share --latency_cache "
                      "(or use --reward=accuracy) for identical rewards. Slower.")
-flags.DEFINE_enum("strategy", "default", ("default", "mirrored", "multi_worker"),
+flags.DEFINE_enum("strategy", "default", DISTRIBUTION_STRATEGIES,
                   "default: one device; mirrored: all local GPUs (or --num_replicas logical "
                   "CPU devices); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
 flags.DEFINE_integer("num_replicas", 0, "mirrored: GPUs to use (0 = all), or, without GPUs, "
@@ -278,7 +278,7 @@ flags.DEFINE_float("skip_target", 0.4, "Target skip probability of the KL penalt
 flags.DEFINE_float("skip_weight", 0.8, "Weight of the skip-density KL penalty.", lower_bound=0.0)
 flags.DEFINE_float("controller_grad_clip", 5.0, "Global-norm clip of controller gradients.",
                    lower_bound=0.0)
-flags.DEFINE_enum("reward", "paper", REWARDS,
+flags.DEFINE_enum("reward", "paper", tuple(rewards.REWARDS),
                   "With c the --cost_model's cost and T --cost_target: paper: arcsin(Acc (c/T)^q); "
                   "mnasnet_soft/mnasnet_hard: Acc (c/T)^w; budget: Acc within T, Acc T/c over "
                   "it, and over-budget samples are never ranked; two_sided: Acc - lambda "
@@ -304,7 +304,7 @@ flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 inferences; latency =
                      lower_bound=1)
 flags.DEFINE_integer("search_val_batch_size", 128, "Validation minibatch for one reward.",
                      lower_bound=1)
-flags.DEFINE_enum("search_strategy", "one_shot", STRATEGIES,
+flags.DEFINE_enum("search_strategy", ONE_SHOT, SEARCH_STRATEGIES,
                   "one_shot: ENAS weight sharing, one sample per child minibatch, rewards with "
                   "the shared weights; multi_trial: every sample trained from scratch for "
                   "--trial_epochs, then rewarded (spaces without a shared model, and decisions "
@@ -412,7 +412,7 @@ flags.DEFINE_float("set_heldout_fraction", 0.5, "Fraction of identities held out
                    "when --set_heldout is empty.")
 flags.DEFINE_integer("set_pairs", 600, "Set pairs (half same person) for set-to-set "
                      "verification, in --num_folds folds.", lower_bound=2)
-flags.DEFINE_enum("quality_net", "qanpp", ("qan", "qanpp"),
+flags.DEFINE_enum("quality_net", "qanpp", QUALITY_NETS,
                   "--mode=quality: qan (a sigmoid quality branch on the frozen embedder's "
                   "features) or qanpp (QAN++: a separate small CNN, min-max normalised scores). "
                   "Trained into RUN_DIR/quality/<net>/.")
@@ -483,7 +483,7 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
-  if search.strategy == "differentiable":
+  if search.strategy == DIFFERENTIABLE:
     if not spaces.of(model).has_supernet:
       raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "
                         f"--search_space={model.search_space} does not have; use "
@@ -494,7 +494,7 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.tau_min > search.tau_max:
       raise ConfigError(f"--gumbel_tau_min={search.tau_min} must not exceed --gumbel_tau_max="
                         f"{search.tau_max}")
-  if search.strategy == "one_shot" and not spaces.of(model).supports_weight_sharing:
+  if search.strategy == ONE_SHOT and not spaces.of(model).supports_weight_sharing:
     raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
                       f"--search_space={model.search_space} does not have; use "
                       "--search_strategy=multi_trial")
@@ -666,12 +666,12 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if distill.teacher and not os.path.isdir(distill.teacher):
     raise ConfigError(f"--distill_from={fv.distill_from}: no such folder (a run folder trained "
                       "with --mode=fixed, or an exported SavedModel)")
-  if distill.teacher and fv.mode == "search" and search.strategy != "differentiable":
+  if distill.teacher and fv.mode == "search" and search.strategy != DIFFERENTIABLE:
     raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)
-    if search.strategy == "differentiable" and fv.strategy != "default":
+    if search.strategy == DIFFERENTIABLE and fv.strategy != "default":
       raise ConfigError(f"--search_strategy=differentiable runs on one device; --strategy="
                         f"{fv.strategy} is not supported by it")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:

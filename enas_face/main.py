@@ -23,7 +23,7 @@ from absl import logging
 from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import DIFFERENTIABLE, ConfigError, RunConfig
 from enas_face.evaluation import sets as set_ops
 from enas_face import spaces
 
@@ -429,7 +429,7 @@ def _number(value, form: str = "{:.4g}") -> str:
 
 
 def format_search_summary(summary: dict, run_dir: str) -> str:
-  if summary.get("strategy") == "differentiable":
+  if summary.get("strategy") == DIFFERENTIABLE:
     best = summary["best"]
     rows = [("space / strategy", f"{summary['space']} / differentiable (TAS-style)"),
             ("epochs", summary["epochs"]),

@@ -100,3 +100,43 @@ def test_synthetic_noise_flags_reach_the_data_config_and_bad_values_name_the_fla
               "--synthetic_near_duplicates=-2"):
     with pytest.raises(flags.IllegalFlagValueError, match=bad):
       parse(bad)
+
+
+def choices(name: str) -> tuple[str, ...]:
+  return tuple(flags.FLAGS[name].parser.enum_values)
+
+
+def test_flag_choices_are_the_implementations_registries():
+  """Every enum flag offers exactly the names its implementation knows: a name added to one
+  side only fails here."""
+  # pylint: disable=import-outside-toplevel
+  from enas_face import config, costs
+  from enas_face.data import align
+  from enas_face.evaluation import sets, verification
+  from enas_face.search import rewards, strategies
+  assert set(choices("reward")) == set(rewards.REWARDS)
+  assert choices("search_strategy") == config.SEARCH_STRATEGIES
+  # The search loop runs one_shot and multi_trial; the differentiable search has its own loop.
+  assert set(config.SEARCH_STRATEGIES) - set(strategies.LOOP_STRATEGIES) == {config.DIFFERENTIABLE}
+  assert set(strategies.LOOP_STRATEGIES) < set(config.SEARCH_STRATEGIES)
+  assert choices("strategy") == config.DISTRIBUTION_STRATEGIES
+  assert choices("cost_model") == costs.COST_MODELS
+  assert choices("quality_net") == config.QUALITY_NETS
+  assert choices("head") == config.HEADS
+  # Lists the flags cannot import without loading scikit-learn or OpenCV: checked equal here.
+  assert choices("protocol") == verification.PROTOCOLS
+  assert choices("face_policy") == align.FACE_POLICIES
+  assert choices("on_no_face") == align.NO_FACE_POLICIES
+  assert config.AGGREGATIONS == sets.METHODS
+
+
+def test_flags_import_no_tensorflow():
+  """Bad flags fail before TensorFlow loads: flags and config import no deep-learning framework
+  (a fresh interpreter, since this one may have TensorFlow loaded already)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = ("import sys, enas_face.flags, enas_face.config\n"
+          "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+          "sys.exit(f'imported {bad}' if bad else 0)\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]

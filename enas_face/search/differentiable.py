@@ -42,7 +42,7 @@ from enas_face import distribute
 from enas_face.training import fixed
 from enas_face import runlog
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import DIFFERENTIABLE, ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
 from enas_face.models.heads import build_head
@@ -317,7 +317,7 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
            "probabilities": [float(p) for p in
                              np.max(distributions.probabilities().numpy(), axis=-1)]}
   runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
-      "space": space.name, "strategy": "differentiable",
+      "space": space.name, "strategy": DIFFERENTIABLE,
       "ranked_by": "argmax of the learned distributions", "cost_model": "flops",
       "cost_unit": "FLOPs", "cost_target": search_cfg.cost_target,
       "teacher": config.distill.teacher, "architectures": [entry]})
@@ -328,7 +328,7 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
   plot = plots.plot_distributions(records, os.path.join(config.run_dir, runlog.DISTRIBUTIONS_PLOT),
                                   search_cfg.cost_target, labels)
   full = space.default(model_cfg)
-  summary = {"space": space.name, "strategy": "differentiable", "epochs": search_cfg.epochs,
+  summary = {"space": space.name, "strategy": DIFFERENTIABLE, "epochs": search_cfg.epochs,
              "teacher": config.distill.teacher or None,
              "distillation": (None if distillation is None else
                               {"embedding_weight": config.distill.embedding_weight,

@@ -45,7 +45,7 @@ from enas_face.search import rewards as reward_lib
 from enas_face import runlog
 from enas_face import spaces
 from enas_face.search import strategies
-from enas_face.config import RunConfig
+from enas_face.config import DIFFERENTIABLE, RunConfig
 from enas_face.data import reward_split
 from enas_face.data.base import FaceDataset
 from enas_face.training import checkpoints
@@ -153,7 +153,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   trials) and return an empty summary.
   """
   placement = placement or distribute.make_placement("default")
-  if config.search.strategy == "differentiable":  # TAS-style width/depth search
+  if config.search.strategy == DIFFERENTIABLE:  # TAS-style width/depth search
     from enas_face.search import differentiable  # pylint: disable=import-outside-toplevel
     return differentiable.search(config, dataset, placement)
   chief = placement.is_chief
@@ -315,7 +315,7 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
   search_cfg = config.search
   summary = {"reward_mean": float(np.mean([r["reward"] for r in records])),
              "score_mean": float(np.mean([r["score"] for r in records]))}
-  if strategy_name == "one_shot":
+  if strategy_name == strategies.OneShot.name:
     summary.update(child_loss=result.loss, child_lr=result.lr,
                    child_images_per_second=result.images_per_second)
   priced = [r["cost"] for r in records if r["cost"] is not None]
@@ -353,7 +353,7 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   within = [e for e in entries if e["within_budget"]]
   for position, entry in enumerate(within, 1):
     entry["rank"] = position
-  scored_by = ("the shared weights" if strategy.name == "one_shot"
+  scored_by = ("the shared weights" if strategy.name == strategies.OneShot.name
                else f"each trained for {search_cfg.trial_epochs} epochs")
   runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
       "space": space.name, "strategy": strategy.name,

@@ -35,7 +35,7 @@ from enas_face.training import fixed
 from enas_face import runlog
 from enas_face.search import ray_trials as trial_workers
 from enas_face.evaluation import verification
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import MULTI_TRIAL, ONE_SHOT, ConfigError, RunConfig
 from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.models.heads import build_head
@@ -93,7 +93,7 @@ class Candidate:
 
 class OneShot:
   """ENAS weight sharing: one supernet (models.builders.build_shared) trained with a sample per step."""
-  name = "one_shot"
+  name = ONE_SHOT
   collective_scoring = False  # only the chief scores; other workers wait at the next epoch
 
   def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
@@ -202,7 +202,7 @@ def make_embed_step(child: keras.Model):
 
 class MultiTrial:
   """Each sample trained from scratch for --trial_epochs, then scored; results cached."""
-  name = "multi_trial"
+  name = MULTI_TRIAL
   collective_scoring = True  # every worker trains every trial; the chief scores
 
   def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
@@ -334,11 +334,18 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
   return record
 
 
+# The strategies of the search loop by --search_strategy name (the differentiable search runs
+# its own loop: differentiable.py).
+LOOP_STRATEGIES = {OneShot.name: OneShot, MultiTrial.name: MultiTrial}
+
+
 def make_strategy(config: RunConfig, space: SearchSpace, dataset: FaceDataset, reward: RewardData,
                   placement: distribute.Placement, steps_per_epoch: int):
-  if config.search.strategy == "one_shot":
+  """The --search_strategy of `config`, one of LOOP_STRATEGIES."""
+  name = config.search.strategy
+  if name not in LOOP_STRATEGIES:
+    raise ValueError(f"unknown search strategy {name!r}; expected one of "
+                     f"{', '.join(LOOP_STRATEGIES)}")
+  if name == OneShot.name:
     return OneShot(config, space, dataset, reward, placement, steps_per_epoch)
-  if config.search.strategy == "multi_trial":
-    return MultiTrial(config, space, dataset, reward, placement)
-  raise ValueError(f"unknown search strategy {config.search.strategy!r}; expected one_shot or "
-                   "multi_trial")
+  return LOOP_STRATEGIES[name](config, space, dataset, reward, placement)

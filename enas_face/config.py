@@ -1,6 +1,9 @@
 """Frozen run configuration. Built from flags by `flags.config_from_flags`;
 library code reads only these dataclasses, never absl flags.
 
+Every field of a section is set by the flag of its own name, or by the flag that
+FLAG_RENAMES names for it (`flag_of`); errors name that flag.
+
 A config round-trips through JSON (`spaces.save_config` / `load_config`, which pass the
 search space's sample codec to `RunConfig.to_json` / `from_json`), so a run folder's
 `config.json` is enough to rebuild its model for eval and export.
@@ -284,19 +287,12 @@ class SetConfig:
     for name in ("num_pairs", "quality_epochs", "quality_steps_per_epoch", "quality_frames_per_set",
                  "synthetic_identities", "videos_per_identity"):
       if getattr(self, name) < 1:
-        raise ConfigError(f"--{FLAG_OF_SET_FIELD.get(name, name)}={getattr(self, name)} must be >= 1")
+        raise ConfigError(f"--{flag_of(SetConfig, name)}={getattr(self, name)} must be >= 1")
     if self.quality_identities_per_batch < 2:
       raise ConfigError(f"--quality_identities_per_batch={self.quality_identities_per_batch} "
                         "must be >= 2 (a batch needs different identities)")
     if self.quality_lr <= 0 or self.quality_scale <= 0:
       raise ConfigError("--quality_lr and --quality_scale must be positive")
-
-
-# SetConfig field -> its flag where the names differ.
-FLAG_OF_SET_FIELD = {"synthetic_identities": "set_synthetic_identities",
-                     "videos_per_identity": "set_videos_per_identity",
-                     "degraded_fraction": "set_degraded_fraction", "heldout": "set_heldout",
-                     "heldout_fraction": "set_heldout_fraction", "num_pairs": "set_pairs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +361,28 @@ class DistillConfig:
       raise ConfigError(f"--distill_kl_alpha={self.kl_alpha} must be in [0, 1)")
     if self.temperature <= 0:
       raise ConfigError(f"--distill_temperature={self.temperature} must be positive")
+
+
+# Section -> {field: its flag} where the names differ; every other field's flag is its name.
+FLAG_RENAMES: dict[type, dict[str, str]] = {
+    DataConfig: {"seed": "data_seed"},  # -1: --seed (flags.config_from_flags resolves it)
+    EvalConfig: {"batch_size": "eval_batch_size"},
+    SetConfig: {"synthetic_identities": "set_synthetic_identities",
+                "videos_per_identity": "set_videos_per_identity",
+                "degraded_fraction": "set_degraded_fraction", "heldout": "set_heldout",
+                "heldout_fraction": "set_heldout_fraction", "num_pairs": "set_pairs",
+                "seed": "set_seed"},
+    SearchConfig: {"epochs": "search_epochs", "grad_clip_norm": "controller_grad_clip",
+                   "val_batch_size": "search_val_batch_size", "strategy": "search_strategy",
+                   "tau_max": "gumbel_tau_max", "tau_min": "gumbel_tau_min"},
+    DistillConfig: {"teacher": "distill_from", "embedding_weight": "distill_embedding_weight",
+                    "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature"},
+}
+
+
+def flag_of(section: type, field: str) -> str:
+  """The flag (without --) that sets `field` of the config class `section`."""
+  return FLAG_RENAMES.get(section, {}).get(field, field)
 
 
 # Fields renamed since older run folders wrote their config.json: old -> new.

@@ -23,7 +23,8 @@ from absl import logging
 from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
-from enas_face.config import DIFFERENTIABLE, ConfigError, RunConfig
+from enas_face.config import (DIFFERENTIABLE, ConfigError, EvalConfig, RunConfig, SearchConfig,
+                              flag_of)
 from enas_face.evaluation import sets as set_ops
 from enas_face import spaces
 
@@ -64,8 +65,8 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
                         "--run_dir (or the run's own settings to resume it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
-      changed = [f"{field.name}={getattr(previous.search, field.name)!r} there, "
-                 f"{getattr(config.search, field.name)!r} now"
+      changed = [f"--{flag_of(SearchConfig, field.name)}={getattr(previous.search, field.name)!r}"
+                 f" there, {getattr(config.search, field.name)!r} now"
                  for field in dataclasses.fields(config.search)
                  if getattr(same_search, field.name) != getattr(config.search, field.name)]
       raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings ("
@@ -81,8 +82,8 @@ def _saved_run_config(config: RunConfig) -> RunConfig:
   """The run folder's own config, with this invocation's mode, export dir and formats and any
   evaluation flag given explicitly on this command line."""
   saved = spaces.load_config(os.path.join(config.run_dir, runlog.CONFIG))
-  overrides = {field: getattr(config.eval, field)
-               for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
+  overrides = {field: getattr(config.eval, field) for field in enas_flags.EVAL_OVERRIDES
+               if FLAGS[flag_of(EvalConfig, field)].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
                              export_dir=config.export_dir, export_format=config.export_format,
                              eval=dataclasses.replace(saved.eval, **overrides), sets=config.sets)

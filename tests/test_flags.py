@@ -1,4 +1,5 @@
 """Every shipped flagfile parses into a valid frozen config; configs round-trip JSON."""
+import dataclasses
 import glob
 import os
 
@@ -6,6 +7,7 @@ import pytest
 from absl import flags
 
 from enas_face import flags as enas_flags
+from enas_face import config
 from enas_face.config import ConfigError
 from enas_face import spaces
 
@@ -140,3 +142,70 @@ def test_flags_import_no_tensorflow():
           "sys.exit(f'imported {bad}' if bad else 0)\n")
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+SECTIONS = (config.ModelConfig, config.DataConfig, config.TrainConfig, config.EvalConfig,
+            config.SearchConfig, config.HeadConfig, config.SetConfig, config.DistillConfig,
+            config.RunConfig)
+# RunConfig fields no flag sets: the sections, and the samples (--arc / --arc_file).
+NOT_FROM_A_FLAG = {"arc", "candidate_arcs", "model", "data", "train", "eval", "search", "head",
+                   "sets", "distill"}
+# Flags that feed no field of their own name.
+NOT_A_FIELD = {"arc": "--arc and --arc_file become RunConfig.arc / candidate_arcs",
+               "arc_file": "--arc and --arc_file become RunConfig.arc / candidate_arcs"}
+# Deliberate differences between a flag's default and its field's default, and why.
+DEFAULTS_THAT_DIFFER = {
+    (config.SearchConfig, "cost_target"):
+        "--cost_target=0 means 'the cost model's default': DEFAULT_TARGET_MS for the latency "
+        "models (the default, measured, included), required for flops and params",
+    (config.DataConfig, "seed"):
+        "--data_seed=-1 means 'the --seed' (default 0, DataConfig.seed's default)",
+}
+
+
+def test_every_field_is_filled_from_a_flag_of_its_section_or_a_listed_rename():
+  """config_from_flags fills every section by reflection (flags.from_flags): each field's flag
+  (its name, or config.FLAG_RENAMES) exists, and every flag feeds a field."""
+  own = {flag.name: flag for flag in enas_flags.own_flags(flags.FLAGS)}
+  fed = set()
+  for section in SECTIONS:
+    for field in dataclasses.fields(section):
+      if section is config.RunConfig and field.name in NOT_FROM_A_FLAG:
+        continue
+      name = config.flag_of(section, field.name)
+      assert name in own, f"{section.__name__}.{field.name}: no flag --{name}"
+      fed.add(name)
+  aliases = {name for name, flag in own.items() if flag.help.startswith("Alias for --")}
+  assert set(own) - fed - aliases == set(NOT_A_FIELD)
+
+
+def test_every_flag_default_equals_its_config_field_default():
+  """The flag and the dataclass cannot drift apart: a default changed in one place only fails
+  here, except the listed, deliberate differences (which must still differ)."""
+  def plain(value):
+    return tuple(value) if isinstance(value, list) else value
+
+  for section in SECTIONS:
+    for field in dataclasses.fields(section):
+      if field.default is dataclasses.MISSING or (section is config.RunConfig
+                                                  and field.name in NOT_FROM_A_FLAG):
+        continue
+      name = config.flag_of(section, field.name)
+      flag_default = plain(flags.FLAGS[name].default)
+      where = f"{section.__name__}.{field.name} = {field.default!r}, --{name} = {flag_default!r}"
+      if (section, field.name) in DEFAULTS_THAT_DIFFER:
+        assert flag_default != field.default, f"{where}: no longer differ; drop the exception"
+      else:
+        assert flag_default == field.default, where
+
+
+def test_the_default_flags_give_the_default_sections():
+  """With no flag given, each section equals its dataclass's defaults but for the resolved
+  fields (paths made absolute, defaults filled in) and the deliberate exceptions."""
+  run = parse()
+  assert run.model == config.ModelConfig()
+  assert run.train == config.TrainConfig() and run.eval == config.EvalConfig()
+  assert run.head == config.HeadConfig() and run.distill == config.DistillConfig()
+  assert run.search == config.SearchConfig() and run.sets == config.SetConfig()
+  assert run.data == dataclasses.replace(config.DataConfig(), cache_dir=run.data.cache_dir)
+  assert run.export_format == config.RunConfig.export_format

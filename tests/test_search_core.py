@@ -243,7 +243,8 @@ def test_a_search_is_not_resumed_with_another_strategy(parse, tmp_path):
   assert config.search.strategy == "one_shot"
   enas_main._prepare_run_dir(parse("--mode=search", f"--run_dir={run_dir}"))  # same: resumes
   other = parse("--mode=search", f"--run_dir={run_dir}", "--search_strategy=multi_trial")
-  with pytest.raises(ConfigError, match="search with other settings"):
+  with pytest.raises(ConfigError, match="search with other settings "
+                     r"\(--search_strategy='one_shot' there, 'multi_trial' now\)"):
     enas_main._prepare_run_dir(other)
   assert spaces.load_config(os.path.join(run_dir, "config.json")).search.strategy == "one_shot"
   # The command line refuses it before any training: exit code 2, one error line.

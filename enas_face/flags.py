@@ -592,6 +592,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if data.synthetic_near_duplicates > data.synthetic_identities // 2:
     raise ConfigError(f"--synthetic_near_duplicates={data.synthetic_near_duplicates} must be at "
                       f"most half of --synthetic_identities={data.synthetic_identities}")
+  sources.check_stream(data.stream, data.dataset)
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "
                       "insightface:); the synthetic faces make their own pairs")

@@ -209,3 +209,16 @@ def test_the_default_flags_give_the_default_sections():
   assert run.search == config.SearchConfig() and run.sets == config.SetConfig()
   assert run.data == dataclasses.replace(config.DataConfig(), cache_dir=run.data.cache_dir)
   assert run.export_format == config.RunConfig.export_format
+
+
+def test_stream_always_needs_a_dataset_that_streams(tmp_path):
+  """--stream=always is refused, naming the flag, where nothing streams (the synthetic faces are
+  made in memory, a folder is decoded image by image), before any data or TensorFlow loads."""
+  with pytest.raises(ConfigError, match="--stream=always with --dataset=synthetic: only "
+                                        "tfrecord: and insightface: datasets stream"):
+    parse("--stream=always")
+  (tmp_path / "alice").mkdir()
+  with pytest.raises(ConfigError, match=f"--stream=always with --dataset=folder:{tmp_path}"):
+    parse(f"--dataset=folder:{tmp_path}", "--stream=always")
+  assert parse("--stream=never").data.stream == "never"
+  assert parse(f"--dataset=folder:{tmp_path}", "--stream=auto").data.stream == "auto"

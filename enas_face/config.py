@@ -387,6 +387,7 @@ def flag_of(section: type, field: str) -> str:
 
 # Fields renamed since older run folders wrote their config.json: old -> new.
 SEARCH_RENAMES = {"target_latency_ms": "cost_target", "latency_exponent": "cost_exponent"}
+RUN_RENAMES = {"strategy": "distribution_strategy"}
 
 
 def _renamed(fields: dict, renames: dict) -> dict:
@@ -411,7 +412,7 @@ class RunConfig:
   top_k: int = 1
   candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
   # Where and how it runs (not part of the network: a run may resume under another strategy).
-  strategy: str = "default"
+  distribution_strategy: str = "default"  # DISTRIBUTION_STRATEGIES
   num_replicas: int = 0
   deterministic: bool = False
 
@@ -432,6 +433,7 @@ class RunConfig:
                 sample_from_json: Callable[[Any, ModelConfig], Any]) -> "RunConfig":
     """Inverse of to_json: `sample_from_json(obj, model_config)` reads a sample (of
     model_config.search_space); ConfigError when `obj` is not a RunConfig."""
+    obj = _renamed(obj, RUN_RENAMES)
     try:
       model = ModelConfig(**obj["model"])
       return cls(mode=obj["mode"], run_dir=obj["run_dir"],
@@ -446,7 +448,7 @@ class RunConfig:
                  export_dir=obj.get("export_dir", ""),
                  export_format=tuple(obj.get("export_format", ("saved_model",))),
                  top_k=obj.get("top_k", 1),
-                 strategy=obj.get("strategy", "default"),
+                 distribution_strategy=obj.get("distribution_strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),
                  candidate_arcs=tuple(sample_from_json(a, model)

@@ -73,9 +73,12 @@ flags.DEFINE_boolean("deterministic", False,
                      "two runs with the same flags give the same architectures and losses. "
                      "Measured latency is the one input that varies: share --latency_cache "
                      "(or use --reward=accuracy) for identical rewards. Slower.")
-flags.DEFINE_enum("strategy", "default", DISTRIBUTION_STRATEGIES,
-                  "default: one device; mirrored: all local GPUs (or --num_replicas logical "
-                  "CPU devices); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_enum("distribution_strategy", "default", DISTRIBUTION_STRATEGIES,
+                  "Where training runs (tf.distribute; --search_strategy is how a search scores "
+                  "its samples): default: one device; mirrored: all local GPUs (or "
+                  "--num_replicas logical CPU devices); multi_worker: "
+                  "MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_alias("strategy", "distribution_strategy")  # its name until the flags were renamed
 flags.DEFINE_integer("num_replicas", 0, "mirrored: GPUs to use (0 = all), or, without GPUs, "
                      "logical CPU devices; multi_worker: logical CPU devices per worker.",
                      lower_bound=0, upper_bound=64)
@@ -633,9 +636,10 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)
-    if search.strategy == DIFFERENTIABLE and fv.strategy != "default":
-      raise ConfigError(f"--search_strategy=differentiable runs on one device; --strategy="
-                        f"{fv.strategy} is not supported by it")
+    if search.strategy == DIFFERENTIABLE and fv.distribution_strategy != "default":
+      raise ConfigError(f"--search_strategy=differentiable runs on one device; "
+                        f"--distribution_strategy={fv.distribution_strategy} is not supported "
+                        "by it")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")

@@ -175,7 +175,7 @@ def run(config: RunConfig) -> None:
   # Validate everything that can be wrong before the slow TensorFlow import.
   chief = True
   if config.mode in ("fixed", "search"):
-    if config.strategy == "multi_worker":
+    if config.distribution_strategy == "multi_worker":
       from enas_face import distribute  # TF_CONFIG is checked before the slow start
       chief = distribute.cluster_role()[0]
     _prepare_run_dir(config, chief)
@@ -194,7 +194,7 @@ def run(config: RunConfig) -> None:
   keras.utils.set_random_seed(config.train.seed)  # weight init, dropout, DropBlock
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-  placement = (distribute.make_placement(config.strategy, config.num_replicas)
+  placement = (distribute.make_placement(config.distribution_strategy, config.num_replicas)
                if config.mode in ("fixed", "search") else distribute.make_placement("default"))
   if config.mode == "search":
     from enas_face.search import loop as search

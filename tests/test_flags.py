@@ -47,7 +47,7 @@ def test_paper_settings():
   assert (search.search.controller_lr, search.search.controller_lr_decay_epochs) == (0.1, 20)
   fixed = parse(f"--flagfile={ROOT}/flags/paper_fixed.cfg", "--mode=fixed")
   assert (fixed.train.epochs, fixed.train.warmup_epochs, fixed.train.lr_max) == (150, 20, 0.1)
-  assert search.strategy == fixed.strategy == "mirrored"
+  assert search.distribution_strategy == fixed.distribution_strategy == "mirrored"
 
 
 def test_every_flag_has_help_text():
@@ -121,7 +121,7 @@ def test_flag_choices_are_the_implementations_registries():
   # The search loop runs one_shot and multi_trial; the differentiable search has its own loop.
   assert set(config.SEARCH_STRATEGIES) - set(strategies.LOOP_STRATEGIES) == {config.DIFFERENTIABLE}
   assert set(strategies.LOOP_STRATEGIES) < set(config.SEARCH_STRATEGIES)
-  assert choices("strategy") == config.DISTRIBUTION_STRATEGIES
+  assert choices("distribution_strategy") == config.DISTRIBUTION_STRATEGIES
   assert choices("cost_model") == costs.COST_MODELS
   assert choices("quality_net") == config.QUALITY_NETS
   assert choices("head") == config.HEADS
@@ -222,3 +222,18 @@ def test_stream_always_needs_a_dataset_that_streams(tmp_path):
     parse(f"--dataset=folder:{tmp_path}", "--stream=always")
   assert parse("--stream=never").data.stream == "never"
   assert parse(f"--dataset=folder:{tmp_path}", "--stream=auto").data.stream == "auto"
+
+
+def test_the_old_strategy_flag_still_sets_the_distribution_strategy():
+  """--distribution_strategy (tf.distribute) was --strategy, easily taken for --search_strategy:
+  the old name stays as an alias, and a config.json written before the rename still loads."""
+  assert parse("--strategy=mirrored").distribution_strategy == "mirrored"
+  assert parse("--distribution_strategy=mirrored").distribution_strategy == "mirrored"
+  assert parse().distribution_strategy == "default"
+  with pytest.raises(flags.IllegalFlagValueError, match="one_shot"):
+    parse("--strategy=one_shot")  # a search strategy is not a distribution strategy
+  config = parse("--distribution_strategy=mirrored", "--search_strategy=multi_trial")
+  old = spaces.config_to_json(config)
+  old["strategy"] = old.pop("distribution_strategy")
+  assert spaces.config_from_json(old) == config
+  assert spaces.config_from_json(old).search.strategy == "multi_trial"

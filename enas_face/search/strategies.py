@@ -216,8 +216,8 @@ class MultiTrial:
     if config.search.trial_workers > 1 or config.search.ray_address:
       if placement.name != "default":
         raise ConfigError(f"--trial_workers={config.search.trial_workers} / --ray_address run "
-                          f"trials on Ray workers; --strategy={placement.name} is not supported "
-                          "with them (each Ray worker trains on its own device)")
+                          f"trials on Ray workers; --distribution_strategy={placement.name} is "
+                          "not supported with them (each Ray worker trains on its own device)")
       self.runner = trial_workers.RayTrialRunner(run_trial, config.search.trial_workers,
                                                  config.search.ray_address,
                                                  config.search.trial_gpus)

@@ -16,6 +16,7 @@ from enas_face.training import fixed
 
 from enas_face.search import loop as search
 
+from enas_face import runlog
 from enas_face import spaces
 from enas_face.models import builders, ops
 from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,

@@ -15,10 +15,14 @@ teacher-guided NAS seed (Wang 2021), on the mobilefacenet supernet:
     wd 1e-3) on task loss + lambda_F L_F (half B);
   * tau from tau_max to tau_min on a cosine over the epochs; read-out: argmax p_k.
 
-The task loss is the training seam's: w_CE CE of the --head plus, with --distill_from, the
-distillation term (distill.py). Using the teacher during the search is the seed's
-teacher guidance as we implement it (inferred: METHODS.md §4); without a teacher this is
-TAS-like search.
+The task loss L is the training seam's (training/step.py TaskLoss, the loss of --mode=fixed):
+
+    L = w_CE CE(head(e, y), y) + w_R RegularFace(W) + L_distill
+
+with the --head's CE, RegularFace on its class weights W when --regularface_weight = w_R > 0,
+and with --distill_from the distillation term (distill.py; then w_CE = 1 - alpha). Using the
+teacher during the search is the seed's teacher guidance as we implement it (inferred:
+METHODS.md §4); without a teacher this is TAS-like search.
 
 Run folder: checkpoints/ (supernet, head, logits, both optimisers, epoch), distributions.jsonl
 (per epoch: losses, tau, p_k of every decision, E[FLOPs], the argmax architecture, its FLOPs
@@ -165,6 +169,48 @@ def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, Labe
   return tuple(LabelledImages(train.images[p], train.labels[p]) for p in parts)
 
 
+def make_steps(supernet: keras.Model, distributions: Distributions,
+               task_loss: train_lib.TaskLoss, optimizer: keras.optimizers.Optimizer,
+               arch_optimizer: keras.optimizers.Optimizer, model_config, flops_weight: float):
+  """(weight_step, arch_step): the alternating updates on L = task_loss of the supernet's
+  embeddings e = supernet(x, m), m = distributions.sample(tau, seed).
+
+      weight_step(x, y, tau, seed) -> (L, batch accuracy, lr): w <- SGD(dL/dw), m held fixed,
+        w the supernet's weights and task_loss.variables (head, distillation projection);
+      arch_step(x, y, tau, seed, sign) -> (L, E[FLOPs]): a <- Adam(d(L + L_F)/da),
+        L_F = flops_weight * sign * log E[FLOPs].
+
+  Both return L before their update (one device: B the batch); the head's margin schedule
+  reads optimizer.iterations.
+  """
+  weight_variables = supernet.trainable_variables + task_loss.variables
+
+  def loss_on(images, labels, mix):
+    embeddings = supernet(images, mix=mix, training=True)
+    return task_loss(images, labels, embeddings, optimizer.iterations)
+
+  @tf.function
+  def weight_step(images, labels, tau, seed):
+    mix = tf.stop_gradient(distributions.sample(tau, seed))
+    with tf.GradientTape() as tape:
+      loss, scores = loss_on(images, labels, mix)
+    optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
+    accuracy = train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
+    return loss, accuracy, optimizer.learning_rate
+
+  @tf.function
+  def arch_step(images, labels, tau, seed, sign):
+    with tf.GradientTape() as tape:
+      loss, _ = loss_on(images, labels, distributions.sample(tau, seed))
+      expected = expected_flops(model_config, distributions.probabilities())
+      total = loss + flops_loss(expected, sign, flops_weight)
+    gradients = tape.gradient(total, [distributions.logits])
+    arch_optimizer.apply_gradients(zip(gradients, [distributions.logits]))
+    return loss, expected
+
+  return weight_step, arch_step
+
+
 def log_path(run_dir: str) -> str:
   return os.path.join(run_dir, LOG_NAME)
 
@@ -187,8 +233,9 @@ def search(config: RunConfig, dataset: FaceDataset,
     head(tf.zeros((1, model_cfg.embedding_dim)))
     distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
     distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, dataset.num_classes)
-    weight_variables = (supernet.trainable_variables + head.trainable_variables
-                        + (distillation.projection.trainable_variables if distillation else []))
+    task_loss = train_lib.TaskLoss(head, dataset.num_classes, train_cfg.label_smoothing, batch,
+                                   *train_lib.run_terms(config.head, distillation))
+    weight_variables = supernet.trainable_variables + task_loss.variables
     optimizer = train_lib.make_optimizer(train_cfg, steps, search_cfg.epochs)
     optimizer.build(weight_variables)
     arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
@@ -203,36 +250,8 @@ def search(config: RunConfig, dataset: FaceDataset,
                                        max_to_keep=train_cfg.keep_checkpoints)
   mean = loop.restore_or_start(manager, supernet, dataset, "width/depth search", epoch,
                                search_cfg.epochs, checkpoints.checkpoint_dir(config.run_dir))
-  ce_weight = distillation.cross_entropy_weight if distillation else 1.0
-  cross_entropy = keras.losses.CategoricalCrossentropy(
-      from_logits=True, label_smoothing=train_cfg.label_smoothing, reduction=None)
-
-  def task_loss(images, labels, mix):
-    embeddings = supernet(images, mix=mix, training=True)
-    logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
-    loss = ce_weight * tf.reduce_mean(cross_entropy(
-        tf.one_hot(labels, dataset.num_classes), tf.cast(logits, tf.float32)))
-    if distillation is not None:
-      loss += tf.reduce_mean(distillation.loss(embeddings, head, images))
-    return loss, train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
-
-  @tf.function
-  def weight_step(images, labels, tau, seed):
-    mix = tf.stop_gradient(distributions.sample(tau, seed))
-    with tf.GradientTape() as tape:
-      loss, accuracy = task_loss(images, labels, mix)
-    optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
-    return loss, accuracy, optimizer.learning_rate
-
-  @tf.function
-  def arch_step(images, labels, tau, seed, sign):
-    with tf.GradientTape() as tape:
-      loss, _ = task_loss(images, labels, distributions.sample(tau, seed))
-      expected = expected_flops(model_cfg, distributions.probabilities())
-      total = loss + flops_loss(expected, sign, search_cfg.flops_loss_weight)
-    gradients = tape.gradient(total, [distributions.logits])
-    arch_optimizer.apply_gradients(zip(gradients, [distributions.logits]))
-    return loss, expected
+  weight_step, arch_step = make_steps(supernet, distributions, task_loss, optimizer,
+                                      arch_optimizer, model_cfg, search_cfg.flops_loss_weight)
 
   state = {"tau": search_cfg.tau_max, "arch_losses": [], "signs": []}
 

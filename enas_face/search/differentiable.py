@@ -32,6 +32,7 @@ search_summary.json. A rerun resumes after the last finished epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -211,6 +212,46 @@ def make_steps(supernet: keras.Model, distributions: Distributions,
   return weight_step, arch_step
 
 
+@dataclasses.dataclass
+class SearchState:
+  """What the search trains and checkpoints, its loss (TaskLoss) and its two steps."""
+  supernet: keras.Model
+  head: keras.layers.Layer
+  distributions: Distributions
+  distillation: distill_lib.Distillation | None
+  task_loss: train_lib.TaskLoss
+  optimizer: keras.optimizers.Optimizer
+  arch_optimizer: keras.optimizers.Optimizer
+  epoch: tf.Variable
+  weight_step: object
+  arch_step: object
+
+
+def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
+                 placement: distribute.Placement) -> SearchState:
+  """Builds supernet, head, distributions, the teacher's distillation, the run's loss
+  (train_lib.run_task_loss: as --mode=fixed's) and both optimisers in the strategy's
+  scope, and the steps on them (make_steps)."""
+  search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
+  with placement.strategy.scope():
+    supernet = builders.build_supernet(model_cfg, name="supernet")
+    head = build_head(config.head, num_classes, model_cfg.embedding_dim)
+    head(tf.zeros((1, model_cfg.embedding_dim)))
+    distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
+    distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, num_classes)
+    task_loss = train_lib.run_task_loss(config, head, num_classes, distillation)
+    optimizer = train_lib.make_optimizer(train_cfg, steps_per_epoch, search_cfg.epochs)
+    optimizer.build(supernet.trainable_variables + task_loss.variables)
+    arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
+                                           weight_decay=search_cfg.arch_weight_decay or None)
+    arch_optimizer.build([distributions.logits])
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  weight_step, arch_step = make_steps(supernet, distributions, task_loss, optimizer,
+                                      arch_optimizer, model_cfg, search_cfg.flops_loss_weight)
+  return SearchState(supernet, head, distributions, distillation, task_loss, optimizer,
+                     arch_optimizer, epoch, weight_step, arch_step)
+
+
 def log_path(run_dir: str) -> str:
   return os.path.join(run_dir, LOG_NAME)
 
@@ -227,21 +268,10 @@ def search(config: RunConfig, dataset: FaceDataset,
   half_a, half_b = split_halves(dataset.train, config.data.seed)
   batch = train_cfg.batch_size
   steps = loop.steps_per_epoch(batch, min(len(half_a.labels), len(half_b.labels)), 1)
-  with placement.strategy.scope():
-    supernet = builders.build_supernet(model_cfg, name="supernet")
-    head = build_head(config.head, dataset.num_classes, model_cfg.embedding_dim)
-    head(tf.zeros((1, model_cfg.embedding_dim)))
-    distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
-    distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, dataset.num_classes)
-    task_loss = train_lib.TaskLoss(head, dataset.num_classes, train_cfg.label_smoothing, batch,
-                                   *train_lib.run_terms(config.head, distillation))
-    weight_variables = supernet.trainable_variables + task_loss.variables
-    optimizer = train_lib.make_optimizer(train_cfg, steps, search_cfg.epochs)
-    optimizer.build(weight_variables)
-    arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
-                                           weight_decay=search_cfg.arch_weight_decay or None)
-    arch_optimizer.build([distributions.logits])
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  built = create_state(config, dataset.num_classes, steps, placement)
+  supernet, head, distributions, distillation = (built.supernet, built.head, built.distributions,
+                                                 built.distillation)
+  optimizer, arch_optimizer, epoch = built.optimizer, built.arch_optimizer, built.epoch
   checkpoint = tf.train.Checkpoint(
       supernet=supernet, head=head, distributions=distributions, optimizer=optimizer,
       arch_optimizer=arch_optimizer, epoch=epoch,
@@ -250,8 +280,7 @@ def search(config: RunConfig, dataset: FaceDataset,
                                        max_to_keep=train_cfg.keep_checkpoints)
   mean = loop.restore_or_start(manager, supernet, dataset, "width/depth search", epoch,
                                search_cfg.epochs, checkpoints.checkpoint_dir(config.run_dir))
-  weight_step, arch_step = make_steps(supernet, distributions, task_loss, optimizer,
-                                      arch_optimizer, model_cfg, search_cfg.flops_loss_weight)
+  weight_step, arch_step = built.weight_step, built.arch_step
 
   state = {"tau": search_cfg.tau_max, "arch_losses": [], "signs": []}
 

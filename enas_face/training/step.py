@@ -9,9 +9,9 @@ per-example ones (distillation) are averaged over the
 global batch B like the cross-entropy, whole-model ones (RegularFace) are
 divided among the replicas, so N replicas take one device's step.
 
-TaskLoss is L, built once per run from `run_terms` (the flags' RegularFace and the
-teacher's distillation): the train step of fixed training and of the one-shot search
-and both steps of the differentiable width/depth search evaluate it.
+TaskLoss is L, built once per run with the terms of `run_terms` (the flags' RegularFace,
+the teacher's distillation): the train step of fixed training and of the one-shot search,
+and both steps of the differentiable width/depth search (run_task_loss), evaluate it.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from enas_face.models import heads
 from enas_face.training import schedules
-from enas_face.config import HeadConfig, TrainConfig
+from enas_face.config import HeadConfig, RunConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +109,13 @@ class TaskLoss:
           tf.nn.compute_average_loss(value, global_batch_size=self.global_batch_size)
           if term.per_example else tf.nn.scale_regularization_loss(value))
     return loss, scores
+
+
+def run_task_loss(config: RunConfig, head: keras.layers.Layer, num_classes: int,
+                  distillation=None) -> TaskLoss:
+  """The run's L: its head and label smoothing, B = --batch_size, the terms of run_terms."""
+  return TaskLoss(head, num_classes, config.train.label_smoothing, config.train.batch_size,
+                  *run_terms(config.head, distillation))
 
 
 def make_optimizer(train: TrainConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.SGD:

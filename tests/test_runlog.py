@@ -144,8 +144,8 @@ def test_read_json_default(tmp_path):
 
 
 @pytest.mark.parametrize("module,reader,filename", [
-    ("search", "read_log", "sampled_arcs.jsonl"),
-    ("fixed", "read_history", "train_history.jsonl"),
+    ("search.loop", "read_log", "sampled_arcs.jsonl"),
+    ("training.fixed", "read_history", "train_history.jsonl"),
 ])
 def test_run_readers_survive_a_torn_last_line(tmp_path, module, reader, filename):
   """search.read_log and fixed.read_history read RUN_DIR's log and drop a torn last line."""

@@ -3,7 +3,8 @@
 Optimiser (paper Section 4): SGD, momentum 0.9, weight decay 1e-4, linear
 warmup to lr_max then Eq. 6 down to lr_min (training/step.py); loss = the
 cross-entropy of the configured head (softmax or a margin head, heads.py) with
-optional label smoothing, plus any extra terms (RegularFace).
+optional label smoothing, plus the run's extra terms (RegularFace, distillation):
+training/step.py's TaskLoss, the loss of every training step.
 
 A run folder holds `checkpoints/` (one per epoch, `tf.train.CheckpointManager`)
 and `train_history.jsonl` (one record per epoch, runlog.py): rerunning with the
@@ -135,11 +136,7 @@ def train(config: RunConfig, dataset: FaceDataset,
   if fresh and train_cfg.init_checkpoint:
     checkpoints.initialize_child(state.child, train_cfg.init_checkpoint)
     state.child.standardize.set_statistics(*pipeline.split_statistics(dataset.train))
-  extra = train_lib.extra_losses(config.head)
-  cross_entropy_weight = 1.0
-  if state.distillation is not None:
-    extra.append(state.distillation.term())
-    cross_entropy_weight = state.distillation.cross_entropy_weight
+  extra, cross_entropy_weight = train_lib.run_terms(config.head, state.distillation)
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=extra,

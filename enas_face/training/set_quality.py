@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from enas_face import export
 from enas_face import runlog
 from enas_face.config import QUALITY_NETS, ConfigError, RunConfig, SetConfig
 from enas_face.data import frame_sets, pipeline
@@ -293,6 +294,5 @@ class SetEmbeddingModule(tf.Module):
 def export_set_model(child: keras.Model, method: str, net: keras.Model | None, out_dir: str,
                      metadata: dict) -> str:
   """Writes the set SavedModel to out_dir (replacing an older one atomically)."""
-  from enas_face import export
   module = SetEmbeddingModule(child, method, net)
   return export.save_module(module, module.serve, out_dir, metadata)

@@ -15,7 +15,7 @@ these sets) and the Spearman correlation of each learned quality score with the 
 appends them to --json.
 Goal (issue 14): QAN++ beats mean pooling.
 
-The README's table:
+The table of docs/sets-and-video.md:
   python -m enas_face.main --flagfile=flags/demo.cfg --mode=fixed --run_dir=runs/sets_syn
   python bench/bench_sets.py --run_dir=runs/sets_syn --label="synthetic videos"
   python bench/bench_sets.py --run_dir=runs/lfw64 --label="LFW View 1 test people" -- \\

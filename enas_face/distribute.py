@@ -32,8 +32,8 @@ from typing import Callable
 import numpy as np
 from absl import logging
 
-from enas_face import runlog
 from enas_face.config import DISTRIBUTION_STRATEGIES, ConfigError
+from enas_face import runlog
 
 # TensorFlow and Keras are imported inside the functions that use them: main checks
 # TF_CONFIG (`cluster_role`) before the slow import, so bad input fails in a blink.

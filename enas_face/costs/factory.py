@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
-from enas_face import runlog
 from enas_face.costs.base import COST_MODELS, CostModel, FlopsCost, ParamsCost
 from enas_face.costs.latency_table import TableLatency
 from enas_face.costs.measured import MeasuredLatency
 from enas_face.costs.tflite import TFLiteLatency
+from enas_face import runlog
 
 
 def make_cost_model(name: str, model_config, *, cache_path: str | None = None,

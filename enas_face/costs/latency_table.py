@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
+from enas_face.costs.base import CostModel
 from enas_face.costs import latency
 from enas_face.costs import tflite
-from enas_face.costs.base import CostModel
 from enas_face.models import builders
 from enas_face import spaces
 

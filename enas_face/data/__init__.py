@@ -13,8 +13,8 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data import sources
 from enas_face.data.base import FaceDataset, VerificationPairs
+from enas_face.data import sources
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:

@@ -34,9 +34,9 @@ import os
 
 import numpy as np
 
-from enas_face import runlog
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face import runlog
 
 DUPLICATE_ACTIONS = ("merge", "drop")
 EMBEDDINGS_NAME = "proxy_embeddings.npz"

@@ -30,8 +30,8 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError, SetConfig
-from enas_face.data import synthetic_video
 from enas_face.data.pairs import make_verification_pairs
+from enas_face.data import synthetic_video
 from enas_face.evaluation import sets as set_ops
 
 SET_KINDS = ("synthetic", "folder", "tfrecord")

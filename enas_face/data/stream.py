@@ -39,8 +39,8 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data import pipeline, real, recordio, sources, tfrecord
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+from enas_face.data import pipeline, real, recordio, sources, tfrecord
 
 BUCKETS = 1 << 20
 INDEX_VERSION = 1

@@ -8,9 +8,9 @@ from typing import Sequence
 
 import numpy as np
 
+from enas_face.data.base import FaceDataset
 from enas_face.data import cleaning
 from enas_face.training import fixed
-from enas_face.data.base import FaceDataset
 
 
 def embed_all(child, images: np.ndarray, batch_size: int) -> np.ndarray:

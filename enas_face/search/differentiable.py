@@ -42,21 +42,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face.training import distill as distill_lib
-from enas_face import distribute
-from enas_face.training import fixed
-from enas_face import runlog
-from enas_face import spaces
 from enas_face.config import DIFFERENTIABLE, ConfigError, RunConfig
-from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import pipeline
+from enas_face import distribute
+from enas_face.models import builders
 from enas_face.models.heads import build_head
 from enas_face.models import mobilefacenet as model_lib
+from enas_face import runlog
+from enas_face.search import plots
+from enas_face import spaces
 from enas_face.spaces import mobilefacenet as space_lib
+from enas_face.training import checkpoints
+from enas_face.training import distill as distill_lib
+from enas_face.training import fixed
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
-from enas_face.training import checkpoints
 
 
 
@@ -355,7 +356,6 @@ def search(config: RunConfig, dataset: FaceDataset,
 def write_results(config: RunConfig, distributions: Distributions, seconds: float,
                   distillation) -> dict:
   """arcs_ranked.json (the argmax architecture), distributions.png and search_summary.json."""
-  from enas_face.search import plots  # pylint: disable=import-outside-toplevel
   space, model_cfg, search_cfg = spaces.of(config.model), config.model, config.search
   sample = distributions.argmax_sample()
   flops, params = space.flops(model_cfg, sample), space.params(model_cfg, sample)

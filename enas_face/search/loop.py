@@ -33,22 +33,23 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face.data import cleaning
-from enas_face.search import cleaning_proxy as proxy_lib
-from enas_face.search import controller as controller_lib
+from enas_face.config import DIFFERENTIABLE, RunConfig
 from enas_face import costs
 from enas_face.costs import factory as cost_factory
+from enas_face.data.base import FaceDataset
+from enas_face.data import cleaning
+from enas_face.data import reward_split
 from enas_face import distribute
-from enas_face.training import fixed
+from enas_face import runlog
+from enas_face.search import cleaning_proxy as proxy_lib
+from enas_face.search import controller as controller_lib
+from enas_face.search import differentiable
 from enas_face.search import plots
 from enas_face.search import rewards as reward_lib
-from enas_face import runlog
-from enas_face import spaces
 from enas_face.search import strategies
-from enas_face.config import DIFFERENTIABLE, RunConfig
-from enas_face.data import reward_split
-from enas_face.data.base import FaceDataset
+from enas_face import spaces
 from enas_face.training import checkpoints
+from enas_face.training import fixed
 from enas_face.training import loop
 
 # Cost models whose price is a lookup or a count: they price every sample, whatever the
@@ -154,7 +155,6 @@ def search(config: RunConfig, dataset: FaceDataset,
   """
   placement = placement or distribute.make_placement("default")
   if config.search.strategy == DIFFERENTIABLE:  # TAS-style width/depth search
-    from enas_face.search import differentiable  # pylint: disable=import-outside-toplevel
     return differentiable.search(config, dataset, placement)
   chief = placement.is_chief
   search_cfg, space = config.search, spaces.of(config.model)

@@ -29,22 +29,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from enas_face.config import MULTI_TRIAL, ONE_SHOT, ConfigError, RunConfig
+from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.data import cleaning
+from enas_face.data import pipeline
 from enas_face import distribute
-from enas_face.training import fixed
+from enas_face.evaluation import verification
+from enas_face.models import builders
+from enas_face.models.heads import build_head
 from enas_face import runlog
 from enas_face.search import ray_trials as trial_workers
-from enas_face.evaluation import verification
-from enas_face.config import MULTI_TRIAL, ONE_SHOT, ConfigError, RunConfig
-from enas_face.data import pipeline
-from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
-from enas_face.models.heads import build_head
+from enas_face import spaces
 from enas_face.spaces.base import SearchSpace
+from enas_face.training import checkpoints
+from enas_face.training import fixed
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
-from enas_face import spaces
-from enas_face.training import checkpoints
 
 @dataclasses.dataclass(frozen=True)
 class RewardData:

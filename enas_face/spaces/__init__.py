@@ -15,8 +15,8 @@ import json
 import os
 from typing import Any
 
-from enas_face import runlog
 from enas_face.config import ConfigError, ModelConfig, RunConfig
+from enas_face import runlog
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 from enas_face.spaces import comprehensive
 from enas_face.spaces.enas_macro import EnasMacroSpace

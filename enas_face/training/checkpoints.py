@@ -20,11 +20,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from enas_face import runlog
-from enas_face import spaces
 from enas_face.config import ConfigError, RunConfig
 from enas_face.models import builders
 from enas_face.models.heads import build_head
+from enas_face import runlog
+from enas_face import spaces
 
 def checkpoint_dir(run_dir: str) -> str:
   return os.path.join(run_dir, runlog.CHECKPOINTS_DIR)

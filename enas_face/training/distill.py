@@ -25,11 +25,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from enas_face import runlog
 from enas_face.config import ConfigError, DistillConfig
+from enas_face import runlog
+from enas_face import spaces
 from enas_face.training import checkpoints
 from enas_face.training.step import ExtraLoss
-from enas_face import spaces
 
 
 @dataclasses.dataclass

@@ -27,21 +27,21 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face.data import cleaning
-from enas_face import costs
-from enas_face.training import distill
-from enas_face import distribute
-from enas_face import runlog
-from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
-from enas_face.data import pipeline
+from enas_face import costs
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import cleaning
+from enas_face.data import pipeline
+from enas_face import distribute
+from enas_face.evaluation import verification
+from enas_face.models import builders
 from enas_face.models.heads import build_head
+from enas_face import runlog
+from enas_face import spaces
 from enas_face.training import checkpoints
+from enas_face.training import distill
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
-from enas_face import spaces
 
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import runlog
 from enas_face.config import ConfigError
-from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset
+from enas_face.data import pipeline
+from enas_face import runlog
 from enas_face.training import checkpoints
 
 

@@ -28,12 +28,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import export
-from enas_face import runlog
 from enas_face.config import QUALITY_NETS, ConfigError, RunConfig, SetConfig
 from enas_face.data import frame_sets, pipeline
 from enas_face.evaluation import sets as set_ops
+from enas_face import export
 from enas_face.models import quality as quality_models
+from enas_face import runlog
 from enas_face.training import checkpoints
 from enas_face.training import loop
 

@@ -21,9 +21,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from enas_face.config import HeadConfig, RunConfig, TrainConfig
 from enas_face.models import heads
 from enas_face.training import schedules
-from enas_face.config import HeadConfig, RunConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ enas_face import is needed.
 The TFLite files (`to_tflite`, `export_tflite`) compute the same function at
 batch 1: uint8 [1, S, S, 3] -> float32 [1, D], in float32, with float16 weights
 or fully in int8; each is checked against the serving function on real images
-(`parity`) and runs under the LiteRT interpreter (`ai_edge_litert`, `run_tflite`).
+(`parity`) and runs under the LiteRT interpreter (`ai_edge_litert`, `runtimes.run_tflite`).
 The ONNX file (`to_onnx`, `export_onnx`; the `onnx` extra) is the serving
 function converted by tf2onnx, any batch, checked the same way under onnxruntime.
 """
@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from enas_face.evaluation import verification
 from enas_face import runlog
+from enas_face import runtimes
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "embeddings"
@@ -133,46 +134,6 @@ def _check_images(images, image_size: int, name: str) -> np.ndarray:
   return images
 
 
-def run_tflite(model: bytes | str, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
-  """Embeddings [N, D] (float32) of uint8 `images` [N, S, S, 3] under the LiteRT interpreter.
-
-  `model` is a .tflite path or its bytes. A model with a fixed batch B is fed B
-  images at a time (the last chunk padded); a dynamic batch is resized to N.
-  A quantised input is fed round(x / scale) + zero_point, a quantised output
-  is dequantised as (q - zero_point) * scale.
-  """
-  from ai_edge_litert.interpreter import Interpreter
-  source = {"model_path": model} if isinstance(model, str) else {"model_content": model}
-  interpreter = Interpreter(**source, num_threads=num_threads)
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-  images = np.asarray(images)
-  batch = int(inp["shape"][0])
-  if inp["shape_signature"][0] == -1 and len(images):
-    batch = len(images)
-    interpreter.resize_tensor_input(inp["index"], [batch, *images.shape[1:]])
-  interpreter.allocate_tensors()
-  in_scale, in_zero = inp["quantization"]
-  out_scale, out_zero = out["quantization"]
-  chunks = []
-  for start in range(0, len(images), batch):
-    chunk = images[start:start + batch]
-    n = len(chunk)
-    if n < batch:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-    if in_scale:
-      info = np.iinfo(inp["dtype"])
-      chunk = np.clip(np.round(chunk / in_scale) + in_zero, info.min, info.max)
-    interpreter.set_tensor(inp["index"], chunk.astype(inp["dtype"]))
-    interpreter.invoke()
-    result = interpreter.get_tensor(out["index"])[:n]
-    if out_scale:
-      result = (result.astype(np.float32) - out_zero) * out_scale
-    chunks.append(result.astype(np.float32))
-  if not chunks:
-    return np.zeros((0, int(out["shape"][-1])), np.float32)
-  return np.concatenate(chunks)
-
-
 def reference_embeddings(child: keras.Model, image_size: int, images: np.ndarray,
                          batch_size: int = 64) -> np.ndarray:
   """The SavedModel's embeddings [N, D] of uint8 `images`, computed by the same
@@ -213,10 +174,10 @@ def export_tflite(child: keras.Model, image_size: int, path: str, quantization: 
   flatbuffer = to_tflite(child, image_size, quantization, representative_images)
   runlog.write_bytes(path, flatbuffer)
   report = {"file": os.path.basename(path), "quantization": quantization,
-            "bytes": len(flatbuffer), **_io_description(flatbuffer)}
+            "bytes": len(flatbuffer), **runtimes.tflite_io(flatbuffer)}
   if quantization == "int8":
     report["representative_images"] = int(len(representative_images))
-  return _finish_report(report, path, child, image_size, lambda x: run_tflite(flatbuffer, x),
+  return _finish_report(report, path, child, image_size, lambda x: runtimes.run_tflite(flatbuffer, x),
                         check_images, pairs, metadata)
 
 
@@ -252,7 +213,6 @@ def _check_against_reference(child: keras.Model, image_size: int, run, check_ima
 
 # -------------------------------------------------------------------- ONNX
 ONNX_OPSET = 17
-ONNX_EXTRA = "the onnx extra (pip install -e '.[onnx]': tf2onnx, onnxruntime)"
 
 
 def to_onnx(child: keras.Model, image_size: int, opset: int = ONNX_OPSET) -> bytes:
@@ -261,28 +221,11 @@ def to_onnx(child: keras.Model, image_size: int, opset: int = ONNX_OPSET) -> byt
   try:
     import tf2onnx
   except ImportError as e:
-    raise ImportError(f"ONNX export needs {ONNX_EXTRA}: {e}") from e
+    raise ImportError(f"ONNX export needs {runtimes.ONNX_EXTRA}: {e}") from e
   module = EmbeddingModule(child, image_size)
   proto, _ = tf2onnx.convert.from_function(
       module.serve, input_signature=module.serve.input_signature, opset=opset)
   return proto.SerializeToString()
-
-
-def _onnx_session(model: bytes | str):
-  try:
-    import onnxruntime
-  except ImportError as e:
-    raise ImportError(f"running ONNX needs {ONNX_EXTRA}: {e}") from e
-  return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(model: bytes | str, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """Embeddings [N, D] (float32) of uint8 `images` under onnxruntime (CPU); `model` is a
-  .onnx path or its bytes."""
-  session = _onnx_session(model)
-  name = session.get_inputs()[0].name
-  return np.concatenate([session.run(None, {name: images[i:i + batch_size]})[0]
-                         for i in range(0, len(images), batch_size)]).astype(np.float32)
 
 
 def export_onnx(child: keras.Model, image_size: int, path: str,
@@ -294,7 +237,7 @@ def export_onnx(child: keras.Model, image_size: int, path: str,
   check_images = _check_parity_images(check_images, image_size, path)
   serialized = to_onnx(child, image_size, opset)
   runlog.write_bytes(path, serialized)
-  session = _onnx_session(serialized)
+  session = runtimes.onnx_session(serialized)
 
   def describe(node) -> dict:
     return {"name": node.name, "type": node.type,
@@ -303,7 +246,7 @@ def export_onnx(child: keras.Model, image_size: int, path: str,
   report = {"file": os.path.basename(path), "quantization": "none", "opset": opset,
             "bytes": len(serialized), "input": describe(session.get_inputs()[0]),
             "output": describe(session.get_outputs()[0])}
-  return _finish_report(report, path, child, image_size, lambda x: run_onnx(serialized, x),
+  return _finish_report(report, path, child, image_size, lambda x: runtimes.run_onnx(serialized, x),
                         check_images, pairs, metadata)
 
 
@@ -323,18 +266,3 @@ def report_path(model_path: str) -> str:
   model.onnx -> model_onnx.json (model.json is model.tflite's)."""
   stem, ext = os.path.splitext(model_path)
   return stem + ("_onnx" if ext == ".onnx" else "") + ".json"
-
-
-def _io_description(flatbuffer: bytes) -> dict:
-  """Name, dtype, shape and quantization (scale, zero point) of the model's input and output."""
-  from ai_edge_litert.interpreter import Interpreter
-  interpreter = Interpreter(model_content=flatbuffer)
-
-  def describe(detail: dict) -> dict:
-    scale, zero_point = detail["quantization"]
-    return {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name,
-            "shape": [int(d) for d in detail["shape"]],
-            "quantization": {"scale": float(scale), "zero_point": int(zero_point)}}
-
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-  return {"input": describe(inp), "output": describe(out)}

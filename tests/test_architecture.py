@@ -1,6 +1,6 @@
 """The house's rules, checked on the import graph (import-linter and grimp read every import,
 those inside functions too): rooms import only the rooms below them (.importlinter's floors),
-spaces / evaluation / config / runlog import no TensorFlow, and no module imports itself
+spaces / evaluation / config / runlog / runtimes import no TensorFlow, and no module imports itself
 back through any chain."""
 import os
 import sys

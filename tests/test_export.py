@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from enas_face import export
+from enas_face import runtimes
 from enas_face.evaluation import verification
 from enas_face.spaces import enas_macro
 from enas_face.models.child import FixedChild
@@ -106,7 +107,7 @@ def test_tflite_runs_under_litert_in_a_process_without_enas_face_or_tensorflow(t
   assert embeddings.shape == (6, 8)
   np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
   np.testing.assert_allclose(embeddings, expected, atol=1e-4)
-  np.testing.assert_allclose(export.run_tflite(path, images), embeddings, atol=1e-6)
+  np.testing.assert_allclose(runtimes.run_tflite(path, images), embeddings, atol=1e-6)
 
 
 # Measured on this tiny random model (4 seeds): fp16 mean cosine >= 0.999999, int8 mean
@@ -138,7 +139,7 @@ def test_quantized_tflite_parity_report(tiny_model, tmp_path, quantization, min_
   assert 0 < parity["max_abs_diff"] < max_abs_diff
   # The report is what a recomputation from the written file gives.
   reference = export.reference_embeddings(tiny_model, 16, check)
-  converted = export.run_tflite(path, check)
+  converted = runtimes.run_tflite(path, check)
   cosine = np.sum(reference * converted, 1) / (np.linalg.norm(reference, axis=1)
                                                * np.linalg.norm(converted, axis=1))
   assert parity["mean_cosine"] == pytest.approx(cosine.mean(), abs=1e-6)
@@ -168,7 +169,7 @@ def test_onnx_export_agrees_under_onnxruntime(tiny_model, tmp_path):
   assert report["parity"]["max_abs_diff"] < 1e-4 and report["parity"]["min_cosine"] > 0.9999
   assert report["verification"]["accuracy_change"] == pytest.approx(0.0, abs=0.05)
   expected = export.reference_embeddings(tiny_model, 16, check)
-  np.testing.assert_allclose(export.run_onnx(path, check), expected, atol=1e-4)
+  np.testing.assert_allclose(runtimes.run_onnx(path, check), expected, atol=1e-4)
 
 
 def test_int8_without_representative_images_names_them(tiny_model):

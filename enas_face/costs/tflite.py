@@ -19,6 +19,7 @@ import tensorflow as tf
 from enas_face.costs.base import CostModel
 from enas_face.costs import latency
 from enas_face.models import builders
+from enas_face import runtimes
 
 DEFAULT_THREADS = 1
 
@@ -41,8 +42,7 @@ def keras_to_tflite(model, input_shapes) -> bytes:
 
 def interpreter(model_bytes: bytes, num_threads: int = DEFAULT_THREADS):
   """A LiteRT interpreter with its tensors allocated."""
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
-  runner = Interpreter(model_content=model_bytes, num_threads=num_threads)
+  runner = runtimes.tflite_interpreter(model_bytes, num_threads)
   runner.allocate_tensors()
   return runner
 

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from enas_face.evaluation import thresholds
 from enas_face.evaluation import verification
 from enas_face import runlog
 from enas_face import runtimes
@@ -68,6 +69,24 @@ def save_module(module: tf.Module, serve, export_dir: str, metadata: dict | None
   shutil.rmtree(export_dir, ignore_errors=True)
   os.replace(tmp_dir, export_dir)
   return export_dir
+
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def export_thresholds(child: keras.Model, image_size: int, export_dir: str, pairs,
+                      pair_set: str) -> dict:
+  """Calibrates the exported function's cosine scores on `pairs` (a data.base.VerificationPairs
+  named `pair_set`) and writes EXPORT_DIR/thresholds.json (evaluation.thresholds.calibrate):
+  the embeddings are the SavedModel's (`reference_embeddings`: no test-time flip), as a photo
+  embedder computes them."""
+  embeddings = reference_embeddings(child, image_size, pairs.images)
+  scores = verification.cosine_scores(embeddings, pairs.pairs)
+  calibration = thresholds.calibrate(scores, pairs.is_same, source={
+      "pair_set": pair_set, "embeddings": "serving function, no test-time flip"})
+  os.makedirs(export_dir, exist_ok=True)
+  runlog.write_json(os.path.join(export_dir, THRESHOLDS_FILE), calibration)
+  return calibration
 
 
 # ------------------------------------------------------------------ TFLite

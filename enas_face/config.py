@@ -363,6 +363,35 @@ class DistillConfig:
       raise ConfigError(f"--distill_temperature={self.temperature} must be positive")
 
 
+# --mode=embed|verify|identify: a trained or exported model applied to photos (recognition/).
+PHOTO_MODES = ("embed", "verify", "identify")
+PHOTO_OUTPUTS = ("table", "jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoConfig:
+  """--mode=embed|verify|identify: which model, which photos, which people, how to decide.
+  The face detection fields are --align=online's flags (DataConfig's names), so photos are
+  aligned as training images were."""
+  mode: str
+  model_path: str  # a run folder, a SavedModel folder, a .tflite or an .onnx file
+  photos: tuple[str, ...]  # files, or folders searched for image files
+  gallery_dir: str = ""  # identify: ROOT/<person>/<image>, enrolled before identifying
+  gallery_file: str = ""  # the enrolled embeddings; "" = GALLERY_DIR/enas_face_gallery.jsonl
+  threshold: str = "best_accuracy"  # a name in the model's thresholds.json, or a cosine
+  identify_top_k: int = 1
+  output: str = "table"  # PHOTO_OUTPUTS
+  face_policy: str = "largest_central"
+  min_face_confidence: float = 0.9
+  detect_padding: float = 0.2
+  on_no_face: str = "reject"
+
+  def aligner_options(self) -> dict[str, Any]:
+    """data.align.FaceAligner's arguments from the detection flags."""
+    return {"policy": self.face_policy, "min_confidence": self.min_face_confidence,
+            "detect_padding": self.detect_padding, "on_no_face": self.on_no_face}
+
+
 # Section -> {field: its flag} where the names differ; every other field's flag is its name.
 FLAG_RENAMES: dict[type, dict[str, str]] = {
     DataConfig: {"seed": "data_seed"},  # -1: --seed (flags.config_from_flags resolves it)

@@ -25,9 +25,10 @@ from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
                               DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
                               ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
                               DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
-                              RunConfig, SearchConfig, SetConfig, TrainConfig, flag_of)
+                              PHOTO_MODES, PHOTO_OUTPUTS, PhotoConfig, RunConfig,
+                              SearchConfig, SetConfig, TrainConfig, flag_of)
 
-MODES = ("search", "fixed", "eval", "export", "quality")
+MODES = ("search", "fixed", "eval", "export", "quality", *PHOTO_MODES)
 CONTROLLERS = ("enas", "random")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
@@ -37,7 +38,8 @@ flags.DEFINE_enum("mode", "fixed", MODES,
                   "fixed: train the architecture(s) from scratch, evaluate and export; "
                   "eval: evaluate the run's latest checkpoint; export: write its SavedModel; "
                   "quality: train a set quality network (--quality_net) on the run's frozen "
-                  "embedder, on --sets.")
+                  "embedder, on --sets; embed / verify / identify: apply --model_path to "
+                  "--photos (docs/photos.md).")
 flags.DEFINE_string("run_dir", "runs/default",
                     "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
                     "Rerunning with the same folder resumes.")
@@ -131,6 +133,24 @@ flags.DEFINE_float("detect_padding", DataConfig.detect_padding, "--align=online:
 flags.DEFINE_enum("on_no_face", "reject", ("reject", "center"), "--align=online: an image "
                   "without a usable face is rejected, or kept as its centred square resize "
                   "(counted as a fallback in the data report).")
+# Photos: --mode=embed|verify|identify (recognition/; docs/photos.md).
+flags.DEFINE_string("model_path", "", "--mode=embed|verify|identify: the model, a run folder "
+                    "(its latest checkpoint), a SavedModel folder, a .tflite or an .onnx file; "
+                    "its thresholds come from the thresholds.json of its export.")
+flags.DEFINE_list("photos", [], "--mode=embed|verify|identify: image files, or folders searched "
+                  "(recursively) for image files; verify takes exactly two.")
+flags.DEFINE_string("gallery_dir", "", "--mode=identify: the people, one subfolder each "
+                    "(GALLERY_DIR/<name>/<image>); images not yet in --gallery_file are enrolled "
+                    "first.")
+flags.DEFINE_string("gallery_file", "", "--mode=identify: the enrolled embeddings (JSON lines, "
+                    "resumable, bound to one model); default GALLERY_DIR/enas_face_gallery.jsonl.")
+flags.DEFINE_string("threshold", "best_accuracy", "--mode=verify|identify: same person iff "
+                    "cosine > threshold: a name in the model's thresholds.json (best_accuracy, "
+                    "far_1e-3, far_1e-4) or a number in [-1, 1].")
+flags.DEFINE_integer("identify_top_k", 1, "--mode=identify: candidates listed per face.",
+                     lower_bound=1)
+flags.DEFINE_enum("output", "table", PHOTO_OUTPUTS, "--mode=embed|verify|identify: a readable "
+                  "table, or one JSON object per line (embed: with the embeddings).")
 flags.DEFINE_integer("image_size", 112, "Input height = width in pixels.", lower_bound=8,
                      upper_bound=1024)
 flags.DEFINE_integer("synthetic_identities", 100, "Synthetic training identities.", lower_bound=2)
@@ -564,6 +584,42 @@ def from_flags(section: type, flag_values: flags.FlagValues, **resolved: Any):
 def _abspath(path: str) -> str:
   """An absolute path, or "" for an empty flag."""
   return os.path.abspath(path) if path else ""
+
+
+def photo_config_from_flags(flag_values: flags.FlagValues) -> PhotoConfig:
+  """--mode=embed|verify|identify: the validated PhotoConfig; ConfigError names the flag
+  (checked before TensorFlow loads)."""
+  fv = flag_values
+  if not fv.model_path:
+    raise ConfigError(f"--mode={fv.mode} needs --model_path (a run folder, a SavedModel folder, "
+                      "a .tflite or an .onnx file)")
+  if not os.path.exists(fv.model_path):
+    raise ConfigError(f"--model_path={fv.model_path}: no such file or folder")
+  if not fv.photos:
+    raise ConfigError(f"--mode={fv.mode} needs --photos (image files or folders)")
+  for photo in fv.photos:
+    if not os.path.exists(photo):
+      raise ConfigError(f"--photos: {photo}: no such file or folder")
+  if fv.mode == "verify" and (len(fv.photos) != 2 or any(os.path.isdir(p) for p in fv.photos)):
+    raise ConfigError(f"--mode=verify compares two photos: --photos=A,B (two files), got "
+                      f"{','.join(fv.photos)}")
+  if fv.mode == "identify" and not (fv.gallery_dir or fv.gallery_file):
+    raise ConfigError("--mode=identify needs --gallery_dir (one subfolder per person) or an "
+                      "enrolled --gallery_file")
+  if fv.gallery_dir and not os.path.isdir(fv.gallery_dir):
+    raise ConfigError(f"--gallery_dir={fv.gallery_dir}: no such folder")
+  if fv.gallery_file and not fv.gallery_dir and not os.path.isfile(fv.gallery_file):
+    raise ConfigError(f"--gallery_file={fv.gallery_file}: no such file (give --gallery_dir to "
+                      "enrol one)")
+  try:
+    value = float(fv.threshold)
+  except ValueError:
+    value = None
+  if value is not None and not -1.0 <= value <= 1.0:
+    raise ConfigError(f"--threshold={fv.threshold}: a cosine threshold must lie in [-1, 1]")
+  return from_flags(PhotoConfig, fv, model_path=os.path.abspath(fv.model_path),
+                    photos=tuple(fv.photos), gallery_dir=_abspath(fv.gallery_dir),
+                    gallery_file=_abspath(fv.gallery_file))
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:

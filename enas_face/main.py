@@ -23,8 +23,8 @@ from absl import logging
 from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
-from enas_face.config import (DIFFERENTIABLE, ConfigError, EvalConfig, RunConfig, SearchConfig,
-                              flag_of)
+from enas_face.config import (DIFFERENTIABLE, PHOTO_MODES, ConfigError, EvalConfig, RunConfig,
+                              SearchConfig, flag_of)
 from enas_face.evaluation import sets as set_ops
 from enas_face import spaces
 
@@ -301,7 +301,8 @@ CHECK_IMAGES = 64  # parity of each TFLite/ONNX file against the SavedModel: the
 
 def _export(config: RunConfig, child, dataset=None) -> None:
   """Writes each --export_format into the export folder: the SavedModel (replacing the folder),
-  then the TFLite and ONNX files, each checked against the SavedModel's function
+  the thresholds calibrated on the run's primary pairs (thresholds.json), then the TFLite and
+  ONNX files, each checked against the SavedModel's function
   (export.export_tflite, export_onnx) on CHECK_IMAGES pair images and on the run's pairs; int8
   is calibrated on REPRESENTATIVE_IMAGES training images (both drawn with the data seed)."""
   import numpy as np
@@ -313,10 +314,16 @@ def _export(config: RunConfig, child, dataset=None) -> None:
   if "saved_model" in config.export_format:
     export.export_saved_model(child, size, out, metadata=metadata)
     print(f"SavedModel: {out}")
+  dataset = dataset or _load_dataset(config)
+  pair_set = next(iter(dataset.pair_sets))
+  calibration = export.export_thresholds(child, size, out, dataset.pairs, pair_set)
+  print(f"thresholds: {os.path.join(out, export.THRESHOLDS_FILE)} (on the {pair_set} pairs: "
+        f"best accuracy {calibration['best_accuracy']['accuracy']:.4f} at cosine > "
+        f"{calibration['best_accuracy']['threshold']:.4f}; FAR 1e-3 at > "
+        f"{calibration['far_1e-3']['threshold']:.4f})")
   formats = [f for f in config.export_format if f in export.EXPORT_FILES]
   if not formats:
     return
-  dataset = dataset or _load_dataset(config)
   rng = np.random.default_rng(config.data.seed)
 
   def draw(images, count):
@@ -465,12 +472,24 @@ def _previous_metrics(config: RunConfig) -> dict:
   return runlog.read_json(os.path.join(config.run_dir, runlog.METRICS), default={})
 
 
+def _run_photos() -> None:
+  """--mode=embed|verify|identify (recognition/commands.py); its errors name the file."""
+  config = enas_flags.photo_config_from_flags(FLAGS)
+  from enas_face.recognition import commands
+  try:
+    commands.run(config)
+  except commands.ERRORS as e:
+    raise ConfigError(str(e)) from e
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
   try:
-    config = enas_flags.config_from_flags(FLAGS)
-    run(config)
+    if FLAGS.mode in PHOTO_MODES:
+      _run_photos()
+    else:
+      run(enas_flags.config_from_flags(FLAGS))
   except ConfigError as e:
     cli.fail(str(e))
   except FloatingPointError as e:  # NaN/inf loss: the last good checkpoint is kept

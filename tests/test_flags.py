@@ -146,6 +146,7 @@ def test_flags_import_no_tensorflow():
 
 SECTIONS = (config.ModelConfig, config.DataConfig, config.TrainConfig, config.EvalConfig,
             config.SearchConfig, config.HeadConfig, config.SetConfig, config.DistillConfig,
+            config.PhotoConfig,
             config.RunConfig)
 # RunConfig fields no flag sets: the sections, and the samples (--arc / --arc_file).
 NOT_FROM_A_FLAG = {"arc", "candidate_arcs", "model", "data", "train", "eval", "search", "head",

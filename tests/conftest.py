@@ -4,6 +4,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -105,3 +106,44 @@ def main_in_process():
   """run_main_in_process, for test files and their fixtures."""
   return run_main_in_process
 
+
+
+# ------------------------------------------------------------------- shared tiny runs
+class SharedRun:
+  """A run folder made once per session: its folder, command-line flags and CompletedProcess.
+  Tests read it and may run --mode=eval/export on it into folders of their own; a test that
+  trains, resumes or refuses in a run works on a copy."""
+
+  def __init__(self, run_dir: str, args: list[str], result: subprocess.CompletedProcess):
+    self.run_dir, self.args, self.result = run_dir, args, result
+
+  def copy(self, destination: str) -> str:
+    """Copies the run folder to `destination`. The copy's config.json still names the
+    original's data cache (--cache_dir defaults to RUN_DIR/data_cache): a rerun in the copy
+    passes same_data() to continue the same run."""
+    shutil.copytree(self.run_dir, destination)
+    return destination
+
+  def same_data(self) -> str:
+    return f"--cache_dir={os.path.join(self.run_dir, 'data_cache')}"
+
+
+# The tiny fixed run of tests/test_main.py (its TINY and --epochs=2) and tests/test_export.py
+# (its TINY_RUN and --export_format=saved_model,tflite): one run serves both.
+TINY_FIXED_RUN = ["--image_size=16", "--synthetic_identities=8",
+                  "--synthetic_images_per_identity=6", "--synthetic_heldout_identities=4",
+                  "--synthetic_heldout_images_per_identity=5", "--num_pairs=20",
+                  "--base_filters=4", "--embedding_dim=8", "--batch_size=8", "--warmup_epochs=1",
+                  "--pca_components=8", "--eval_batch_size=64", "--epochs=2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fixed_run(tmp_path_factory) -> SharedRun:
+  """A finished tiny 2-epoch fixed run (in process) that exported its SavedModel and TFLite
+  file, with the CompletedProcess of its training."""
+  run_dir = str(tmp_path_factory.mktemp("shared_fixed") / "tiny")
+  args = ["--mode=fixed", f"--run_dir={run_dir}", "--export_format=saved_model,tflite",
+          *TINY_FIXED_RUN]
+  result = run_main_in_process(*args)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return SharedRun(run_dir, args, result)

@@ -196,7 +196,7 @@ TINY = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=12",
 
 
 @pytest.mark.slow
-def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
+def test_budget_search_never_ranks_an_over_budget_architecture(main_in_process, tmp_path):
   model = ModelConfig(image_size=16, num_layers=3, num_reductions=1, base_filters=8,
                       embedding_dim=16)
   rng = np.random.default_rng(0)
@@ -204,10 +204,8 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
                  for _ in range(200))
   target = float(flops[len(flops) // 2])  # about half the space is over the budget
   run_dir = str(tmp_path / "search")
-  result = subprocess.run(
-      [sys.executable, "-m", "enas_face.main", *TINY, "--mode=search", f"--run_dir={run_dir}",
-       "--cost_model=flops", "--reward=budget", f"--cost_target={target}"],
-      cwd=ROOT, capture_output=True, text=True, env=ENV)
+  result = main_in_process(*TINY, "--mode=search", f"--run_dir={run_dir}", "--cost_model=flops",
+                           "--reward=budget", f"--cost_target={target}")
   assert result.returncode == 0, result.stderr[-4000:]
   space = model.space
   with open(os.path.join(run_dir, "sampled_arcs.jsonl")) as handle:

@@ -1,6 +1,7 @@
 """Shared test setup: quiet TensorFlow, make the repo importable, real-data fixtures, and
 `python -m enas_face.main` run inside the test process."""
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -55,7 +56,11 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
   For tests that check what a run writes and logs. Keep a real subprocess where the process
   is what is tested: a kill and resume, logical devices or TF_CONFIG (tf.distribute), Ray,
   what a fresh process imports. The absl flags are reset before and after; op determinism
-  (--deterministic turns it on for the process) is put back as it was."""
+  (--deterministic turns it on for the process) is put back as it was.
+
+  The objects alive before the run are frozen for its duration (gc.freeze, then
+  gc.unfreeze: nothing is kept): the run's own gc.collect() calls (one per latency
+  measurement) then walk the run's objects, not the whole test session's heap as well."""
   from absl import flags
   from absl import logging as absl_logging
 
@@ -73,6 +78,7 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
   code = 0
   os.chdir(ROOT)
   logger.addHandler(handler)
+  gc.freeze()
   try:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
       values.unparse_flags()
@@ -87,6 +93,7 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
         traceback.print_exc()
         code = 1
   finally:
+    gc.unfreeze()
     values.unparse_flags()
     logger.removeHandler(handler)
     logger.setLevel(level)

@@ -102,7 +102,7 @@ def test_table_prediction_is_the_overhead_plus_the_modules_entries():
 
 
 @pytest.mark.parametrize("runtime", ["tf_function", "tflite"])
-def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime):
+def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime, frozen_gc):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=2,
                        num_reductions=1)
   table = latency_table.build_table(config, runtime=runtime, warmup=1, repeats=3)

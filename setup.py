@@ -41,7 +41,8 @@ setup(
         # (2.60.0 tested with TF 2.21 on Python 3.11).
         "ray": RAY,
         # The ONNX export's and the Ray trial workers' tests run too.
-        "test": ["pytest>=7", *ONNX, *RAY],
+        # import-linter: the house's import contracts (.importlinter, tests/test_architecture.py).
+        "test": ["pytest>=7", "import-linter>=2.1", *ONNX, *RAY],
     },
     entry_points={"console_scripts": ["enas-face=enas_face.main:entry_point"]},
 )

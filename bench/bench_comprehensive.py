@@ -45,8 +45,8 @@ LABELS = {"baseline": "untuned baseline (no cleaning, softmax, default architect
 
 def cleaning_quality(run_dir: str) -> dict:
   """Precision / recall of the removed training images against the injected noise."""
-  report = read_json(os.path.join(run_dir, "data_report.json"), {}).get("synthetic_noise")
-  manifest = read_json(os.path.join(run_dir, "cleaning_manifest.json"))
+  report = read_json(os.path.join(run_dir, runlog.DATA_REPORT), {}).get("synthetic_noise")
+  manifest = read_json(os.path.join(run_dir, runlog.CLEANING_MANIFEST))
   if not report or manifest is None:
     return {}
   noisy = set(report["label_noise_indices"]) | set(report["outlier_indices"])
@@ -60,15 +60,15 @@ def row(space: str, root: str, seeds: list[int]) -> dict:
   folder = os.path.join(root, space)
   out = {"space": space, "label": LABELS[space]}
   if space != "baseline":
-    summary = read_json(os.path.join(folder, "search", "search_summary.json"), {})
-    final = read_json(os.path.join(folder, "search", "final_config.json"), {})
-    trials = runlog.read(os.path.join(folder, "search", "trials.jsonl"))
+    summary = read_json(os.path.join(folder, "search", runlog.SEARCH_SUMMARY), {})
+    final = read_json(os.path.join(folder, "search", runlog.FINAL_CONFIG), {})
+    trials = runlog.read(os.path.join(folder, "search", runlog.TRIALS))
     out.update(recipe=final.get("description"), search_score=final.get("search_score"),
                proxy_runs=summary.get("rewarded_samples"), distinct_trials=len(trials),
                trial_seconds_mean=float(np.mean([t["train_seconds"] for t in trials
                                                   if not t.get("not_trained")] or [0.0])),
                untrainable_samples=sum(1 for t in trials if t.get("not_trained")))
-  metrics = [read_json(os.path.join(folder, f"retrain_s{seed}", "metrics.json")) for seed in seeds]
+  metrics = [read_json(os.path.join(folder, f"retrain_s{seed}", runlog.METRICS)) for seed in seeds]
   accuracy = [m["verification_accuracy"] for m in metrics]
   out.update(accuracy_mean=float(np.mean(accuracy)), accuracy_std=float(np.std(accuracy)),
              accuracies=accuracy, fold_std_mean=float(np.mean([m["verification_std"]
@@ -123,15 +123,15 @@ def main() -> None:
       search_dir = os.path.join(folder, "search")
       seconds += run_step(main_command(flagfile, "--mode=search", f"--search_space={space}",
                                        f"--run_dir={search_dir}", *extra),
-                          os.path.join(search_dir, "search_summary.json"),
+                          os.path.join(search_dir, runlog.SEARCH_SUMMARY),
                           os.path.join(folder, "search.log"))
       arc = [f"--search_space={space}",
-             f"--arc_file={os.path.join(search_dir, 'final_config.json')}"]
+             f"--arc_file={os.path.join(search_dir, runlog.FINAL_CONFIG)}"]
     for seed in seeds:
       retrain = os.path.join(folder, f"retrain_s{seed}")
       seconds += run_step(main_command(flagfile, "--mode=fixed", *arc, f"--seed={seed}",
                                        f"--run_dir={retrain}", *extra),
-                          os.path.join(retrain, "metrics.json"),
+                          os.path.join(retrain, runlog.METRICS),
                           os.path.join(folder, f"retrain_s{seed}.log"))
     wall[space] = seconds
   rows = [dict(row(space, root, seeds), wall_seconds_this_invocation=wall[space])

@@ -35,9 +35,11 @@ from absl import flags  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from enas_face import costs  # noqa: E402
+from enas_face.costs import factory as cost_factory  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402
 from enas_face import runlog  # noqa: E402
 from enas_face.costs import latency_table  # noqa: E402
+from enas_face import spaces  # noqa: E402
 from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
@@ -52,7 +54,7 @@ def per_call_seconds(function, samples, rounds: int = 20) -> float:
 
 def make_meter(runtime: str, model_config, args) -> costs.CostModel:
   """The whole-model latency of `runtime` (tf.function or LiteRT), batch 1."""
-  return costs.make_cost_model(latency_table.WHOLE_MODEL_COST[runtime], model_config,
+  return cost_factory.make_cost_model(latency_table.WHOLE_MODEL_COST[runtime], model_config,
                                warmup=args.warmup, repeats=args.repeats)
 
 
@@ -71,19 +73,18 @@ def main() -> None:
   args = parser.parse_args(argv)
   flags.FLAGS(["bench", "--mode=search", *model_flags])
   model_config = enas_flags.config_from_flags(flags.FLAGS).model
-  space = model_config.space
+  space = spaces.of(model_config)
   rng = np.random.default_rng(args.seed)
   samples = []
   if args.arc_file:  # e.g. a search's ranking: its architectures instead of random ones
-    from enas_face import spaces  # pylint: disable=import-outside-toplevel
     samples = list(spaces.load_samples(args.arc_file, space, model_config))
     args.num_archs = len(samples)
   while len(samples) < args.num_archs:  # distinct uniform draws
     sample = space.sample_uniform(model_config, rng)
     if all(space.to_string(sample) != space.to_string(s) for s in samples):
       samples.append(sample)
-  flops_model = costs.make_cost_model("flops", model_config)
-  params_model = costs.make_cost_model("params", model_config)
+  flops_model = cost_factory.make_cost_model("flops", model_config)
+  params_model = cost_factory.make_cost_model("params", model_config)
   flops = [flops_model(s) for s in samples]
   params = [params_model(s) for s in samples]
   result = {"model": model_config.__dict__, "num_archs": args.num_archs, "seed": args.seed,

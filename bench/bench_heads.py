@@ -47,7 +47,7 @@ TABLE_COLUMNS = (
 
 
 def run_one(flagfile: str, head: str, seed: int, run_dir: str, extra: list[str]) -> dict:
-  metrics_path = os.path.join(run_dir, "metrics.json")
+  metrics_path = os.path.join(run_dir, runlog.METRICS)
   if not os.path.exists(metrics_path):
     command = [sys.executable, "-m", "enas_face.main", f"--flagfile={flagfile}", "--mode=fixed",
                f"--head={head}", f"--seed={seed}", f"--run_dir={run_dir}", *extra]

@@ -68,7 +68,7 @@ def main() -> None:
   from absl import logging
   import keras
 
-  from enas_face import search
+  from enas_face.search import loop as search
   from enas_face.spaces import enas_macro
   from enas_face.training import step as train_lib
   from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,

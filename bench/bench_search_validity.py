@@ -36,6 +36,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from enas_face import runlog  # noqa: E402
+from enas_face import spaces  # noqa: E402
 from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
@@ -64,13 +65,12 @@ def standalone(flagfile: str, runs_root: str, arc_string: str, seed: int, extra:
   """Metrics of `arc_string` trained from scratch with training seed `seed`, or None."""
   run_dir = os.path.join(runs_root, "standalone", f"{arc_tag(arc_string)}_s{seed}")
   ok = run_main([f"--flagfile={flagfile}", "--mode=fixed", f"--arc={arc_string}", f"--seed={seed}",
-                 *extra], run_dir, "metrics.json")
-  return runlog.read_json(os.path.join(run_dir, "metrics.json")) if ok else None
+                 *extra], run_dir, runlog.METRICS)
+  return runlog.read_json(os.path.join(run_dir, runlog.METRICS)) if ok else None
 
 
 def default_arc(flagfile: str, runs_root: str) -> str:
   """The space's default sample under the flagfile's model settings."""
-  from enas_face import spaces  # pylint: disable=import-outside-toplevel
   from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
   values = read_flagfile(flagfile)
   model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
@@ -120,21 +120,20 @@ def parse_ints(text: str) -> list[int]:
 def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float]]:
   """Classification and verification scores of `arcs` with the shared weights of a finished
   one-shot search (its last checkpoint), on the whole reward data of that search."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
-  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face import distribute  # pylint: disable=import-outside-toplevel
+  from enas_face.search import loop as search  # pylint: disable=import-outside-toplevel
+  from enas_face.search import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
-  from enas_face.training import loop  # pylint: disable=import-outside-toplevel
+  from enas_face.training import checkpoints, loop  # pylint: disable=import-outside-toplevel
 
-  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, runlog.CONFIG))
   dataset, reward = search.reward_data(config, load_dataset(config.data))
   placement = distribute.make_placement("default")
   steps = loop.steps_per_epoch(config.train.batch_size, len(dataset.train), 1)
-  one_shot = strategies.OneShot(config, config.model.space, dataset, reward, placement, steps)
-  checkpoint = tf.train.Checkpoint(**one_shot.trackables())
-  checkpoint.restore(tf.train.latest_checkpoint(loop.checkpoint_dir(search_dir))).expect_partial()
-  space = config.model.space
+  one_shot = strategies.OneShot(config, spaces.of(config.model), dataset, reward, placement, steps)
+  checkpoints.restore(checkpoints.latest(checkpoints.checkpoint_dir(search_dir)),
+                      **one_shot.trackables())
+  space = spaces.of(config.model)
   # Diagnostic only (never used to select): the same shared weights scored on the
   # evaluation pairs, 5-10x the reward pairs, to separate reward noise from ranking bias.
   diagnostic = dataclasses.replace(reward, metric="verification", pairs=dataset.pairs)
@@ -154,19 +153,21 @@ def shared_scores(search_dir: str, arcs: list[str]) -> dict[str, dict[str, float
 def trial_scores(search_dir: str, arcs: list[str], trial_epochs: int, runs_root: str) -> dict:
   """The multi_trial strategy's score of each arc (trained from scratch for `trial_epochs`
   on the search's training data, scored on its reward pairs), with that search's settings."""
-  from enas_face import distribute, search, strategies  # pylint: disable=import-outside-toplevel
-  from enas_face.config import RunConfig  # pylint: disable=import-outside-toplevel
+  from enas_face import distribute  # pylint: disable=import-outside-toplevel
+  from enas_face.search import loop as search  # pylint: disable=import-outside-toplevel
+  from enas_face.search import strategies  # pylint: disable=import-outside-toplevel
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
 
-  config = RunConfig.load(os.path.join(search_dir, "config.json"))
+  config = spaces.load_config(os.path.join(search_dir, runlog.CONFIG))
   config = dataclasses.replace(
       config, run_dir=os.path.join(runs_root, f"trials_{trial_epochs}ep"),
-      search=dataclasses.replace(config.search, strategy="multi_trial", trial_epochs=trial_epochs))
+      search=dataclasses.replace(config.search, strategy=strategies.MultiTrial.name,
+                                trial_epochs=trial_epochs))
   os.makedirs(config.run_dir, exist_ok=True)
   dataset, reward = search.reward_data(config, load_dataset(config.data))
-  trials = strategies.MultiTrial(config, config.model.space, dataset, reward,
+  trials = strategies.MultiTrial(config, spaces.of(config.model), dataset, reward,
                                  distribute.make_placement("default"))
-  space = config.model.space
+  space = spaces.of(config.model)
   choices = np.array([space.encode(space.from_string(a, config.model)) for a in arcs], np.int32)
   return dict(zip(arcs, trials.score_many(choices, 0)))
 
@@ -178,7 +179,6 @@ def kendall_tau(x, y) -> float:
 
 def tau(args, extra) -> dict:
   """Kendall tau between shared-weight scores and stand-alone verification over N archs."""
-  from enas_face import spaces  # pylint: disable=import-outside-toplevel
   from enas_face.config import ModelConfig  # pylint: disable=import-outside-toplevel
   values = read_flagfile(args.flagfile)
   model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
@@ -196,10 +196,10 @@ def tau(args, extra) -> dict:
   # The shared weights: random search's (uniform training of every architecture), the same
   # run as `compare`'s seed-0 random search; with --wait, the one `compare` is running.
   search_dir = os.path.join(args.runs_root, "search_random_s0")
-  while args.wait and not os.path.exists(os.path.join(search_dir, "search_summary.json")):
+  while args.wait and not os.path.exists(os.path.join(search_dir, runlog.SEARCH_SUMMARY)):
     time.sleep(30)
   run_main([f"--flagfile={args.flagfile}", "--mode=search", "--controller=random",
-            "--seed=0", *extra], search_dir, "search_summary.json")
+            "--seed=0", *extra], search_dir, runlog.SEARCH_SUMMARY)
   scores = shared_scores(search_dir, arcs)
   for epochs in parse_ints(args.trial_epochs):
     for arc, value in trial_scores(search_dir, arcs, epochs, args.runs_root).items():
@@ -282,18 +282,18 @@ def compare(args, extra) -> dict:
     for controller in ("enas", "random"):
       search_dir = os.path.join(args.runs_root, f"search_{controller}_s{seed}")
       ok = run_main([f"--flagfile={args.flagfile}", "--mode=search", f"--controller={controller}",
-                     f"--seed={seed}", *extra], search_dir, "search_summary.json")
+                     f"--seed={seed}", *extra], search_dir, runlog.SEARCH_SUMMARY)
       if not ok:
         row[controller] = None
         continue
-      ranked = runlog.read_json(os.path.join(search_dir, "arcs_ranked.json"))["architectures"]
+      ranked = runlog.read_json(os.path.join(search_dir, runlog.ARCS_RANKED))["architectures"]
       top = [e["encoding"] for e in ranked[:args.top_k]]
       accs = []
       for arc in top:
         metrics = standalone(args.flagfile, args.runs_root, arc, 0, extra)
         accs.append(metrics["verification_accuracy"] if metrics else None)
       done = [a for a in accs if a is not None]
-      summary = runlog.read_json(os.path.join(search_dir, "search_summary.json"))
+      summary = runlog.read_json(os.path.join(search_dir, runlog.SEARCH_SUMMARY))
       row[controller] = {"top": top, "standalone_verification": accs,
                          "mean": float(np.mean(done)) if done else None,
                          "best": float(np.max(done)) if done else None,

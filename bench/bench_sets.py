@@ -15,7 +15,7 @@ these sets) and the Spearman correlation of each learned quality score with the 
 appends them to --json.
 Goal (issue 14): QAN++ beats mean pooling.
 
-The README's table:
+The table of docs/sets-and-video.md:
   python -m enas_face.main --flagfile=flags/demo.cfg --mode=fixed --run_dir=runs/sets_syn
   python bench/bench_sets.py --run_dir=runs/sets_syn --label="synthetic videos"
   python bench/bench_sets.py --run_dir=runs/lfw64 --label="LFW View 1 test people" -- \\
@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.passthrough import split_passthrough  # pylint: disable=wrong-import-position
+from enas_face import runlog  # pylint: disable=wrong-import-position
 
 METHODS = ("mean", "best", "qan", "qanpp")
 
@@ -58,7 +59,7 @@ def copy_embedder(run_dir: str, target: str) -> str:
   (RUN/quality/<net>/ holds one training's settings)."""
   if not os.path.isdir(target):
     shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns(
-        "quality", "tensorboard", "saved_model", "*.tmp"))
+        runlog.QUALITY_DIR, runlog.TENSORBOARD_DIR, runlog.SAVED_MODEL_DIR, "*.tmp"))
   return target
 
 
@@ -67,11 +68,11 @@ def bench_one(run_dir: str, passthrough: list[str]) -> tuple[dict, dict]:
   seconds = {}
   for net in ("qan", "qanpp"):
     run(["--mode=quality", f"--run_dir={run_dir}", f"--quality_net={net}", *passthrough])
-    with open(os.path.join(run_dir, "quality", net, "history.jsonl")) as f:
+    with open(os.path.join(run_dir, runlog.QUALITY_DIR, net, runlog.QUALITY_HISTORY)) as f:
       seconds[net] = sum(json.loads(line)["seconds"] for line in f if line.strip())
   run(["--mode=eval", f"--run_dir={run_dir}", f"--aggregation={','.join(METHODS)}",
        *passthrough])
-  with open(os.path.join(run_dir, "metrics.json")) as f:
+  with open(os.path.join(run_dir, runlog.METRICS)) as f:
     return json.load(f)["set_verification"], seconds
 
 

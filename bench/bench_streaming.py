@@ -54,7 +54,7 @@ def write_folder(folder: str, scale: int) -> str:
 
 def run_once(folder: str, stream: str, run_dir: str, epochs: int) -> dict:
   """In this process: load the folder, train `epochs` epochs; the figures as a dict."""
-  from enas_face import fixed
+  from enas_face.training import fixed
   from enas_face.config import (DataConfig, EvalConfig, HeadConfig, ModelConfig, RunConfig,
                                 TrainConfig)
   from enas_face.data import load_dataset

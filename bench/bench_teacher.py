@@ -46,7 +46,7 @@ if ROOT not in sys.path:
 
 from enas_face import runlog  # noqa: E402
 from enas_face.config import RunConfig  # noqa: E402
-from enas_face.models import builders  # noqa: E402
+from enas_face import spaces  # noqa: E402
 from passthrough import main_command, read_json, run_step, split_passthrough  # noqa: E402
 
 LABELS = {"teacher": "teacher (ENAS macro, wide)",
@@ -59,7 +59,7 @@ LABELS = {"teacher": "teacher (ENAS macro, wide)",
 
 def closest_base_filters(teacher: RunConfig, target: float) -> int:
   """The even --base_filters whose teacher architecture has FLOPs closest to `target`."""
-  space = teacher.model.space
+  space = spaces.of(teacher.model)
   options = range(2, teacher.model.base_filters + 1, 2)
   return min(options, key=lambda bf: abs(space.flops(
       dataclasses.replace(teacher.model, base_filters=bf), teacher.arc) - target))
@@ -67,7 +67,6 @@ def closest_base_filters(teacher: RunConfig, target: float) -> int:
 
 def closest_width(model, target: float) -> float:
   """The MobileFaceNet --width_multiplier (0.01 steps) whose full network is closest to T."""
-  from enas_face import spaces  # pylint: disable=import-outside-toplevel
   space = spaces.get("mobilefacenet")
   options = np.round(np.arange(0.05, 2.0, 0.01), 2)
   return float(min(options, key=lambda w: abs(space.flops(
@@ -80,10 +79,10 @@ def latencies(run_dirs: dict[str, str], rounds: int = 30, warmup: int = 10) -> d
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
+  from enas_face.models import builders  # pylint: disable=import-outside-toplevel
   functions = {}
   for name, run_dir in run_dirs.items():
-    config = RunConfig.load(os.path.join(run_dir, "config.json"))
+    config = spaces.load_config(os.path.join(run_dir, runlog.CONFIG))
     child = builders.build_child(config)
     size = config.model.image_size
     function = tf.function(lambda x, child=child: child(x, training=False))
@@ -101,15 +100,15 @@ def latencies(run_dirs: dict[str, str], rounds: int = 30, warmup: int = 10) -> d
 
 
 def row(name: str, run_dirs: list[str]) -> dict:
-  metrics = [read_json(os.path.join(d, "metrics.json")) for d in run_dirs]
+  metrics = [read_json(os.path.join(d, runlog.METRICS)) for d in run_dirs]
   accuracy = [m["verification_accuracy"] for m in metrics]
-  config = RunConfig.load(os.path.join(run_dirs[0], "config.json"))
+  config = spaces.load_config(os.path.join(run_dirs[0], runlog.CONFIG))
   return {"row": name, "label": LABELS[name], "accuracy_mean": float(np.mean(accuracy)),
           "accuracy_std": float(np.std(accuracy)), "accuracies": accuracy,
           "fold_std_mean": float(np.mean([m["verification_std"] for m in metrics])),
           "tar_far_1e3": float(np.mean([m["tar_at_far_1e-3"] for m in metrics])),
           "flops": metrics[0]["flops"], "params": metrics[0]["params"],
-          "architecture": config.model.space.describe(config.arc),
+          "architecture": spaces.of(config.model).describe(config.arc),
           "space": config.model.search_space, "seeds": len(run_dirs)}
 
 
@@ -151,7 +150,7 @@ def main() -> None:
   flagfile = f"--flagfile={os.path.abspath(args.flagfile)}"
   folder = lambda *parts: os.path.join(root, *parts)  # noqa: E731
 
-  def step(name: str, *flags: str, done: str = "metrics.json") -> str:
+  def step(name: str, *flags: str, done: str = runlog.METRICS) -> str:
     run_dir = folder(name)
     run_step(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
              os.path.join(run_dir, done), folder("logs", f"{name}.log"))
@@ -159,24 +158,24 @@ def main() -> None:
 
   teacher_flags = args.teacher_flags.split()
   teacher = step("teacher", "--mode=fixed", *teacher_flags, f"--epochs={args.teacher_epochs}")
-  teacher_config = RunConfig.load(os.path.join(teacher, "config.json"))
-  target = float(round(args.budget_fraction * read_json(os.path.join(teacher, "metrics.json"))[
+  teacher_config = spaces.load_config(os.path.join(teacher, runlog.CONFIG))
+  target = float(round(args.budget_fraction * read_json(os.path.join(teacher, runlog.METRICS))[
       "flops"]))
   student = ["--search_space=mobilefacenet", f"--width_multiplier={args.supernet_width}"]
   search = ["--mode=search", "--search_strategy=differentiable", "--cost_model=flops",
             f"--cost_target={target}", f"--search_epochs={args.search_epochs}",
             *args.search_flags.split()]
   guided = step("search_teacher", *student, *search, f"--teacher_run_dir={teacher}",
-                done="search_summary.json")
-  plain = step("search_plain", *student, *search, done="search_summary.json")
+                done=runlog.SEARCH_SUMMARY)
+  plain = step("search_plain", *student, *search, done=runlog.SEARCH_SUMMARY)
   base_filters = closest_base_filters(teacher_config, target)
   width = closest_width(teacher_config.model, target)
+  guided_arcs = f"--arc_file={os.path.join(guided, runlog.ARCS_RANKED)}"
   variants = {
-      "a": [*student, f"--arc_file={guided}/arcs_ranked.json", f"--distill_from={teacher}",
-            *args.distill_flags.split()],
-      "b": [*student, f"--arc_file={plain}/arcs_ranked.json"],
+      "a": [*student, guided_arcs, f"--distill_from={teacher}", *args.distill_flags.split()],
+      "b": [*student, f"--arc_file={os.path.join(plain, runlog.ARCS_RANKED)}"],
       "c": [*teacher_flags, f"--base_filters={base_filters}"],
-      "d": [*student, f"--arc_file={guided}/arcs_ranked.json"],
+      "d": [*student, guided_arcs],
       "e": ["--search_space=mobilefacenet", f"--width_multiplier={width}"],
   }
   runs = {"teacher": [teacher]}
@@ -187,12 +186,12 @@ def main() -> None:
   timed = latencies({name: dirs[0] for name, dirs in runs.items()})
   for r in rows:
     r["latency_ms"] = timed[r["row"]]
-  searches = {name: read_json(os.path.join(d, "search_summary.json"))
+  searches = {name: read_json(os.path.join(d, runlog.SEARCH_SUMMARY))
               for name, d in (("search_teacher", guided), ("search_plain", plain))}
   text = table(rows, target)
   text += "\n" + "\n".join(
       f"- {name}: {s['best']['description']} ({s['best']['flops'] / 1e6:.2f} MFLOPs), "
-      f"search {len(runlog.read(os.path.join(folder(name), 'distributions.jsonl')))} epochs"
+      f"search {len(runlog.read(os.path.join(folder(name), runlog.DISTRIBUTIONS)))} epochs"
       for name, s in searches.items()) + "\n"
   text += (f"- (c) base_filters={base_filters}; (e) width_multiplier={width}; supernet width "
            f"{args.supernet_width} ({searches['search_plain']['supernet_flops'] / 1e6:.2f} "

@@ -1,23 +1,33 @@
 """Frozen run configuration. Built from flags by `flags.config_from_flags`;
 library code reads only these dataclasses, never absl flags.
 
-A config round-trips through JSON (`RunConfig.to_json` / `from_json`), so a run
-folder's `config.json` is enough to rebuild its model for eval and export.
+Every field of a section is set by the flag of its own name, or by the flag that
+FLAG_RENAMES names for it (`flag_of`); errors name that flag.
+
+A config round-trips through JSON (`spaces.save_config` / `load_config`, which pass the
+search space's sample codec to `RunConfig.to_json` / `from_json`), so a run folder's
+`config.json` is enough to rebuild its model for eval and export.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 from enas_face import runlog
-
 
 EMBEDDING_HEADS = ("gdc", "gap", "flatten")
 ALIGN_MODES = ("none", "online")
 STREAM_MODES = ("auto", "always", "never")
+# --search_strategy: how a sample gets its score (search/strategies.py: one_shot, multi_trial;
+# search/differentiable.py: its own loop). tests/test_flags.py: each has its implementation.
+ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE = "one_shot", "multi_trial", "differentiable"
+SEARCH_STRATEGIES = (ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE)
+# Where training runs (distribute.make_placement).
+DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker")
+# --cost_target 0 with a latency cost model (ms): this target.
+DEFAULT_TARGET_MS = 7.0
 # --export_format: the SavedModel folder, and TFLite files in it (float32, float16 weights,
 # int8) and an ONNX file (the onnx extra).
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -29,7 +39,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The network's skeleton; the searched part is a sample of `search_space` (spaces.get)."""
+  """The network's skeleton; the searched part is a sample of `search_space` (spaces.of)."""
   image_size: int = 112
   num_layers: int = 5
   num_reductions: int = 3
@@ -44,12 +54,6 @@ class ModelConfig:
   # The mobilefacenet space: every channel count scaled by this (its default sample is
   # MobileFaceNet at this width; the supernet's widest choice).
   width_multiplier: float = 1.0
-
-  @property
-  def space(self):
-    """The registered search space (spaces.get(search_space))."""
-    from enas_face import spaces  # pylint: disable=import-outside-toplevel
-    return spaces.get(self.search_space)
 
   @property
   def final_feature_size(self) -> int:
@@ -283,19 +287,12 @@ class SetConfig:
     for name in ("num_pairs", "quality_epochs", "quality_steps_per_epoch", "quality_frames_per_set",
                  "synthetic_identities", "videos_per_identity"):
       if getattr(self, name) < 1:
-        raise ConfigError(f"--{FLAG_OF_SET_FIELD.get(name, name)}={getattr(self, name)} must be >= 1")
+        raise ConfigError(f"--{flag_of(SetConfig, name)}={getattr(self, name)} must be >= 1")
     if self.quality_identities_per_batch < 2:
       raise ConfigError(f"--quality_identities_per_batch={self.quality_identities_per_batch} "
                         "must be >= 2 (a batch needs different identities)")
     if self.quality_lr <= 0 or self.quality_scale <= 0:
       raise ConfigError("--quality_lr and --quality_scale must be positive")
-
-
-# SetConfig field -> its flag where the names differ.
-FLAG_OF_SET_FIELD = {"synthetic_identities": "set_synthetic_identities",
-                     "videos_per_identity": "set_videos_per_identity",
-                     "degraded_fraction": "set_degraded_fraction", "heldout": "set_heldout",
-                     "heldout_fraction": "set_heldout_fraction", "num_pairs": "set_pairs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,7 +316,7 @@ class SearchConfig:
   grad_clip_norm: float = 5.0
   reward: str = "paper"
   cost_model: str = "measured"  # measured | lut | tflite | flops | params (enas_face.costs)
-  cost_target: float = 7.0  # T in the cost model's unit (ms, FLOPs or params)
+  cost_target: float = DEFAULT_TARGET_MS  # T in the cost model's unit (ms, FLOPs or params)
   cost_exponent: float = -0.07
   cost_penalty: float = 0.05  # lambda of the two_sided reward
   cost_table: str = ""  # the lut cost model's table
@@ -329,7 +326,7 @@ class SearchConfig:
   num_final_samples: int = 20
   num_ranked: int = 10
   latency_cache: str = ""  # JSONL of measured latencies; default RUN_DIR/latency_cache.jsonl
-  strategy: str = "one_shot"  # one_shot (shared weights) | multi_trial (each sample trained)
+  strategy: str = ONE_SHOT  # SEARCH_STRATEGIES
   reward_metric: str = "classification"  # classification | verification | verification_auc
   reward_batches: int = 1  # classification minibatches per reward; 0 = the whole split
   reward_identities: int = 0  # training identities held out for verification rewards
@@ -366,8 +363,31 @@ class DistillConfig:
       raise ConfigError(f"--distill_temperature={self.temperature} must be positive")
 
 
+# Section -> {field: its flag} where the names differ; every other field's flag is its name.
+FLAG_RENAMES: dict[type, dict[str, str]] = {
+    DataConfig: {"seed": "data_seed"},  # -1: --seed (flags.config_from_flags resolves it)
+    EvalConfig: {"batch_size": "eval_batch_size"},
+    SetConfig: {"synthetic_identities": "set_synthetic_identities",
+                "videos_per_identity": "set_videos_per_identity",
+                "degraded_fraction": "set_degraded_fraction", "heldout": "set_heldout",
+                "heldout_fraction": "set_heldout_fraction", "num_pairs": "set_pairs",
+                "seed": "set_seed"},
+    SearchConfig: {"epochs": "search_epochs", "grad_clip_norm": "controller_grad_clip",
+                   "val_batch_size": "search_val_batch_size", "strategy": "search_strategy",
+                   "tau_max": "gumbel_tau_max", "tau_min": "gumbel_tau_min"},
+    DistillConfig: {"teacher": "distill_from", "embedding_weight": "distill_embedding_weight",
+                    "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature"},
+}
+
+
+def flag_of(section: type, field: str) -> str:
+  """The flag (without --) that sets `field` of the config class `section`."""
+  return FLAG_RENAMES.get(section, {}).get(field, field)
+
+
 # Fields renamed since older run folders wrote their config.json: old -> new.
 SEARCH_RENAMES = {"target_latency_ms": "cost_target", "latency_exponent": "cost_exponent"}
+RUN_RENAMES = {"strategy": "distribution_strategy"}
 
 
 def _renamed(fields: dict, renames: dict) -> dict:
@@ -392,28 +412,32 @@ class RunConfig:
   top_k: int = 1
   candidate_arcs: tuple = ()  # ranked architectures (from a search) to train, best first
   # Where and how it runs (not part of the network: a run may resume under another strategy).
-  strategy: str = "default"
+  distribution_strategy: str = "default"  # DISTRIBUTION_STRATEGIES
   num_replicas: int = 0
   deterministic: bool = False
 
   @property
   def resolved_export_dir(self) -> str:
-    return self.export_dir or os.path.join(self.run_dir, "saved_model")
+    return self.export_dir or os.path.join(self.run_dir, runlog.SAVED_MODEL_DIR)
 
-  def to_json(self) -> dict[str, Any]:
+  def to_json(self, sample_to_json: Callable[[Any], Any]) -> dict[str, Any]:
+    """The config as JSON; its samples (arc, candidate_arcs) through `sample_to_json`, their
+    space's codec (spaces.config_to_json passes it: the config knows no space)."""
     out = dataclasses.asdict(dataclasses.replace(self, arc=None, candidate_arcs=()))
-    space = self.model.space
-    out["arc"] = space.to_json(self.arc)
-    out["candidate_arcs"] = [space.to_json(a) for a in self.candidate_arcs]
+    out["arc"] = sample_to_json(self.arc)
+    out["candidate_arcs"] = [sample_to_json(a) for a in self.candidate_arcs]
     return out
 
   @classmethod
-  def from_json(cls, obj: dict[str, Any]) -> "RunConfig":
+  def from_json(cls, obj: dict[str, Any],
+                sample_from_json: Callable[[Any, ModelConfig], Any]) -> "RunConfig":
+    """Inverse of to_json: `sample_from_json(obj, model_config)` reads a sample (of
+    model_config.search_space); ConfigError when `obj` is not a RunConfig."""
+    obj = _renamed(obj, RUN_RENAMES)
     try:
       model = ModelConfig(**obj["model"])
-      space = model.space
       return cls(mode=obj["mode"], run_dir=obj["run_dir"],
-                 arc=space.from_json(obj["arc"], model),
+                 arc=sample_from_json(obj["arc"], model),
                  model=model, data=DataConfig(**obj["data"]),
                  train=TrainConfig(**obj["train"]), eval=EvalConfig(**obj["eval"]),
                  search=SearchConfig(**_renamed(obj.get("search", {}), SEARCH_RENAMES)),
@@ -424,23 +448,10 @@ class RunConfig:
                  export_dir=obj.get("export_dir", ""),
                  export_format=tuple(obj.get("export_format", ("saved_model",))),
                  top_k=obj.get("top_k", 1),
-                 strategy=obj.get("strategy", "default"),
+                 distribution_strategy=obj.get("distribution_strategy", "default"),
                  num_replicas=obj.get("num_replicas", 0),
                  deterministic=obj.get("deterministic", False),
-                 candidate_arcs=tuple(space.from_json(a, model)
+                 candidate_arcs=tuple(sample_from_json(a, model)
                                       for a in obj.get("candidate_arcs", [])))
     except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config JSON does not describe a RunConfig: {e}") from e
-
-  def save(self, path: str) -> None:
-    runlog.write_json(path, self.to_json())
-
-  @classmethod
-  def load(cls, path: str) -> "RunConfig":
-    if not os.path.exists(path):
-      raise ConfigError(f"{path}: no such file (is --run_dir a finished or started run?)")
-    try:
-      with open(path) as f:
-        return cls.from_json(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path}: not valid JSON ({e})") from e

@@ -1,11 +1,12 @@
 """Where training runs: one device, several local devices, or several machines.
 
-    --strategy=default       tf.distribute's default strategy (one device)
-    --strategy=mirrored      MirroredStrategy over all local GPUs (or --num_replicas
-                             of them); without GPUs, over --num_replicas logical
-                             CPU devices (for testing the machinery on a CPU)
-    --strategy=multi_worker  MultiWorkerMirroredStrategy; the cluster and this
-                             process's place in it come from TF_CONFIG
+--distribution_strategy (alias --strategy; not --search_strategy, how a search scores):
+    default       tf.distribute's default strategy (one device)
+    mirrored      MirroredStrategy over all local GPUs (or --num_replicas of them);
+                  without GPUs, over --num_replicas logical CPU devices (for testing
+                  the machinery on a CPU)
+    multi_worker  MultiWorkerMirroredStrategy; the cluster and this process's place
+                  in it come from TF_CONFIG
 
 Every replica gets global_batch / num_replicas images; each replica's loss is
 sum(per-example loss) / global_batch, and the optimiser sums the replicas'
@@ -31,13 +32,11 @@ from typing import Callable
 import numpy as np
 from absl import logging
 
-from enas_face.config import ConfigError
+from enas_face.config import DISTRIBUTION_STRATEGIES, ConfigError
+from enas_face import runlog
 
 # TensorFlow and Keras are imported inside the functions that use them: main checks
 # TF_CONFIG (`cluster_role`) before the slow import, so bad input fails in a blink.
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
@@ -55,13 +54,14 @@ class Placement:
   def checkpoint_dir(self, run_dir: str) -> str:
     """Chief: RUN_DIR/checkpoints. Others: a scratch folder (see `cleanup`)."""
     if self.is_chief:
-      return os.path.join(run_dir, "checkpoints")
-    return os.path.join(run_dir, "workers", f"worker-{self.worker_index}", "checkpoints")
+      return os.path.join(run_dir, runlog.CHECKPOINTS_DIR)
+    return os.path.join(run_dir, runlog.WORKERS_DIR, f"worker-{self.worker_index}",
+                        runlog.CHECKPOINTS_DIR)
 
   def cleanup(self, run_dir: str) -> None:
     """Deletes a non-chief worker's scratch checkpoints."""
     if not self.is_chief:
-      workers = os.path.join(run_dir, "workers")
+      workers = os.path.join(run_dir, runlog.WORKERS_DIR)
       shutil.rmtree(os.path.join(workers, f"worker-{self.worker_index}"), ignore_errors=True)
       try:
         os.rmdir(workers)  # the last worker out removes the (then empty) parent
@@ -88,8 +88,8 @@ def cluster_role() -> tuple[bool, int, int]:
   """(is_chief, worker index, number of workers) from TF_CONFIG."""
   raw = os.environ.get("TF_CONFIG", "")
   if not raw:
-    raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                      '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+    raise ConfigError("--distribution_strategy=multi_worker needs the TF_CONFIG environment "
+                      'variable (e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
                       '"task": {"type": "worker", "index": 0}}); see BUILD.md')
   try:
     tf_config = json.loads(raw)
@@ -115,7 +115,8 @@ def cluster_role() -> tuple[bool, int, int]:
 
 
 def make_placement(name: str, num_replicas: int = 0) -> Placement:
-  """The strategy named by --strategy; `num_replicas` 0 means all local GPUs (or 1 CPU)."""
+  """The strategy named by --distribution_strategy; `num_replicas` 0 means all local GPUs (or
+  1 CPU)."""
   import tensorflow as tf
   if name == "default":
     return Placement(tf.distribute.get_strategy(), name)
@@ -140,7 +141,8 @@ def make_placement(name: str, num_replicas: int = 0) -> Placement:
     logging.info("MultiWorkerMirroredStrategy: worker %d of %d%s, %d replicas in sync", index,
                  workers, " (chief)" if is_chief else "", strategy.num_replicas_in_sync)
     return Placement(strategy, name, is_chief, index, workers)
-  raise ConfigError(f"--strategy={name!r}; expected one of {', '.join(STRATEGIES)}")
+  raise ConfigError(f"--distribution_strategy={name!r}; expected one of "
+                    f"{', '.join(DISTRIBUTION_STRATEGIES)}")
 
 
 def per_replica_batch_norm(model: keras.Model) -> int:

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from enas_face import runlog
 from enas_face.evaluation import verification
+from enas_face import runlog
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "embeddings"

@@ -10,23 +10,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 from absl import flags
 
 from enas_face import costs
+from enas_face import runlog
 from enas_face import spaces
 from enas_face.data import sources
+from enas_face.search import rewards  # plain Python: the reward table
 from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
-from enas_face.config import (ALIGN_MODES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS, STREAM_MODES,
-                              ConfigError, DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
-                              RunConfig, SearchConfig, SetConfig, TrainConfig)
+from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
+                              DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
+                              ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
+                              DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
+                              RunConfig, SearchConfig, SetConfig, TrainConfig, flag_of)
 
 MODES = ("search", "fixed", "eval", "export", "quality")
 CONTROLLERS = ("enas", "random")
-REWARDS = ("paper", "mnasnet_soft", "mnasnet_hard", "budget", "two_sided", "accuracy")
-DEFAULT_TARGET_MS = 7.0
-STRATEGIES = ("one_shot", "multi_trial", "differentiable")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
@@ -71,9 +73,12 @@ flags.DEFINE_boolean("deterministic", False,
                      "two runs with the same flags give the same architectures and losses. "
                      "Measured latency is the one input that varies: share --latency_cache "
                      "(or use --reward=accuracy) for identical rewards. Slower.")
-flags.DEFINE_enum("strategy", "default", ("default", "mirrored", "multi_worker"),
-                  "default: one device; mirrored: all local GPUs (or --num_replicas logical "
-                  "CPU devices); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_enum("distribution_strategy", "default", DISTRIBUTION_STRATEGIES,
+                  "Where training runs (tf.distribute; --search_strategy is how a search scores "
+                  "its samples): default: one device; mirrored: all local GPUs (or "
+                  "--num_replicas logical CPU devices); multi_worker: "
+                  "MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_alias("strategy", "distribution_strategy")  # its name until the flags were renamed
 flags.DEFINE_integer("num_replicas", 0, "mirrored: GPUs to use (0 = all), or, without GPUs, "
                      "logical CPU devices; multi_worker: logical CPU devices per worker.",
                      lower_bound=0, upper_bound=64)
@@ -277,7 +282,7 @@ flags.DEFINE_float("skip_target", 0.4, "Target skip probability of the KL penalt
 flags.DEFINE_float("skip_weight", 0.8, "Weight of the skip-density KL penalty.", lower_bound=0.0)
 flags.DEFINE_float("controller_grad_clip", 5.0, "Global-norm clip of controller gradients.",
                    lower_bound=0.0)
-flags.DEFINE_enum("reward", "paper", REWARDS,
+flags.DEFINE_enum("reward", "paper", tuple(rewards.REWARDS),
                   "With c the --cost_model's cost and T --cost_target: paper: arcsin(Acc (c/T)^q); "
                   "mnasnet_soft/mnasnet_hard: Acc (c/T)^w; budget: Acc within T, Acc T/c over "
                   "it, and over-budget samples are never ranked; two_sided: Acc - lambda "
@@ -303,7 +308,7 @@ flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 inferences; latency =
                      lower_bound=1)
 flags.DEFINE_integer("search_val_batch_size", 128, "Validation minibatch for one reward.",
                      lower_bound=1)
-flags.DEFINE_enum("search_strategy", "one_shot", STRATEGIES,
+flags.DEFINE_enum("search_strategy", ONE_SHOT, SEARCH_STRATEGIES,
                   "one_shot: ENAS weight sharing, one sample per child minibatch, rewards with "
                   "the shared weights; multi_trial: every sample trained from scratch for "
                   "--trial_epochs, then rewarded (spaces without a shared model, and decisions "
@@ -411,7 +416,7 @@ flags.DEFINE_float("set_heldout_fraction", 0.5, "Fraction of identities held out
                    "when --set_heldout is empty.")
 flags.DEFINE_integer("set_pairs", 600, "Set pairs (half same person) for set-to-set "
                      "verification, in --num_folds folds.", lower_bound=2)
-flags.DEFINE_enum("quality_net", "qanpp", ("qan", "qanpp"),
+flags.DEFINE_enum("quality_net", "qanpp", QUALITY_NETS,
                   "--mode=quality: qan (a sigmoid quality branch on the frozen embedder's "
                   "features) or qanpp (QAN++: a separate small CNN, min-max normalised scores). "
                   "Trained into RUN_DIR/quality/<net>/.")
@@ -433,10 +438,9 @@ flags.DEFINE_integer("set_seed", -1, "Seed of the sets (synthetic videos, cuttin
                      "data seed.", lower_bound=-1)
 flags.DEFINE_float("quality_scale", 32.0, "--mode=quality: scale s of the set contrastive loss.")
 
-# EvalConfig field -> flag, so eval mode can tell which settings the user gave explicitly.
-EVAL_FLAGS = {"flip_test": "flip_test", "far": "far", "pca_components": "pca_components",
-              "batch_size": "eval_batch_size", "protocol": "protocol",
-              "checkpoint": "checkpoint"}
+# EvalConfig fields that --mode=eval/export take from the command line when their flag is given
+# there (config.flag_of); the others come from the run folder's config.json.
+EVAL_OVERRIDES = ("flip_test", "far", "pca_components", "batch_size", "protocol", "checkpoint")
 
 
 def own_flags(flag_values: flags.FlagValues) -> list[flags.Flag]:
@@ -453,7 +457,7 @@ def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
   """The sample(s) of --search_space to train, best first (--arc, --arc_file, or the default)."""
   if flag_values.arc and flag_values.arc_file:
     raise ConfigError("give either --arc or --arc_file, not both")
-  space = model.space
+  space = spaces.of(model)
   try:
     if flag_values.arc_file:
       return spaces.load_samples(flag_values.arc_file, space, model)
@@ -482,8 +486,8 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
-  if search.strategy == "differentiable":
-    if not model.space.has_supernet:
+  if search.strategy == DIFFERENTIABLE:
+    if not spaces.of(model).has_supernet:
       raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "
                         f"--search_space={model.search_space} does not have; use "
                         "--search_space=mobilefacenet")
@@ -493,7 +497,7 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.tau_min > search.tau_max:
       raise ConfigError(f"--gumbel_tau_min={search.tau_min} must not exceed --gumbel_tau_max="
                         f"{search.tau_max}")
-  if search.strategy == "one_shot" and not model.space.supports_weight_sharing:
+  if search.strategy == ONE_SHOT and not spaces.of(model).supports_weight_sharing:
     raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
                       f"--search_space={model.search_space} does not have; use "
                       "--search_strategy=multi_trial")
@@ -545,19 +549,30 @@ def _export_format(values: list[str]) -> tuple[str, ...]:
   return formats
 
 
+def from_flags(section: type, flag_values: flags.FlagValues, **resolved: Any):
+  """The config class `section` filled by reflection: each field from its flag (config.flag_of:
+  the field's own name unless config.FLAG_RENAMES names another), except the fields given in
+  `resolved` (values worked out from their flags: absolute paths, defaults filled in)."""
+  fields = [field.name for field in dataclasses.fields(section)]
+  unknown = sorted(set(resolved) - set(fields))
+  if unknown:
+    raise TypeError(f"{section.__name__} has no field(s) {', '.join(unknown)}")
+  return section(**{name: resolved[name] if name in resolved
+                    else getattr(flag_values, flag_of(section, name)) for name in fields})
+
+
+def _abspath(path: str) -> str:
+  """An absolute path, or "" for an empty flag."""
+  return os.path.abspath(path) if path else ""
+
+
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
   if fv.search_space not in spaces.names():
     raise ConfigError(f"--search_space={fv.search_space} is not a registered search space; "
                       f"registered: {', '.join(spaces.names())}")
-  model = ModelConfig(image_size=fv.image_size, num_layers=fv.num_layers,
-                      num_reductions=fv.num_reductions, base_filters=fv.base_filters,
-                      stem_stride=fv.stem_stride, embedding_dim=fv.embedding_dim,
-                      embedding_head=fv.embedding_head, embedding_dropout=fv.embedding_dropout,
-                      dropblock_keep_prob=fv.dropblock_keep_prob,
-                      dropblock_size=fv.dropblock_size, search_space=fv.search_space,
-                      width_multiplier=fv.width_multiplier)
+  model = from_flags(ModelConfig, fv)
   model.validate()
   if fv.search_space == "mobilefacenet":
     mobilefacenet.check_geometry(model)
@@ -569,36 +584,18 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.base_filters % 2:
     raise ConfigError(f"--base_filters={fv.base_filters} must be even (factorized reduction "
                       "splits channels in two)")
-  data = DataConfig(dataset=fv.dataset, image_size=fv.image_size,
-                    synthetic_identities=fv.synthetic_identities,
-                    synthetic_images_per_identity=fv.synthetic_images_per_identity,
-                    synthetic_heldout_identities=fv.synthetic_heldout_identities,
-                    synthetic_heldout_images_per_identity=fv.synthetic_heldout_images_per_identity,
-                    synthetic_label_noise=fv.synthetic_label_noise,
-                    synthetic_outliers=fv.synthetic_outliers,
-                    synthetic_near_duplicates=fv.synthetic_near_duplicates,
-                    num_pairs=fv.num_pairs, num_folds=fv.num_folds, random_flip=fv.random_flip,
-                    pad_pixels=fv.pad_pixels, cutout_size=fv.cutout_size,
-                    seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
-                    pairs=_pairs_value(fv.pairs), align=fv.align, face_policy=fv.face_policy,
-                    min_face_confidence=fv.min_face_confidence,
-                    min_images_per_identity=fv.min_images_per_identity,
-                    heldout_fraction=fv.heldout_fraction,
-                    exclude_pair_identities=fv.exclude_pair_identities,
-                    stream=fv.stream, stream_memory_gb=fv.stream_memory_gb,
-                    shuffle_buffer=fv.shuffle_buffer, stream_eval_images=fv.stream_eval_images,
-                    max_image_pixels=fv.max_image_pixels,
-                    cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir,
-                                                                           "data_cache")),
-                    detect_padding=fv.detect_padding, on_no_face=fv.on_no_face,
-                    cleaning_embeddings=_cleaning_embeddings(fv))
-  data = dataclasses.replace(data, dataset=_dataset_value(fv.dataset))
+  data = from_flags(
+      DataConfig, fv, seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
+      pairs=_pairs_value(fv.pairs),
+      cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir, runlog.DATA_CACHE_DIR)),
+      cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset))
   if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:
     raise ConfigError(f"--synthetic_label_noise={data.synthetic_label_noise} + "
                       f"--synthetic_outliers={data.synthetic_outliers} must be < 1")
   if data.synthetic_near_duplicates > data.synthetic_identities // 2:
     raise ConfigError(f"--synthetic_near_duplicates={data.synthetic_near_duplicates} must be at "
                       f"most half of --synthetic_identities={data.synthetic_identities}")
+  sources.check_stream(data.stream, data.dataset)
   if data.dataset == "synthetic" and (data.pairs or data.align != "none"):
     raise ConfigError("--pairs and --align=online need a real --dataset (folder:, tfrecord:, "
                       "insightface:); the synthetic faces make their own pairs")
@@ -608,14 +605,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.num_pairs % (2 * fv.num_folds):
     raise ConfigError(f"--num_pairs={fv.num_pairs} must be a multiple of 2 * --num_folds = "
                       f"{2 * fv.num_folds} (each fold: half same, half different)")
-  train = TrainConfig(epochs=fv.epochs, batch_size=fv.batch_size, lr_max=fv.lr_max,
-                      lr_min=fv.lr_min, warmup_epochs=fv.warmup_epochs,
-                      cosine_period_epochs=fv.cosine_period_epochs,
-                      cosine_period_mult=fv.cosine_period_mult, momentum=fv.momentum,
-                      weight_decay=fv.weight_decay, label_smoothing=fv.label_smoothing,
-                      keep_checkpoints=fv.keep_checkpoints, seed=fv.seed,
-                      init_checkpoint=(os.path.abspath(fv.init_checkpoint)
-                                       if fv.init_checkpoint else ""))
+  train = from_flags(TrainConfig, fv, init_checkpoint=_abspath(fv.init_checkpoint))
   if fv.warmup_epochs >= fv.epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --epochs="
                       f"{fv.epochs}")
@@ -634,75 +624,40 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.controller_lr_min > fv.controller_lr:
     raise ConfigError(f"--controller_lr_min={fv.controller_lr_min} must not exceed "
                       f"--controller_lr={fv.controller_lr}")
-  search = SearchConfig(
-      epochs=fv.search_epochs, controller=fv.controller, controller_steps=fv.controller_steps,
-      controller_samples=fv.controller_samples, controller_hidden=fv.controller_hidden,
-      controller_optimizer=fv.controller_optimizer, controller_lr=fv.controller_lr,
-      controller_lr_min=fv.controller_lr_min,
-      controller_lr_decay_epochs=fv.controller_lr_decay_epochs,
-      controller_temperature=fv.controller_temperature,
-      controller_tanh_constant=fv.controller_tanh_constant, entropy_weight=fv.entropy_weight,
-      baseline_decay=fv.baseline_decay, skip_target=fv.skip_target, skip_weight=fv.skip_weight,
-      grad_clip_norm=fv.controller_grad_clip, reward=fv.reward,
-      cost_model=fv.cost_model, cost_target=cost_target, cost_exponent=fv.cost_exponent,
-      cost_penalty=fv.cost_penalty,
-      cost_table=os.path.abspath(fv.cost_table) if fv.cost_table else "",
-      latency_warmup=fv.latency_warmup, latency_repeats=fv.latency_repeats,
-      val_batch_size=fv.search_val_batch_size, num_final_samples=fv.num_final_samples,
-      num_ranked=fv.num_ranked,
-      latency_cache=os.path.abspath(fv.latency_cache) if fv.latency_cache else "",
-      strategy=fv.search_strategy, reward_metric=fv.reward_metric,
-      reward_batches=fv.reward_batches, reward_identities=fv.reward_identities,
-      reward_pairs=fv.reward_pairs, trial_epochs=fv.trial_epochs,
-      trial_workers=fv.trial_workers, ray_address=fv.ray_address, trial_gpus=fv.trial_gpus,
-      cleaning_proxy_epochs=fv.cleaning_proxy_epochs, arch_lr=fv.arch_lr,
-      arch_weight_decay=fv.arch_weight_decay, flops_loss_weight=fv.flops_loss_weight,
-      flops_tolerance=fv.flops_tolerance, tau_max=fv.gumbel_tau_max, tau_min=fv.gumbel_tau_min)
-  distill = DistillConfig(teacher=os.path.abspath(fv.distill_from) if fv.distill_from else "",
-                          embedding_weight=fv.distill_embedding_weight,
-                          kl_alpha=fv.distill_kl_alpha, temperature=fv.distill_temperature)
+  search = from_flags(SearchConfig, fv, cost_target=cost_target,
+                      cost_table=_abspath(fv.cost_table), latency_cache=_abspath(fv.latency_cache))
+  distill = from_flags(DistillConfig, fv, teacher=_abspath(fv.distill_from))
   distill.validate()
   if distill.teacher and not os.path.isdir(distill.teacher):
     raise ConfigError(f"--distill_from={fv.distill_from}: no such folder (a run folder trained "
                       "with --mode=fixed, or an exported SavedModel)")
-  if distill.teacher and fv.mode == "search" and search.strategy != "differentiable":
+  if distill.teacher and fv.mode == "search" and search.strategy != DIFFERENTIABLE:
     raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")
   if fv.mode == "search":
     _check_search(search, model, fv.num_folds)
-    if search.strategy == "differentiable" and fv.strategy != "default":
-      raise ConfigError(f"--search_strategy=differentiable runs on one device; --strategy="
-                        f"{fv.strategy} is not supported by it")
+    if search.strategy == DIFFERENTIABLE and fv.distribution_strategy != "default":
+      raise ConfigError(f"--search_strategy=differentiable runs on one device; "
+                        f"--distribution_strategy={fv.distribution_strategy} is not supported "
+                        "by it")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")
-  head = HeadConfig(**{f.name: getattr(fv, f.name) for f in dataclasses.fields(HeadConfig)})
+  head = from_flags(HeadConfig, fv)
   head.validate()
-  if model.space.owns_loss and head.head != "softmax":
+  if spaces.of(model).owns_loss and head.head != "softmax":
     raise ConfigError(f"--head={head.head} with --search_space={model.search_space}: the loss is "
                       "part of this space's samples (held at softmax where it is not searched); "
                       "leave --head at softmax")
   export_format = _export_format(fv.export_format)
-  evaluation = EvalConfig(flip_test=fv.flip_test, far=fv.far, pca_components=fv.pca_components,
-                          batch_size=fv.eval_batch_size, protocol=fv.protocol,
-                          eval_every=fv.eval_every, best_pairs=fv.best_pairs,
-                          checkpoint=fv.checkpoint)
+  evaluation = from_flags(EvalConfig, fv)
   if fv.best_pairs:
     set_names = pair_set_names(data.pairs)
     if fv.best_pairs not in set_names:
       raise ConfigError(f"--best_pairs={fv.best_pairs}: no such pair set; the sets are "
                         f"{', '.join(set_names)}")
-  sets = SetConfig(
-      sets=fv.sets, set_size=fv.set_size, synthetic_identities=fv.set_synthetic_identities,
-      videos_per_identity=fv.set_videos_per_identity,
-      degraded_fraction=fv.set_degraded_fraction,
-      heldout=os.path.abspath(fv.set_heldout) if fv.set_heldout else "",
-      heldout_fraction=fv.set_heldout_fraction, num_pairs=fv.set_pairs,
-      quality_net=fv.quality_net, aggregation=tuple(fv.aggregation),
-      quality_epochs=fv.quality_epochs, quality_steps_per_epoch=fv.quality_steps_per_epoch,
-      quality_lr=fv.quality_lr, quality_identities_per_batch=fv.quality_identities_per_batch,
-      quality_frames_per_set=fv.quality_frames_per_set, quality_scale=fv.quality_scale,
-      seed=fv.set_seed)
+  sets = from_flags(SetConfig, fv, heldout=_abspath(fv.set_heldout),
+                    aggregation=tuple(fv.aggregation))
   sets.validate()
   from enas_face.data import frame_sets  # no TensorFlow: numpy and OpenCV
   frame_sets.parse_sets_spec(sets.sets)
@@ -712,11 +667,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.set_pairs % (2 * fv.num_folds):
     raise ConfigError(f"--set_pairs={fv.set_pairs} must be a multiple of 2 * --num_folds = "
                       f"{2 * fv.num_folds}")
-  return RunConfig(mode=fv.mode, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
-                   data=data, train=train, eval=evaluation, search=search, head=head, sets=sets,
-                   distill=distill,
-                   export_dir=os.path.abspath(fv.export_dir) if fv.export_dir else "",
-                   export_format=export_format, top_k=fv.top_k,
-                   candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else (),
-                   strategy=fv.strategy, num_replicas=fv.num_replicas,
-                   deterministic=fv.deterministic)
+  return from_flags(RunConfig, fv, run_dir=os.path.abspath(fv.run_dir), arc=arc, model=model,
+                    data=data, train=train, eval=evaluation, search=search, head=head,
+                    sets=sets, distill=distill, export_dir=_abspath(fv.export_dir),
+                    export_format=export_format,
+                    candidate_arcs=tuple(arcs[:fv.top_k]) if fv.top_k > 1 else ())

@@ -23,8 +23,10 @@ from absl import logging
 from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import (DIFFERENTIABLE, ConfigError, EvalConfig, RunConfig, SearchConfig,
+                              flag_of)
 from enas_face.evaluation import sets as set_ops
+from enas_face import spaces
 
 FLAGS = flags.FLAGS
 NAN_LOSS_EXIT = 3
@@ -34,15 +36,15 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
   """Creates the run folder, refuses one holding a different network, saves flags+config
   (the chief only, under a multi-worker strategy)."""
   os.makedirs(config.run_dir, exist_ok=True)
-  config_path = os.path.join(config.run_dir, "config.json")
+  config_path = os.path.join(config.run_dir, runlog.CONFIG)
   if os.path.exists(config_path):
-    previous = RunConfig.load(config_path)
+    previous = spaces.load_config(config_path)
     if previous.mode in ("fixed", "search") and previous.mode != config.mode:
       raise ConfigError(f"--run_dir={config.run_dir} holds a --mode={previous.mode} run; use a "
                         "new --run_dir")
     if (previous.arc, previous.model) != (config.arc, config.model):
       raise ConfigError(f"--run_dir={config.run_dir} holds a run of another network "
-                        f"({previous.model.space.to_string(previous.arc)!r}, {previous.model}); "
+                        f"({spaces.of(previous.model).to_string(previous.arc)!r}, {previous.model}); "
                         "use a new --run_dir")
     if previous.data != config.data:
       raise ConfigError(f"--run_dir={config.run_dir} was trained on other data "
@@ -63,24 +65,25 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
                         "--run_dir (or the run's own settings to resume it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
-      changed = [f"{field.name}={getattr(previous.search, field.name)!r} there, "
-                 f"{getattr(config.search, field.name)!r} now"
+      changed = [f"--{flag_of(SearchConfig, field.name)}={getattr(previous.search, field.name)!r}"
+                 f" there, {getattr(config.search, field.name)!r} now"
                  for field in dataclasses.fields(config.search)
                  if getattr(same_search, field.name) != getattr(config.search, field.name)]
       raise ConfigError(f"--run_dir={config.run_dir} holds a search with other settings ("
                         + "; ".join(changed) + "); use a new --run_dir")
   if not chief:
     return
-  config.save(config_path)
-  runlog.write_text(os.path.join(config.run_dir, "flags.txt"), enas_flags.flags_as_flagfile(FLAGS))
+  spaces.save_config(config, config_path)
+  runlog.write_text(os.path.join(config.run_dir, runlog.FLAGFILE),
+                    enas_flags.flags_as_flagfile(FLAGS))
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
   """The run folder's own config, with this invocation's mode, export dir and formats and any
   evaluation flag given explicitly on this command line."""
-  saved = RunConfig.load(os.path.join(config.run_dir, "config.json"))
-  overrides = {field: getattr(config.eval, field)
-               for field, flag in enas_flags.EVAL_FLAGS.items() if FLAGS[flag].present}
+  saved = spaces.load_config(os.path.join(config.run_dir, runlog.CONFIG))
+  overrides = {field: getattr(config.eval, field) for field in enas_flags.EVAL_OVERRIDES
+               if FLAGS[flag_of(EvalConfig, field)].present}
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
                              export_dir=config.export_dir, export_format=config.export_format,
                              eval=dataclasses.replace(saved.eval, **overrides), sets=config.sets)
@@ -103,13 +106,14 @@ def _load_sets(config: RunConfig, invocation: RunConfig):
   report = dict(sets.report, sets=config.sets.sets, num_sets=sets.num_sets,
                 training_sets=train.num_sets, training_identities=train.num_identities,
                 heldout_sets=heldout.num_sets, heldout_identities=heldout.num_identities)
-  os.makedirs(os.path.join(config.run_dir, "quality"), exist_ok=True)
-  runlog.write_json(os.path.join(config.run_dir, "quality", "sets_report.json"), report)
+  report_path = os.path.join(config.run_dir, runlog.QUALITY_DIR, runlog.SETS_REPORT)
+  os.makedirs(os.path.dirname(report_path), exist_ok=True)
+  runlog.write_json(report_path, report)
   excluded = report.get("excluded_frames", 0)
   print(f"sets: {sets.num_sets} sets of {sets.num_identities} identities ({len(sets.frames)} "
         f"frames, {excluded} excluded); training {train.num_sets} sets of "
         f"{train.num_identities} identities, held out {heldout.num_sets} sets of "
-        f"{heldout.num_identities} ({os.path.join(config.run_dir, 'quality', 'sets_report.json')})")
+        f"{heldout.num_identities} ({report_path})")
   return train, heldout
 
 
@@ -159,8 +163,9 @@ def pair_set_rows(metrics: dict) -> list[tuple[str, str]]:
 
 
 def _write_metrics(config: RunConfig, metrics: dict) -> None:
-  runlog.write_json(os.path.join(config.run_dir, "metrics.json"), metrics)
-  print("results (" + os.path.join(config.run_dir, "metrics.json") + "):")
+  path = os.path.join(config.run_dir, runlog.METRICS)
+  runlog.write_json(path, metrics)
+  print(f"results ({path}):")
   print(format_results(metrics))
   if "set_verification" in metrics:
     print(set_ops.format_set_report(metrics["set_verification"]))
@@ -170,7 +175,7 @@ def run(config: RunConfig) -> None:
   # Validate everything that can be wrong before the slow TensorFlow import.
   chief = True
   if config.mode in ("fixed", "search"):
-    if config.strategy == "multi_worker":
+    if config.distribution_strategy == "multi_worker":
       from enas_face import distribute  # TF_CONFIG is checked before the slow start
       chief = distribute.cluster_role()[0]
     _prepare_run_dir(config, chief)
@@ -181,18 +186,18 @@ def run(config: RunConfig) -> None:
   import tensorflow as tf
 
   from enas_face import distribute
-
-  from enas_face import fixed
+  from enas_face.training import fixed
+  from enas_face.training import checkpoints
 
   tf.get_logger().setLevel("ERROR")  # TF's own INFO/deprecation chatter; ours stays
   logging.info("resolved flags:\n%s", enas_flags.flags_as_flagfile(FLAGS))
   keras.utils.set_random_seed(config.train.seed)  # weight init, dropout, DropBlock
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-  placement = (distribute.make_placement(config.strategy, config.num_replicas)
+  placement = (distribute.make_placement(config.distribution_strategy, config.num_replicas)
                if config.mode in ("fixed", "search") else distribute.make_placement("default"))
   if config.mode == "search":
-    from enas_face import search
+    from enas_face.search import loop as search
     summary = search.search(config, _load_dataset(config, placement.is_chief), placement)
     if not placement.is_chief:
       return
@@ -209,7 +214,7 @@ def run(config: RunConfig) -> None:
       sub = dataclasses.replace(config, arc=arc, run_dir=os.path.join(config.run_dir, f"top{rank}"),
                                 candidate_arcs=(), top_k=1, export_dir="")
       _prepare_run_dir(sub, placement.is_chief)
-      encoding = config.model.space.to_string(arc)
+      encoding = spaces.of(config.model).to_string(arc)
       print(f"== top {rank} of {len(config.candidate_arcs)}: {encoding}")
       rows.append({"rank": rank, "arc": encoding,
                    **_train_fixed(sub, dataset, placement)})
@@ -217,13 +222,13 @@ def run(config: RunConfig) -> None:
       _write_comparison(config, rows)
     return
 
-  child = fixed.restore_child(config)
+  child = checkpoints.restore_child(config)
   if config.mode == "quality":
     _train_quality(config, invocation, child)
   elif config.mode == "eval":
     metrics = fixed.evaluate(config, _load_dataset(config), child)
     if config.sets.aggregation:
-      from enas_face import quality
+      from enas_face.training import set_quality as quality
       _, heldout = _load_sets(config, invocation)
       metrics["set_verification"] = quality.evaluate(config, child, heldout,
                                                      config.sets.aggregation)
@@ -237,12 +242,12 @@ def run(config: RunConfig) -> None:
 def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
   """--mode=quality: trains --quality_net on the frozen embedder, then verifies the held-out
   sets with mean, best and that network's pooling (RUN_DIR/quality/<net>/metrics.json)."""
-  from enas_face import quality
+  from enas_face.training import set_quality as quality
   train_sets, heldout = _load_sets(config, invocation)
   net = config.sets.quality_net
   model = quality.train(config, child, train_sets)
   report = quality.evaluate(config, child, heldout, ("mean", "best", net), {net: model})
-  path = os.path.join(quality.quality_dir(config.run_dir, net), "metrics.json")
+  path = os.path.join(quality.quality_dir(config.run_dir, net), runlog.METRICS)
   runlog.write_json(path, report)
   print(f"set verification ({path}):")
   print(set_ops.format_set_report(report))
@@ -250,7 +255,7 @@ def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
 
 def _export_set_model(config: RunConfig, child, method: str) -> None:
   """EXPORT_DIR/set_<method>/: frames uint8 [N, S, S, 3] -> one unit set embedding."""
-  from enas_face import quality
+  from enas_face.training import set_quality as quality
   net_name = quality.scoring_net(method, quality.trained_nets(config.run_dir))
   net = None if net_name is None else quality.restore_net(
       config, net_name, child.embed_with_features(
@@ -268,7 +273,7 @@ def _load_dataset(config: RunConfig, chief: bool = True):
   from enas_face.data import load_dataset
   dataset = load_dataset(config.data)
   if dataset.report and chief:
-    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
+    runlog.write_json(os.path.join(config.run_dir, runlog.DATA_REPORT), dataset.report)
     noise = dataset.report.get("synthetic_noise")
     if noise:
       print(f"data: injected noise: {len(noise['label_noise_indices'])} training images with a "
@@ -286,7 +291,7 @@ def _load_dataset(config: RunConfig, chief: bool = True):
 
 def _export_metadata(config: RunConfig) -> dict:
   return {"search_space": config.model.search_space,
-          "architecture": config.model.space.to_json(config.arc),
+          "architecture": spaces.of(config.model).to_json(config.arc),
           "image_size": config.model.image_size}
 
 
@@ -348,9 +353,9 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
 
   import numpy as np
 
-  from enas_face import costs
-  from enas_face import fixed
-  from enas_face import latency
+  from enas_face.costs import factory as cost_factory
+  from enas_face.training import fixed
+  from enas_face.costs import latency
 
   tic = time.perf_counter()
   state = fixed.train(config, dataset, placement)
@@ -371,7 +376,7 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
   stats = latency.LatencyMeter(config.model)(config.arc)  # built through the run's space
   metrics["latency_ms"], metrics["latency_cv"] = stats.median_ms, stats.cv
   if config.search.cost_model != "measured":  # the run's own cost model too
-    cost_model = costs.from_config(config)
+    cost_model = cost_factory.from_config(config)
     metrics.update(cost=cost_model(config.arc), cost_unit=cost_model.unit,
                    cost_model=cost_model.name)
   _write_metrics(config, metrics)
@@ -389,7 +394,7 @@ COMPARISON_COLUMNS = (("rank", "rank", "{}"), ("arc", "architecture", "{}"),
 
 def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
   """comparison.json and comparison.md: the top-k architectures trained from scratch."""
-  runlog.write_json(os.path.join(config.run_dir, "comparison.json"), rows)
+  runlog.write_json(os.path.join(config.run_dir, runlog.COMPARISON), rows)
   columns = COMPARISON_COLUMNS
   sets = rows[0].get("pair_sets", {}) if rows else {}
   for name in rows[0].get("pair_set_names", list(sets)) if rows else ():
@@ -405,8 +410,9 @@ def _write_comparison(config: RunConfig, rows: list[dict]) -> None:
     lines.append("| " + " | ".join("n/a" if value is None else fmt.format(value)
                                    for value, (_, _, fmt) in zip(values, columns)) + " |")
   table = "\n".join(lines) + "\n"
-  runlog.write_text(os.path.join(config.run_dir, "comparison.md"), table)
-  print(f"top-{len(rows)} architectures trained from scratch ({config.run_dir}/comparison.md):")
+  path = os.path.join(config.run_dir, runlog.COMPARISON_TABLE)
+  runlog.write_text(path, table)
+  print(f"top-{len(rows)} architectures trained from scratch ({path}):")
   print(table)
 
 
@@ -424,7 +430,7 @@ def _number(value, form: str = "{:.4g}") -> str:
 
 
 def format_search_summary(summary: dict, run_dir: str) -> str:
-  if summary.get("strategy") == "differentiable":
+  if summary.get("strategy") == DIFFERENTIABLE:
     best = summary["best"]
     rows = [("space / strategy", f"{summary['space']} / differentiable (TAS-style)"),
             ("epochs", summary["epochs"]),
@@ -434,7 +440,7 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
             ("parameters", f"{best['params']:,}"),
             ("supernet FLOPs", f"{summary['supernet_flops']:,}"),
             ("distributions", summary["plot"]),
-            ("ranked architecture", os.path.join(run_dir, "arcs_ranked.json"))]
+            ("ranked architecture", os.path.join(run_dir, runlog.ARCS_RANKED))]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
   rows = [("space / strategy / sampler", f"{summary['search_space']} / {summary['strategy']} / "
@@ -450,13 +456,13 @@ def format_search_summary(summary: dict, run_dir: str) -> str:
            _number(summary["final_cost_mean"])),
           ("final samples: mean reward", _number(summary["final_reward_mean"], "{:.4f}")),
           ("cost", summary["cost_description"]),
-          ("ranked architectures", os.path.join(run_dir, "arcs_ranked.json"))]
+          ("ranked architectures", os.path.join(run_dir, runlog.ARCS_RANKED))]
   width = max(len(r[0]) for r in rows)
   return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
 def _previous_metrics(config: RunConfig) -> dict:
-  return runlog.read_json(os.path.join(config.run_dir, "metrics.json"), default={})
+  return runlog.read_json(os.path.join(config.run_dir, runlog.METRICS), default={})
 
 
 def main(argv: list[str]) -> None:

@@ -17,6 +17,40 @@ import json
 import os
 from typing import Any, Callable, Iterable
 
+# The names in a run folder (RUN_DIR/...), spelled here only: every writer and reader of a
+# run folder joins these (tools, benches and docs name the same files).
+CONFIG = "config.json"  # the resolved RunConfig (spaces.save_config / load_config)
+FLAGFILE = "flags.txt"  # the resolved flags, in flagfile syntax
+DATA_REPORT = "data_report.json"  # what the data reader kept and rejected
+METRICS = "metrics.json"  # fixed / eval results (also in QUALITY_DIR/<net>/)
+COMPARISON = "comparison.json"  # --top_k > 1: the trained architectures side by side
+COMPARISON_TABLE = "comparison.md"
+TRAIN_HISTORY = "train_history.jsonl"  # fixed training: one record per epoch
+BEST = "best.json"  # in BEST_DIR: the best epoch's set, metric, value and checkpoint
+CLEANING_MANIFEST = "cleaning_manifest.json"  # a comprehensive recipe's data cleaning
+SAMPLED_ARCS = "sampled_arcs.jsonl"  # search: every rewarded sample
+TRIALS = "trials.jsonl"  # multi_trial search: every finished trial
+DISTRIBUTIONS = "distributions.jsonl"  # differentiable search: the distributions per epoch
+ARCS_RANKED = "arcs_ranked.json"  # search: the ranked architectures (--arc_file)
+SEARCH_SUMMARY = "search_summary.json"
+FINAL_CONFIG = "final_config.json"  # comprehensive search: the best recipe (--arc_file)
+ACCURACY_VS_COST_PLOT = "accuracy_vs_cost.png"
+DISTRIBUTIONS_PLOT = "distributions.png"
+LATENCY_CACHE = "latency_cache.jsonl"  # --cost_model=measured, unless --latency_cache
+TFLITE_LATENCY_CACHE = "tflite_latency_cache.jsonl"  # --cost_model=tflite
+SETS_REPORT = "sets_report.json"  # in QUALITY_DIR: the --sets read
+QUALITY_SETTINGS = "settings.json"  # in QUALITY_DIR/<net>/: what a resume must share
+QUALITY_HISTORY = "history.jsonl"  # in QUALITY_DIR/<net>/: one record per epoch
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+TENSORBOARD_DIR = "tensorboard"
+SAVED_MODEL_DIR = "saved_model"  # the default --export_dir
+DATA_CACHE_DIR = "data_cache"  # the default --cache_dir
+WORKERS_DIR = "workers"  # non-chief workers' scratch checkpoints
+TRIALS_DIR = "trials"  # multi_trial: one fixed run per trial
+CLEANING_DIR = "cleaning"  # comprehensive search: the cleaning proxy and its embeddings
+QUALITY_DIR = "quality"  # --mode=quality: one folder per quality network
+
 
 def write_bytes(path: str, data: bytes) -> None:
   """Atomic write: tmp file, flush + fsync, rename (a reader sees the old or the new file);

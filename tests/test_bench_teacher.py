@@ -24,13 +24,13 @@ def bench():
 
 def teacher_config(base_filters=48):
   model = ModelConfig(image_size=32, base_filters=base_filters, embedding_dim=128)
-  return RunConfig(mode="fixed", run_dir="/tmp/unused", arc=model.space.default(model),
+  return RunConfig(mode="fixed", run_dir="/tmp/unused", arc=spaces.of(model).default(model),
                    model=model, data=None, train=None, eval=None)
 
 
 def test_scaled_teacher_is_the_closest_even_width(bench):
   teacher = teacher_config()
-  space = teacher.model.space
+  space = spaces.of(teacher.model)
   target = space.flops(teacher.model, teacher.arc) / 4
   chosen = bench.closest_base_filters(teacher, target)
   assert chosen % 2 == 0 and chosen < 48

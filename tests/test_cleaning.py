@@ -1,9 +1,9 @@
-"""Data cleaning from proxy embeddings (enas_face/cleaning.py) on hand-made embeddings."""
+"""Data cleaning from proxy embeddings (enas_face/data/cleaning.py) on hand-made embeddings."""
 import numpy as np
 import pytest
 
-from enas_face import cleaning
-from enas_face.cleaning import CleaningSettings
+from enas_face.data import cleaning
+from enas_face.data.cleaning import CleaningSettings
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 

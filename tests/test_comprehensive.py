@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from absl import flags
 
-from enas_face import cleaning
+from enas_face.data import cleaning
 from enas_face import flags as enas_flags
 from enas_face.models import heads
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.spaces import comprehensive
 from enas_face.spaces.base import SampleError
@@ -101,7 +101,7 @@ def test_held_aspects_stay_at_their_defaults(parse):
                                         ("m2", comprehensive.M2), ("m3", comprehensive.M3)])
 def test_each_loss_decision_reaches_the_heads_parameters(parse, field, grid):
   config = parse("--search_space=loss_only")
-  space = config.model.space
+  space = spaces.of(config.model)
   position = 1 + [name for name, _ in comprehensive.LOSS_GRID[1:]].index(field)
   dataset, _ = tiny_dataset()
   for index, value in enumerate(grid):
@@ -133,7 +133,7 @@ def test_each_cleaning_decision_reaches_the_training_data(parse, tmp_path):
   path = str(tmp_path / "proxy.npz")
   cleaning.ProxyEmbeddings(cleaning.image_keys(dataset.train.images), e, "test").save(path)
   config = parse("--search_space=data_only", f"--cleaning_embeddings={path}")
-  space = config.model.space
+  space = spaces.of(config.model)
 
   def prepared(choices):
     sample = space.decode(choices, config.model)
@@ -206,7 +206,7 @@ def test_final_recipe_round_trips_into_a_fixed_run(joint_search, main_in_process
                            f"--arc_file={os.path.join(run_dir, 'final_config.json')}",
                            f"--run_dir={retrain}")
   assert result.returncode == 0, result.stderr[-4000:]
-  config = RunConfig.load(os.path.join(retrain, "config.json"))
+  config = spaces.load_config(os.path.join(retrain, "config.json"))
   space = spaces.get("comprehensive")
   assert config.arc == space.from_json(final["sample"], config.model)
   assert config.data.cleaning_embeddings == final["cleaning_embeddings"]
@@ -261,7 +261,7 @@ def test_clean_dataset_tool_removes_what_the_rule_says(joint_search, tmp_path):
   manifest = read_json(out / "cleaning_manifest.json")
   # The rule recomputed here: images whose cosine to their label's centre is under 0.5.
   from enas_face.data import load_dataset  # pylint: disable=import-outside-toplevel
-  config = RunConfig.load(os.path.join(run_dir, "config.json"))
+  config = spaces.load_config(os.path.join(run_dir, "config.json"))
   dataset = load_dataset(config.data)
   e = cleaning.unit(cleaning.ProxyEmbeddings.load(config.data.cleaning_embeddings or os.path.join(
       run_dir, "cleaning", cleaning.EMBEDDINGS_NAME)).lookup(dataset.train.images))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
+from enas_face.search.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
                                   StepDecayWithFloor, controller_optimizer, piecewise_lr)
 from enas_face.spaces.base import Decision
 from enas_face.spaces.enas_macro import Architecture, decisions

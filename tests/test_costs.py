@@ -11,11 +11,13 @@ from absl import flags
 
 from flops_oracle import profiler_flops
 from enas_face import costs
+from enas_face.costs import factory as cost_factory
 from enas_face import flags as enas_flags
-from enas_face.config import ConfigError, ModelConfig, RunConfig
+from enas_face.config import ConfigError, ModelConfig
 from enas_face.costs import latency_table
 from enas_face.spaces import enas_macro
 from enas_face.models import builders
+from enas_face import spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -59,15 +61,15 @@ def test_analytic_flops_equal_the_profilers_count(built):
 
 def test_analytic_params_equal_keras_count(built):
   for config, arc, model in built:
-    assert config.space.params(config, arc) == costs.keras_params(model)["trainable"], (
+    assert spaces.of(config).params(config, arc) == costs.keras_params(model)["trainable"], (
         config, arc.to_string())
 
 
 def test_flops_and_params_cost_models_count_without_building():
   config = CONFIGS[1]
   arc = enas_macro.default_architecture(config.num_layers)
-  flops_model = costs.make_cost_model("flops", config)
-  params_model = costs.make_cost_model("params", config)
+  flops_model = cost_factory.make_cost_model("flops", config)
+  params_model = cost_factory.make_cost_model("params", config)
   assert flops_model(arc) == enas_macro.flops(config, arc) > 0
   assert params_model(arc) == enas_macro.params(config, arc) > 0
   assert flops_model.unit == "FLOPs" and params_model.unit == "params"
@@ -80,8 +82,8 @@ def test_flops_and_params_cost_models_count_without_building():
 # ------------------------------------------------------------------------- latency table
 def test_modules_of_an_architecture_are_rows_of_the_table():
   for config, arc in architectures():
-    rows = set(config.space.every_cost_module(config))
-    keys = config.space.cost_modules(config, arc)
+    rows = set(spaces.of(config).every_cost_module(config))
+    keys = spaces.of(config).cost_modules(config, arc)
     assert len(keys) == len(set(keys)) and set(keys) <= rows
     assert "input" in keys and "head" in keys
     assert sum(k.startswith("layer") and "_skip" not in k for k in keys) == config.num_layers
@@ -90,11 +92,11 @@ def test_modules_of_an_architecture_are_rows_of_the_table():
 
 def test_table_prediction_is_the_overhead_plus_the_modules_entries():
   config = CONFIGS[0]
-  keys = config.space.every_cost_module(config)
+  keys = spaces.of(config).every_cost_module(config)
   rng = np.random.default_rng(0)
   table = {"overhead_ms": 0.25, "modules": {k: {"ms": float(rng.uniform(0, 1))} for k in keys}}
   for _, arc in [a for a in architectures() if a[0] is config]:
-    used = config.space.cost_modules(config, arc)
+    used = spaces.of(config).cost_modules(config, arc)
     expected = 0.25 + sum(table["modules"][k]["ms"] for k in used)
     assert latency_table.predict(table, used) == pytest.approx(expected)
   with pytest.raises(KeyError, match="layer9_sep3x3"):
@@ -106,15 +108,15 @@ def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime, fr
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=2,
                        num_reductions=1)
   table = latency_table.build_table(config, runtime=runtime, warmup=1, repeats=3)
-  assert set(table["modules"]) == set(config.space.every_cost_module(config))
+  assert set(table["modules"]) == set(spaces.of(config).every_cost_module(config))
   assert table["overhead_ms"] > 0 and table["runtime"] == runtime
   assert all(row["ms"] >= 0 and row["raw_ms"] > 0 for row in table["modules"].values())
   path = tmp_path / "table.json"
   path.write_text(json.dumps(table))
-  model = costs.make_cost_model("lut", config, table_path=str(path))
+  model = cost_factory.make_cost_model("lut", config, table_path=str(path))
   arc = enas_macro.default_architecture(2)
   assert model(arc) == pytest.approx(latency_table.predict(
-      table, config.space.cost_modules(config, arc)))
+      table, spaces.of(config).cost_modules(config, arc)))
   assert model.evaluations == 0 and "lut" in model.describe()
 
 
@@ -141,13 +143,13 @@ def test_tflite_latency_is_measured_once_and_cached(tmp_path):
   config = CONFIGS[0]
   arc = enas_macro.default_architecture(config.num_layers)
   cache = str(tmp_path / "tflite.jsonl")
-  model = costs.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
+  model = cost_factory.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
   first = model(arc)
   assert first > 0 and model.evaluations == 1
   assert model(arc) == first and model.evaluations == 1
   value, details = model.evaluate(arc)
   assert value == first and 0 <= details["latency_cv"] and model.evaluations == 1
-  again = costs.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
+  again = cost_factory.make_cost_model("tflite", config, cache_path=cache, warmup=1, repeats=3)
   assert again(arc) == first and again.evaluations == 0
 
 
@@ -178,10 +180,10 @@ def test_cost_flag_errors_name_the_flag(tmp_path):
 
 def test_old_config_json_with_latency_names_still_loads():
   config = parse("--mode=search")
-  obj = config.to_json()
+  obj = spaces.config_to_json(config)
   obj["search"]["target_latency_ms"] = obj["search"].pop("cost_target")
   obj["search"]["latency_exponent"] = obj["search"].pop("cost_exponent")
-  loaded = RunConfig.from_json(obj)
+  loaded = spaces.config_from_json(obj)
   assert loaded.search.cost_target == config.search.cost_target
   assert loaded.search.cost_exponent == config.search.cost_exponent
 
@@ -207,7 +209,7 @@ def test_budget_search_never_ranks_an_over_budget_architecture(main_in_process, 
   result = main_in_process(*TINY, "--mode=search", f"--run_dir={run_dir}", "--cost_model=flops",
                            "--reward=budget", f"--cost_target={target}")
   assert result.returncode == 0, result.stderr[-4000:]
-  space = model.space
+  space = spaces.of(model)
   with open(os.path.join(run_dir, "sampled_arcs.jsonl")) as handle:
     records = [json.loads(line) for line in handle if line.strip()]
   assert len(records) == 2 * 2 * 3

@@ -9,13 +9,14 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from enas_face import distill
+from enas_face.training import distill
 from enas_face import export
-from enas_face import fixed
+from enas_face.training import fixed
 from enas_face import flags as enas_flags
 from enas_face.config import ConfigError, DistillConfig
 from enas_face.data import load_dataset
 from enas_face.models import builders
+from enas_face import spaces
 
 TINY = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=6",
         "--synthetic_images_per_identity=8", "--synthetic_heldout_identities=4",
@@ -34,7 +35,7 @@ def teacher_run(tmp_path_factory):
   config = enas_flags.config_from_flags(values)
   values.unparse_flags()
   os.makedirs(run_dir, exist_ok=True)
-  config.save(os.path.join(run_dir, "config.json"))
+  spaces.save_config(config, os.path.join(run_dir, "config.json"))
   dataset = load_dataset(config.data)
   state = fixed.train(config, dataset)
   return run_dir, config, dataset, state
@@ -114,6 +115,6 @@ def test_bad_teachers_are_refused_by_flag(teacher_run, tmp_path):
     distill.build(DistillConfig(teacher=run_dir, kl_alpha=0.9), 8, 9)
   empty = tmp_path / "untrained"
   empty.mkdir()
-  dataclasses.replace(config, run_dir=str(empty)).save(str(empty / "config.json"))
+  spaces.save_config(dataclasses.replace(config, run_dir=str(empty)), str(empty / "config.json"))
   with pytest.raises(ConfigError, match="no checkpoint yet"):
     distill.load_teacher(str(empty))

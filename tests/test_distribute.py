@@ -1,7 +1,7 @@
 """tf.distribute on this CPU: a mirrored training step equals one device's, two-process
 multi-worker runs of both modes finish with only the chief writing, and bad settings
-fail with one `error:` line. (The end-to-end --strategy=mirrored --num_replicas=2
-runs of both modes are in test_resume.py, which also kills and resumes them.)
+fail with one `error:` line. (The end-to-end --distribution_strategy=mirrored
+--num_replicas=2 runs of both modes are in test_resume.py, which also kills and resumes them.)
 
 Logical CPU devices must be configured before TensorFlow initialises its runtime,
 so every strategy runs in a subprocess (tests/distributed_check.py or the CLI).
@@ -126,7 +126,7 @@ def two_workers(tmp_path_factory):
     ports = free_ports(2)
     run_dir = str(base / mode)
     results, seconds = run_together(*[
-        ([*args, "--strategy=multi_worker", f"--run_dir={run_dir}", *TINY],
+        ([*args, "--distribution_strategy=multi_worker", f"--run_dir={run_dir}", *TINY],
          {**ENV, "TF_CONFIG": tf_config(ports, index)}) for index in range(2)])
     print(f"two-worker {mode} run: {seconds:.1f} s wall")
     runs[mode] = (run_dir, results, seconds)
@@ -177,16 +177,25 @@ def test_bad_tf_config_is_one_error_line_and_exit_code_2(tmp_path, value, expect
   env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
   if value is not None:
     env["TF_CONFIG"] = value
-  result = run_main("--mode=fixed", "--strategy=multi_worker", f"--run_dir={tmp_path / 'run'}",
-                    env=env)
+  result = run_main("--mode=fixed", "--distribution_strategy=multi_worker",
+                    f"--run_dir={tmp_path / 'run'}", env=env)
   assert result.returncode == 2, result.stderr[-3000:]
   lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
   assert not os.path.exists(tmp_path / "run")  # refused before the run folder is made
 
 
+def test_the_old_strategy_flag_reaches_the_distribution_strategy(tmp_path):
+  """--strategy, the flag's name before --distribution_strategy, still sets it."""
+  env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
+  result = run_main("--mode=fixed", "--strategy=multi_worker", f"--run_dir={tmp_path / 'run'}",
+                    env=env)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "error: --distribution_strategy=multi_worker needs the TF_CONFIG" in result.stderr
+
+
 def test_batch_not_divisible_by_the_replicas_is_a_clear_error(tmp_path):
-  result = run_main("--mode=fixed", "--strategy=mirrored", "--num_replicas=3",
+  result = run_main("--mode=fixed", "--distribution_strategy=mirrored", "--num_replicas=3",
                     f"--run_dir={tmp_path / 'run'}", *TINY)  # --batch_size=8
   assert result.returncode == 2, result.stderr[-3000:]
   errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]

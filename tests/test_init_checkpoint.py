@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed
 from enas_face.config import ConfigError, ModelConfig
 from enas_face.spaces import enas_macro
-from enas_face.training import loop
 from enas_face.models import builders
+from enas_face import spaces
+from enas_face.training import checkpoints
 
 CONFIG = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=3,
                      num_reductions=1)
@@ -27,7 +27,7 @@ def saved_run(tmp_path, model):
   """A run folder whose checkpoints/ holds `model` as the fixed runs save it."""
   run_dir = str(tmp_path / "source")
   manager = tf.train.CheckpointManager(tf.train.Checkpoint(child=model),
-                                       loop.checkpoint_dir(run_dir), max_to_keep=1)
+                                       checkpoints.checkpoint_dir(run_dir), max_to_keep=1)
   return run_dir, manager.save()
 
 
@@ -36,7 +36,7 @@ def test_same_architecture_starts_from_every_saved_weight(tmp_path):
   run_dir, _ = saved_run(tmp_path, source)
   target = child(ARC)
   assert not np.allclose(weights(target, "stem")[0], weights(source, "stem")[0])
-  fixed.initialize_child(target, run_dir)
+  checkpoints.initialize_child(target, run_dir)
   for key in source.module_keys:
     for a, b in zip(weights(source, key), weights(target, key)):
       np.testing.assert_array_equal(a, b)
@@ -47,7 +47,7 @@ def test_another_architecture_takes_the_modules_it_shares(tmp_path):
   _, path = saved_run(tmp_path, source)  # a checkpoint prefix works too
   target = child(OTHER)
   before = weights(target, "layer0_avgpool3x3")
-  fixed.initialize_child(target, path)
+  checkpoints.initialize_child(target, path)
   for key in ("stem", "layer1_sep5x5", "embedding", "reduce0_to1"):
     for a, b in zip(weights(source, key), weights(target, key)):
       np.testing.assert_array_equal(a, b)
@@ -57,19 +57,19 @@ def test_another_architecture_takes_the_modules_it_shares(tmp_path):
 
 def test_errors_name_the_flag(tmp_path):
   with pytest.raises(ConfigError, match="--init_checkpoint=.*no checkpoint"):
-    fixed.initialize_child(child(ARC), str(tmp_path))
+    checkpoints.initialize_child(child(ARC), str(tmp_path))
   wide = ModelConfig(image_size=16, base_filters=8, embedding_dim=8, num_layers=3,
                      num_reductions=1)
   run_dir, _ = saved_run(tmp_path, child(ARC, wide))
   with pytest.raises(ConfigError, match="--init_checkpoint=.*do not fit"):
-    fixed.initialize_child(child(ARC), run_dir)
+    checkpoints.initialize_child(child(ARC), run_dir)
 
 
 def test_flag_reaches_fixed_training_and_every_multi_trial_trial(tmp_path):
   from absl import flags
 
   from enas_face import flags as enas_flags
-  from enas_face import strategies
+  from enas_face.search import strategies
   run_dir, _ = saved_run(tmp_path, child(ARC))
   values = flags.FLAGS
   values.unparse_flags()
@@ -78,7 +78,7 @@ def test_flag_reaches_fixed_training_and_every_multi_trial_trial(tmp_path):
   config = enas_flags.config_from_flags(values)
   assert config.train.init_checkpoint == run_dir
   trials = strategies.MultiTrial.__new__(strategies.MultiTrial)  # only its config is needed
-  trials.config, trials.space = config, config.model.space
+  trials.config, trials.space = config, spaces.of(config.model)
   assert trials.trial_config(ARC).train.init_checkpoint == run_dir
   values.unparse_flags()
   with pytest.raises(ConfigError, match="--init_checkpoint=.*no such"):

@@ -9,7 +9,7 @@ import pytest
 
 from enas_face.spaces import enas_macro
 from enas_face.config import ModelConfig
-from enas_face.latency import LatencyMeter, LatencyStats
+from enas_face.costs.latency import LatencyMeter, LatencyStats
 
 TINY = ModelConfig(image_size=16, base_filters=4, embedding_dim=8)
 L = TINY.num_layers

@@ -33,6 +33,7 @@ def run_main(*args, check=False):
     (["--batch_size=-4"], "--batch_size"),
     (["--warmup_epochs=10", "--epochs=5"], "--warmup_epochs"),
     (["--num_pairs=30"], "--num_pairs"),
+    (["--stream=always"], "--stream=always with --dataset=synthetic"),  # nothing to stream
     (["--mode=eval", "--run_dir=/no/such/run"], "/no/such/run"),
     (["positional"], "positional"),
 ])

@@ -9,14 +9,17 @@ import pytest
 import tensorflow as tf
 
 from enas_face import costs
-from enas_face import differentiable
+from enas_face import distribute
+from enas_face.search import differentiable
 from enas_face import spaces
-from enas_face.config import ConfigError, ModelConfig
+from enas_face.config import (ConfigError, DataConfig, DistillConfig, EvalConfig, HeadConfig,
+                              ModelConfig, RunConfig, SearchConfig, TrainConfig)
 from enas_face.data.base import LabelledImages
 from enas_face.models import mobilefacenet as model_lib
 from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.spaces.base import SampleError
 from enas_face.models import builders
+from enas_face.training import distill
 from flops_oracle import profiler_flops
 
 SPACE = spaces.get("mobilefacenet")
@@ -189,3 +192,132 @@ def test_split_halves_are_disjoint_with_the_same_identities():
   assert len(a.labels) == len(b.labels) == 20
   assert not set(a.images[..., 0].ravel()) & set(b.images[..., 0].ravel())
   assert set(a.labels) == set(b.labels) == set(range(5))
+
+
+
+# ------------------------------------------ the search's loss is the training seam's (step.py)
+TINY = ModelConfig(image_size=16, embedding_dim=8, search_space="mobilefacenet",
+                   width_multiplier=0.25)
+CLASSES, BATCH, SMOOTHING, TAU, SEED = 6, 8, 0.1, tf.constant(1.0), tf.constant([3, 4])
+
+
+def tiny_distillation(config: DistillConfig) -> distill.Distillation:
+  """distill.build's stand-in: a random linear teacher (x / 255 -> 6-d) with a softmax head,
+  and the 8 -> 6 projection."""
+  embed = tf.keras.Sequential([tf.keras.layers.Reshape((16 * 16 * 3,)),
+                               tf.keras.layers.Rescaling(1 / 255), tf.keras.layers.Dense(6)])
+  teacher = distill.Teacher(embed, tf.keras.layers.Dense(CLASSES), 16, 6, CLASSES, "tiny")
+  teacher(tf.zeros((1, 16, 16, 3)))
+  projection = distill.Projection(TINY.embedding_dim, 6)
+  projection.build((None, TINY.embedding_dim))
+  return distill.Distillation(config, teacher, projection)
+
+
+class TinySearch:
+  """The search's state (differentiable.create_state, as search() builds it) on a cosface
+  head, with --regularface_weight and the tiny teacher, seeded identically, and a batch."""
+
+  def __init__(self, regularface_weight=0.0, alpha=None):
+    tf.keras.utils.set_random_seed(5)
+    self.regularface_weight = regularface_weight
+    config = RunConfig(
+        mode="search", run_dir="", arc=None, model=TINY, data=DataConfig(), eval=EvalConfig(),
+        train=TrainConfig(batch_size=BATCH, label_smoothing=SMOOTHING, warmup_epochs=1),
+        search=SearchConfig(strategy="differentiable", epochs=2),
+        head=HeadConfig(head="cosface", margin_scale="16", regularface_weight=regularface_weight),
+        distill=DistillConfig(teacher="" if alpha is None else "tiny", embedding_weight=0.7,
+                              kl_alpha=alpha or 0.0))
+    with pytest.MonkeyPatch.context() as patch:  # no teacher folder: the tiny teacher
+      patch.setattr(distill, "build",
+                    lambda cfg, *_: tiny_distillation(cfg) if cfg.teacher else None)
+      state = differentiable.create_state(config, CLASSES, 10, distribute.make_placement("default"))
+    self.supernet, self.head, self.distributions = state.supernet, state.head, state.distributions
+    self.distillation, self.optimizer = state.distillation, state.optimizer
+    self.weight_step, self.arch_step = state.weight_step, state.arch_step
+    rng = np.random.default_rng(0)
+    self.images = tf.constant(rng.uniform(0, 255, (BATCH, 16, 16, 3)).astype("float32"))
+    self.labels = tf.constant(rng.permutation(BATCH) % CLASSES, tf.int32)
+
+  def steps(self):
+    """(L of the weight step, its reference; L of the arch step after it, its reference)."""
+    before = self.reference()
+    loss, _, _ = self.weight_step(self.images, self.labels, TAU, SEED)
+    after = self.reference()
+    arch_loss, _ = self.arch_step(self.images, self.labels, TAU, SEED, tf.constant(1.0))
+    return float(loss), before, float(arch_loss), after
+
+  def reference(self) -> dict:
+    """CE, RegularFace, the distillation term and L = w_CE CE + w_R RF + distill, in numpy
+    from the model's outputs on the batch."""
+    embeddings = self.supernet(self.images, mix=self.distributions.sample(TAU, SEED),
+                               training=True)
+    logits = self.head.training_logits(embeddings, self.labels, step=self.optimizer.iterations)[0]
+    target = (1 - SMOOTHING) * np.eye(CLASSES)[self.labels.numpy()] + SMOOTHING / CLASSES
+    cross_entropy = -(target * log_softmax(logits)).sum(-1).mean()
+    w = unit(self.head.class_weights.numpy().T)  # [C, D]
+    regularface = (w @ w.T - 3.0 * np.eye(CLASSES)).max(-1).mean()
+    parts = {"ce": cross_entropy, "regularface": regularface, "distill": 0.0, "ce_weight": 1.0}
+    if self.distillation is not None:
+      cfg, teacher = self.distillation.config, self.distillation.teacher
+      dense = teacher.embed.layers[-1]
+      pixels = self.images.numpy().reshape(BATCH, -1) / 255.0
+      raw = pixels @ dense.kernel.numpy() + dense.bias.numpy()
+      student = unit(embeddings.numpy() @ self.distillation.projection.dense.kernel.numpy())
+      term = cfg.embedding_weight * (1 - (student * unit(raw)).sum(-1))
+      t = cfg.temperature
+      log_p_t = log_softmax((raw @ teacher.head.kernel.numpy() + teacher.head.bias.numpy()) / t)
+      log_p_s = log_softmax(self.head(embeddings).numpy() / t)
+      term = term + cfg.kl_alpha * t * t * (np.exp(log_p_t) * (log_p_t - log_p_s)).sum(-1)
+      parts.update(distill=term.mean(), ce_weight=1 - cfg.kl_alpha)
+    parts["loss"] = (parts["ce_weight"] * cross_entropy + self.regularface_weight * regularface
+                     + parts["distill"])
+    return parts
+
+
+def log_softmax(logits):
+  logits = np.asarray(logits, np.float64)
+  shifted = logits - logits.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def unit(x):
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def searches():
+  """(L of the weight step, its reference, L of the arch step, its reference) of tiny searches:
+  plain, --regularface_weight=0.5, and that with a teacher (alpha 0.5). The steps run eagerly
+  (the same code; tracing the supernet's gradient takes a minute on 2 cores)."""
+  tf.config.run_functions_eagerly(True)
+  try:
+    return {"plain": TinySearch().steps(), "regularface": TinySearch(0.5).steps(),
+            "distill": TinySearch(0.5, alpha=0.5).steps()}
+  finally:
+    tf.config.run_functions_eagerly(False)
+
+
+def test_regularface_reaches_the_width_depth_search(searches):
+  """--regularface_weight: both steps' L = CE + w RegularFace(W), not the CE alone."""
+  loss, before, arch_loss, after = searches["regularface"]
+  assert before["regularface"] > 0.05
+  np.testing.assert_allclose(loss, before["ce"] + 0.5 * before["regularface"], rtol=1e-5)
+  np.testing.assert_allclose(arch_loss, after["ce"] + 0.5 * after["regularface"], rtol=1e-5)
+  plain, plain_before, plain_arch, _ = searches["plain"]
+  np.testing.assert_allclose(plain, plain_before["ce"], rtol=1e-5)
+  np.testing.assert_allclose(plain_before["ce"], before["ce"], rtol=1e-6)  # the same start
+  np.testing.assert_allclose(loss - plain, 0.5 * before["regularface"], rtol=1e-4)
+  assert abs(arch_loss - plain_arch) > 0.01
+
+
+def test_distillation_reaches_the_width_depth_search(searches):
+  """With a teacher: both steps' L = (1 - alpha) CE + w_R RegularFace + w_e (1 - cos)
+  + alpha T^2 KL (distill.py's term, averaged over the batch)."""
+  loss, before, arch_loss, after = searches["distill"]
+  assert before["distill"] > 0.05 and before["ce_weight"] == 0.5
+  np.testing.assert_allclose(loss, before["loss"], rtol=1e-5)
+  np.testing.assert_allclose(arch_loss, after["loss"], rtol=1e-5)
+  without = 0.5 * before["ce"] + 0.5 * before["regularface"]
+  np.testing.assert_allclose(loss - without, before["distill"], rtol=1e-4)
+  assert abs(loss - searches["regularface"][0]) > 0.05

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enas_face import plots
+from enas_face.search import plots
 from enas_face.spaces import enas_macro
 
 PNG = b"\x89PNG\r\n\x1a\n"

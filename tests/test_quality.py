@@ -114,13 +114,15 @@ def test_set_saved_model_reloads_without_enas_face(qanpp_run, main_in_process, t
   model_dir = os.path.join(export_dir, "set_qanpp")
   # Reference from the library: frame embeddings (no flip) and QAN++ scores -> numpy pooling.
   import dataclasses
-  from enas_face import fixed, quality
-  from enas_face.config import RunConfig, SetConfig
+  from enas_face.training import set_quality as quality
+  from enas_face.training import checkpoints
+  from enas_face.config import SetConfig
+  from enas_face import spaces
   from enas_face.data import synthetic_video
   from enas_face.evaluation import sets
-  config = RunConfig.load(os.path.join(qanpp_run, "config.json"))
+  config = spaces.load_config(os.path.join(qanpp_run, "config.json"))
   config = dataclasses.replace(config, run_dir=qanpp_run, sets=SetConfig())
-  child = fixed.restore_child(config)
+  child = checkpoints.restore_child(config)
   frames = synthetic_video.make_synthetic_videos(2, 1, 5, 32, seed=3).frames
   codes = quality.embed_frames(child, frames, 64)
   net = quality.restore_net(config, "qanpp", codes.features.shape[1])

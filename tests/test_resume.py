@@ -28,7 +28,8 @@ TINY = ["--image_size=16", "--num_layers=2", "--num_reductions=1", "--synthetic_
         "--synthetic_images_per_identity=30", "--synthetic_heldout_identities=4",
         "--synthetic_heldout_images_per_identity=5", "--num_pairs=20", "--base_filters=4",
         "--embedding_dim=8", "--batch_size=8", "--warmup_epochs=1", "--pca_components=8",
-        "--eval_batch_size=64", "--strategy=mirrored", "--num_replicas=2", "--deterministic"]
+        "--eval_batch_size=64", "--distribution_strategy=mirrored", "--num_replicas=2",
+        "--deterministic"]
 FIXED_EPOCHS = 3
 SEARCH_EPOCHS, CONTROLLER_STEPS, SAMPLES = 3, 2, 1
 SEARCH = ["--mode=search", f"--search_epochs={SEARCH_EPOCHS}",
@@ -135,7 +136,7 @@ def test_fixed_run_killed_mid_epoch_resumes_without_gap_or_duplicate(fixed_runs)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   history = read_jsonl(os.path.join(killed, "train_history.jsonl"))
   assert [h["epoch"] for h in history] == list(range(1, FIXED_EPOCHS + 1))
-  assert {h["replicas"] for h in history} == {2}  # --strategy=mirrored --num_replicas=2
+  assert {h["replicas"] for h in history} == {2}  # mirrored, --num_replicas=2
   with open(os.path.join(killed, "checkpoints", "checkpoint")) as f:
     assert f.readline().strip() == f'model_checkpoint_path: "ckpt-{FIXED_EPOCHS}"'
   assert os.path.exists(os.path.join(killed, "metrics.json"))
@@ -250,7 +251,7 @@ def test_nan_loss_stops_with_exit_code_3_and_keeps_the_last_checkpoint(fixed_run
   before = snapshot()
   history_before = open(os.path.join(run_dir, "train_history.jsonl")).read()
   result = run(f"--run_dir={run_dir}", "--mode=fixed", f"--epochs={FIXED_EPOCHS + 1}",
-               "--lr_max=1e30", *TINY, "--strategy=default", "--num_replicas=0")
+               "--lr_max=1e30", *TINY, "--distribution_strategy=default", "--num_replicas=0")
   assert result.returncode == 3, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1, result.stderr[-3000:]

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from enas_face import reward as reward_lib
-from enas_face.reward import (REWARDS, accuracy_reward, make_reward, mnasnet_reward,
+from enas_face.search import rewards as reward_lib
+from enas_face.search.rewards import (REWARDS, accuracy_reward, make_reward, mnasnet_reward,
                               paper_reward)
 
 T = 10.0
@@ -184,4 +184,4 @@ def test_module_has_no_tensorflow_dependency():
   import sys
   source = open(reward_lib.__file__, encoding="utf-8").read()
   assert "tensorflow" not in source and "keras" not in source
-  assert "enas_face.reward" in sys.modules
+  assert "enas_face.search.rewards" in sys.modules

@@ -144,11 +144,12 @@ def test_read_json_default(tmp_path):
 
 
 @pytest.mark.parametrize("module,reader,filename", [
-    ("search", "read_log", "sampled_arcs.jsonl"),
-    ("fixed", "read_history", "train_history.jsonl"),
+    ("search.loop", "read_log", "sampled_arcs.jsonl"),
+    ("training.fixed", "read_history", "train_history.jsonl"),
 ])
 def test_run_readers_survive_a_torn_last_line(tmp_path, module, reader, filename):
-  """search.read_log and fixed.read_history read RUN_DIR's log and drop a torn last line."""
+  """search.loop.read_log and training.fixed.read_history read RUN_DIR's log (under the name
+  it has always had) and drop a torn last line."""
   import importlib
   read = getattr(importlib.import_module(f"enas_face.{module}"), reader)
   path = str(tmp_path / filename)
@@ -159,3 +160,35 @@ def test_run_readers_survive_a_torn_last_line(tmp_path, module, reader, filename
   with open(path, "a") as f:
     f.write('5}')  # now complete-looking, still without its newline
   assert read(str(tmp_path)) == RECORDS
+
+
+def run_file_names() -> dict[str, str]:
+  """runlog's run-folder file names (constants whose value has an extension): value -> name."""
+  return {value: name for name, value in vars(runlog).items()
+          if name.isupper() and isinstance(value, str) and "." in value}
+
+
+def test_run_file_names_are_spelled_in_runlog_only():
+  """No module of the package, tool or bench spells a run file's name as a literal of its own:
+  they join runlog's constants (a docstring naming the file is prose, not a literal)."""
+  import ast  # pylint: disable=import-outside-toplevel
+  import glob  # pylint: disable=import-outside-toplevel
+  names = run_file_names()
+  assert {"config.json", "metrics.json", "arcs_ranked.json", "search_summary.json",
+          "sampled_arcs.jsonl", "trials.jsonl", "train_history.jsonl"} <= set(names)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # Files of the same name that are not run files: an aligned dataset's settings.
+  elsewhere = {("tools/align_dataset.py", "settings.json")}
+  found = []
+  for path in sorted(glob.glob(os.path.join(root, "enas_face", "**", "*.py"), recursive=True)
+                     + glob.glob(os.path.join(root, "tools", "*.py"))
+                     + glob.glob(os.path.join(root, "bench", "*.py"))):
+    if path == runlog.__file__:
+      continue
+    with open(path, encoding="utf-8") as handle:
+      tree = ast.parse(handle.read())
+    found += [f"{os.path.relpath(path, root)}:{node.lineno}: {node.value!r} "
+              f"(runlog.{names[node.value]})" for node in ast.walk(tree)
+              if isinstance(node, ast.Constant) and node.value in names
+              and (os.path.relpath(path, root), node.value) not in elsewhere]
+  assert not found, "\n".join(found)

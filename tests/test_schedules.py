@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from enas_face import schedules
+from enas_face.training import schedules
 
 
 def lr_at(schedule, step):

@@ -13,7 +13,7 @@ from absl import flags
 from enas_face import flags as enas_flags
 from enas_face import main as enas_main
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -56,7 +56,7 @@ def read_jsonl(path):
 
 
 def model_config(run_dir):
-  return RunConfig.load(os.path.join(run_dir, "config.json")).model
+  return spaces.load_config(os.path.join(run_dir, "config.json")).model
 
 
 # ------------------------------------------------------------ one-shot, verification reward
@@ -244,9 +244,10 @@ def test_a_search_is_not_resumed_with_another_strategy(parse, tmp_path):
   assert config.search.strategy == "one_shot"
   enas_main._prepare_run_dir(parse("--mode=search", f"--run_dir={run_dir}"))  # same: resumes
   other = parse("--mode=search", f"--run_dir={run_dir}", "--search_strategy=multi_trial")
-  with pytest.raises(ConfigError, match="search with other settings"):
+  with pytest.raises(ConfigError, match="search with other settings "
+                     r"\(--search_strategy='one_shot' there, 'multi_trial' now\)"):
     enas_main._prepare_run_dir(other)
-  assert RunConfig.load(os.path.join(run_dir, "config.json")).search.strategy == "one_shot"
+  assert spaces.load_config(os.path.join(run_dir, "config.json")).search.strategy == "one_shot"
   # The command line refuses it before any training: exit code 2, one error line.
   result = run(*TINY, "--mode=search", f"--run_dir={run_dir}", "--search_strategy=multi_trial")
   assert result.returncode == 2 and result.stderr.startswith("error: ")

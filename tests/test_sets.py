@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from enas_face.data import frame_sets
 from enas_face.evaluation import sets
 
 # Hand-made frames: f_0 and f_1 have norm 2 and 5 (pooling must not see the norms).
@@ -196,13 +197,13 @@ def test_sets_from_labels_is_seeded_and_capped():
 # ------------------------------------------------------------------ set pairs
 def test_set_pairs_are_balanced_and_fold_ordered():
   set_labels = np.repeat(np.arange(8), 4)
-  pairs, is_same = sets.make_set_pairs(set_labels, num_pairs=40, num_folds=5, seed=3)
+  pairs, is_same = frame_sets.make_set_pairs(set_labels, num_pairs=40, num_folds=5, seed=3)
   assert pairs.shape == (40, 2) and is_same.dtype == bool
   np.testing.assert_array_equal(is_same, np.tile(np.repeat([True, False], 4), 5))
   np.testing.assert_array_equal(set_labels[pairs[:, 0]] == set_labels[pairs[:, 1]], is_same)
   assert np.all(pairs[:, 0] != pairs[:, 1])
   assert len({tuple(sorted(p)) for p in pairs.tolist()}) == 40
-  again = sets.make_set_pairs(set_labels, num_pairs=40, num_folds=5, seed=3)
+  again = frame_sets.make_set_pairs(set_labels, num_pairs=40, num_folds=5, seed=3)
   np.testing.assert_array_equal(pairs, again[0])
 
 
@@ -215,7 +216,7 @@ def _toy_sets(separable: bool, seed: int = 0):
     embeddings = centres[set_labels] + 0.05 * rng.standard_normal((set_labels.size, 32))
   else:
     embeddings = rng.standard_normal((set_labels.size, 32))
-  pairs, is_same = sets.make_set_pairs(set_labels, num_pairs=600, num_folds=10, seed=seed)
+  pairs, is_same = frame_sets.make_set_pairs(set_labels, num_pairs=600, num_folds=10, seed=seed)
   return embeddings, pairs, is_same
 
 

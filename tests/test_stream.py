@@ -261,7 +261,7 @@ def test_two_workers_read_their_own_shares(aligned, tmp_path):
   run_dir = str(tmp_path / "workers")
   ports = free_ports(2)
   (chief, other), _ = run_together(*[
-      ([*FIXED, "--strategy=multi_worker", f"--run_dir={run_dir}", *args],
+      ([*FIXED, "--distribution_strategy=multi_worker", f"--run_dir={run_dir}", *args],
        {**ENV, "TF_CONFIG": tf_config(ports, index)}) for index in range(2)])
   assert chief.returncode == 0, chief.stderr[-4000:]
   assert other.returncode == 0, other.stderr[-4000:]

@@ -10,7 +10,7 @@ from absl import flags
 
 from enas_face import flags as enas_flags
 from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
+from enas_face.config import ConfigError
 from test_search_core import lose_last_checkpoint, read_json, read_jsonl, run
 
 DATA = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=8",
@@ -45,7 +45,7 @@ def search_run(teacher, main_in_process, tmp_path_factory):
 @pytest.mark.slow
 def test_search_writes_distributions_ranking_and_plot(search_run, teacher):
   space = spaces.get("mobilefacenet")
-  model = RunConfig.load(os.path.join(search_run, "config.json")).model
+  model = spaces.load_config(os.path.join(search_run, "config.json")).model
   records = read_jsonl(os.path.join(search_run, "distributions.jsonl"))
   assert [r["epoch"] for r in records] == [1, 2]
   assert records[0]["tau"] == pytest.approx(5.0) and records[1]["tau"] == pytest.approx(0.1)
@@ -93,11 +93,11 @@ def test_student_retrains_with_distillation_from_the_search(search_run, teacher,
           f"--distill_from={teacher}", "--distill_kl_alpha=0.9", f"--run_dir={run_dir}"]
   result = main_in_process(*args)
   assert result.returncode == 0, result.stderr[-4000:]
-  config = RunConfig.load(os.path.join(run_dir, "config.json"))
+  config = spaces.load_config(os.path.join(run_dir, "config.json"))
   assert config.distill.teacher == teacher and config.distill.kl_alpha == 0.9
   metrics = read_json(os.path.join(run_dir, "metrics.json"))
-  sample = spaces.load_samples(ranked, config.model.space, config.model)[0]
-  assert metrics["params"] == config.model.space.params(config.model, sample)
+  sample = spaces.load_samples(ranked, spaces.of(config.model), config.model)[0]
+  assert metrics["params"] == spaces.of(config.model).params(config.model, sample)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   names = [n for n, _ in tf.train.list_variables(os.path.join(run_dir, "checkpoints", "ckpt-2"))]
   assert any(n.startswith("distill/") for n in names)  # the 8 -> 16 projection is saved
@@ -143,4 +143,4 @@ def test_flag_errors_name_the_flag(parse, tmp_path):
     parse(*STUDENT, *SEARCH, "--gumbel_tau_min=6")
   config = parse("--model=mobilefacenet", "--width_multiplier=0.5", "--mode=fixed")
   assert config.model.search_space == "mobilefacenet" and config.model.width_multiplier == 0.5
-  assert RunConfig.from_json(config.to_json()) == config
+  assert spaces.config_from_json(spaces.config_to_json(config)) == config

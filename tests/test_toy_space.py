@@ -12,7 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from enas_face import fixed, search, spaces
+from enas_face.training import fixed
+
+from enas_face.search import loop as search
+
+from enas_face import runlog
+from enas_face import spaces
 from enas_face.models import builders, ops
 from enas_face.config import (DataConfig, EvalConfig, ModelConfig, RunConfig, SearchConfig,
                               TrainConfig)
@@ -121,7 +126,7 @@ def test_multi_trial_search_and_fixed_training_of_a_categorical_space(toy_space,
     assert 0.0 <= record["score"] <= 1.0 and record["reward"] == pytest.approx(record["score"])
   assert summary["trials"] == len({r["encoding"] for r in records})
   # The ranking feeds fixed training, as --mode=fixed --arc_file does.
-  best = spaces.load_samples(os.path.join(config.run_dir, search.RANKED_NAME), toy_space,
+  best = spaces.load_samples(os.path.join(config.run_dir, runlog.ARCS_RANKED), toy_space,
                              config.model)[0]
   trained = dataclasses.replace(config, mode="fixed", arc=best, run_dir=str(tmp_path / "fixed"))
   state = fixed.train(trained, dataset)

@@ -1,11 +1,16 @@
 """The training library: every head trains a tiny fixed run (with label smoothing), extra
 loss terms add exactly their weighted value, and the search runs with a margin head."""
+import dataclasses
+import types
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face import fixed, search
+from enas_face.training import fixed
+
+from enas_face.search import loop as search
 from enas_face.models import heads
 from enas_face.spaces import enas_macro
 from enas_face.models.child import FixedChild
@@ -80,6 +85,50 @@ def test_extra_loss_terms_add_their_weighted_value():
   with_norm, _, _ = _step_loss([per_example])
   assert with_norm > plain
   assert 0.0 <= accuracy <= 1.0
+
+
+def test_train_step_loss_is_the_seam_loss():
+  """The step of fixed training and of the one-shot search takes TaskLoss on its batch
+  (before the update): L = w_CE CE(smoothed) + w_R RegularFace(W) + w mean |e|, in numpy."""
+  keras.utils.set_random_seed(2)
+  model = dataclasses.replace(MODEL, dropblock_keep_prob=1.0)  # e the same in both calls
+  child = FixedChild(model, enas_macro.default_architecture(2)).build_for_input()
+  head = heads.build_head(HeadConfig(head="arcface", margin_scale="16"), 8, MODEL.embedding_dim)
+  optimizer = train_lib.make_optimizer(TrainConfig(epochs=2, warmup_epochs=1), 10, 2)
+  extra, ce_weight = train_lib.run_terms(HeadConfig(regularface_weight=0.5))
+  extra.append(train_lib.ExtraLoss("norm", 2.0, lambda inputs: tf.norm(inputs.embeddings, axis=-1),
+                                   per_example=True))
+  images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[5, 6], maxval=255.0)
+  labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 0], tf.int32)
+  embeddings = child(images, training=True)
+  seam, _ = train_lib.TaskLoss(head, 8, 0.1, 8, extra, 0.6)(images, labels, embeddings,
+                                                            optimizer.iterations)
+  logits = head.training_logits(embeddings, labels, step=optimizer.iterations)[0].numpy()
+  logits = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  target = 0.9 * np.eye(8)[labels.numpy()] + 0.1 / 8
+  w = head.class_weights.numpy().astype(np.float64)
+  w /= np.linalg.norm(w, axis=0)
+  reference = (0.6 * -(target * log_p).sum(-1).mean()
+               + 0.5 * (w.T @ w - 3 * np.eye(8)).max(-1).mean()
+               + 2.0 * np.linalg.norm(embeddings.numpy(), axis=-1).mean())
+  np.testing.assert_allclose(float(seam), reference, rtol=1e-5)
+  step = train_lib.make_train_step(child, head, optimizer, 0.1, 8, 8, extra=extra,
+                                   cross_entropy_weight=0.6)
+  loss, _, _ = step(images, labels)
+  np.testing.assert_allclose(float(loss), float(seam), rtol=1e-6)
+  assert ce_weight == 1.0 and [term.name for term in extra] == ["regularface", "norm"]
+
+
+def test_run_terms_add_distillation_and_its_cross_entropy_weight():
+  """With a teacher: RegularFace then distillation's term, w_CE = 1 - alpha."""
+  term = train_lib.ExtraLoss("distill", 1.0, lambda inputs: inputs.embeddings, per_example=True)
+  teacher = types.SimpleNamespace(term=lambda: term, cross_entropy_weight=0.1)
+  extra, ce_weight = train_lib.run_terms(HeadConfig(regularface_weight=0.3), teacher)
+  assert [t.name for t in extra] == ["regularface", "distill"] and extra[0].weight == 0.3
+  assert ce_weight == 0.1
+  assert train_lib.run_terms(HeadConfig(), teacher) == ([term], 0.1)
+  assert train_lib.run_terms(HeadConfig()) == ([], 1.0)
 
 
 def test_no_extra_terms_without_regularface():

@@ -34,11 +34,12 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from enas_face import cli  # noqa: E402
-from enas_face import costs  # noqa: E402
+from enas_face.costs import factory as cost_factory  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the model flags)
 from enas_face import runlog  # noqa: E402
-from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.config import ConfigError  # noqa: E402
 from enas_face.costs import latency_table  # noqa: E402
+from enas_face import spaces  # noqa: E402
 
 flags.DEFINE_enum("runtime", "tf_function", latency_table.RUNTIMES, "What times the modules.")
 flags.DEFINE_integer("table_warmup", 10, "Untimed calls per module.", lower_bound=0)
@@ -54,10 +55,10 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected positional arguments {argv[1:]}; every option is a --flag")
-  config_path = os.path.join(FLAGS.run_dir, "config.json")
+  config_path = os.path.join(FLAGS.run_dir, runlog.CONFIG)
   try:
     if os.path.exists(config_path):
-      model_config = RunConfig.load(config_path).model
+      model_config = spaces.load_config(config_path).model
       source = config_path
     else:
       model_config = enas_flags.config_from_flags(FLAGS).model
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> None:
   except (ConfigError, ValueError) as error:
     cli.fail(str(error))
   output = FLAGS.output or os.path.join(FLAGS.run_dir, f"latency_table_{FLAGS.runtime}.json")
-  space = model_config.space
+  space = spaces.of(model_config)
   try:
     rows = space.every_cost_module(model_config)
   except NotImplementedError as error:
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> None:
     rng = np.random.default_rng(FLAGS.check_seed)
     samples = [space.sample_uniform(model_config, rng) for _ in range(FLAGS.check_archs)]
     tic = time.perf_counter()
-    meter = costs.make_cost_model(latency_table.WHOLE_MODEL_COST[FLAGS.runtime], model_config,
+    meter = cost_factory.make_cost_model(latency_table.WHOLE_MODEL_COST[FLAGS.runtime], model_config,
                                   warmup=FLAGS.table_warmup, repeats=FLAGS.table_repeats,
                                   threads=FLAGS.table_threads)
     measured_ms = [meter(s) for s in samples]

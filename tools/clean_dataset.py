@@ -12,7 +12,7 @@ The data come from the usual data flags (--dataset, --image_size, --data_seed, .
 of the search). --recipe is a search's final_config.json or arcs_ranked.json (the best
 entry), one comprehensive sample ({"cleaning": {...}, ...}) or bare settings
 ({"outlier_threshold": 0.3, "merge_threshold": 0.9, "duplicate_action": "merge",
-"min_images": 3}; enas_face/cleaning.py has the rules). The proxy embeddings are
+"min_images": 3}; enas_face/data/cleaning.py has the rules). The proxy embeddings are
 --cleaning_embeddings, else the recipe's, else made with --proxy_run_dir's network (and
 saved as OUTPUT_DIR/proxy_embeddings.npz).
 
@@ -37,10 +37,12 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from enas_face import cleaning  # noqa: E402
+from enas_face.data import cleaning  # noqa: E402
 from enas_face import cli  # noqa: E402
 from enas_face import flags as enas_flags  # noqa: E402  (defines the data flags)
-from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.config import ConfigError  # noqa: E402
+from enas_face import runlog  # noqa: E402
+from enas_face import spaces  # noqa: E402
 
 flags.DEFINE_string("recipe", None, "Cleaning settings: a search's final_config.json or "
                     "arcs_ranked.json, a comprehensive sample, or the settings alone (JSON).")
@@ -76,12 +78,13 @@ def read_recipe(path: str) -> tuple[cleaning.CleaningSettings, str]:
 
 def proxy_from_run(run_dir: str, images: np.ndarray, path: str) -> str:
   """Embeds `images` with the network of `run_dir` and saves them at `path`."""
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  config = RunConfig.load(os.path.join(run_dir, "config.json"))
+  from enas_face.search import cleaning_proxy  # pylint: disable=import-outside-toplevel
+  from enas_face.training import checkpoints  # pylint: disable=import-outside-toplevel
+  config = spaces.load_config(os.path.join(run_dir, runlog.CONFIG))
   if config.model.image_size != images.shape[1]:
     raise ConfigError(f"--proxy_run_dir={run_dir} takes {config.model.image_size}x"
                       f"{config.model.image_size} images; --image_size is {images.shape[1]}")
-  cleaning.save_embeddings(fixed.restore_child(config), images, config.eval.batch_size,
+  cleaning_proxy.save_embeddings(checkpoints.restore_child(config), images, config.eval.batch_size,
                            f"run {os.path.abspath(run_dir)}", path)
   return path
 
@@ -111,7 +114,7 @@ def main(argv: list[str]) -> None:
   except ConfigError as error:
     cli.fail(str(error))
   result = cleaning.clean(embeddings, dataset.train.labels, dataset.num_classes, settings)
-  manifest_path = os.path.join(FLAGS.output_dir, "cleaning_manifest.json")
+  manifest_path = os.path.join(FLAGS.output_dir, runlog.CLEANING_MANIFEST)
   manifest = cleaning.write_manifest(manifest_path, settings, result, path,
                                      {"dataset": data_config.dataset,
                                       "training_images": int(len(dataset.train.labels))})

@@ -21,6 +21,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from enas_face import runlog  # noqa: E402  (the run files' names; imports nothing heavy)
 
 RELOAD_SNIPPET = """
 import sys, numpy as np, tensorflow as tf
@@ -59,10 +63,11 @@ def main() -> None:
   seconds["search"] = run(main_cmd + ["--mode=search", f"--run_dir={run_dir}/search"])
   seconds["search_random"] = run(main_cmd + ["--mode=search", "--controller=random",
                                              f"--run_dir={run_dir}/search_random"])
+  ranked = os.path.join(run_dir, "search", runlog.ARCS_RANKED)
   seconds["fixed"] = run(main_cmd + ["--mode=fixed", f"--run_dir={run_dir}/fixed",
-                                     f"--arc_file={run_dir}/search/arcs_ranked.json",
+                                     f"--arc_file={ranked}",
                                      f"--top_k={args.top_k}"])
-  best = os.path.join(run_dir, "fixed", "top1", "saved_model")
+  best = os.path.join(run_dir, "fixed", "top1", runlog.SAVED_MODEL_DIR)
   image_size = load(os.path.join(best, "enas_face.json"))["image_size"]
   run([sys.executable, "-c", RELOAD_SNIPPET, best, str(image_size)])
   top1 = os.path.join(run_dir, "fixed", "top1")
@@ -70,9 +75,9 @@ def main() -> None:
                                        "--quality_net=qanpp"])
   wall = time.perf_counter() - tic
 
-  enas = load(os.path.join(run_dir, "search", "search_summary.json"))
-  rand = load(os.path.join(run_dir, "search_random", "search_summary.json"))
-  rows = load(os.path.join(run_dir, "fixed", "comparison.json"))
+  enas = load(os.path.join(run_dir, "search", runlog.SEARCH_SUMMARY))
+  rand = load(os.path.join(run_dir, "search_random", runlog.SEARCH_SUMMARY))
+  rows = load(os.path.join(run_dir, "fixed", runlog.COMPARISON))
   print("\n== enas_face demo (synthetic faces, flags/demo.cfg) ==")
   print("\nsearch at the same budget              ENAS controller   random search")
   for key, label in (("final_score_mean", f"final samples: mean {enas['reward_metric']}"),
@@ -93,7 +98,7 @@ def main() -> None:
           f"{r['params']:>8,}  {r['flops']:>11,}  {r.get('train_images_per_second', 0):>6.0f}")
   for r in rows:
     print(f"  top{r['rank']}: {r['arc']}")
-  sets = load(os.path.join(top1, "quality", "qanpp", "metrics.json"))
+  sets = load(os.path.join(top1, runlog.QUALITY_DIR, "qanpp", runlog.METRICS))
   print(f"\nsynthetic videos on top1 (QAN++ trained on its frozen embedder, "
         f"{seconds['quality']:.0f} s)")
   for method in sets["methods"]:

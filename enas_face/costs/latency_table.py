@@ -24,9 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-from enas_face import latency
-from enas_face.costs import CostModel
+from enas_face.costs.base import CostModel
+from enas_face.costs import latency
+from enas_face.costs import tflite
 from enas_face.models import builders
+from enas_face import spaces
 
 FORMAT = "enas_face/latency-table"
 VERSION = 1
@@ -60,7 +62,6 @@ def _time_tflite(model, input_shapes, warmup: int, repeats: int,
                  threads: int) -> latency.LatencyStats:
   import keras  # pylint: disable=import-outside-toplevel
 
-  from enas_face.costs import tflite  # pylint: disable=import-outside-toplevel
   if model is None:  # the empty call: an identity-like model
     x = keras.Input(input_shapes[0][1:], batch_size=1)
     model = keras.Model(x, keras.layers.Activation("linear")(x))
@@ -74,7 +75,7 @@ def build_table(model_config, runtime: str = "tf_function", warmup: int = 10,
   docstring). `threads` applies to the tflite runtime (tf.function uses TF's own pool)."""
   if runtime not in RUNTIMES:
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-  space = model_config.space
+  space = spaces.of(model_config)
 
   def timed(model, shapes):
     if runtime == "tf_function":

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from tensorflow.python.eager import context as eager_context  # clear_kernel_cache: no public API
 
-from enas_face import latency
-from enas_face.costs import CostModel
+from enas_face.costs.base import CostModel
+from enas_face.costs import latency
 
 # Every newly measured architecture is a new tf.function (the latency probe), and TF's
 # eager kernel cache keeps its kernels (~35 KB) for the life of the process: a long

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from enas_face import latency
-from enas_face.costs import CostModel
+from enas_face.costs.base import CostModel
+from enas_face.costs import latency
 from enas_face.models import builders
 
 DEFAULT_THREADS = 1

@@ -13,8 +13,8 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data import sources
 from enas_face.data.base import FaceDataset, VerificationPairs
+from enas_face.data import sources
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:
@@ -56,7 +56,7 @@ def _stream_source(spec: sources.DatasetSpec, config: DataConfig):
   from enas_face.data import stream
   if config.stream == "never" or config.align == "online":
     return None  # --align=online on aligned records is refused by the in-memory reader
-  if spec.kind not in stream.STREAMABLE:
+  if spec.kind not in sources.STREAMABLE:
     stream.should_stream(config, spec.kind, 0)  # --stream=always: an error naming the flag
     return None
   source = stream.make_source(spec.kind, spec.path, spec.index_path)

@@ -33,7 +33,7 @@ FACE_POLICIES = ("largest_central", "largest", "central", "confident")
 PAD_FILLS = ("mean", "black", "reflect", "replicate")
 NO_FACE_POLICIES = ("reject", "center")
 STATUSES = ("aligned", "fallback", "rejected")
-# Measured by bench/bench_alignment_padding.py (README "Real faces"): see FaceAligner.
+# Measured by bench/bench_alignment_padding.py (docs/data.md "Alignment padding"): see FaceAligner.
 DEFAULT_DETECT_PADDING = 0.2
 DEFAULT_PAD_FILL = "replicate"
 # "retry": pad only an image in which the unpadded pass finds no usable face; "always".
@@ -196,7 +196,7 @@ class FaceAligner:
   dropped. `detector` may pass an existing mtcnn.MTCNN (or anything with its
   `detect_faces`) to share one.
 
-  Why pad (figures: bench/bench_alignment_padding.py, README "Real faces"): MTCNN
+  Why pad (figures: bench/bench_alignment_padding.py, docs/data.md "Alignment padding"): MTCNN
   misses faces that fill the frame; on 200 LFW faces cropped to the central 80 % of
   their box it aligns 43.5 % unpadded, 96.0 / 98.0 / 90.0 % at padding 0.1 / 0.2 /
   0.3 (replicate fill). ORL's 92x112 crops keep some margin: 399/400 unpadded,

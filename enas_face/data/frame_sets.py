@@ -30,6 +30,7 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError, SetConfig
+from enas_face.data.pairs import make_verification_pairs
 from enas_face.data import synthetic_video
 from enas_face.evaluation import sets as set_ops
 
@@ -255,10 +256,23 @@ def split_sets(sets: FrameSets, config: SetConfig, seed: int) -> tuple[FrameSets
   return train, test
 
 
+def make_set_pairs(set_labels, num_pairs: int, num_folds: int = 10,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Balanced same/different pairs of sets, ordered by fold (make_verification_pairs on set
+  labels).
+
+  Sets are items with labels, so the image-pair sampler applies unchanged:
+  (pairs int64 [num_pairs, 2] of set indices, is_same bool [num_pairs]); fold
+  k holds num_pairs / num_folds rows, its same pairs first. No set is paired
+  with itself and no pair repeats. Deterministic in seed.
+  """
+  return make_verification_pairs(np.asarray(set_labels), num_pairs, num_folds, seed)
+
+
 def set_pairs(sets: FrameSets, config: SetConfig, num_folds: int, seed: int):
-  """Balanced same/different set pairs of the held-out sets (evaluation.sets.make_set_pairs)."""
+  """Balanced same/different set pairs of the held-out sets (make_set_pairs)."""
   try:
-    return set_ops.make_set_pairs(sets.set_labels, config.num_pairs, num_folds, seed)
+    return make_set_pairs(sets.set_labels, config.num_pairs, num_folds, seed)
   except ValueError as e:
     raise ConfigError(f"--set_pairs={config.num_pairs}: {e} ({sets.num_sets} held-out sets of "
                       f"{sets.num_identities} identities)") from e

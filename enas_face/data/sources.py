@@ -25,6 +25,8 @@ from enas_face.config import ConfigError
 DATASET_KINDS = ("synthetic", "folder", "tfrecord", "insightface")
 PAIRS_KINDS = ("lfw", "bin")
 MANIFEST = "manifest.json"
+# --dataset kinds read record by record, so --stream can stream them (data/stream.py).
+STREAMABLE = ("tfrecord", "insightface")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,17 @@ class PairsSpec:
   def value(self) -> str:
     """The spec in --pairs syntax (absolute paths)."""
     return f"lfw:{self.path},{self.images_dir}" if self.kind == "lfw" else f"bin:{self.path}"
+
+
+def check_stream(stream: str, dataset: str) -> None:
+  """ConfigError naming --stream when --stream=always asks a --dataset that cannot stream (not
+  STREAMABLE: the synthetic faces are made in memory, a folder is decoded image by image)."""
+  kind = dataset.split(":", 1)[0]
+  if stream == "always" and kind not in STREAMABLE:
+    hint = ("the synthetic faces are generated in memory" if kind == "synthetic"
+            else "align a folder with tools/align_dataset.py first")
+    raise ConfigError(f"--stream=always with --dataset={dataset}: only tfrecord: and "
+                      f"insightface: datasets stream ({hint})")
 
 
 def _require_dir(path: str, flag: str, what: str) -> str:

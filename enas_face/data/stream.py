@@ -39,10 +39,9 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data import pipeline, real, recordio, tfrecord
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+from enas_face.data import pipeline, real, recordio, sources, tfrecord
 
-STREAMABLE = ("tfrecord", "insightface")
 BUCKETS = 1 << 20
 INDEX_VERSION = 1
 AUTOTUNE = tf.data.AUTOTUNE
@@ -196,11 +195,8 @@ def should_stream(config: DataConfig, kind: str, num_records: int) -> bool:
   """--stream: always / never, or auto: num_records x S x S x 3 bytes > --stream_memory_gb GiB."""
   if config.stream == "never":
     return False
-  if kind not in STREAMABLE:
-    if config.stream == "always":
-      raise ConfigError(f"--stream=always with --dataset={config.dataset}: only tfrecord: and "
-                        "insightface: datasets stream (align a folder with "
-                        "tools/align_dataset.py first)")
+  if kind not in sources.STREAMABLE:
+    sources.check_stream(config.stream, config.dataset)  # --stream=always: an error
     return False
   if config.stream == "always":
     return True

@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from enas_face.data.sources import MANIFEST  # the file a tfrecord: spec is checked for
+
 FORMAT = "enas_face/aligned-tfrecord"
 VERSION = 1
-MANIFEST = "manifest.json"
 IMAGE_FORMATS = ("jpeg", "png")
 JPEG_QUALITY = 95
 AUTOTUNE = tf.data.AUTOTUNE

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from enas_face.data.pairs import make_verification_pairs
 from enas_face.evaluation.verification import l2_normalize, verification_report
 
 METHODS = ("mean", "best", "qan", "qanpp")
@@ -206,18 +205,6 @@ def sets_from_labels(labels, set_size: int, seed: int = 0,
       set_ids[members[chunk * set_size:(chunk + 1) * set_size]] = len(set_labels)
       set_labels.append(identity)
   return set_ids, np.asarray(set_labels, dtype=labels.dtype)
-
-
-def make_set_pairs(set_labels, num_pairs: int, num_folds: int = 10,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Balanced same/different pairs of sets, ordered by fold: data.pairs.make_verification_pairs on set labels.
-
-  Sets are items with labels, so the image-pair sampler applies unchanged:
-  (pairs int64 [num_pairs, 2] of set indices, is_same bool [num_pairs]); fold
-  k holds num_pairs / num_folds rows, its same pairs first. No set is paired
-  with itself and no pair repeats. Deterministic in seed.
-  """
-  return make_verification_pairs(np.asarray(set_labels), num_pairs, num_folds, seed)
 
 
 def set_verification_report(set_embeddings, pairs, is_same, num_folds: int = 10,

@@ -1,1 +1,2 @@
-"""Keras networks beyond the ENAS child: the QAN / QAN++ quality networks."""
+"""The networks' room: Keras models built from a search space's samples (builders.py is the
+one door from spaces to models), their ops and heads, and the set-quality networks."""

@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import keras
 
-from enas_face import spaces
 from enas_face.models import child as child_lib
 from enas_face.models import mobilefacenet
+from enas_face import spaces
 
 
 @dataclasses.dataclass(frozen=True)

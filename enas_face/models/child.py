@@ -25,9 +25,9 @@ import keras
 from keras import layers
 from keras import ops as K
 
+from enas_face.config import ModelConfig
 from enas_face.models import ops
 from enas_face.spaces import enas_macro
-from enas_face.config import ModelConfig
 
 
 layer_stages = enas_macro.layer_stages  # the layout belongs to the space

@@ -12,8 +12,8 @@ import keras
 from keras import layers
 from keras import ops as K
 
-from enas_face.spaces import enas_macro
 from enas_face.config import EMBEDDING_HEADS
+from enas_face.spaces import enas_macro
 
 
 def _conv1x1(filters: int, name: str) -> layers.Conv2D:

@@ -1,11 +1,13 @@
 """Search spaces, plain data: each owns its decisions, its encoding and its analytic costs.
 
-    space = spaces.get("enas_macro")
+    space = spaces.get("enas_macro")          # or spaces.of(model_config)
     sample = space.sample_uniform(model_config, rng)
-    model = models.builders.build_fixed(model_config, sample)  # the models room
+    # networks are built in the models room: models.builders.build_fixed(model_config, sample)
 
 `register` adds a space (a `base.SearchSpace` instance) under its name; `load_samples`
-reads the samples of a file written by a search (arcs_ranked.json) or by hand.
+reads the samples of a file written by a search (arcs_ranked.json) or by hand;
+`save_config` / `load_config` write and read a run's config.json, its samples through
+their space's codec.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import json
 import os
 from typing import Any
 
+from enas_face.config import ConfigError, ModelConfig, RunConfig
+from enas_face import runlog
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 from enas_face.spaces import comprehensive
 from enas_face.spaces.enas_macro import EnasMacroSpace
@@ -39,6 +43,42 @@ def get(name: str) -> SearchSpace:
     return _REGISTRY[name]
   except KeyError:
     raise ValueError(f"unknown search space {name!r}; registered: {', '.join(names())}") from None
+
+
+def of(model_config: ModelConfig) -> SearchSpace:
+  """The space a model config searches: get(model_config.search_space)."""
+  return get(model_config.search_space)
+
+
+def _sample_from_json(obj: Any, model_config: ModelConfig) -> Any:
+  return of(model_config).from_json(obj, model_config)
+
+
+def config_to_json(config: RunConfig) -> dict:
+  """The RunConfig as JSON, its samples in their space's JSON form."""
+  return config.to_json(of(config.model).to_json)
+
+
+def config_from_json(obj: dict) -> RunConfig:
+  """Inverse of config_to_json; ConfigError naming what is wrong."""
+  return RunConfig.from_json(obj, _sample_from_json)
+
+
+def save_config(config: RunConfig, path: str) -> None:
+  """Writes config.json (atomically, through runlog)."""
+  runlog.write_json(path, config_to_json(config))
+
+
+def load_config(path: str) -> RunConfig:
+  """A run folder's config.json; ConfigError naming the file when it is missing or not a
+  RunConfig."""
+  if not os.path.exists(path):
+    raise ConfigError(f"{path}: no such file (is --run_dir a finished or started run?)")
+  try:
+    with open(path, encoding="utf-8") as handle:
+      return config_from_json(json.load(handle))
+  except json.JSONDecodeError as error:
+    raise ConfigError(f"{path}: not valid JSON ({error})") from error
 
 
 def sample_record(space: SearchSpace, sample) -> dict:
@@ -91,5 +131,6 @@ register(MobileFaceNetSpace())
 for _space in comprehensive.SPACES:
   register(_space)
 
-__all__ = ["Decision", "SampleError", "SearchSpace", "EnasMacroSpace", "MobileFaceNetSpace", "register", "names", "get",
-           "sample_record", "load_samples"]
+__all__ = ["Decision", "SampleError", "SearchSpace", "EnasMacroSpace", "MobileFaceNetSpace",
+           "register", "names", "get", "of", "sample_record", "load_samples", "config_to_json",
+           "config_from_json", "save_config", "load_config"]

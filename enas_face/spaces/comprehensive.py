@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from enas_face.cleaning import CleaningSettings
+from enas_face.data import cleaning
+from enas_face.data.cleaning import CleaningSettings
 from enas_face.spaces.base import Decision, SampleError, SearchSpace
 from enas_face.spaces.enas_macro import Architecture, EnasMacroSpace
 
@@ -208,7 +209,6 @@ class ComprehensiveSpace(SearchSpace):
     """(config with the sample's loss as its head, dataset cleaned by the sample's cleaning
     with config.data.cleaning_embeddings) and the cleaning result (None when it cleans
     nothing)."""
-    from enas_face import cleaning  # pylint: disable=import-outside-toplevel
     config = dataclasses.replace(config, head=sample.loss.head_config(config.head))
     dataset, result = cleaning.clean_dataset(dataset, sample.cleaning,
                                              config.data.cleaning_embeddings)

@@ -18,14 +18,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import runlog
 from enas_face.config import ConfigError
-from enas_face.data import pipeline
 from enas_face.data.base import FaceDataset
-
-
-def checkpoint_dir(run_dir: str) -> str:
-  return os.path.join(run_dir, "checkpoints")
+from enas_face.data import pipeline
+from enas_face import runlog
+from enas_face.training import checkpoints
 
 
 def steps_per_epoch(batch_size: int, num_train: int, num_replicas: int) -> int:
@@ -61,9 +58,8 @@ def restore_or_start(manager: tf.train.CheckpointManager, child: keras.Model,
   the child's standardisation to the training split's statistics; returns the
   per-channel mean (for augmentation)."""
   mean, std = pipeline.split_statistics(dataset.train)
-  latest = tf.train.latest_checkpoint(restore_dir)
+  latest = checkpoints.resume(manager.checkpoint, restore_dir)
   if latest:
-    manager.checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("resuming %s from %s (epoch %d of %d)", what, latest, int(epoch.numpy()), epochs)
   else:
     child.standardize.set_statistics(mean, std)
@@ -74,9 +70,9 @@ def check_finite(loss: float, epoch: int, step: int, run_dir: str) -> None:
   """Stops the run at the first NaN/inf loss; the checkpoints on disk stay as they were."""
   if np.isfinite(loss):
     return
-  latest = tf.train.latest_checkpoint(checkpoint_dir(run_dir))
+  latest = checkpoints.latest(checkpoints.checkpoint_dir(run_dir))
   kept = (f"the last good checkpoint, {os.path.basename(latest)}, is kept in "
-          f"{checkpoint_dir(run_dir)}" if latest else "no checkpoint was written yet")
+          f"{checkpoints.checkpoint_dir(run_dir)}" if latest else "no checkpoint was written yet")
   raise FloatingPointError(f"training loss is {loss} at epoch {epoch}, step {step}; stopping. "
                            f"{kept}. Lower --lr_max (or raise --warmup_epochs, or for a margin "
                            "head lower --margin_scale / --margin) and rerun.")

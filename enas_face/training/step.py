@@ -8,6 +8,10 @@ w_CE is 1 but with a KL distillation term (1 - alpha, distill.py). L_k are extra
 per-example ones (distillation) are averaged over the
 global batch B like the cross-entropy, whole-model ones (RegularFace) are
 divided among the replicas, so N replicas take one device's step.
+
+TaskLoss is L, built once per run with the terms of `run_terms` (the flags' RegularFace,
+the teacher's distillation): the train step of fixed training and of the one-shot search,
+and both steps of the differentiable width/depth search (run_task_loss), evaluate it.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from enas_face.config import HeadConfig, RunConfig, TrainConfig
 from enas_face.models import heads
-from enas_face import schedules
-from enas_face.config import HeadConfig, TrainConfig
+from enas_face.training import schedules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,61 @@ def extra_losses(head_config: HeadConfig) -> list[ExtraLoss]:
   return [regularface_term(head_config.regularface_weight)] if head_config.regularface_weight else []
 
 
+def run_terms(head_config: HeadConfig, distillation=None) -> tuple[list[ExtraLoss], float]:
+  """(extra terms, w_CE) of a run: RegularFace when --regularface_weight > 0 and, with a
+  teacher (distill.Distillation), its term with w_CE = 1 - alpha; else w_CE = 1."""
+  extra = extra_losses(head_config)
+  if distillation is None:
+    return extra, 1.0
+  return extra + [distillation.term()], distillation.cross_entropy_weight
+
+
+class TaskLoss:
+  """L above on one replica's batch, built once: `loss(images, labels, embeddings, step)`
+  -> (L, the head's scores).
+
+      L = w_CE sum_b CE_b / B  +  sum_{k per-example} w_k sum_b L_k,b / B
+                               +  sum_{k whole-model} w_k L_k / N
+
+  z_b = head.training_logits(e_b, y_b, step); B the global batch, N the replicas.
+  `variables` are what L trains besides the embedder: the head's and the extra terms'
+  layers' (distillation's projection).
+  """
+
+  def __init__(self, head: keras.layers.Layer, num_classes: int, label_smoothing: float,
+               global_batch_size: int, extra: list[ExtraLoss] | tuple = (),
+               cross_entropy_weight: float = 1.0):
+    self.head, self.num_classes, self.global_batch_size = head, num_classes, global_batch_size
+    self.extra, self.cross_entropy_weight = tuple(extra), cross_entropy_weight
+    self.cross_entropy = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=label_smoothing, reduction=None)
+
+  @property
+  def variables(self) -> list:
+    return self.head.trainable_variables + extra_variables(self.extra)
+
+  def __call__(self, images, labels, embeddings, step):
+    logits, scores = self.head.training_logits(embeddings, labels, step=step)
+    per_example = self.cross_entropy(tf.one_hot(labels, self.num_classes, dtype=tf.float32),
+                                     tf.cast(logits, tf.float32))
+    loss = self.cross_entropy_weight * tf.nn.compute_average_loss(
+        per_example, global_batch_size=self.global_batch_size)
+    inputs = LossInputs(images, labels, embeddings, logits, self.head)
+    for term in self.extra:
+      value = tf.cast(term.fn(inputs), tf.float32)
+      loss += term.weight * (
+          tf.nn.compute_average_loss(value, global_batch_size=self.global_batch_size)
+          if term.per_example else tf.nn.scale_regularization_loss(value))
+    return loss, scores
+
+
+def run_task_loss(config: RunConfig, head: keras.layers.Layer, num_classes: int,
+                  distillation=None) -> TaskLoss:
+  """The run's L: its head and label smoothing, B = --batch_size, the terms of run_terms."""
+  return TaskLoss(head, num_classes, config.train.label_smoothing, config.train.batch_size,
+                  *run_terms(config.head, distillation))
+
+
 def make_optimizer(train: TrainConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.SGD:
   """SGD(momentum, decoupled weight decay) on warmup + Eq. 6 over `epochs` epochs.
 
@@ -85,7 +144,7 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
                     num_classes: int, global_batch_size: int,
                     strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False,
                     extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0):
-  """One SGD step on L above.
+  """One SGD step on L above (TaskLoss of `extra` and `cross_entropy_weight`).
 
   B is the global batch: each replica sums its own examples' losses and divides
   by B, and the optimiser sums the replicas' gradients (Keras all-reduce).
@@ -95,24 +154,14 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   replica, so a new architecture does not retrace.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  variables = child.trainable_variables + head.trainable_variables + extra_variables(extra)
-  cross_entropy = keras.losses.CategoricalCrossentropy(
-      from_logits=True, label_smoothing=label_smoothing, reduction=None)
+  task_loss = TaskLoss(head, num_classes, label_smoothing, global_batch_size, extra,
+                       cross_entropy_weight)
+  variables = child.trainable_variables + task_loss.variables
 
   def replica_step(images, labels, **child_kwargs):
     with tf.GradientTape() as tape:
       embeddings = child(images, training=True, **child_kwargs)
-      logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
-      per_example = cross_entropy(tf.one_hot(labels, num_classes, dtype=tf.float32),
-                                  tf.cast(logits, tf.float32))
-      loss = cross_entropy_weight * tf.nn.compute_average_loss(
-          per_example, global_batch_size=global_batch_size)
-      inputs = LossInputs(images, labels, embeddings, logits, head)
-      for term in extra:
-        value = tf.cast(term.fn(inputs), tf.float32)
-        loss += term.weight * (
-            tf.nn.compute_average_loss(value, global_batch_size=global_batch_size)
-            if term.per_example else tf.nn.scale_regularization_loss(value))
+      loss, scores = task_loss(images, labels, embeddings, optimizer.iterations)
     gradients = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
     return loss, batch_accuracy(scores, labels) / global_batch_size

@@ -1,4 +1,5 @@
-"""Data cleaning from a proxy model's embeddings (the comprehensive search's data aspect).
+"""Data cleaning rules on a proxy model's embeddings (the comprehensive search's data aspect);
+numpy only.
 
 The seed (Zhang et al. 2022) searches data cleaning jointly with the loss and the
 architecture but does not publish its cleaning space; these rules are our choice
@@ -19,9 +20,9 @@ the rules run in this order on the training split:
      images of dropped identities go too; their images are not filtered one by one).
 Centres and their similarities are computed once, on the uncleaned training split.
 
-The proxy embeddings are centred over the embedded images first (`embed_all`: without it a
-briefly trained network's embeddings share one direction and every cosine is near 1; our
-choice). They are stored per image content (sha1 of the pixels), so one file serves
+The proxy embeddings (made by cleaning_proxy.py, which trains and embeds) are centred over
+the embedded images first (without it a briefly trained network's embeddings share one
+direction and every cosine is near 1; our choice). They are stored per image content (sha1 of the pixels), so one file serves
 the search's training data (without its reward identities) and the full training data of the
 retraining: `ProxyEmbeddings.lookup` finds every image by its pixels.
 """
@@ -30,13 +31,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
 
 import numpy as np
 
-from enas_face import runlog
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face import runlog
 
 DUPLICATE_ACTIONS = ("merge", "drop")
 EMBEDDINGS_NAME = "proxy_embeddings.npz"
@@ -290,42 +290,3 @@ def write_manifest(path: str, settings: CleaningSettings, result: CleaningResult
     manifest.update(removed_images=0, removed=[])
   runlog.write_json(path, manifest)
   return manifest
-
-
-def embed_all(child, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """Centred unit embeddings of `images` by a trained child (no flip):
-  e_i = normalise(u_i - mean_j u_j), u_i = normalise(f(x_i)).
-
-  Centring removes the direction every embedding of a briefly trained network shares (raw
-  cosines to a centre were 0.8-0.95 for clean and mislabelled images alike on the noisy
-  synthetic benchmark; centred, the clean median is 0.72 and the mislabelled one 0.08)."""
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  vectors = unit(fixed.EmbeddingExtractor(child, batch_size)(images))
-  return unit(vectors - vectors.mean(axis=0)).astype(np.float32)
-
-
-def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.ndarray],
-                     path: str, placement=None) -> ProxyEmbeddings:
-  """Trains the proxy (a fixed run of `proxy_config`, resumable) on `train_on`, embeds the
-  images of `embed` (arrays, deduplicated by key) and saves them at `path`; reuses `path`
-  when it exists."""
-  if os.path.exists(path):
-    return ProxyEmbeddings.load(path)
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  os.makedirs(proxy_config.run_dir, exist_ok=True)
-  state = fixed.train(proxy_config, train_on, placement)
-  return save_embeddings(state.child, np.concatenate(list(embed)), proxy_config.eval.batch_size,
-                         f"fixed run {proxy_config.run_dir} ({proxy_config.train.epochs} epochs)",
-                         path)
-
-
-def save_embeddings(child, images: np.ndarray, batch_size: int, source: str,
-                    path: str) -> ProxyEmbeddings:
-  """Embeds each distinct image (by key) with `child` (embed_all) and saves them at `path`."""
-  keys = image_keys(images)
-  _, first = np.unique(keys, return_index=True)
-  first = np.sort(first)
-  result = ProxyEmbeddings(keys[first], embed_all(child, images[first], batch_size), source,
-                           os.path.abspath(path))
-  result.save(path)
-  return result

@@ -28,11 +28,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import runlog
-from enas_face.config import ConfigError, RunConfig, SetConfig
+from enas_face.config import QUALITY_NETS, ConfigError, RunConfig, SetConfig
 from enas_face.data import frame_sets, pipeline
 from enas_face.evaluation import sets as set_ops
+from enas_face import export
 from enas_face.models import quality as quality_models
+from enas_face import runlog
+from enas_face.training import checkpoints
 from enas_face.training import loop
 
 SET_SIGNATURE_INPUT = "frames"
@@ -44,7 +46,7 @@ TRAINING_FIELDS = ("sets", "set_size", "synthetic_identities", "videos_per_ident
 
 
 def quality_dir(run_dir: str, net: str) -> str:
-  return os.path.join(run_dir, "quality", net)
+  return os.path.join(run_dir, runlog.QUALITY_DIR, net)
 
 
 def scoring_net(method: str, trained: set[str] | tuple[str, ...]) -> str | None:
@@ -158,7 +160,7 @@ def make_train_step(model: keras.Model, net: str, optimizer: keras.optimizers.Op
 
 def _check_settings(qdir: str, settings: dict) -> None:
   """A resumed quality run must use the settings that started it (errors name the flag)."""
-  path = os.path.join(qdir, "settings.json")
+  path = os.path.join(qdir, runlog.QUALITY_SETTINGS)
   previous = runlog.read_json(path)
   if previous is not None and previous != settings:
     changed = [f"--{name}: {previous.get(name)!r} there, {value!r} now"
@@ -185,9 +187,8 @@ def train(config: RunConfig, child: keras.Model, train_sets: frame_sets.FrameSet
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
   manager = tf.train.CheckpointManager(
       tf.train.Checkpoint(net=model, optimizer=optimizer, epoch=epoch),
-      loop.checkpoint_dir(qdir), max_to_keep=2)
-  if manager.latest_checkpoint:
-    manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+      checkpoints.checkpoint_dir(qdir), max_to_keep=2)
+  if checkpoints.resume(manager.checkpoint, checkpoints.checkpoint_dir(qdir)):
     logging.info("resuming the %s quality network from %s (epoch %d of %d)", net,
                  manager.latest_checkpoint, int(epoch.numpy()), sets_cfg.quality_epochs)
   batches = SetBatches(train_sets, codes, net, sets_cfg, seed)
@@ -205,27 +206,26 @@ def train(config: RunConfig, child: keras.Model, train_sets: frame_sets.FrameSet
              "seconds": result.seconds, "sets_per_second": result.images_per_second}]
 
   loop.run_epochs(epoch=epoch, epochs=sets_cfg.quality_epochs, manager=manager,
-                  log_path=os.path.join(qdir, "history.jsonl"), chief=True,
+                  log_path=os.path.join(qdir, runlog.QUALITY_HISTORY), chief=True,
                   train_epoch=train_epoch, finish_epoch=finish_epoch)
   return model
 
 
 def trained_nets(run_dir: str) -> list[str]:
   """The quality networks RUN_DIR/quality/ holds a checkpoint of."""
-  from enas_face.config import QUALITY_NETS
   return [net for net in QUALITY_NETS
-          if tf.train.latest_checkpoint(loop.checkpoint_dir(quality_dir(run_dir, net)))]
+          if checkpoints.latest(checkpoints.checkpoint_dir(quality_dir(run_dir, net)))]
 
 
 def restore_net(config: RunConfig, net: str, feature_dim: int) -> keras.Model:
   """The trained quality network of RUN_DIR/quality/<net>/ (its latest checkpoint)."""
-  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(quality_dir(config.run_dir, net)))
+  latest = checkpoints.latest(checkpoints.checkpoint_dir(quality_dir(config.run_dir, net)))
   if latest is None:
     raise ConfigError(f"--aggregation: pooling with {net} scores needs a trained quality "
                       f"network, and {quality_dir(config.run_dir, net)} holds none; train it "
                       f"first with --mode=quality --quality_net={net}")
   model = build_net(net, config.model.image_size, feature_dim)
-  tf.train.Checkpoint(net=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  checkpoints.restore(latest, net=model)
   return model
 
 
@@ -294,6 +294,5 @@ class SetEmbeddingModule(tf.Module):
 def export_set_model(child: keras.Model, method: str, net: keras.Model | None, out_dir: str,
                      metadata: dict) -> str:
   """Writes the set SavedModel to out_dir (replacing an older one atomically)."""
-  from enas_face import export
   module = SetEmbeddingModule(child, method, net)
   return export.save_module(module, module.serve, out_dir, metadata)

@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 from enas_face.config import ConfigError
 
 
-def _run_trial_task(trial, dataset, reward, cpu_threads: int):
-  """One trial on a Ray worker (TensorFlow limited to `cpu_threads` threads when > 0)."""
+def _run_trial_task(work: Callable, trial, dataset, reward, cpu_threads: int):
+  """work(trial, dataset, reward) on a Ray worker (TensorFlow limited to `cpu_threads`
+  threads when > 0)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if cpu_threads:
     try:
@@ -24,22 +25,22 @@ def _run_trial_task(trial, dataset, reward, cpu_threads: int):
       tf.config.threading.set_inter_op_parallelism_threads(cpu_threads)
     except RuntimeError:
       pass  # a reused worker: TensorFlow is initialised with these settings already
-  from enas_face import strategies  # pylint: disable=import-outside-toplevel
-  return strategies.run_trial(trial, dataset, reward)
+  return work(trial, dataset, reward)
 
 
 class RayTrialRunner:
-  """Runs trials as Ray tasks (one CPU each, or `gpus` GPUs each on a GPU cluster); `run`
-  reports each result as it finishes."""
+  """Runs trials as Ray tasks (one CPU each, or `gpus` GPUs each on a GPU cluster): each task
+  calls `work(trial, dataset, reward)` (the search's run_trial, passed in: this module knows
+  no strategy); `run` reports each result as it finishes."""
 
-  def __init__(self, workers: int, address: str = "", gpus: float = 0.0):
+  def __init__(self, work: Callable, workers: int, address: str = "", gpus: float = 0.0):
     try:
       import ray  # pylint: disable=import-outside-toplevel
     except ImportError:
       raise ConfigError(f"--trial_workers={workers} / --ray_address need Ray: pip install -e "
                         "'.[ray]' (or leave --trial_workers=1 to train trials one after "
                         "another)") from None
-    self.ray = ray
+    self.ray, self.work = ray, work
     if not ray.is_initialized():
       if address:
         ray.init(address=address, log_to_driver=False)
@@ -61,7 +62,7 @@ class RayTrialRunner:
     if not trials:
       return
     dataset_ref, reward_ref = self._put(dataset), self._put(reward)
-    pending = [self.task.remote(trial, dataset_ref, reward_ref, self.cpu_threads)
+    pending = [self.task.remote(self.work, trial, dataset_ref, reward_ref, self.cpu_threads)
                for trial in trials]
     while pending:
       done, pending = self.ray.wait(pending, num_returns=1)

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from enas_face.config import ModelConfig
 from enas_face.models import builders
+from enas_face import spaces
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class LatencyMeter:
   def __call__(self, arc) -> LatencyStats:
     """Latency stats of `arc` (a sample of the model config's space), measured on first
     request and cached afterwards."""
-    space = self.model_config.space
+    space = spaces.of(self.model_config)
     key = space.to_string(arc)
     if key in self._cache:
       self.cached_hits += 1
@@ -127,7 +128,7 @@ class LatencyMeter:
     return stats
 
   def __contains__(self, arc) -> bool:
-    return self.model_config.space.to_string(arc) in self._cache
+    return spaces.of(self.model_config).to_string(arc) in self._cache
 
   def __len__(self) -> int:
     return len(self._cache)

@@ -33,24 +33,25 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import controller as controller_lib
+from enas_face.config import DIFFERENTIABLE, RunConfig
 from enas_face import costs
-from enas_face import distribute
-from enas_face import fixed
-from enas_face import plots
-from enas_face import reward as reward_lib
-from enas_face import runlog
-from enas_face import spaces
-from enas_face import strategies
-from enas_face.config import RunConfig
-from enas_face.data import reward_split
+from enas_face.costs import factory as cost_factory
 from enas_face.data.base import FaceDataset
+from enas_face.data import cleaning
+from enas_face.data import reward_split
+from enas_face import distribute
+from enas_face import runlog
+from enas_face.search import cleaning_proxy as proxy_lib
+from enas_face.search import controller as controller_lib
+from enas_face.search import differentiable
+from enas_face.search import plots
+from enas_face.search import rewards as reward_lib
+from enas_face.search import strategies
+from enas_face import spaces
+from enas_face.training import checkpoints
+from enas_face.training import fixed
 from enas_face.training import loop
 
-LOG_NAME = "sampled_arcs.jsonl"
-RANKED_NAME = "arcs_ranked.json"
-SUMMARY_NAME = "search_summary.json"
-PLOT_NAME = "accuracy_vs_cost.png"
 # Cost models whose price is a lookup or a count: they price every sample, whatever the
 # reward (measured and TFLite latency price only when the reward uses the cost).
 CHEAP_COST_MODELS = ("lut", "flops", "params")
@@ -78,7 +79,7 @@ class Sampler:
 def make_sampler(config: RunConfig) -> Sampler:
   """The --controller over the space's decisions (on the chief's host, outside any strategy)."""
   search = config.search
-  decisions = config.model.space.decisions(config.model)
+  decisions = spaces.of(config.model).decisions(config.model)
   if search.controller == "random":
     return Sampler(controller_lib.RandomSampler(decisions, seed=config.train.seed,
                                                 skip_target=search.skip_target), None, {})
@@ -113,9 +114,6 @@ def reward_data(config: RunConfig, dataset: FaceDataset) -> tuple[FaceDataset, s
                                         config.train.seed)
 
 
-CLEANING_DIR = "cleaning"
-
-
 def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDataset,
                    placement: distribute.Placement) -> str:
   """RUN_DIR/cleaning/proxy_embeddings.npz: a proxy model (the space's default sample: the
@@ -123,24 +121,23 @@ def cleaning_proxy(config: RunConfig, dataset: FaceDataset, full_dataset: FaceDa
   raw training data, then the unit embeddings of every training image, also those of the
   reward identities (so the file serves the retraining on all of them). Resumable; reused
   once written."""
-  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
-  space, epochs = config.model.space, config.search.cleaning_proxy_epochs
-  folder = os.path.join(config.run_dir, CLEANING_DIR)
+  space, epochs = spaces.of(config.model), config.search.cleaning_proxy_epochs
+  folder = os.path.join(config.run_dir, runlog.CLEANING_DIR)
   path = os.path.join(folder, cleaning.EMBEDDINGS_NAME)
   train = dataclasses.replace(config.train, epochs=epochs,
                               warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
   proxy = dataclasses.replace(config, mode="fixed", arc=space.default(config.model), train=train,
                               candidate_arcs=(), top_k=1, run_dir=os.path.join(folder, "proxy"))
   tic = time.perf_counter()
-  embeddings = cleaning.proxy_embeddings(proxy, dataset, [full_dataset.train.images], path,
-                                         placement)
+  embeddings = proxy_lib.proxy_embeddings(proxy, dataset, [full_dataset.train.images],
+                                               path, placement)
   logging.info("cleaning proxy: %d images embedded (%s) in %.0f s: %s", len(embeddings.keys),
                embeddings.source, time.perf_counter() - tic, path)
   return path
 
 
 def log_path(run_dir: str) -> str:
-  return os.path.join(run_dir, LOG_NAME)
+  return os.path.join(run_dir, runlog.SAMPLED_ARCS)
 
 
 def read_log(run_dir: str) -> list[dict]:
@@ -157,11 +154,10 @@ def search(config: RunConfig, dataset: FaceDataset,
   trials) and return an empty summary.
   """
   placement = placement or distribute.make_placement("default")
-  if config.search.strategy == "differentiable":  # TAS-style width/depth search
-    from enas_face import differentiable  # pylint: disable=import-outside-toplevel
+  if config.search.strategy == DIFFERENTIABLE:  # TAS-style width/depth search
     return differentiable.search(config, dataset, placement)
   chief = placement.is_chief
-  search_cfg, space = config.search, config.model.space
+  search_cfg, space = config.search, spaces.of(config.model)
   full_dataset = dataset
   dataset, reward = reward_data(config, dataset)
   if getattr(space, "cleans_data", False) and not config.data.cleaning_embeddings:
@@ -169,7 +165,7 @@ def search(config: RunConfig, dataset: FaceDataset,
         config.data, cleaning_embeddings=cleaning_proxy(config, dataset, full_dataset,
                                                         placement)))
   if chief and search_cfg.reward_identities:  # which identities the reward's pairs are made of
-    runlog.write_json(os.path.join(config.run_dir, "data_report.json"), dataset.report)
+    runlog.write_json(os.path.join(config.run_dir, runlog.DATA_REPORT), dataset.report)
   steps_per_epoch = fixed.training_steps_per_epoch(config, dataset, placement)
   strategy = strategies.make_strategy(config, space, dataset, reward, placement, steps_per_epoch)
   sampling = make_sampler(config)
@@ -181,14 +177,13 @@ def search(config: RunConfig, dataset: FaceDataset,
                                    **sampling.trackables, **strategy.trackables())
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=config.train.keep_checkpoints)
-  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
+  latest = checkpoints.resume(checkpoint, checkpoints.checkpoint_dir(config.run_dir))
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("resuming search from %s (epoch %d of %d)", latest, int(epoch.numpy()),
                  search_cfg.epochs)
   strategy.start(restored=bool(latest))
 
-  cost_model = costs.from_config(config)
+  cost_model = cost_factory.from_config(config)
   # Measured costs only when the reward uses them (else only for the ranking).
   prices = search_cfg.reward != "accuracy" or search_cfg.cost_model in CHEAP_COST_MODELS
   reward_fn = reward_lib.make_reward(search_cfg.reward, search_cfg.cost_target,
@@ -197,7 +192,8 @@ def search(config: RunConfig, dataset: FaceDataset,
                space.name, strategy.name, search_cfg.controller, search_cfg.reward,
                reward.metric, search_cfg.cost_target, cost_model.unit,
                cost_model.describe() if prices else "the cost is not in the reward")
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
+  writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
+            if chief else None)
   num_choices = len(space.decisions(config.model))
   state = {"train_seconds": 0.0}
   tic_search = time.perf_counter()
@@ -276,7 +272,8 @@ def search(config: RunConfig, dataset: FaceDataset,
              for e in candidates]
   unit = cost_model.unit
   plots.plot_accuracy_vs_cost(
-      points, os.path.join(config.run_dir, PLOT_NAME), target=search_cfg.cost_target,
+      points, os.path.join(config.run_dir, runlog.ACCURACY_VS_COST_PLOT),
+      target=search_cfg.cost_target,
       highlight=[e["encoding"] for e in ranked[:3]], cost_key="cost",
       cost_label={"ms": f"latency (ms, batch 1, {cost_model.name})", "FLOPs": "FLOPs (batch 1)",
                   "params": "trainable parameters"}[unit], unit=unit,
@@ -306,7 +303,7 @@ def search(config: RunConfig, dataset: FaceDataset,
   if isinstance(strategy, strategies.MultiTrial):
     summary["trials"] = len(strategy.trials)
     summary["trials_trained_this_invocation"] = strategy.trained_this_invocation
-  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  runlog.write_json(os.path.join(config.run_dir, runlog.SEARCH_SUMMARY), summary)
   return summary
 
 
@@ -318,7 +315,7 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
   search_cfg = config.search
   summary = {"reward_mean": float(np.mean([r["reward"] for r in records])),
              "score_mean": float(np.mean([r["score"] for r in records]))}
-  if strategy_name == "one_shot":
+  if strategy_name == strategies.OneShot.name:
     summary.update(child_loss=result.loss, child_lr=result.lr,
                    child_images_per_second=result.images_per_second)
   priced = [r["cost"] for r in records if r["cost"] is not None]
@@ -340,7 +337,7 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   """The strategy's final candidates, best score first, priced; those within the budget
   (all but the over-budget ones of --reward=budget) ranked in arcs_ranked.json. Returns
   (every candidate, the ranked ones)."""
-  search_cfg, space = config.search, config.model.space
+  search_cfg, space = config.search, spaces.of(config.model)
   entries = []
   for candidate in strategy.final_candidates(sampler, search_cfg.num_final_samples):
     sample = space.decode(candidate.choices.tolist(), config.model)
@@ -356,9 +353,9 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   within = [e for e in entries if e["within_budget"]]
   for position, entry in enumerate(within, 1):
     entry["rank"] = position
-  scored_by = ("the shared weights" if strategy.name == "one_shot"
+  scored_by = ("the shared weights" if strategy.name == strategies.OneShot.name
                else f"each trained for {search_cfg.trial_epochs} epochs")
-  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
       "space": space.name, "strategy": strategy.name,
       **({"cleaning_embeddings": config.data.cleaning_embeddings}
          if config.data.cleaning_embeddings else {}),
@@ -371,27 +368,26 @@ def rank(config: RunConfig, strategy, sampler, cost_model: costs.CostModel, rewa
   return entries, within
 
 
-FINAL_CONFIG_NAME = "final_config.json"
 
 
 def write_final_config(config: RunConfig, best: dict) -> None:
   """RUN_DIR/final_config.json: the best recipe (cleaning + loss + architecture) with what
   retrains it from scratch (--mode=fixed --search_space=S --arc_file=this file; its
   cleaning_embeddings reproduce the cleaned training data the search saw)."""
-  runlog.write_json(os.path.join(config.run_dir, FINAL_CONFIG_NAME), {
+  runlog.write_json(os.path.join(config.run_dir, runlog.FINAL_CONFIG), {
       "space": best["space"], "sample": best["sample"], "encoding": best["encoding"],
       "description": best["description"], "search_score": best["score"],
       "reward_metric": best["reward_metric"], "reward": best["reward"], "cost": best["cost"],
       "cost_unit": best["cost_unit"], "params": best["params"], "flops": best["flops"],
       "cleaning_embeddings": config.data.cleaning_embeddings,
       "retrain": f"python -m enas_face.main --mode=fixed --search_space={best['space']} "
-                 f"--arc_file={os.path.join(config.run_dir, FINAL_CONFIG_NAME)} "
+                 f"--arc_file={os.path.join(config.run_dir, runlog.FINAL_CONFIG)} "
                  "--run_dir=RETRAIN_DIR (with the search's data and model flags)"})
 
 
 def static_costs(model_config, sample) -> dict:
   """Parameters and FLOPs of `sample`, counted by its space (None where it cannot)."""
-  space = model_config.space
+  space = spaces.of(model_config)
   out = {}
   for key, count in (("params", space.params), ("flops", space.flops)):
     try:

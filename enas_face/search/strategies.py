@@ -29,22 +29,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import distribute
-from enas_face import fixed
-from enas_face import runlog
-from enas_face.evaluation import verification
-from enas_face.config import ConfigError, RunConfig
-from enas_face.data import pipeline
+from enas_face.config import MULTI_TRIAL, ONE_SHOT, ConfigError, RunConfig
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+from enas_face.data import cleaning
+from enas_face.data import pipeline
+from enas_face import distribute
+from enas_face.evaluation import verification
+from enas_face.models import builders
 from enas_face.models.heads import build_head
+from enas_face import runlog
+from enas_face.search import ray_trials as trial_workers
+from enas_face import spaces
 from enas_face.spaces.base import SearchSpace
+from enas_face.training import checkpoints
+from enas_face.training import fixed
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
-
-TRIALS_NAME = "trials.jsonl"
-TRIALS_DIR = "trials"
-
 
 @dataclasses.dataclass(frozen=True)
 class RewardData:
@@ -93,7 +93,7 @@ class Candidate:
 
 class OneShot:
   """ENAS weight sharing: one supernet (models.builders.build_shared) trained with a sample per step."""
-  name = "one_shot"
+  name = ONE_SHOT
   collective_scoring = False  # only the chief scores; other workers wait at the next epoch
 
   def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
@@ -202,24 +202,23 @@ def make_embed_step(child: keras.Model):
 
 class MultiTrial:
   """Each sample trained from scratch for --trial_epochs, then scored; results cached."""
-  name = "multi_trial"
+  name = MULTI_TRIAL
   collective_scoring = True  # every worker trains every trial; the chief scores
 
   def __init__(self, config: RunConfig, space: SearchSpace, dataset: FaceDataset,
                reward: RewardData, placement: distribute.Placement):
     self.config, self.space, self.dataset, self.reward = config, space, dataset, reward
     self.placement = placement
-    self.path = os.path.join(config.run_dir, TRIALS_NAME)
+    self.path = os.path.join(config.run_dir, runlog.TRIALS)
     self.trials = {r["encoding"]: r for r in runlog.read(self.path)} if placement.is_chief else {}
     self.trained_this_invocation = 0
     self.runner = None
     if config.search.trial_workers > 1 or config.search.ray_address:
       if placement.name != "default":
         raise ConfigError(f"--trial_workers={config.search.trial_workers} / --ray_address run "
-                          f"trials on Ray workers; --strategy={placement.name} is not supported "
-                          "with them (each Ray worker trains on its own device)")
-      from enas_face import trial_workers  # pylint: disable=import-outside-toplevel
-      self.runner = trial_workers.RayTrialRunner(config.search.trial_workers,
+                          f"trials on Ray workers; --distribution_strategy={placement.name} is "
+                          "not supported with them (each Ray worker trains on its own device)")
+      self.runner = trial_workers.RayTrialRunner(run_trial, config.search.trial_workers,
                                                  config.search.ray_address,
                                                  config.search.trial_gpus)
 
@@ -246,7 +245,8 @@ class MultiTrial:
                                 warmup_epochs=min(config.train.warmup_epochs, epochs - 1))
     return dataclasses.replace(
         config, mode="fixed", arc=sample, train=train, candidate_arcs=(), top_k=1,
-        run_dir=os.path.join(config.run_dir, TRIALS_DIR, encoding.replace(" ", "-") or "empty"))
+        run_dir=os.path.join(config.run_dir, runlog.TRIALS_DIR,
+                             encoding.replace(" ", "-") or "empty"))
 
   def score_many(self, choices: np.ndarray, epoch: int) -> list[float | None]:
     """Trains the samples not in the cache (every worker: `choices` [Q, n] are the chief's,
@@ -304,11 +304,10 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
   """Trains one trial (a fixed run, resumable) and scores it: the record of trials.jsonl, or
   None on a non-chief worker. The trial's weights are deleted afterwards (its score is all
   the search needs again)."""
-  from enas_face import cleaning  # pylint: disable=import-outside-toplevel
   placement = placement or distribute.make_placement("default")
   keras.utils.set_random_seed(trial.train.seed)  # a trial's result does not depend on order
   os.makedirs(trial.run_dir, exist_ok=True)
-  space = trial.model.space
+  space = spaces.of(trial.model)
   record = {"encoding": space.to_string(trial.arc), "sample": space.to_json(trial.arc),
             "reward_metric": reward.metric, "trial_epochs": trial.train.epochs,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
@@ -331,15 +330,22 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
                 final_train_loss=history[-1]["loss"] if history else None)
   if "cleaning" in state.dataset.report:
     record["cleaning"] = state.dataset.report["cleaning"]
-  shutil.rmtree(loop.checkpoint_dir(trial.run_dir), ignore_errors=True)
+  shutil.rmtree(checkpoints.checkpoint_dir(trial.run_dir), ignore_errors=True)
   return record
+
+
+# The strategies of the search loop by --search_strategy name (the differentiable search runs
+# its own loop: differentiable.py).
+LOOP_STRATEGIES = {OneShot.name: OneShot, MultiTrial.name: MultiTrial}
 
 
 def make_strategy(config: RunConfig, space: SearchSpace, dataset: FaceDataset, reward: RewardData,
                   placement: distribute.Placement, steps_per_epoch: int):
-  if config.search.strategy == "one_shot":
+  """The --search_strategy of `config`, one of LOOP_STRATEGIES."""
+  name = config.search.strategy
+  if name not in LOOP_STRATEGIES:
+    raise ValueError(f"unknown search strategy {name!r}; expected one of "
+                     f"{', '.join(LOOP_STRATEGIES)}")
+  if name == OneShot.name:
     return OneShot(config, space, dataset, reward, placement, steps_per_epoch)
-  if config.search.strategy == "multi_trial":
-    return MultiTrial(config, space, dataset, reward, placement)
-  raise ValueError(f"unknown search strategy {config.search.strategy!r}; expected one_shot or "
-                   "multi_trial")
+  return LOOP_STRATEGIES[name](config, space, dataset, reward, placement)

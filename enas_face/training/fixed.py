@@ -3,7 +3,8 @@
 Optimiser (paper Section 4): SGD, momentum 0.9, weight decay 1e-4, linear
 warmup to lr_max then Eq. 6 down to lr_min (training/step.py); loss = the
 cross-entropy of the configured head (softmax or a margin head, heads.py) with
-optional label smoothing, plus any extra terms (RegularFace).
+optional label smoothing, plus the run's extra terms (RegularFace, distillation):
+training/step.py's TaskLoss, the loss of every training step.
 
 A run folder holds `checkpoints/` (one per epoch, `tf.train.CheckpointManager`)
 and `train_history.jsonl` (one record per epoch, runlog.py): rerunning with the
@@ -26,23 +27,22 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import costs
-from enas_face import distill
-from enas_face import distribute
-from enas_face import runlog
-from enas_face.evaluation import verification
 from enas_face.config import ConfigError, RunConfig
-from enas_face.data import pipeline
+from enas_face import costs
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import cleaning
+from enas_face.data import pipeline
+from enas_face import distribute
+from enas_face.evaluation import verification
+from enas_face.models import builders
 from enas_face.models.heads import build_head
+from enas_face import runlog
+from enas_face import spaces
+from enas_face.training import checkpoints
+from enas_face.training import distill
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
 
-
-HISTORY_NAME = "train_history.jsonl"
-BEST_DIR = "best"
-BEST_NAME = "best.json"
 
 
 @dataclasses.dataclass
@@ -61,17 +61,12 @@ class TrainingState:
   distillation: object = None
 
 
-def build_child(config: RunConfig) -> keras.Model:
-  """The run's sample as a stand-alone model, built by its search space."""
-  return builders.build_child(config)
-
-
 def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
                  placement: distribute.Placement) -> TrainingState:
   """Builds child, head and optimiser in the strategy's scope, and their checkpoint."""
   train = config.train
   with placement.strategy.scope():
-    child = build_child(config)
+    child = builders.build_child(config)
     head = build_head(config.head, num_classes, config.model.embedding_dim)
     distillation = distill.build(config.distill, config.model.embedding_dim, num_classes)
     extra = [distillation.projection] if distillation is not None else []
@@ -85,50 +80,6 @@ def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
   manager = tf.train.CheckpointManager(checkpoint, placement.checkpoint_dir(config.run_dir),
                                        max_to_keep=train.keep_checkpoints)
   return TrainingState(child, head, optimizer, epoch, manager, distillation=distillation)
-
-
-def initialize_child(child: keras.Model, source: str) -> str:
-  """Loads the child weights of `source` (a run folder: its latest checkpoint; or a
-  checkpoint prefix) into `child`, module by module key: modules the source lacks keep
-  their initialisation. Returns the checkpoint path; ConfigError names --init_checkpoint."""
-  path = (tf.train.latest_checkpoint(loop.checkpoint_dir(source)) if os.path.isdir(source)
-          else source)
-  if not path or not tf.io.gfile.exists(path + ".index"):
-    raise ConfigError(f"--init_checkpoint={source}: no checkpoint there (a run folder with "
-                      "checkpoints/, or a checkpoint prefix such as RUN/checkpoints/ckpt-3)")
-  names = [name for name, _ in tf.train.list_variables(path)]
-  if not any(name.startswith("child/") for name in names):
-    raise ConfigError(f"--init_checkpoint={source}: {path} holds no child weights")
-  try:
-    tf.train.Checkpoint(child=child).restore(path).expect_partial()
-  except (ValueError, tf.errors.InvalidArgumentError) as error:
-    raise ConfigError(f"--init_checkpoint={source}: its weights do not fit this model (another "
-                      f"--base_filters, --image_size or --embedding_dim?): {error}") from None
-  logging.info("child initialised from %s", path)
-  return path
-
-
-def restore_child(config: RunConfig) -> keras.Model:
-  """The trained child of a run folder (its latest checkpoint, or best/ with
-  --checkpoint=best), for eval and export."""
-  if config.eval.checkpoint == "best":
-    best = read_best(config.run_dir)
-    if best is None:
-      raise ConfigError(f"--checkpoint=best: no {os.path.join(best_dir(config.run_dir), BEST_NAME)}"
-                        " (a fixed run writes it when it verifies its pairs)")
-    latest = os.path.join(best_dir(config.run_dir), best["checkpoint"])
-  else:
-    latest = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir))
-  if latest is None:
-    raise ConfigError(f"--run_dir={config.run_dir}: no checkpoint in "
-                      f"{loop.checkpoint_dir(config.run_dir)}; train it first with --mode=fixed")
-  child = build_child(config)
-  checkpoint = tf.train.Checkpoint(child=child)
-  # best/ is written by Checkpoint.write (no save counter): read it back with `read`.
-  status = checkpoint.read(latest) if config.eval.checkpoint == "best" else checkpoint.restore(latest)
-  status.expect_partial().assert_existing_objects_matched()
-  logging.info("restored %s", latest)
-  return child
 
 
 class EmbeddingExtractor:
@@ -179,17 +130,13 @@ def train(config: RunConfig, dataset: FaceDataset,
   steps_per_epoch = training_steps_per_epoch(config, dataset, placement)
   state = create_state(config, dataset.num_classes, steps_per_epoch, placement)
   state.config, state.dataset = config, dataset
-  fresh = tf.train.latest_checkpoint(loop.checkpoint_dir(config.run_dir)) is None
+  fresh = tf.train.latest_checkpoint(checkpoints.checkpoint_dir(config.run_dir)) is None
   mean = loop.restore_or_start(state.manager, state.child, dataset, "training", state.epoch,
-                               train_cfg.epochs, loop.checkpoint_dir(config.run_dir))
+                               train_cfg.epochs, checkpoints.checkpoint_dir(config.run_dir))
   if fresh and train_cfg.init_checkpoint:
-    initialize_child(state.child, train_cfg.init_checkpoint)
+    checkpoints.initialize_child(state.child, train_cfg.init_checkpoint)
     state.child.standardize.set_statistics(*pipeline.split_statistics(dataset.train))
-  extra = train_lib.extra_losses(config.head)
-  cross_entropy_weight = 1.0
-  if state.distillation is not None:
-    extra.append(state.distillation.term())
-    cross_entropy_weight = state.distillation.cross_entropy_weight
+  extra, cross_entropy_weight = train_lib.run_terms(config.head, state.distillation)
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=extra,
@@ -197,11 +144,12 @@ def train(config: RunConfig, dataset: FaceDataset,
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
   pair_extractor = EmbeddingExtractor(state.child, config.eval.batch_size, config.eval.flip_test)
   best_set, best_metric = best_selection(config, dataset)
-  best = None if fresh else read_best(config.run_dir)
+  best = None if fresh else checkpoints.read_best(config.run_dir)
   if best is not None and (best["set"], best["metric"]) != (best_set, best_metric):
     best = None  # another --best_pairs or --protocol: pick again from here on
   chief = placement.is_chief
-  writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tensorboard")) if chief else None
+  writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
+            if chief else None)
 
   def train_epoch(epoch: int) -> loop.EpochResult:
     batches = distribute.distribute_training_data(
@@ -249,20 +197,16 @@ def train(config: RunConfig, dataset: FaceDataset,
   return state
 
 
-CLEANING_MANIFEST = "cleaning_manifest.json"
-
-
 def prepare_training(config: RunConfig, dataset: FaceDataset,
                      chief: bool = True) -> tuple[RunConfig, FaceDataset]:
   """The run's sample's training setup (its space's prepare_training: the loss and the data
   cleaning of a comprehensive recipe); a cleaning's manifest goes to
   RUN_DIR/cleaning_manifest.json."""
-  space = config.model.space
+  space = spaces.of(config.model)
   config, dataset, result = space.prepare_training(config, dataset, config.arc)
   if result is not None and chief:
-    from enas_face import cleaning  # pylint: disable=import-outside-toplevel
     summary = cleaning.write_manifest(
-        os.path.join(config.run_dir, CLEANING_MANIFEST), config.arc.cleaning, result,
+        os.path.join(config.run_dir, runlog.CLEANING_MANIFEST), config.arc.cleaning, result,
         config.data.cleaning_embeddings)
     logging.info("cleaning: kept %d training images of %d identities, removed %d %s",
                  summary["kept_images"], summary["classes_after"], summary["removed_images"],
@@ -309,28 +253,19 @@ def pair_set_accuracies(config: RunConfig, dataset: FaceDataset,
   return out
 
 
-def best_dir(run_dir: str) -> str:
-  return os.path.join(run_dir, BEST_DIR)
-
-
-def read_best(run_dir: str) -> dict | None:
-  """best/best.json ({epoch, set, metric, value, checkpoint}) or None."""
-  return runlog.read_json(os.path.join(best_dir(run_dir), BEST_NAME))
-
-
 def keep_best(run_dir: str, best: dict | None, epoch: int, name: str, metric: str, value: float,
               checkpoint: tf.train.Checkpoint) -> dict:
   """If value > best["value"] (or there is no best yet): writes best/ckpt-<epoch>, then
   best.json naming it (atomic), then removes older best checkpoints; returns the best."""
   if best is not None and not value > best["value"]:
     return best
-  folder = best_dir(run_dir)
+  folder = checkpoints.best_dir(run_dir)
   os.makedirs(folder, exist_ok=True)
   prefix = f"ckpt-{epoch}"
   checkpoint.write(os.path.join(folder, prefix))
   best = {"epoch": epoch, "set": name, "metric": metric, "value": float(value),
           "checkpoint": prefix}
-  runlog.write_json(os.path.join(folder, BEST_NAME), best)
+  runlog.write_json(os.path.join(folder, runlog.BEST), best)
   for entry in os.listdir(folder):
     if entry.startswith("ckpt-") and entry.split(".")[0] != prefix:
       os.remove(os.path.join(folder, entry))
@@ -339,7 +274,7 @@ def keep_best(run_dir: str, best: dict | None, epoch: int, name: str, metric: st
 
 
 def history_path(run_dir: str) -> str:
-  return os.path.join(run_dir, HISTORY_NAME)
+  return os.path.join(run_dir, runlog.TRAIN_HISTORY)
 
 
 def read_history(run_dir: str) -> list[dict]:
@@ -389,8 +324,8 @@ def evaluate(config: RunConfig, dataset: FaceDataset, child: keras.Model,
   metrics["params"] = params["trainable"]
   metrics["params_total"] = params["total"]
   try:
-    metrics["flops"] = config.model.space.flops(config.model, config.arc)
+    metrics["flops"] = spaces.of(config.model).flops(config.model, config.arc)
   except NotImplementedError:
     metrics["flops"] = None
-  metrics["architecture"] = config.model.space.to_string(config.arc)
+  metrics["architecture"] = spaces.of(config.model).to_string(config.arc)
   return metrics

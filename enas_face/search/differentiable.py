@@ -15,10 +15,14 @@ teacher-guided NAS seed (Wang 2021), on the mobilefacenet supernet:
     wd 1e-3) on task loss + lambda_F L_F (half B);
   * tau from tau_max to tau_min on a cosine over the epochs; read-out: argmax p_k.
 
-The task loss is the training seam's: w_CE CE of the --head plus, with --distill_from, the
-distillation term (distill.py). Using the teacher during the search is the seed's
-teacher guidance as we implement it (inferred: METHODS.md §4); without a teacher this is
-TAS-like search.
+The task loss L is the training seam's (training/step.py TaskLoss, the loss of --mode=fixed):
+
+    L = w_CE CE(head(e, y), y) + w_R RegularFace(W) + L_distill
+
+with the --head's CE, RegularFace on its class weights W when --regularface_weight = w_R > 0,
+and with --distill_from the distillation term (distill.py; then w_CE = 1 - alpha). Using the
+teacher during the search is the seed's teacher guidance as we implement it (inferred:
+METHODS.md §4); without a teacher this is TAS-like search.
 
 Run folder: checkpoints/ (supernet, head, logits, both optimisers, epoch), distributions.jsonl
 (per epoch: losses, tau, p_k of every decision, E[FLOPs], the argmax architecture, its FLOPs
@@ -28,6 +32,7 @@ search_summary.json. A rerun resumes after the last finished epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -37,25 +42,23 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from enas_face import distill as distill_lib
-from enas_face import distribute
-from enas_face import fixed
-from enas_face import runlog
-from enas_face import spaces
-from enas_face.config import ConfigError, RunConfig
-from enas_face.data import pipeline
+from enas_face.config import DIFFERENTIABLE, ConfigError, RunConfig
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import pipeline
+from enas_face import distribute
+from enas_face.models import builders
 from enas_face.models.heads import build_head
 from enas_face.models import mobilefacenet as model_lib
+from enas_face import runlog
+from enas_face.search import plots
+from enas_face import spaces
 from enas_face.spaces import mobilefacenet as space_lib
+from enas_face.training import checkpoints
+from enas_face.training import distill as distill_lib
+from enas_face.training import fixed
 from enas_face.training import loop
 from enas_face.training import step as train_lib
-from enas_face.models import builders
 
-LOG_NAME = "distributions.jsonl"
-PLOT_NAME = "distributions.png"
-RANKED_NAME = "arcs_ranked.json"
-SUMMARY_NAME = "search_summary.json"
 
 
 def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
@@ -164,8 +167,90 @@ def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, Labe
   return tuple(LabelledImages(train.images[p], train.labels[p]) for p in parts)
 
 
+def make_steps(supernet: keras.Model, distributions: Distributions,
+               task_loss: train_lib.TaskLoss, optimizer: keras.optimizers.Optimizer,
+               arch_optimizer: keras.optimizers.Optimizer, model_config, flops_weight: float):
+  """(weight_step, arch_step): the alternating updates on L = task_loss of the supernet's
+  embeddings e = supernet(x, m), m = distributions.sample(tau, seed).
+
+      weight_step(x, y, tau, seed) -> (L, batch accuracy, lr): w <- SGD(dL/dw), m held fixed,
+        w the supernet's weights and task_loss.variables (head, distillation projection);
+      arch_step(x, y, tau, seed, sign) -> (L, E[FLOPs]): a <- Adam(d(L + L_F)/da),
+        L_F = flops_weight * sign * log E[FLOPs].
+
+  Both return L before their update (one device: B the batch); the head's margin schedule
+  reads optimizer.iterations.
+  """
+  weight_variables = supernet.trainable_variables + task_loss.variables
+
+  def loss_on(images, labels, mix):
+    embeddings = supernet(images, mix=mix, training=True)
+    return task_loss(images, labels, embeddings, optimizer.iterations)
+
+  @tf.function
+  def weight_step(images, labels, tau, seed):
+    mix = tf.stop_gradient(distributions.sample(tau, seed))
+    with tf.GradientTape() as tape:
+      loss, scores = loss_on(images, labels, mix)
+    optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
+    accuracy = train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
+    return loss, accuracy, optimizer.learning_rate
+
+  @tf.function
+  def arch_step(images, labels, tau, seed, sign):
+    with tf.GradientTape() as tape:
+      loss, _ = loss_on(images, labels, distributions.sample(tau, seed))
+      expected = expected_flops(model_config, distributions.probabilities())
+      total = loss + flops_loss(expected, sign, flops_weight)
+    gradients = tape.gradient(total, [distributions.logits])
+    arch_optimizer.apply_gradients(zip(gradients, [distributions.logits]))
+    return loss, expected
+
+  return weight_step, arch_step
+
+
+@dataclasses.dataclass
+class SearchState:
+  """What the search trains and checkpoints, its loss (TaskLoss) and its two steps."""
+  supernet: keras.Model
+  head: keras.layers.Layer
+  distributions: Distributions
+  distillation: distill_lib.Distillation | None
+  task_loss: train_lib.TaskLoss
+  optimizer: keras.optimizers.Optimizer
+  arch_optimizer: keras.optimizers.Optimizer
+  epoch: tf.Variable
+  weight_step: object
+  arch_step: object
+
+
+def create_state(config: RunConfig, num_classes: int, steps_per_epoch: int,
+                 placement: distribute.Placement) -> SearchState:
+  """Builds supernet, head, distributions, the teacher's distillation, the run's loss
+  (train_lib.run_task_loss: as --mode=fixed's) and both optimisers in the strategy's
+  scope, and the steps on them (make_steps)."""
+  search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
+  with placement.strategy.scope():
+    supernet = builders.build_supernet(model_cfg, name="supernet")
+    head = build_head(config.head, num_classes, model_cfg.embedding_dim)
+    head(tf.zeros((1, model_cfg.embedding_dim)))
+    distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
+    distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, num_classes)
+    task_loss = train_lib.run_task_loss(config, head, num_classes, distillation)
+    optimizer = train_lib.make_optimizer(train_cfg, steps_per_epoch, search_cfg.epochs)
+    optimizer.build(supernet.trainable_variables + task_loss.variables)
+    arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
+                                           weight_decay=search_cfg.arch_weight_decay or None)
+    arch_optimizer.build([distributions.logits])
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  weight_step, arch_step = make_steps(supernet, distributions, task_loss, optimizer,
+                                      arch_optimizer, model_cfg, search_cfg.flops_loss_weight)
+  return SearchState(supernet, head, distributions, distillation, task_loss, optimizer,
+                     arch_optimizer, epoch, weight_step, arch_step)
+
+
 def log_path(run_dir: str) -> str:
-  return os.path.join(run_dir, LOG_NAME)
+  return os.path.join(run_dir, runlog.DISTRIBUTIONS)
 
 
 def search(config: RunConfig, dataset: FaceDataset,
@@ -173,65 +258,26 @@ def search(config: RunConfig, dataset: FaceDataset,
   """Runs (or resumes) the width/depth search; returns the summary (search_summary.json)."""
   placement = placement or distribute.make_placement("default")
   search_cfg, train_cfg, model_cfg = config.search, config.train, config.model
-  space = model_cfg.space
+  space = spaces.of(model_cfg)
   if dataset.streamed:
     raise ConfigError("--search_strategy=differentiable splits the training split in two "
                       "halves in memory; use --stream=never")
   half_a, half_b = split_halves(dataset.train, config.data.seed)
   batch = train_cfg.batch_size
   steps = loop.steps_per_epoch(batch, min(len(half_a.labels), len(half_b.labels)), 1)
-  with placement.strategy.scope():
-    supernet = builders.build_supernet(model_cfg, name="supernet")
-    head = build_head(config.head, dataset.num_classes, model_cfg.embedding_dim)
-    head(tf.zeros((1, model_cfg.embedding_dim)))
-    distributions = Distributions(model_cfg, seed=train_cfg.seed, name="distributions")
-    distillation = distill_lib.build(config.distill, model_cfg.embedding_dim, dataset.num_classes)
-    weight_variables = (supernet.trainable_variables + head.trainable_variables
-                        + (distillation.projection.trainable_variables if distillation else []))
-    optimizer = train_lib.make_optimizer(train_cfg, steps, search_cfg.epochs)
-    optimizer.build(weight_variables)
-    arch_optimizer = keras.optimizers.Adam(search_cfg.arch_lr,
-                                           weight_decay=search_cfg.arch_weight_decay or None)
-    arch_optimizer.build([distributions.logits])
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  built = create_state(config, dataset.num_classes, steps, placement)
+  supernet, head, distributions, distillation = (built.supernet, built.head, built.distributions,
+                                                 built.distillation)
+  optimizer, arch_optimizer, epoch = built.optimizer, built.arch_optimizer, built.epoch
   checkpoint = tf.train.Checkpoint(
       supernet=supernet, head=head, distributions=distributions, optimizer=optimizer,
       arch_optimizer=arch_optimizer, epoch=epoch,
       **({"distill": distillation.projection} if distillation else {}))
-  manager = tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(config.run_dir),
+  manager = tf.train.CheckpointManager(checkpoint, checkpoints.checkpoint_dir(config.run_dir),
                                        max_to_keep=train_cfg.keep_checkpoints)
   mean = loop.restore_or_start(manager, supernet, dataset, "width/depth search", epoch,
-                               search_cfg.epochs, loop.checkpoint_dir(config.run_dir))
-  ce_weight = distillation.cross_entropy_weight if distillation else 1.0
-  cross_entropy = keras.losses.CategoricalCrossentropy(
-      from_logits=True, label_smoothing=train_cfg.label_smoothing, reduction=None)
-
-  def task_loss(images, labels, mix):
-    embeddings = supernet(images, mix=mix, training=True)
-    logits, scores = head.training_logits(embeddings, labels, step=optimizer.iterations)
-    loss = ce_weight * tf.reduce_mean(cross_entropy(
-        tf.one_hot(labels, dataset.num_classes), tf.cast(logits, tf.float32)))
-    if distillation is not None:
-      loss += tf.reduce_mean(distillation.loss(embeddings, head, images))
-    return loss, train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
-
-  @tf.function
-  def weight_step(images, labels, tau, seed):
-    mix = tf.stop_gradient(distributions.sample(tau, seed))
-    with tf.GradientTape() as tape:
-      loss, accuracy = task_loss(images, labels, mix)
-    optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
-    return loss, accuracy, optimizer.learning_rate
-
-  @tf.function
-  def arch_step(images, labels, tau, seed, sign):
-    with tf.GradientTape() as tape:
-      loss, _ = task_loss(images, labels, distributions.sample(tau, seed))
-      expected = expected_flops(model_cfg, distributions.probabilities())
-      total = loss + flops_loss(expected, sign, search_cfg.flops_loss_weight)
-    gradients = tape.gradient(total, [distributions.logits])
-    arch_optimizer.apply_gradients(zip(gradients, [distributions.logits]))
-    return loss, expected
+                               search_cfg.epochs, checkpoints.checkpoint_dir(config.run_dir))
+  weight_step, arch_step = built.weight_step, built.arch_step
 
   state = {"tau": search_cfg.tau_max, "arch_losses": [], "signs": []}
 
@@ -310,8 +356,7 @@ def search(config: RunConfig, dataset: FaceDataset,
 def write_results(config: RunConfig, distributions: Distributions, seconds: float,
                   distillation) -> dict:
   """arcs_ranked.json (the argmax architecture), distributions.png and search_summary.json."""
-  from enas_face import plots  # pylint: disable=import-outside-toplevel
-  space, model_cfg, search_cfg = config.model.space, config.model, config.search
+  space, model_cfg, search_cfg = spaces.of(config.model), config.model, config.search
   sample = distributions.argmax_sample()
   flops, params = space.flops(model_cfg, sample), space.params(model_cfg, sample)
   entry = {**spaces.sample_record(space, sample), "description": space.describe(sample),
@@ -319,8 +364,8 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
            "cost_model": "flops", "within_budget": flops <= search_cfg.cost_target, "rank": 1,
            "probabilities": [float(p) for p in
                              np.max(distributions.probabilities().numpy(), axis=-1)]}
-  runlog.write_json(os.path.join(config.run_dir, RANKED_NAME), {
-      "space": space.name, "strategy": "differentiable",
+  runlog.write_json(os.path.join(config.run_dir, runlog.ARCS_RANKED), {
+      "space": space.name, "strategy": DIFFERENTIABLE,
       "ranked_by": "argmax of the learned distributions", "cost_model": "flops",
       "cost_unit": "FLOPs", "cost_target": search_cfg.cost_target,
       "teacher": config.distill.teacher, "architectures": [entry]})
@@ -328,10 +373,10 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
   labels = {d.name: ([str(d_ + 1) for d_ in range(d.num_choices)] if d.name.endswith("_depth")
                      else [f"{r:g}" for r in space_lib.WIDTH_RATIOS])
             for d in space.decisions(model_cfg)}
-  plot = plots.plot_distributions(records, os.path.join(config.run_dir, PLOT_NAME),
+  plot = plots.plot_distributions(records, os.path.join(config.run_dir, runlog.DISTRIBUTIONS_PLOT),
                                   search_cfg.cost_target, labels)
   full = space.default(model_cfg)
-  summary = {"space": space.name, "strategy": "differentiable", "epochs": search_cfg.epochs,
+  summary = {"space": space.name, "strategy": DIFFERENTIABLE, "epochs": search_cfg.epochs,
              "teacher": config.distill.teacher or None,
              "distillation": (None if distillation is None else
                               {"embedding_weight": config.distill.embedding_weight,
@@ -343,10 +388,10 @@ def write_results(config: RunConfig, distributions: Distributions, seconds: floa
              "final_expected_flops": records[-1]["expected_flops"] if records else None,
              "seconds_this_invocation": seconds, "plot": plot,
              "retrain": "python -m enas_face.main --mode=fixed --search_space=mobilefacenet "
-                        f"--arc_file={os.path.join(config.run_dir, RANKED_NAME)} "
+                        f"--arc_file={os.path.join(config.run_dir, runlog.ARCS_RANKED)} "
                         "--run_dir=RETRAIN_DIR [--distill_from=TEACHER] (with the search's data "
                         "and model flags)"}
-  runlog.write_json(os.path.join(config.run_dir, SUMMARY_NAME), summary)
+  runlog.write_json(os.path.join(config.run_dir, runlog.SEARCH_SUMMARY), summary)
   logging.info("width/depth search: %s, %d FLOPs (target %g), %d params", space.describe(sample),
                flops, search_cfg.cost_target, params)
   return summary

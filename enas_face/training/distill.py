@@ -25,9 +25,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from enas_face.config import ConfigError, DistillConfig, RunConfig
+from enas_face.config import ConfigError, DistillConfig
+from enas_face import runlog
+from enas_face import spaces
+from enas_face.training import checkpoints
 from enas_face.training.step import ExtraLoss
-from enas_face.models import builders
 
 
 @dataclasses.dataclass
@@ -61,36 +63,16 @@ def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
                       "or an exported SavedModel)")
   if is_saved_model(path):
     return _saved_model_teacher(path, flag)
-  if not os.path.isfile(os.path.join(path, "config.json")):
-    raise ConfigError(f"{flag}={path}: neither a run folder (no config.json) nor a SavedModel "
+  if not os.path.isfile(os.path.join(path, runlog.CONFIG)):
+    raise ConfigError(f"{flag}={path}: neither a run folder (no {runlog.CONFIG}) nor a SavedModel "
                       "(no saved_model.pb)")
-  from enas_face import fixed  # pylint: disable=import-outside-toplevel
-  from enas_face.models.heads import build_head  # pylint: disable=import-outside-toplevel
-  from enas_face.training import loop  # pylint: disable=import-outside-toplevel
-  teacher_config = RunConfig.load(os.path.join(path, "config.json"))
-  teacher_config = dataclasses.replace(teacher_config, run_dir=path)
-  latest = tf.train.latest_checkpoint(loop.checkpoint_dir(path))
-  if latest is None:
-    raise ConfigError(f"{flag}={path}: the run has no checkpoint yet; train it first "
-                      "(--mode=fixed)")
-  child = builders.build_child(teacher_config)
-  names = dict(tf.train.list_variables(latest))
-  head = None
-  num_classes = None
-  head_kernel = [name for name in names if name.startswith("head/") and "OPTIMIZER" not in name]
-  if head_kernel:
-    shapes = [names[name] for name in head_kernel if len(names[name]) == 2]
-    if shapes:
-      num_classes = int(shapes[0][1])
-      head = build_head(teacher_config.head, num_classes, teacher_config.model.embedding_dim)
-      head(tf.zeros((1, teacher_config.model.embedding_dim)))
-  checkpoint = tf.train.Checkpoint(child=child, **({"head": head} if head is not None else {}))
-  checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
-  logging.info("teacher: %s (%s)", latest, teacher_config.model.space.describe(teacher_config.arc))
+  run = checkpoints.load_run(path, flag)
+  logging.info("teacher: %s (%s)", run.checkpoint, spaces.of(run.config.model).describe(run.config.arc))
+  child, head = run.child, run.head
   return Teacher(lambda images: child(images, training=False),
                  (lambda e: head(e)) if head is not None else None,
-                 teacher_config.model.image_size, teacher_config.model.embedding_dim,
-                 num_classes, latest)
+                 run.config.model.image_size, run.config.model.embedding_dim,
+                 run.num_classes, run.checkpoint)
 
 
 def _saved_model_teacher(path: str, flag: str) -> Teacher:

@@ -100,7 +100,7 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
   handler = logging.StreamHandler(stderr)
   handler.setFormatter(absl_logging.PythonFormatter())
   logger = absl_logging.get_absl_logger()
-  level = logger.level
+  level, disabled, disabled_below = logger.level, logger.disabled, logging.root.manager.disable
   deterministic = _op_determinism()
   cwd = os.getcwd()
   code = 0
@@ -113,6 +113,11 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
         argv = cli.parse_flags(["enas_face.main", *args])
         if values["verbosity"].using_default_value:  # as app.run: INFO and up
           values.verbosity = 0
+        # Whatever earlier tests left behind (absl's handler on the root logger moves the level
+        # there; a disabled logger or logging.disable), the run's log reaches `stderr`.
+        logger.disabled = False
+        logging.disable(logging.NOTSET)
+        logger.setLevel(absl_logging.converter.absl_to_standard(values.verbosity))
         enas_main.main(argv)
       except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -123,6 +128,8 @@ def run_main_in_process(*args) -> subprocess.CompletedProcess:
     values.unparse_flags()
     logger.removeHandler(handler)
     logger.setLevel(level)
+    logger.disabled = disabled
+    logging.disable(disabled_below)
     os.chdir(cwd)
     if _op_determinism() != deterministic:
       from tensorflow.python.framework import config as tf_config  # no public switch-off

@@ -158,7 +158,7 @@ def test_head_flags_and_one_shot_are_refused_by_name(parse):
 
 # ---------------------------------------------------------------------- a search end to end
 @pytest.fixture(scope="module")
-def joint_search(tmp_path_factory):
+def joint_search(main_in_process, tmp_path_factory):
   """A finished 2-epoch comprehensive search, then its rerun after a kill that lost the
   last search checkpoint and the proxy embeddings file (the proxy's training had finished)."""
   root = tmp_path_factory.mktemp("comprehensive")
@@ -166,14 +166,14 @@ def joint_search(tmp_path_factory):
   # Seed 2: the random sampler's draws include samples whose cleaning leaves enough to train.
   args = [*TINY, *SEARCH, "--search_space=comprehensive", "--search_epochs=2", "--seed=2",
           f"--run_dir={run_dir}"]
-  first = run(*args)
+  first = main_in_process(*args)
   assert first.returncode == 0, first.stderr[-4000:]
   path = os.path.join(run_dir, "cleaning", cleaning.EMBEDDINGS_NAME)
   before = {"trials": read_jsonl(os.path.join(run_dir, "trials.jsonl")),
             "embeddings": cleaning.ProxyEmbeddings.load(path)}
   os.remove(path)
   lose_last_checkpoint(run_dir, 2)
-  rerun = run(*args)
+  rerun = main_in_process(*args)
   assert rerun.returncode == 0, rerun.stderr[-4000:]
   return {"root": root, "run_dir": run_dir, "before": before}
 
@@ -193,7 +193,7 @@ def test_search_resumes_without_retraining_the_proxy_or_finished_trials(joint_se
 
 
 @pytest.mark.slow
-def test_final_recipe_round_trips_into_a_fixed_run(joint_search):
+def test_final_recipe_round_trips_into_a_fixed_run(joint_search, main_in_process):
   run_dir = joint_search["run_dir"]
   final = read_json(os.path.join(run_dir, "final_config.json"))
   ranked = read_json(os.path.join(run_dir, "arcs_ranked.json"))
@@ -202,8 +202,9 @@ def test_final_recipe_round_trips_into_a_fixed_run(joint_search):
   assert not {e["encoding"] for e in ranked["architectures"]} & set(untrained)
   assert final["cleaning_embeddings"] == os.path.join(run_dir, "cleaning", cleaning.EMBEDDINGS_NAME)
   retrain = str(joint_search["root"] / "retrain")
-  result = run(*TINY, "--mode=fixed", "--search_space=comprehensive", "--seed=2",
-               f"--arc_file={os.path.join(run_dir, 'final_config.json')}", f"--run_dir={retrain}")
+  result = main_in_process(*TINY, "--mode=fixed", "--search_space=comprehensive", "--seed=2",
+                           f"--arc_file={os.path.join(run_dir, 'final_config.json')}",
+                           f"--run_dir={retrain}")
   assert result.returncode == 0, result.stderr[-4000:]
   config = spaces.load_config(os.path.join(retrain, "config.json"))
   space = spaces.get("comprehensive")

@@ -104,7 +104,7 @@ def test_table_prediction_is_the_overhead_plus_the_modules_entries():
 
 
 @pytest.mark.parametrize("runtime", ["tf_function", "tflite"])
-def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime):
+def test_built_table_times_every_module_and_prices_samples(tmp_path, runtime, frozen_gc):
   config = ModelConfig(image_size=16, base_filters=4, embedding_dim=8, num_layers=2,
                        num_reductions=1)
   table = latency_table.build_table(config, runtime=runtime, warmup=1, repeats=3)
@@ -198,7 +198,7 @@ TINY = ["--dataset=synthetic", "--image_size=16", "--synthetic_identities=12",
 
 
 @pytest.mark.slow
-def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
+def test_budget_search_never_ranks_an_over_budget_architecture(main_in_process, tmp_path):
   model = ModelConfig(image_size=16, num_layers=3, num_reductions=1, base_filters=8,
                       embedding_dim=16)
   rng = np.random.default_rng(0)
@@ -206,10 +206,8 @@ def test_budget_search_never_ranks_an_over_budget_architecture(tmp_path):
                  for _ in range(200))
   target = float(flops[len(flops) // 2])  # about half the space is over the budget
   run_dir = str(tmp_path / "search")
-  result = subprocess.run(
-      [sys.executable, "-m", "enas_face.main", *TINY, "--mode=search", f"--run_dir={run_dir}",
-       "--cost_model=flops", "--reward=budget", f"--cost_target={target}"],
-      cwd=ROOT, capture_output=True, text=True, env=ENV)
+  result = main_in_process(*TINY, "--mode=search", f"--run_dir={run_dir}", "--cost_model=flops",
+                           "--reward=budget", f"--cost_target={target}")
   assert result.returncode == 0, result.stderr[-4000:]
   space = spaces.of(model)
   with open(os.path.join(run_dir, "sampled_arcs.jsonl")) as handle:

@@ -209,20 +209,22 @@ def _check_tflite_export(folder: str, name: str, stdout: str, quantization: str)
 
 
 @pytest.mark.slow
-def test_fixed_and_export_modes_write_the_export_formats(tmp_path):
+def test_fixed_and_export_modes_write_the_export_formats(tiny_fixed_run, main_in_process,
+                                                         tmp_path):
   """--mode=fixed exports what --export_format asks for; --mode=export on the finished run
-  writes the SavedModel and the int8 file with its parity report into --export_dir."""
-  run_dir = str(tmp_path / "run")
-  result = run_main("--mode=fixed", f"--run_dir={run_dir}", "--export_format=saved_model,tflite",
-                    *TINY_RUN)
+  writes the SavedModel and the int8 file with its parity report into --export_dir.
+  The fixed run is the session's tiny run (tests/conftest.py), trained with these flags."""
+  run_dir, result = tiny_fixed_run.run_dir, tiny_fixed_run.result
+  assert sorted(tiny_fixed_run.args) == sorted(
+      ["--mode=fixed", f"--run_dir={run_dir}", "--export_format=saved_model,tflite", *TINY_RUN])
   assert result.returncode == 0, result.stderr[-3000:]
   saved = os.path.join(run_dir, "saved_model")
   assert os.path.exists(os.path.join(saved, "saved_model.pb"))
   _check_tflite_export(saved, "model.tflite", result.stdout, "none")
   assert not os.path.exists(os.path.join(saved, "model_int8.tflite"))
   export_dir = str(tmp_path / "exported")
-  result = run_main("--mode=export", f"--run_dir={run_dir}", f"--export_dir={export_dir}",
-                    "--export_format=saved_model,tflite_int8")
+  result = main_in_process("--mode=export", f"--run_dir={run_dir}", f"--export_dir={export_dir}",
+                           "--export_format=saved_model,tflite_int8")
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
   _check_tflite_export(export_dir, "model_int8.tflite", result.stdout, "int8")

@@ -54,11 +54,13 @@ def test_bad_arc_file_content_names_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  run_dir = str(tmp_path_factory.mktemp("run") / "tiny")
-  result = run_main("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", *TINY)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return run_dir
+def tiny_run(tiny_fixed_run, tmp_path_factory):
+  """This module's copy of the session's tiny run (tests/conftest.py), trained with
+  `--mode=fixed --epochs=2 *TINY`: its tests evaluate, export, resume and refuse in it."""
+  assert tiny_fixed_run.args[:2] == ["--mode=fixed", f"--run_dir={tiny_fixed_run.run_dir}"]
+  assert sorted(tiny_fixed_run.args[2:]) == sorted(
+      ["--epochs=2", "--export_format=saved_model,tflite", *TINY])
+  return tiny_fixed_run.copy(str(tmp_path_factory.mktemp("run") / "tiny"))
 
 
 @pytest.mark.slow
@@ -77,21 +79,22 @@ def test_fixed_run_writes_everything(tiny_run):
 
 
 @pytest.mark.slow
-def test_eval_and_export_modes_use_the_run_folder(tiny_run):
+def test_eval_and_export_modes_use_the_run_folder(tiny_run, main_in_process):
   before = json.load(open(os.path.join(tiny_run, "metrics.json")))
-  result = run_main("--mode=eval", f"--run_dir={tiny_run}")
+  result = main_in_process("--mode=eval", f"--run_dir={tiny_run}")
   assert result.returncode == 0, result.stderr[-3000:]
   after = json.load(open(os.path.join(tiny_run, "metrics.json")))
   assert after["verification_accuracy"] == pytest.approx(before["verification_accuracy"])
   export_dir = os.path.join(tiny_run, "exported_again")
-  result = run_main("--mode=export", f"--run_dir={tiny_run}", f"--export_dir={export_dir}")
+  result = main_in_process("--mode=export", f"--run_dir={tiny_run}", f"--export_dir={export_dir}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
 
 
 @pytest.mark.slow
-def test_rerun_resumes_after_the_last_epoch(tiny_run):
-  result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY)
+def test_rerun_resumes_after_the_last_epoch(tiny_run, tiny_fixed_run, main_in_process):
+  result = main_in_process("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY,
+                           tiny_fixed_run.same_data())
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming training from" in result.stderr
   history = [json.loads(l) for l in open(os.path.join(tiny_run, "train_history.jsonl"))]
@@ -99,9 +102,9 @@ def test_rerun_resumes_after_the_last_epoch(tiny_run):
 
 
 @pytest.mark.slow
-def test_run_folder_of_another_network_is_refused(tiny_run):
+def test_run_folder_of_another_network_is_refused(tiny_run, tiny_fixed_run):
   result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", "--arc_file=",
-                    "--arc=1 0 0 0 0 0 0 0 0 0 0 0 0 0 0", *TINY)
+                    "--arc=1 0 0 0 0 0 0 0 0 0 0 0 0 0 0", *TINY, tiny_fixed_run.same_data())
   assert result.returncode == 2
   assert "another network" in result.stderr
 
@@ -110,10 +113,11 @@ def test_run_folder_of_another_network_is_refused(tiny_run):
 @pytest.mark.parametrize("changed, flag", [(["--head=arcface"], "--head"),
                                            (["--margin_scale=auto"], "--margin_scale"),
                                            (["--regularface_weight=0.1"], "--regularface_weight")])
-def test_resume_with_another_head_or_loss_is_refused(tiny_run, changed, flag):
+def test_resume_with_another_head_or_loss_is_refused(tiny_run, tiny_fixed_run, changed, flag):
   """The run folder remembers its head: one error line naming the flag, nothing written."""
   before = open(os.path.join(tiny_run, "config.json")).read()
-  result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY, *changed)
+  result = run_main("--mode=fixed", f"--run_dir={tiny_run}", "--epochs=3", *TINY,
+                    tiny_fixed_run.same_data(), *changed)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = [l for l in result.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], result.stderr

@@ -80,15 +80,15 @@ def test_unknown_best_pairs_names_the_flag_and_the_sets(data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def clean_run(data, tmp_path_factory):
+def clean_run(data, main_in_process, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("clean") / "run")
-  result = run(*args_for(data, run_dir))
+  result = main_in_process(*args_for(data, run_dir))
   assert result.returncode == 0, result.stderr[-3000:]
   return run_dir, result.stdout
 
 
 @pytest.mark.slow
-def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run):
+def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run, main_in_process):
   run_dir, stdout = clean_run
   history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
   assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -111,7 +111,7 @@ def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run):
   assert history[-1]["pairs/cfp_fp/verification_accuracy"] == pytest.approx(
       metrics["pair_sets"]["cfp_fp"]["verification_accuracy"])
   # --mode=eval --checkpoint=best evaluates the best epoch's weights.
-  result = run("--mode=eval", f"--run_dir={run_dir}", "--checkpoint=best")
+  result = main_in_process("--mode=eval", f"--run_dir={run_dir}", "--checkpoint=best")
   assert result.returncode == 0, result.stderr[-3000:]
   evaluated = json.load(open(os.path.join(run_dir, "metrics.json")))
   assert evaluated["pair_sets"]["cfp_fp"]["verification_accuracy"] == pytest.approx(best["value"])

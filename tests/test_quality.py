@@ -32,15 +32,15 @@ def ok(result):
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory):
+def embedder(main_in_process, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("quality") / "embedder")
-  ok(run_main("--mode=fixed", f"--run_dir={run_dir}", "--epochs=4", *EMBEDDER))
+  ok(main_in_process("--mode=fixed", f"--run_dir={run_dir}", "--epochs=4", *EMBEDDER))
   return run_dir
 
 
 @pytest.fixture(scope="module")
-def qanpp_run(embedder):
-  ok(run_main("--mode=quality", f"--run_dir={embedder}", "--quality_net=qanpp", *SETS))
+def qanpp_run(embedder, main_in_process):
+  ok(main_in_process("--mode=quality", f"--run_dir={embedder}", "--quality_net=qanpp", *SETS))
   return embedder
 
 
@@ -65,7 +65,8 @@ def test_qanpp_learns_to_score_degraded_frames_lower(qanpp_run):
 
 
 @pytest.mark.slow
-def test_a_killed_quality_run_resumes_and_other_settings_are_refused(qanpp_run, tmp_path):
+def test_a_killed_quality_run_resumes_and_other_settings_are_refused(qanpp_run, main_in_process,
+                                                                     tmp_path):
   import shutil
   qdir = os.path.join(qanpp_run, "quality", "qanpp")
   copy = str(tmp_path / "run")
@@ -77,7 +78,8 @@ def test_a_killed_quality_run_resumes_and_other_settings_are_refused(qanpp_run, 
       os.remove(os.path.join(cdir, name))
   with open(os.path.join(cdir, "checkpoint"), "w") as f:
     f.write('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
-  result = ok(run_main("--mode=quality", f"--run_dir={copy}", "--quality_net=qanpp", *SETS))
+  result = ok(main_in_process("--mode=quality", f"--run_dir={copy}", "--quality_net=qanpp",
+                              *SETS))
   assert "resuming the qanpp quality network" in result.stderr
   history = [json.loads(line) for line in open(os.path.join(copy, "quality", "qanpp",
                                                              "history.jsonl"))]
@@ -90,9 +92,9 @@ def test_a_killed_quality_run_resumes_and_other_settings_are_refused(qanpp_run, 
 
 
 @pytest.mark.slow
-def test_eval_aggregations_and_missing_network(qanpp_run):
-  result = ok(run_main("--mode=eval", f"--run_dir={qanpp_run}", "--aggregation=mean,best,qanpp",
-                       *SETS))
+def test_eval_aggregations_and_missing_network(qanpp_run, main_in_process):
+  result = ok(main_in_process("--mode=eval", f"--run_dir={qanpp_run}",
+                              "--aggregation=mean,best,qanpp", *SETS))
   assert "set-to-set verification" in result.stdout
   with open(os.path.join(qanpp_run, "metrics.json")) as f:
     metrics = json.load(f)
@@ -105,10 +107,10 @@ def test_eval_aggregations_and_missing_network(qanpp_run):
 
 
 @pytest.mark.slow
-def test_set_saved_model_reloads_without_enas_face(qanpp_run, tmp_path):
+def test_set_saved_model_reloads_without_enas_face(qanpp_run, main_in_process, tmp_path):
   export_dir = str(tmp_path / "export")
-  ok(run_main("--mode=export", f"--run_dir={qanpp_run}", f"--export_dir={export_dir}",
-              "--aggregation=qanpp", *SETS))
+  ok(main_in_process("--mode=export", f"--run_dir={qanpp_run}", f"--export_dir={export_dir}",
+                     "--aggregation=qanpp", *SETS))
   model_dir = os.path.join(export_dir, "set_qanpp")
   # Reference from the library: frame embeddings (no flip) and QAN++ scores -> numpy pooling.
   import dataclasses

@@ -196,15 +196,13 @@ def test_insightface_rec_and_bin(orl, tmp_path):
 
 
 @pytest.mark.slow
-def test_orl_trains_and_verifies_through_the_cli(orl, tmp_path):
+def test_orl_trains_and_verifies_through_the_cli(orl, main_in_process, tmp_path):
   run_dir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "enas_face.main", "--mode=fixed", f"--dataset=folder:{orl}",
-       f"--run_dir={run_dir}", "--image_size=32", "--num_layers=4", "--num_reductions=2",
-       "--base_filters=16", "--embedding_dim=64", "--epochs=6", "--warmup_epochs=1",
-       "--batch_size=32", "--num_pairs=80", "--heldout_fraction=0.1", "--pca_components=16"],
-      cwd=ROOT, capture_output=True, text=True,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  result = main_in_process(
+      "--mode=fixed", f"--dataset=folder:{orl}", f"--run_dir={run_dir}", "--image_size=32",
+      "--num_layers=4", "--num_reductions=2", "--base_filters=16", "--embedding_dim=64",
+      "--epochs=6", "--warmup_epochs=1", "--batch_size=32", "--num_pairs=80",
+      "--heldout_fraction=0.1", "--pca_components=16")
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.loads((run_dir / "metrics.json").read_text())
   report = json.loads((run_dir / "data_report.json").read_text())

@@ -105,10 +105,10 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
 
 
 @pytest.mark.slow
-def test_top_k_from_the_ranked_file(resumed_search, tmp_path):
+def test_top_k_from_the_ranked_file(resumed_search, main_in_process, tmp_path):
   run_dir = str(tmp_path / "top2")
-  result = run("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", "--top_k=2",
-               f"--arc_file={os.path.join(resumed_search, 'arcs_ranked.json')}", *TINY)
+  result = main_in_process("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", "--top_k=2",
+                           f"--arc_file={os.path.join(resumed_search, 'arcs_ranked.json')}", *TINY)
   if "lists 1 sample" in result.stderr:
     pytest.skip("the tiny search ranked a single distinct architecture")
   assert result.returncode == 0, result.stderr[-4000:]
@@ -124,10 +124,10 @@ def test_top_k_from_the_ranked_file(resumed_search, tmp_path):
 
 
 @pytest.mark.slow
-def test_random_search_baseline_writes_the_same_outputs(tmp_path):
+def test_random_search_baseline_writes_the_same_outputs(main_in_process, tmp_path):
   run_dir = str(tmp_path / "random")
-  result = run("--mode=search", "--controller=random", f"--run_dir={run_dir}",
-               "--search_epochs=2", *TINY)
+  result = main_in_process("--mode=search", "--controller=random", f"--run_dir={run_dir}",
+                           "--search_epochs=2", *TINY)
   assert result.returncode == 0, result.stderr[-4000:]
   records = read_log(run_dir)
   assert len(records) == 2 * STEPS * SAMPLES and {r["sampler"] for r in records} == {"random"}

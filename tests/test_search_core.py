@@ -61,9 +61,10 @@ def model_config(run_dir):
 
 # ------------------------------------------------------------ one-shot, verification reward
 @pytest.fixture(scope="module")
-def one_shot_run(flagfile, tmp_path_factory):
+def one_shot_run(flagfile, main_in_process, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("one_shot") / "search")
-  result = run(f"--flagfile={flagfile}", "--mode=search", f"--run_dir={run_dir}", *VERIFICATION)
+  result = main_in_process(f"--flagfile={flagfile}", "--mode=search", f"--run_dir={run_dir}",
+                           *VERIFICATION)
   assert result.returncode == 0, result.stderr[-4000:]
   return run_dir
 
@@ -124,19 +125,19 @@ def lose_last_checkpoint(run_dir, number):
 
 
 @pytest.fixture(scope="module")
-def multi_trial_run(flagfile, tmp_path_factory):
+def multi_trial_run(flagfile, main_in_process, tmp_path_factory):
   """A finished multi-trial search (its outputs read at once), then the rerun after its
   epoch-2 checkpoint was lost."""
   run_dir = str(tmp_path_factory.mktemp("multi_trial") / "search")
   args = [f"--flagfile={flagfile}", *MULTI_TRIAL, f"--run_dir={run_dir}"]
-  result = run(*args)
+  result = main_in_process(*args)
   assert result.returncode == 0, result.stderr[-4000:]
   first = {"log": read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl")),
            "trials": read_jsonl(os.path.join(run_dir, "trials.jsonl")),
            "ranked": read_json(os.path.join(run_dir, "arcs_ranked.json")),
            "summary": read_json(os.path.join(run_dir, "search_summary.json"))}
   lose_last_checkpoint(run_dir, 2)
-  rerun = run(*args)
+  rerun = main_in_process(*args)
   assert rerun.returncode == 0, rerun.stderr[-4000:]
   return {"run_dir": run_dir, "first": first, "rerun_stderr": rerun.stderr,
           "log": read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl")),

@@ -229,25 +229,25 @@ def _cli_data(folder: str, tmp_path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_fixed_and_search_runs_stream_and_resume(aligned, tmp_path):
-  from tests.test_distribute import TINY, SEARCH, read_jsonl, run_main
+def test_fixed_and_search_runs_stream_and_resume(aligned, main_in_process, tmp_path):
+  from tests.test_distribute import TINY, SEARCH, read_jsonl
   folder, _, _, _ = aligned
   args = [*_cli_data(folder, tmp_path), *[a for a in TINY if not a.startswith("--image_size")]]
   run_dir = str(tmp_path / "fixed")
-  first = run_main("--mode=fixed", "--epochs=2", f"--run_dir={run_dir}", *args)
+  first = main_in_process("--mode=fixed", "--epochs=2", f"--run_dir={run_dir}", *args)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "streamed training split, epoch 1: input pipeline 0 of 1" in first.stderr
   report = json.load(open(os.path.join(run_dir, "data_report.json")))
   assert report["streamed"] and report["train_images"] > 0
   metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
   assert 0 <= metrics["verification_accuracy"] <= 1
-  resumed = run_main("--mode=fixed", "--epochs=3", f"--run_dir={run_dir}", *args)
+  resumed = main_in_process("--mode=fixed", "--epochs=3", f"--run_dir={run_dir}", *args)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert [r["epoch"] for r in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == \
       [1, 2, 3]
   assert "streamed training split, epoch 1:" not in resumed.stderr  # resumed after epoch 2
   search_dir = str(tmp_path / "search")
-  search = run_main(*SEARCH, f"--run_dir={search_dir}", *args)
+  search = main_in_process(*SEARCH, f"--run_dir={search_dir}", *args)
   assert search.returncode == 0, search.stderr[-3000:]
   assert os.path.isfile(os.path.join(search_dir, "arcs_ranked.json"))
 

@@ -25,17 +25,18 @@ SEARCH = ["--mode=search", "--search_strategy=differentiable", "--search_epochs=
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
+def teacher(main_in_process, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("teacher") / "run")
-  result = run(*DATA, *TEACHER, "--mode=fixed", f"--run_dir={run_dir}")
+  result = main_in_process(*DATA, *TEACHER, "--mode=fixed", f"--run_dir={run_dir}")
   assert result.returncode == 0, result.stderr[-4000:]
   return run_dir
 
 
 @pytest.fixture(scope="module")
-def search_run(teacher, tmp_path_factory):
+def search_run(teacher, main_in_process, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("search") / "run")
-  result = run(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}", f"--run_dir={run_dir}")
+  result = main_in_process(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}",
+                           f"--run_dir={run_dir}")
   assert result.returncode == 0, result.stderr[-4000:]
   assert "argmax architecture" in result.stdout
   return run_dir
@@ -66,12 +67,13 @@ def test_search_writes_distributions_ranking_and_plot(search_run, teacher):
 
 
 @pytest.mark.slow
-def test_search_resumes_after_a_lost_checkpoint(search_run, teacher, tmp_path):
+def test_search_resumes_after_a_lost_checkpoint(search_run, teacher, main_in_process, tmp_path):
   copy = str(tmp_path / "copy")
   shutil.copytree(search_run, copy)
   lose_last_checkpoint(copy, 2)
-  result = run(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}", f"--run_dir={copy}",
-               f"--cache_dir={os.path.join(search_run, 'data_cache')}")  # as the original's
+  result = main_in_process(*DATA, *STUDENT, *SEARCH, f"--teacher_run_dir={teacher}",
+                           f"--run_dir={copy}",  # the original's data cache, as it was trained:
+                           f"--cache_dir={os.path.join(search_run, 'data_cache')}")
   assert result.returncode == 0, result.stderr[-4000:]
   assert "resuming width/depth search" in result.stderr
   records = read_jsonl(os.path.join(copy, "distributions.jsonl"))
@@ -83,12 +85,13 @@ def test_search_resumes_after_a_lost_checkpoint(search_run, teacher, tmp_path):
 
 
 @pytest.mark.slow
-def test_student_retrains_with_distillation_from_the_search(search_run, teacher, tmp_path):
+def test_student_retrains_with_distillation_from_the_search(search_run, teacher, main_in_process,
+                                                            tmp_path):
   run_dir = str(tmp_path / "student")
   ranked = os.path.join(search_run, "arcs_ranked.json")
   args = [*DATA, *STUDENT, "--mode=fixed", "--epochs=2", f"--arc_file={ranked}",
           f"--distill_from={teacher}", "--distill_kl_alpha=0.9", f"--run_dir={run_dir}"]
-  result = run(*args)
+  result = main_in_process(*args)
   assert result.returncode == 0, result.stderr[-4000:]
   config = spaces.load_config(os.path.join(run_dir, "config.json"))
   assert config.distill.teacher == teacher and config.distill.kl_alpha == 0.9
@@ -103,7 +106,7 @@ def test_student_retrains_with_distillation_from_the_search(search_run, teacher,
   lose_last_checkpoint(run_dir, 2)
   result = run(*args[:-2], "--distill_kl_alpha=0.5", args[-1])  # another loss: refused
   assert result.returncode != 0 and "--distill_kl_alpha=0.9" in result.stderr
-  result = run(*args)
+  result = main_in_process(*args)
   assert result.returncode == 0, result.stderr[-4000:]
   assert [h["epoch"] for h in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == [1, 2]
 

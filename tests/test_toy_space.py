@@ -111,7 +111,8 @@ def test_toy_space_round_trips(toy_space):
 
 
 @pytest.mark.slow
-def test_multi_trial_search_and_fixed_training_of_a_categorical_space(toy_space, tmp_path):
+def test_multi_trial_search_and_fixed_training_of_a_categorical_space(toy_space, tmp_path,
+                                                                       frozen_gc):
   config = _config(str(tmp_path / "search"))
   os.makedirs(config.run_dir)
   dataset = load_dataset(config.data)

@@ -136,7 +136,7 @@ def test_no_extra_terms_without_regularface():
 
 
 @pytest.mark.slow
-def test_search_runs_with_a_margin_head(tmp_path, dataset):
+def test_search_runs_with_a_margin_head(tmp_path, dataset, frozen_gc):
   """The shared child trains with ArcFace, and rewards use the cosine argmax (in [0, 1])."""
   keras.utils.set_random_seed(0)
   config = tiny_config(tmp_path, HeadConfig(head="arcface", margin_scale="auto"), mode="search",

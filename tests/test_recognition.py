@@ -132,16 +132,15 @@ def test_a_grayscale_photo_is_read_as_training_reads_it(shared_data, models, mtc
 
 
 def test_a_tight_crop_is_found_only_with_padding(shared_data, models, mtcnn_detector):
-  """The face box's central 75 %: MTCNN finds nothing in it as it is; the aligner's padded
-  retry (the default) does."""
-  image = cv2.cvtColor(cv2.imread(os.path.join(shared_data, KNN, "train", "obama",
-                                               "obama.jpg")), cv2.COLOR_BGR2RGB)
+  """The central 70 % of the face box of a portrait: MTCNN finds nothing in it as it is;
+  the aligner's padded retry (the default) does."""
+  image = cv2.cvtColor(cv2.imread(os.path.join(shared_data, KNN, "train", "biden",
+                                               "biden.jpg")), cv2.COLOR_BGR2RGB)
   unpadded = align.FaceAligner(size=16, detector=mtcnn_detector, detect_padding=0.0)
-  (face,) = unpadded.detect(image)
-  x, y, w, h = face.box
+  x, y, w, h = align.choose_face(unpadded.detect(image), image.shape).box
   cx, cy = x + w / 2, y + h / 2
-  half = 0.375 * min(w, h)
-  crop = np.ascontiguousarray(image[int(cy - half):int(cy + half), int(cx - half):int(cx + half)])
+  crop = np.ascontiguousarray(image[int(cy - 0.35 * h):int(cy + 0.35 * h),
+                                    int(cx - 0.35 * w):int(cx + 0.35 * w)])
   assert unpadded.detect(crop) == []
   embedder = _load(models["saved_model"], mtcnn_detector)
   (found,) = embedder.embed(crop)
@@ -202,7 +201,7 @@ def test_gallery_enrols_resumes_and_identifies(shared_data, models, mtcnn_detect
   (match,) = resumed.identify(os.path.join(root, "obama", "obama.jpg"), top_k=2)
   assert match.name == "obama" and match.candidates[0][1] == pytest.approx(1, abs=1e-5)
   assert [name for name, _ in match.candidates] == ["obama", "biden"]
-  (unknown,) = resumed.identify(os.path.join(root, "obama", "obama.jpg"), threshold=1.0)
+  (unknown,) = resumed.identify(os.path.join(root, "obama", "obama.jpg"), threshold=1.01)
   assert unknown.name == "unknown"
 
 

@@ -83,25 +83,33 @@ def run(config: PhotoConfig, out=None) -> int:
   return _identify(embedder, photos, config, out)
 
 
-def _embed(embedder: Embedder, photos: list[str], config: PhotoConfig, out) -> int:
-  rows, failed = [], 0
-  for photo in _progress(photos, "embed"):
+def _per_photo(photos: list[str], description: str, work, config: PhotoConfig, out):
+  """(photo, results, error) per photo, results = work(photo), each printed as a JSON line
+  with --output=jsonl; a photo that cannot be read or has no usable face gives ([], why) and
+  its error line."""
+  for photo in _progress(photos, description):
     try:
-      faces = embedder.embed(photo)
+      results, error = work(photo), ""
     except image_io.ImageError as e:
-      faces, error = [], e.reason
-    else:
-      error = "" if faces else "no face found"
-    if error:
-      failed += 1
+      results, error = [], e.reason
+    if not results:
+      error = error or "no face found"
       if config.output == "jsonl":
         print(json.dumps({"photo": photo, "error": error}), file=out, flush=True)
-      rows.append([photo, "-", "-", "-", "-", error])
-    for face in faces:
+    for result in results:
       if config.output == "jsonl":
-        print(json.dumps(face.to_json()), file=out, flush=True)
-      rows.append([photo, str(face.index), face.status, _box(face.box),
-                   f"{face.confidence:.3f}", f"{len(face.embedding)}-d"])
+        print(json.dumps(result.to_json()), file=out, flush=True)
+    yield photo, results, error
+
+
+def _embed(embedder: Embedder, photos: list[str], config: PhotoConfig, out) -> int:
+  rows, failed = [], 0
+  for photo, faces, error in _per_photo(photos, "embed", embedder.embed, config, out):
+    failed += bool(error)
+    if error:
+      rows.append([photo, "-", "-", "-", "-", error])
+    rows += [[photo, str(face.index), face.status, _box(face.box), f"{face.confidence:.3f}",
+              f"{len(face.embedding)}-d"] for face in faces]
   if config.output == "table":
     print(_table(rows, ["photo", "face", "status", "box (x, y, w, h)", "confidence",
                         "embedding"]), file=out)
@@ -111,31 +119,21 @@ def _embed(embedder: Embedder, photos: list[str], config: PhotoConfig, out) -> i
 
 
 def _identify(embedder: Embedder, photos: list[str], config: PhotoConfig, out) -> int:
+  threshold = embedder.threshold  # before enrolling: a model without one fails at once
   gallery_file = config.gallery_file or os.path.join(config.gallery_dir, DEFAULT_FILE)
   gallery = Gallery(embedder, gallery_file)
   if config.gallery_dir:
     report = gallery.enrol(config.gallery_dir)
     print(f"gallery: {report.people} people, {report.enrolled} images enrolled ({report.added} "
           f"new), {len(report.failed)} without a usable face ({gallery_file})", file=sys.stderr)
-  threshold = embedder.threshold
   rows, failed = [], 0
-  for photo in _progress(photos, "identify"):
-    try:
-      matches = gallery.identify(photo, config.identify_top_k)
-    except image_io.ImageError as e:
-      matches, error = [], e.reason
-    else:
-      error = "" if matches else "no face found"
+  work = lambda photo: gallery.identify(photo, config.identify_top_k)  # noqa: E731
+  for photo, matches, error in _per_photo(photos, "identify", work, config, out):
+    failed += bool(error)
     if error:
-      failed += 1
-      if config.output == "jsonl":
-        print(json.dumps({"photo": photo, "error": error}), file=out, flush=True)
       rows.append([photo, "-", "-", error, ""])
-    for match in matches:
-      if config.output == "jsonl":
-        print(json.dumps(match.to_json()), file=out, flush=True)
-      rows.append([photo, str(match.face.index), _box(match.face.box), match.name,
-                   ", ".join(f"{n} {s:.3f}" for n, s in match.candidates)])
+    rows += [[photo, str(match.face.index), _box(match.face.box), match.name,
+              ", ".join(f"{n} {s:.3f}" for n, s in match.candidates)] for match in matches]
   if config.output == "table":
     print(_table(rows, ["photo", "face", "box (x, y, w, h)", "name",
                         f"top {config.identify_top_k} (cosine; unknown at <= {threshold:.4f})"]),

@@ -1,4 +1,4 @@
-"""How far does each rung of FaceAligner's retry ladder get on faces cropped tighter than MTCNN expects?
+"""Each rung of FaceAligner's retry ladder on faces cropped tighter than MTCNN expects.
 
     nice python bench/bench_detector_ladder.py --output=runs/bench_detector_ladder/table.json
     nice python bench/bench_detector_ladder.py --rungs=pad,onet   # another ladder: reuses results

@@ -110,6 +110,9 @@ class DataConfig:
   # DEFAULT_DETECT_PADDING, not imported: align imports this module); faceless images are
   # rejected or kept as a centred square resize ("center").
   detect_padding: float = 0.2
+  # --align=online: the detector's retry rungs after "as_is", in order (= align.
+  # DEFAULT_DETECT_RETRIES joined by commas; "none": no retry); see align.FaceAligner.
+  detect_retries: str = "pad,onet"
   on_no_face: str = "reject"
   # Data cleaning (the comprehensive spaces): proxy embeddings of the training images
   # (cleaning.py); "" in a search = RUN_DIR/cleaning/proxy_embeddings.npz, trained first.

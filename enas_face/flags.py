@@ -130,6 +130,12 @@ flags.DEFINE_string("cache_dir", "", "Cache of faces aligned with --align=online
 flags.DEFINE_float("detect_padding", DataConfig.detect_padding, "--align=online: an image "
                    "without a face is searched again padded by this fraction of its longer "
                    "side (0 = off); finds faces that fill the frame.", lower_bound=0.0, upper_bound=2.0)
+flags.DEFINE_string("detect_retries", DataConfig.detect_retries, "--align=online: what the "
+                    "detector tries, in this order, after the image as it is finds no usable "
+                    "face: comma-separated rungs of pad (padded by --detect_padding), more_pad "
+                    "(padded more), low_confidence (lower MTCNN thresholds), onet (MTCNN's last "
+                    "stage on the whole image as the face box); 'none': no retry. Then "
+                    "--on_no_face.")
 flags.DEFINE_enum("on_no_face", "reject", ("reject", "center"), "--align=online: an image "
                   "without a usable face is rejected, or kept as its centred square resize "
                   "(counted as a fallback in the data report).")
@@ -640,9 +646,14 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.base_filters % 2:
     raise ConfigError(f"--base_filters={fv.base_filters} must be even (factorized reduction "
                       "splits channels in two)")
+  from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
+  try:
+    detect_retries = face_align.format_detect_retries(fv.detect_retries)
+  except ValueError as e:  # "detect_retries: ..." names the flag
+    raise ConfigError(f"--{e}") from e
   data = from_flags(
       DataConfig, fv, seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
-      pairs=_pairs_value(fv.pairs),
+      pairs=_pairs_value(fv.pairs), detect_retries=detect_retries,
       cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir, runlog.DATA_CACHE_DIR)),
       cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset))
   if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:

@@ -91,7 +91,7 @@ def _saved_run_config(config: RunConfig) -> RunConfig:
 
 # How this invocation reads --sets frames (not the run's training data).
 SET_READING_FIELDS = ("align", "face_policy", "min_face_confidence", "detect_padding",
-                      "on_no_face", "max_image_pixels", "cache_dir")
+                      "detect_retries", "on_no_face", "max_image_pixels", "cache_dir")
 
 
 def _load_sets(config: RunConfig, invocation: RunConfig):

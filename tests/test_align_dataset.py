@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from enas_face.data import align as face_align
 from enas_face.data import images as image_io
 from enas_face.data import tfrecord
 from enas_face.data.real import fit_square
@@ -34,6 +35,7 @@ BLANK = "Akhmed_Zakayev/Akhmed_Zakayev_9003_blank.png"
 ORL = "orl_s1/1.pgm"
 IMAGE_FILES = sorted(LFW_MEMBERS + [TRUNCATED, NOT_AN_IMAGE, BLANK, ORL])
 IDENTITIES = ["Aaron_Peirsol", "Akhmed_Zakayev", "Alan_Ball", "Empty_Person", "orl_s1"]
+DEFAULT_RETRIES = face_align.format_detect_retries(face_align.DEFAULT_DETECT_RETRIES)
 
 
 class CropAligner:
@@ -107,6 +109,7 @@ def test_manifest_accounts_for_every_file(source, tmp_path):
       {"name": "orl_s1", "label": 4, "count": 1, "aligned": 1, "fallback": 0, "rejected": 0}]
   assert (manifest["num_aligned"], manifest["num_fallback"], manifest["fallbacks"]) == (8, 0, [])
   assert (manifest["detect_padding"], manifest["on_no_face"]) == (0.2, "reject")
+  assert manifest["detect_retries"] == DEFAULT_RETRIES
   assert manifest["num_identities"] == 5 and manifest["empty_identities"] == ["Empty_Person"]
   reasons = {r["path"]: r["reason"] for r in manifest["rejects"]}
   assert sorted(reasons) == sorted([TRUNCATED, NOT_AN_IMAGE, BLANK])
@@ -185,6 +188,7 @@ def test_center_fallback_is_written_and_counted(source, tmp_path):
     ({"image_size": 64}, "--image_size: 112 -> 64"),
     ({"detect_padding": 0.0}, "--detect_padding: 0.2 -> 0.0"),
     ({"on_no_face": "center"}, "--on_no_face: 'reject' -> 'center'"),
+    ({"detect_retries": "pad"}, f"--detect_retries: {DEFAULT_RETRIES!r} -> 'pad'"),
     ({"policy": "largest"}, "--policy: 'largest_central' -> 'largest'"),
     ({"image_format": "png"}, "--format: 'jpeg' -> 'png'"),
     ({"images_per_shard": 5}, "--images_per_shard: 3 -> 5"),
@@ -208,6 +212,25 @@ def test_run_of_the_version_before_padding_resumes_with_padding_off(source, tmp_
   with pytest.raises(tool.AlignDatasetError, match="--detect_padding: 0.0 -> 0.2"):
     _run(source, output, limit_identities=1)
   _run(source, output, limit_identities=1, detect_padding=0.0)  # resumes
+
+
+def test_run_of_the_version_before_the_ladder_resumes_with_the_padded_retry_only(source,
+                                                                                  tmp_path):
+  output = str(tmp_path / "out")
+  _run(source, output, limit_identities=1, detect_retries=" pad")  # spelled canonically
+  path = os.path.join(output, tool.SETTINGS)
+  with open(path) as f:
+    old = json.load(f)
+  assert old["detect_retries"] == "pad"
+  del old["detect_retries"]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  with pytest.raises(tool.AlignDatasetError,
+                     match=f"--detect_retries: 'pad' -> {DEFAULT_RETRIES!r}"):
+    _run(source, output, limit_identities=1)
+  _run(source, output, limit_identities=1, detect_retries="pad")  # resumes
+  with pytest.raises(tool.AlignDatasetError, match="--detect_retries: unknown rung 'pda'"):
+    tool.Settings(input_dir=source, detect_retries="pda")
 
 
 def test_changed_input_and_bad_output_are_refused(source, tmp_path):

@@ -31,7 +31,7 @@ class FakeDetector:
   def __init__(self, faces, offset):
     self.faces, self.offset, self.images = faces, offset, []
 
-  def detect_faces(self, image, output_type, box_format):
+  def detect_faces(self, image, output_type, box_format, **thresholds):
     assert (output_type, box_format) == ("numpy", "xywh")
     self.images.append(image)
     rows = []
@@ -84,12 +84,14 @@ class PaddedOnlyDetector(FakeDetector):
     super().__init__(faces, offset)
     self.original = original
 
-  def detect_faces(self, image, output_type, box_format):
+  def detect_faces(self, image, output_type, box_format, **thresholds):
     rows = super().detect_faces(image, output_type, box_format)
     return rows if image.shape[:2] != self.original else rows[:0]
 
 
 def test_retry_pads_only_images_without_a_face():
+  """The "pad" rung of the retry ladder alone (detect_retries="pad"; the other rungs:
+  tests/test_detector_ladder.py)."""
   image = _image(100, 80)
   # A face found unpadded: one detection, on the image as it is, the face unchanged.
   found = FakeDetector([(BOX, POINTS)], 0)
@@ -98,12 +100,13 @@ def test_retry_pads_only_images_without_a_face():
   np.testing.assert_allclose(face.landmarks, POINTS, atol=1e-5)
   # No face unpadded: a second pass on the padded image finds it, mapped back.
   missed = PaddedOnlyDetector([(BOX, POINTS)], 25, (100, 80))
-  (face,) = FaceAligner(detect_padding=0.25, detector=missed).detect(image)
+  (face,) = FaceAligner(detect_padding=0.25, detector=missed, detect_retries="pad").detect(image)
   assert [seen.shape for seen in missed.images] == [(100, 80, 3), (150, 130, 3)]
   np.testing.assert_allclose(face.landmarks, POINTS, atol=1e-5)
+  assert face.rung == "pad"
   # Padding 0: no second pass.
   none = PaddedOnlyDetector([(BOX, POINTS)], 0, (100, 80))
-  assert FaceAligner(detect_padding=0.0, detector=none).detect(image) == []
+  assert FaceAligner(detect_padding=0.0, detector=none, detect_retries="pad").detect(image) == []
   assert len(none.images) == 1
   with pytest.raises(ValueError, match="pad_mode"):
     FaceAligner(pad_mode="sometimes")
@@ -203,7 +206,8 @@ def test_padding_does_not_lose_orl_faces(shared_data, detector):
   images = [read_image(os.path.join(shared_data, "orl_faces", f"s{k}", f"{(k - 1) % 10 + 1}.pgm"))
             for k in range(1, 41)]
   assert images[0].shape == (112, 92, 3)  # grayscale turned into 3 channels
-  counts = {padding: sum(FaceAligner(detect_padding=padding, detector=detector)
+  counts = {padding: sum(FaceAligner(detect_padding=padding, detector=detector,
+                                     detect_retries="pad")
                          .align_or_none(image)[0] is not None for image in images)
             for padding in (0.0, align.DEFAULT_DETECT_PADDING)}
   print(f"ORL, 40 images: aligned {counts}")
@@ -219,8 +223,8 @@ def test_tight_crop_is_found_only_with_padding(shared_data, detector):
                                   "test", "kit_with_rose.jpg"))
   top, left = 91, 266
   crop = np.ascontiguousarray(photo[top:top + 96, left:left + 72])
-  unpadded = FaceAligner(detect_padding=0.0, detector=detector)
-  padded = FaceAligner(detector=detector)  # the default padding
+  unpadded = FaceAligner(detect_padding=0.0, detector=detector, detect_retries="pad")
+  padded = FaceAligner(detector=detector, detect_retries="pad")  # the default padding
   assert unpadded.detect(crop) == []
   (face,) = padded.detect(crop)
   # Mapped back into the photo's frame, the landmarks lie near those found on the whole photo

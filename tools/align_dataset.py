@@ -5,9 +5,11 @@
     python tools/align_dataset.py --input_dir=faces --output_dir=faces_112 --no_detect
     python tools/align_dataset.py --input_dir=crops --output_dir=crops_112 --on_no_face=center
 
-Every image is decoded, its face found by MTCNN (retried on the image padded by
---detect_padding x its longer side when none is found: faces that fill the frame)
-and warped onto the 5-point 112x112 template (--no_detect: only resized), and
+Every image is decoded, its face found by MTCNN (when the image as it is holds no usable
+face, retried on the rungs of --detect_retries in order: padded by --detect_padding x
+its longer side, padded more, lower thresholds, MTCNN's last stage on the whole image:
+faces that fill the frame; see enas_face/data/align.py FaceAligner) and warped onto the
+5-point 112x112 template (--no_detect: only resized), and
 written to OUTPUT_DIR/part-NNNNN.tfrecord (format: enas_face/data/tfrecord.py).
 Images that cannot be decoded, or hold no usable face with --on_no_face=reject,
 are listed in the manifest's "rejects" with their reason; with
@@ -55,9 +57,10 @@ from enas_face.data import folder as image_folder  # noqa: E402
 from enas_face.data import images as image_io  # noqa: E402
 
 SETTINGS = "settings.json"
-# What a settings.json written before --detect_padding / --on_no_face existed meant: an
-# interrupted run of that version resumes with --detect_padding=0 (the refusal says so).
-SETTINGS_BEFORE_PADDING = {"detect_padding": 0.0, "on_no_face": "reject"}
+# What a settings.json written before --detect_padding / --on_no_face / --detect_retries
+# existed meant: an interrupted run of such a version resumes with --detect_padding=0 (no
+# padding) or --detect_retries=pad (the padded retry only); the refusal says which.
+SETTINGS_BEFORE_PADDING = {"detect_padding": 0.0, "on_no_face": "reject", "detect_retries": "pad"}
 IMAGE_FORMATS = ("jpeg", "png")
 FLAGS = flags.FLAGS
 
@@ -81,9 +84,15 @@ class Settings:
   no_detect: bool = False
   detect_padding: float = face_align.DEFAULT_DETECT_PADDING
   on_no_face: str = "reject"
+  detect_retries: str = face_align.format_detect_retries(face_align.DEFAULT_DETECT_RETRIES)
 
   def __post_init__(self):
     object.__setattr__(self, "input_dir", os.path.abspath(self.input_dir))
+    try:  # the canonical spelling, so that " pad, onet" resumes a "pad,onet" run
+      object.__setattr__(self, "detect_retries",
+                         face_align.format_detect_retries(self.detect_retries))
+    except ValueError as e:  # "detect_retries: ..." names the flag
+      raise AlignDatasetError(f"--{e}") from e
     checks = [
         (self.image_size >= 8, "--image_size", f"must be >= 8, got {self.image_size}"),
         (self.policy in face_align.FACE_POLICIES, "--policy",
@@ -143,6 +152,7 @@ def make_aligner(settings: Settings):
   return face_align.FaceAligner(size=settings.image_size, policy=settings.policy,
                                 min_confidence=settings.min_confidence,
                                 detect_padding=settings.detect_padding,
+                                detect_retries=settings.detect_retries,
                                 on_no_face=settings.on_no_face)
 
 
@@ -348,7 +358,7 @@ def build_manifest(settings: Settings, work: WorkList, results: list[dict],
                    seconds: float) -> dict:
   """Merges the chunk results (in chunk order) into the manifest (see tfrecord.py).
 
-  Beyond the keys tfrecord.py reads: min_confidence, detect_padding, on_no_face,
+  Beyond the keys tfrecord.py reads: min_confidence, detect_padding, detect_retries, on_no_face,
   image_format, per identity its "aligned" / "fallback" / "rejected" image counts
   ("count" = aligned + fallback = images in the shards), num_aligned, num_fallback,
   "fallbacks" (path, why no face, "aligned": false: written as centred square
@@ -374,6 +384,7 @@ def build_manifest(settings: Settings, work: WorkList, results: list[dict],
       "policy": None if settings.no_detect else settings.policy,
       "min_confidence": None if settings.no_detect else settings.min_confidence,
       "detect_padding": None if settings.no_detect else settings.detect_padding,
+      "detect_retries": None if settings.no_detect else settings.detect_retries,
       "on_no_face": None if settings.no_detect else settings.on_no_face,
       "image_format": settings.image_format, "source": settings.input_dir,
       "num_images": num_images, "num_identities": len(work.identities),
@@ -481,6 +492,13 @@ def define_flags() -> None:
                      "a face is searched again padded by this fraction of its longer side (0 = "
                      "off): finds faces that fill the frame (pre-cropped data).",
                      lower_bound=0.0, upper_bound=2.0)
+  flags.DEFINE_string("detect_retries",
+                      face_align.format_detect_retries(face_align.DEFAULT_DETECT_RETRIES),
+                      "What the detector tries, in this order, when the image as it is holds "
+                      "no usable face: comma-separated rungs of pad (padded by "
+                      "--detect_padding), more_pad (padded more), low_confidence (lower MTCNN "
+                      "thresholds), onet (MTCNN's last stage on the whole image as the face "
+                      "box); 'none': no retry. Then --on_no_face.")
   flags.DEFINE_enum("on_no_face", "reject", face_align.NO_FACE_POLICIES, "An image without a "
                     "usable face: reject it, or keep its centred square resize (a 'fallback', "
                     "listed in the manifest).")
@@ -496,7 +514,8 @@ def main(argv: list[str]) -> None:
                         image_format=FLAGS.format, max_pixels=FLAGS.max_pixels,
                         images_per_shard=FLAGS.images_per_shard,
                         limit_identities=FLAGS.limit_identities, no_detect=FLAGS.no_detect,
-                        detect_padding=FLAGS.detect_padding, on_no_face=FLAGS.on_no_face)
+                        detect_padding=FLAGS.detect_padding,
+                        detect_retries=FLAGS.detect_retries, on_no_face=FLAGS.on_no_face)
     align_dataset(settings, FLAGS.output_dir, workers=FLAGS.workers, limit_threads=True)
   except AlignDatasetError as e:
     cli.fail(str(e))

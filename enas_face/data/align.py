@@ -10,10 +10,10 @@ ArcFace / insightface for 112x112 crops. `align_dataset_stage` runs the same
 alignment inside a tf.data pipeline and reports failures instead of dropping them.
 
 MTCNN misses faces that fill the whole frame (tightly pre-cropped datasets): when
-it finds no usable face in an image, detection is retried on the image padded by
-`detect_padding` x its longer side (see `FaceAligner`), and images without a
-usable face can be kept as a centred square resize (`on_no_face="center"`,
-status "fallback").
+it finds no usable face in an image, `FaceAligner` climbs a retry ladder (by default
+the image padded by `detect_padding` x its longer side, then MTCNN's O-Net on the
+whole image as the face box; `detect_retries`), and images without a usable face
+can be kept as a centred square resize (`on_no_face="center"`, status "fallback").
 """
 from __future__ import annotations
 
@@ -38,6 +38,72 @@ DEFAULT_DETECT_PADDING = 0.2
 DEFAULT_PAD_FILL = "replicate"
 # "retry": pad only an image in which the unpadded pass finds no usable face; "always".
 PAD_MODES = ("retry", "always")
+# The detector's retry ladder (FaceAligner): "as_is" (the image as it is) is always tried
+# first; --detect_retries lists the rungs tried after it, in order, until one yields a usable
+# face. What each rung does: RetrySettings; why these and this default: FaceAligner.
+RUNGS = ("as_is", "pad", "more_pad", "low_confidence", "onet")
+RETRY_RUNGS = RUNGS[1:]
+DEFAULT_DETECT_RETRIES = ("pad", "onet")
+MTCNN_THRESHOLDS = (0.6, 0.7, 0.8)  # mtcnn 1.0's own P-Net, R-Net, O-Net stage thresholds
+ONET_INPUT = 48  # O-Net's input side in pixels
+
+
+def parse_detect_retries(value) -> tuple[str, ...]:
+  """The retry rungs of a --detect_retries value: "pad,more_pad" -> ("pad", "more_pad").
+
+  Accepts a comma-separated string or a sequence of names from RETRY_RUNGS, in the order
+  they are to be tried; "" or "none" means no retry. Raises ValueError naming
+  detect_retries for an unknown or repeated rung ("as_is" always runs first: not listed)."""
+  names = value.split(",") if isinstance(value, str) else list(value)
+  names = [name.strip() for name in names if name.strip()]
+  if names == ["none"]:
+    return ()
+  for name in names:
+    if name not in RETRY_RUNGS:
+      raise ValueError(f"detect_retries: unknown rung {name!r}; expected a comma-separated "
+                       f"list of {', '.join(RETRY_RUNGS)} (or 'none'), got {value!r}")
+  if len(set(names)) != len(names):
+    raise ValueError(f"detect_retries: a rung is listed twice in {value!r}")
+  return tuple(names)
+
+
+def format_detect_retries(rungs) -> str:
+  """The canonical --detect_retries string of `rungs` ("none" when empty)."""
+  return ",".join(parse_detect_retries(rungs)) or "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrySettings:
+  """What the later rungs of FaceAligner's ladder do (the values measured by
+  bench/bench_detector_ladder.py, docs/data.md "Detector retry ladder").
+
+  more_pad: MTCNN on the image padded by `more_padding` x its longer side.
+  low_confidence: MTCNN on the image padded by `low_padding` x its longer side with the
+    stage thresholds `low_thresholds` (P-Net, R-Net, O-Net; mtcnn's own: 0.6, 0.7, 0.8),
+    a face usable from `low_min_confidence` (or min_confidence if lower).
+  onet: MTCNN's last stage alone on the image taken as the face box: the square of side
+    `onet_scale` x the image's longer side around its centre (edge pixels replicated),
+    resized to 48x48, gives one confidence, box and 5 landmarks.
+  """
+  more_padding: float = 0.3
+  low_padding: float = 0.3
+  low_thresholds: tuple[float, float, float] = (0.5, 0.6, 0.7)
+  low_min_confidence: float = 0.8
+  onet_scale: float = 1.2
+
+  def __post_init__(self):
+    object.__setattr__(self, "low_thresholds", tuple(float(v) for v in self.low_thresholds))
+    for name in ("more_padding", "low_padding"):
+      if not 0.0 <= getattr(self, name) <= 2.0:
+        raise ValueError(f"{name} must lie in [0, 2] (a fraction of the longer side), "
+                         f"got {getattr(self, name)}")
+    if len(self.low_thresholds) != 3 or not all(0.0 <= v <= 1.0 for v in self.low_thresholds):
+      raise ValueError(f"low_thresholds must be 3 values in [0, 1] (P-Net, R-Net, O-Net), "
+                       f"got {self.low_thresholds}")
+    if not 0.0 <= self.low_min_confidence <= 1.0:
+      raise ValueError(f"low_min_confidence must lie in [0, 1], got {self.low_min_confidence}")
+    if not 1.0 <= self.onet_scale <= 3.0:
+      raise ValueError(f"onet_scale must lie in [1, 3] (x the longer side), got {self.onet_scale}")
 
 
 class NoFaceError(ValueError):
@@ -98,10 +164,12 @@ def warp_face(image: np.ndarray, landmarks, size: int = 112) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: numpy fields do not compare to a bool
 class Face:
-  """One detection: box (x, y, w, h) in pixels, confidence, landmarks float32 [5, 2] (x, y)."""
+  """One detection: box (x, y, w, h) in pixels, confidence, landmarks float32 [5, 2] (x, y),
+  and the rung of FaceAligner's ladder that found it (one of RUNGS)."""
   box: tuple[float, float, float, float]
   confidence: float
   landmarks: np.ndarray
+  rung: str = "as_is"
 
   def __post_init__(self):
     box = tuple(float(value) for value in self.box)
@@ -113,6 +181,8 @@ class Face:
     if points.shape != (5, 2):
       raise ValueError(f"landmarks must be [5, 2], got shape {points.shape}")
     object.__setattr__(self, "landmarks", points)
+    if self.rung not in RUNGS:
+      raise ValueError(f"rung must be one of {RUNGS}, got {self.rung!r}")
 
   @property
   def area(self) -> float:
@@ -183,18 +253,42 @@ def pad_image(image: np.ndarray, pad: int, fill: str = DEFAULT_PAD_FILL) -> np.n
 
 
 class FaceAligner:
-  """MTCNN (the `mtcnn` package) + `choose_face` + `warp_face`.
+  """MTCNN (the `mtcnn` package) + `choose_face` + `warp_face`, with a retry ladder.
+
+  The ladder: `detect` and `align` (so `align_or_fallback`, the tool and --align=online)
+  try rungs in order and stop at the first that yields a usable face (confidence >=
+  `min_confidence_of(rung)`); each Face records the `rung` that found it:
+    as_is           the image as it is (always first);
+  then the rungs of `detect_retries` (--detect_retries), in the order given, from
+    pad             the image padded by detect_padding x its longer side (below);
+    more_pad        padded by retry_settings.more_padding (0.3);
+    low_confidence  padded by low_padding (0.3), MTCNN stage thresholds 0.5, 0.6, 0.7
+                    (its own: 0.6, 0.7, 0.8), usable from 0.8 (min_confidence if lower);
+    onet            MTCNN's O-Net alone on the whole image taken as the face box (`_onet`).
+  An image in which no rung finds a usable face goes to on_no_face. A rung's faces are
+  what that rung alone gives, so faces found as they are (or padded) are unchanged.
+
+  Why "pad,onet" by default (bench/bench_detector_ladder.py, docs/data.md "Detector retry
+  ladder"): of 1698 faces cropped from the eyebrows to the chin (300 LFW, 399 ORL; colour,
+  gray, gray with a hard side light) as_is aligns 29.2 %, + pad 70.8 %, + more_pad 78.3 %,
+  + low_confidence 81.8 %, + onet 97.9 %; as_is, pad, onet alone 97.6 %, with an equal or
+  lower median landmark error per variant and 4-36 % less time per crop. After onet,
+  more_pad and low_confidence add 6 crops, with landmark errors of 17-44 % of the eye
+  distance, and on a whole side-lit ORL image a face 65 % off. Every ladder stops at as_is
+  on the 35 photos; run alone on every photo, pad and low_confidence report 2 and 4 faces
+  that as_is does not (mostly background), onet none; no rung finds a face in 262
+  face-free patches of the photos. onet runs after pad: on loose frames the padded cascade
+  places the face better (onet first took 1 of the 11 side-lit whole ORL images as_is
+  misses, 51 % off), and today's padded faces stay as they were.
 
   The detector (which imports TensorFlow and takes seconds to build) is created
   on first use. Images whose longer side exceeds `max_side` are shrunk for
-  detection only. When the (shrunk) image holds no face of `min_confidence`
-  (pad_mode "retry", the default; "always" pads every image), detection runs
-  again on it padded by round(detect_padding x its longer side) pixels on every
-  side with `pad_fill`; boxes and landmarks are mapped back to the full image
+  MTCNN's cascade only; boxes and landmarks are mapped back to the full image
   (pad subtracted, shrink undone), which is what gets warped: pixels outside the
   original image stay black. Detections whose box centre lies in the padding are
-  dropped. `detector` may pass an existing mtcnn.MTCNN (or anything with its
-  `detect_faces`) to share one.
+  dropped; images under 12 pixels a side (MTCNN's smallest window) hold no face.
+  `detector` may pass an existing mtcnn.MTCNN (or anything with its `detect_faces`;
+  without mtcnn's `get_stage`, the "onet" rung finds nothing) to share one.
 
   Why pad (figures: bench/bench_alignment_padding.py, docs/data.md "Alignment padding"): MTCNN
   misses faces that fill the frame; on 200 LFW faces cropped to the central 80 % of
@@ -214,14 +308,17 @@ class FaceAligner:
   crops against 93.5 % for the mean colour, 93.0 % reflect (which also mirrors the
   face into the fill) and 73.5 % black, and is as good elsewhere (within one image).
 
-  on_no_face: what `align_or_fallback` does with an image without a usable
-  face: "reject" it, or keep it as a "center" square resize (`fit_square`).
+  on_no_face: what `align_or_fallback` does with an image in which no rung finds a usable
+  face: "reject" it, or keep it as a "center" square resize (`fit_square`): the last resort.
+  `retry_settings` (RetrySettings) holds the later rungs' measured values.
   """
 
   def __init__(self, size: int = 112, policy: str = "largest_central",
                min_confidence: float = 0.9, max_side: int = 1024, detector=None,
                detect_padding: float = DEFAULT_DETECT_PADDING, on_no_face: str = "reject",
-               pad_fill: str = DEFAULT_PAD_FILL, pad_mode: str = "retry"):
+               pad_fill: str = DEFAULT_PAD_FILL, pad_mode: str = "retry",
+               detect_retries=DEFAULT_DETECT_RETRIES,
+               retry_settings: RetrySettings | None = None):
     if policy not in FACE_POLICIES:
       raise ValueError(f"face policy must be one of {FACE_POLICIES}, got {policy!r}")
     if size <= 0 or max_side <= 0:
@@ -243,6 +340,8 @@ class FaceAligner:
     self.detect_padding = float(detect_padding)
     self.on_no_face = on_no_face
     self.pad_fill = pad_fill
+    self.detect_retries = parse_detect_retries(detect_retries)
+    self.retry_settings = retry_settings or RetrySettings()
     self._detector = detector
     self._lock = threading.Lock()
 
@@ -255,25 +354,75 @@ class FaceAligner:
         self._detector = mtcnn.MTCNN()
       return self._detector
 
-  def detect_all(self, image: np.ndarray, padded: bool | None = None) -> list[Face]:
-    """Every face MTCNN reports, whatever its confidence, in full-image coordinates, on
-    the image padded by detect_padding (padded=True), as it is (False), or as pad_mode
-    says (None: "always" pads; "retry" pads only when no face of min_confidence is found
-    unpadded, and then returns the faces of both passes).
+  @property
+  def rungs(self) -> tuple[str, ...]:
+    """The rungs tried, in order: "as_is" then detect_retries. With pad_mode "always" the
+    first pass is "pad" (padded); "pad" is left out when detect_padding is 0 (it would
+    repeat "as_is") or already first."""
+    first = "pad" if self.pad_mode == "always" and self.detect_padding else "as_is"
+    rest = [rung for rung in self.detect_retries
+            if rung != first and not (rung == "pad" and not self.detect_padding)]
+    return (first, *rest)
 
-    Detection runs on the image shrunk to `max_side` (if larger) and then padded;
-    a point (u, v) of that padded image maps back to ((u - pad + 0.5) / s_x - 0.5,
-    (v - pad + 0.5) / s_y - 0.5), s the shrink factors (1 when not shrunk), box
-    sizes to (w / s_x, h / s_y). Faces centred in the padding are dropped.
+  def min_confidence_of(self, rung: str) -> float:
+    """The confidence from which a face found by `rung` is usable: min_confidence, or for
+    "low_confidence" min(min_confidence, retry_settings.low_min_confidence)."""
+    if rung == "low_confidence":
+      return min(self.min_confidence, self.retry_settings.low_min_confidence)
+    return self.min_confidence
+
+  def usable(self, face: Face) -> bool:
+    """face.confidence >= min_confidence_of(face.rung)."""
+    return face.confidence >= self.min_confidence_of(face.rung)
+
+  def detect_rung(self, image: np.ndarray, rung: str) -> list[Face]:
+    """Every face one rung reports (usable or not), in full-image coordinates, marked with
+    the rung. The cascade rungs return what MTCNN returns (faces that passed its stage
+    thresholds); "onet" returns its one candidate when its confidence reaches min(0.8,
+    min_confidence_of("onet")) (0.8: the O-Net threshold of the cascade), else nothing."""
+    image = _check_image(image)
+    settings = self.retry_settings
+    if rung == "as_is":
+      return self._cascade(image, 0.0, rung)
+    if rung == "pad":
+      return self._cascade(image, self.detect_padding, rung)
+    if rung == "more_pad":
+      return self._cascade(image, settings.more_padding, rung)
+    if rung == "low_confidence":
+      return self._cascade(image, settings.low_padding, rung, settings.low_thresholds)
+    if rung == "onet":
+      return self._onet(image)
+    raise ValueError(f"rung must be one of {RUNGS}, got {rung!r}")
+
+  def detect_all(self, image: np.ndarray, padded: bool | None = None) -> list[Face]:
+    """Every face MTCNN reports, whatever its confidence, in full-image coordinates.
+
+    padded=None: the ladder: the faces of every rung tried, in order, up to and including
+    the first rung that reports a usable face (`usable`; all rungs when none does).
+    padded=True / False: one cascade pass on the image padded by detect_padding / as it is.
     """
     image = _check_image(image)
-    if padded is None:
-      if self.pad_mode == "always" or not self.detect_padding:
-        return self.detect_all(image, padded=bool(self.detect_padding))
-      faces = self.detect_all(image, padded=False)
-      if any(face.confidence >= self.min_confidence for face in faces):
-        return faces
-      return faces + self.detect_all(image, padded=True)
+    if padded is not None:
+      return self._cascade(image, self.detect_padding if padded else 0.0,
+                           "pad" if padded and self.detect_padding else "as_is")
+    candidates = []
+    for rung in self.rungs:
+      faces = self.detect_rung(image, rung)
+      candidates += faces
+      if any(self.usable(face) for face in faces):
+        break
+    return candidates
+
+  def _cascade(self, image: np.ndarray, padding: float, rung: str,
+               thresholds: Sequence[float] | None = None) -> list[Face]:
+    """MTCNN's cascade on the image shrunk to `max_side` (if larger) and then padded by
+    round(padding x the shrunk image's longer side) pixels with pad_fill; `thresholds`
+    (P-Net, R-Net, O-Net) replace mtcnn's own stage thresholds.
+
+    A point (u, v) of that padded image maps back to ((u - pad + 0.5) / s_x - 0.5,
+    (v - pad + 0.5) / s_y - 0.5), s the shrink factors (1 when not shrunk), box sizes to
+    (w / s_x, h / s_y). Faces centred in the padding are dropped.
+    """
     height, width = image.shape[:2]
     if min(height, width) < 12:  # smaller than MTCNN's 12x12 proposal window
       return []
@@ -284,9 +433,14 @@ class FaceAligner:
       small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                          interpolation=cv2.INTER_AREA)
       scale_x, scale_y = small.shape[1] / width, small.shape[0] / height
-    pad = int(round(self.detect_padding * max(small.shape[:2]))) if padded else 0
+    pad = int(round(padding * max(small.shape[:2])))
     canvas = pad_image(small, pad, self.pad_fill)
-    rows = np.asarray(self.detector.detect_faces(canvas, output_type="numpy", box_format="xywh"))
+    kwargs = {}
+    if thresholds is not None:  # only then: a detector stand-in need not take them
+      kwargs = dict(zip(("threshold_pnet", "threshold_rnet", "threshold_onet"),
+                        (float(t) for t in thresholds)))
+    rows = np.asarray(self.detector.detect_faces(canvas, output_type="numpy", box_format="xywh",
+                                                 **kwargs))
     faces = []
     for row in rows.reshape(-1, 16):
       # Columns: image id, x, y, w, h, confidence, 5 landmark x's, 5 landmark y's.
@@ -296,24 +450,60 @@ class FaceAligner:
       if scale < 1.0:  # pixel-centre convention of cv2.resize: x_small = (x + 0.5) * s - 0.5
         x, y, w, h = (x + 0.5) / scale_x - 0.5, (y + 0.5) / scale_y - 0.5, w / scale_x, h / scale_y
         points = (points + 0.5) / np.array([scale_x, scale_y]) - 0.5
-      face = Face((x, y, w, h), row[5], points)
+      face = Face((x, y, w, h), row[5], points, rung)
       cx, cy = face.centre
       if pad and not (-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5):
         continue  # a "face" found in the fill (e.g. a mirror image of the real one)
       faces.append(face)
     return faces
 
+  def _onet(self, image: np.ndarray) -> list[Face]:
+    """The "onet" rung: MTCNN's O-Net on the whole image taken as the face box.
+
+    The square of side S = round(onet_scale x max(H, W)) centred on the image (offset
+    (left, top) = ((S - W) // 2, (S - H) // 2), edge pixels replicated) is resized to 48x48
+    (area interpolation when shrinking, bilinear when enlarging), normalised as mtcnn does,
+    (RGB - 127.5) / 128, NHWC, and run through the O-Net stage's model, which returns box
+    offsets r, landmarks l (5 x's then 5 y's, in [0, 1] of the square) and the softmax
+    (not face, face). Landmark (x, y) = S l - 0.5 - (left, top) (pixel centres at
+    integers); box corners = square corners + r S; confidence = the face probability.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < 12:
+      return []
+    get_stage = getattr(self.detector, "get_stage", None)
+    stage = get_stage(stage_id=3) if get_stage is not None else None
+    if stage is None or getattr(stage, "model", None) is None:
+      return []  # not mtcnn's MTCNN: no O-Net to run
+    side = max(int(round(self.retry_settings.onet_scale * max(height, width))), height, width)
+    left, top = (side - width) // 2, (side - height) // 2
+    square = cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left,
+                                cv2.BORDER_REPLICATE)
+    patch = cv2.resize(square, (ONET_INPUT, ONET_INPUT),
+                       interpolation=cv2.INTER_AREA if side > ONET_INPUT else cv2.INTER_LINEAR)
+    batch = ((patch.astype(np.float32) - 127.5) / 128.0)[None]
+    offsets, marks, scores = (np.asarray(out, dtype=np.float64)[0] for out in stage.model(batch))
+    confidence = float(scores[1])
+    if confidence < min(MTCNN_THRESHOLDS[2], self.min_confidence_of("onet")):
+      return []
+    points = np.stack([marks[:5], marks[5:10]], axis=1) * side - 0.5 - np.array([left, top])
+    x1, y1, x2, y2 = np.array([0.0, 0.0, side, side]) + offsets[:4] * side - [left, top, left, top]
+    return [Face((x1 - 0.5, y1 - 0.5, x2 - x1, y2 - y1), confidence, points, "onet")]
+
   def detect(self, image: np.ndarray) -> list[Face]:
-    """Faces with confidence >= min_confidence, in full-image coordinates."""
-    return [face for face in self.detect_all(image) if face.confidence >= self.min_confidence]
+    """The usable faces of the first rung that finds any (`detect_all`), in full-image
+    coordinates, each marked with its rung; [] when no rung does."""
+    return [face for face in self.detect_all(image) if self.usable(face)]
 
   def align(self, image: np.ndarray) -> tuple[np.ndarray, Face]:
-    """(uint8 [size, size, 3] crop, the chosen Face); NoFaceError / AlignmentError otherwise."""
+    """(uint8 [size, size, 3] crop, the chosen Face of `detect`, its .rung saying which rung
+    found it); NoFaceError / AlignmentError otherwise. The reason names the best confidence
+    any rung reported ("no face with confidence >= 0.9 (best 0.853)"), or "no face detected"."""
     image = _check_image(image)
     candidates = self.detect_all(image)
     if not candidates:
       raise NoFaceError("no face detected")
-    faces = [face for face in candidates if face.confidence >= self.min_confidence]
+    faces = [face for face in candidates if self.usable(face)]
     if not faces:
       best = max(face.confidence for face in candidates)
       raise NoFaceError(f"no face with confidence >= {self.min_confidence:g} (best {best:.3f})")
@@ -333,8 +523,8 @@ class FaceAligner:
   def align_or_fallback(self, image: np.ndarray) -> tuple[np.ndarray | None, str, str]:
     """(crop, status, reason) with status in STATUSES:
 
-    - (aligned face, "aligned", "");
-    - no usable face (NoFaceError / AlignmentError) and on_no_face="center":
+    - (aligned face, "aligned", ""): a rung of the ladder found it;
+    - no usable face on any rung (NoFaceError / AlignmentError) and on_no_face="center":
       (fit_square(image, size), "fallback", why no face);
     - the same with on_no_face="reject": (None, "rejected", why no face).
     """

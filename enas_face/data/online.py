@@ -1,7 +1,8 @@
 """--align=online: MTCNN alignment of raw image files as a cached tf.data stage.
 
-files -> decode (Pillow) -> `align.align_dataset_stage` (detect on the image padded
-by --detect_padding, choose, warp to the ArcFace template at the training size; no
+files -> decode (Pillow) -> `align.align_dataset_stage` (detect, climbing the retry
+ladder of --detect_retries when the image as it is holds no usable face: padded by
+--detect_padding, ...; choose, warp to the ArcFace template at the training size; no
 usable face: reject, or with --on_no_face=center keep the centred square resize as a
 "fallback") -> `.cache(file)`. The cache key
 covers the files (path, size, mtime) and the alignment settings, so a rerun
@@ -30,7 +31,8 @@ def cache_key(root: str, relpaths: list[str], config: DataConfig) -> str:
   digest = hashlib.sha1()
   digest.update(json.dumps([root, config.image_size, config.face_policy,
                             config.min_face_confidence, config.max_image_pixels,
-                            config.detect_padding, config.on_no_face]).encode())
+                            config.detect_padding, config.on_no_face,
+                            config.detect_retries]).encode())
   for relpath in relpaths:
     stat = os.stat(os.path.join(root, relpath))
     digest.update(f"{relpath}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -53,6 +55,7 @@ def align_files(root: str, relpaths: list[str], config: DataConfig,
   aligner = aligner or align.FaceAligner(size=config.image_size, policy=config.face_policy,
                                          min_confidence=config.min_face_confidence,
                                          detect_padding=config.detect_padding,
+                                         detect_retries=config.detect_retries,
                                          on_no_face=config.on_no_face)
   cache_dir = config.cache_dir or os.path.join(root, ".enas_face_cache")
   os.makedirs(cache_dir, exist_ok=True)

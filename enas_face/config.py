@@ -388,11 +388,13 @@ class PhotoConfig:
   min_face_confidence: float = 0.9
   detect_padding: float = 0.2
   on_no_face: str = "reject"
+  detect_retries: str = DataConfig.detect_retries
 
   def aligner_options(self) -> dict[str, Any]:
     """data.align.FaceAligner's arguments from the detection flags."""
     return {"policy": self.face_policy, "min_confidence": self.min_face_confidence,
-            "detect_padding": self.detect_padding, "on_no_face": self.on_no_face}
+            "detect_padding": self.detect_padding, "on_no_face": self.on_no_face,
+            "detect_retries": self.detect_retries}
 
 
 # Section -> {field: its flag} where the names differ; every other field's flag is its name.

@@ -623,9 +623,14 @@ def photo_config_from_flags(flag_values: flags.FlagValues) -> PhotoConfig:
     value = None
   if value is not None and not -1.0 <= value <= 1.0:
     raise ConfigError(f"--threshold={fv.threshold}: a cosine threshold must lie in [-1, 1]")
+  from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
+  try:
+    detect_retries = face_align.format_detect_retries(fv.detect_retries)
+  except ValueError as e:  # "detect_retries: ..." names the flag
+    raise ConfigError(f"--{e}") from e
   return from_flags(PhotoConfig, fv, model_path=os.path.abspath(fv.model_path),
                     photos=tuple(fv.photos), gallery_dir=_abspath(fv.gallery_dir),
-                    gallery_file=_abspath(fv.gallery_file))
+                    gallery_file=_abspath(fv.gallery_file), detect_retries=detect_retries)
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:

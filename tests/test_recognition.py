@@ -133,10 +133,10 @@ def test_a_grayscale_photo_is_read_as_training_reads_it(shared_data, models, mtc
 
 def test_a_tight_crop_is_found_only_with_padding(shared_data, models, mtcnn_detector):
   """The central 70 % of the face box of a portrait: MTCNN finds nothing in it as it is;
-  the aligner's padded retry (the default) does."""
+  the ladder's first retry (padding) does."""
   image = cv2.cvtColor(cv2.imread(os.path.join(shared_data, KNN, "train", "biden",
                                                "biden.jpg")), cv2.COLOR_BGR2RGB)
-  unpadded = align.FaceAligner(size=16, detector=mtcnn_detector, detect_padding=0.0)
+  unpadded = align.FaceAligner(size=16, detector=mtcnn_detector, detect_retries="none")
   x, y, w, h = align.choose_face(unpadded.detect(image), image.shape).box
   cx, cy = x + w / 2, y + h / 2
   crop = np.ascontiguousarray(image[int(cy - 0.35 * h):int(cy + 0.35 * h),
@@ -144,7 +144,8 @@ def test_a_tight_crop_is_found_only_with_padding(shared_data, models, mtcnn_dete
   assert unpadded.detect(crop) == []
   embedder = _load(models["saved_model"], mtcnn_detector)
   (found,) = embedder.embed(crop)
-  assert found.status == "aligned"
+  assert found.status == "aligned" and found.rung == "pad"
+  assert found.to_json()["rung"] == "pad"
 
 
 def test_verify_the_same_person_and_the_calibrated_threshold(shared_data, models,

@@ -53,7 +53,8 @@ class FaceEmbedding:
 
   box (x, y, w, h) and landmarks [5, 2] in the photo's pixels (None for a "fallback":
   no face found, the centred square used, on_no_face="center"); status "aligned" or
-  "fallback"; index: the face's position in the photo, left to right."""
+  "fallback"; rung: the detector's retry that found it (data.align.RUNGS, "" for a
+  fallback); index: the face's position in the photo, left to right."""
   photo: str
   index: int
   box: tuple[float, float, float, float]
@@ -61,9 +62,10 @@ class FaceEmbedding:
   confidence: float
   status: str
   embedding: np.ndarray
+  rung: str = ""
 
   def to_json(self, with_embedding: bool = True) -> dict:
-    out = {"photo": self.photo, "face": self.index, "status": self.status,
+    out = {"photo": self.photo, "face": self.index, "status": self.status, "rung": self.rung,
            "box": [round(v, 1) for v in self.box], "confidence": round(self.confidence, 4),
            "landmarks": (None if self.landmarks is None
                          else np.round(self.landmarks, 1).tolist())}
@@ -315,7 +317,8 @@ def _face_embedding(name: str, index: int, image: np.ndarray, face: align.Face |
     side = min(height, width)
     box = ((width - side) // 2, (height - side) // 2, side, side)
     return FaceEmbedding(name, index, tuple(float(v) for v in box), None, 0.0, status, embedding)
-  return FaceEmbedding(name, index, face.box, face.landmarks, face.confidence, status, embedding)
+  return FaceEmbedding(name, index, face.box, face.landmarks, face.confidence, status, embedding,
+                       face.rung)
 
 
 # ----------------------------------------------------------------- backends

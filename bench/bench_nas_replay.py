@@ -1,0 +1,131 @@
+"""Replay search strategies against the face-NAS table, and rank cheap scores by Kendall tau.
+
+    python bench/bench_nas_replay.py --table=bench/data/nas_table.json --replays=200 \\
+        --budgets=10,20,40
+
+Replay: a strategy (search/proposers.py) asks for architectures of the table's band; a query
+returns the stand-alone verification accuracy of one of its trained seeds, drawn at random
+(the noise a real search sees); an architecture outside the table is redrawn from it (the
+table is the space the replay searches: the plan's architectures). After k queries the
+strategy's pick is its best-scoring architecture; what counts is that pick's mean accuracy
+over seeds. Over R replays (seeds 0..R-1): the mean of that, its 95 % interval (mean +-
+1.96 sd / sqrt(R)), and the regret: the table's best mean minus the mean found.
+
+Cheap scores: Kendall tau (scipy.stats.kendalltau, tau-b) of each score against the mean
+stand-alone accuracy over the whole table; the seed-noise ceiling is the tau between the
+two seeds' accuracies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from enas_face.search import proposers  # noqa: E402
+
+PAIR_KEY = "pairs/heldout/verification_accuracy"
+
+
+class Table:
+  """The architectures of a table with every seed trained; queries by encoding."""
+
+  def __init__(self, table: dict):
+    seeds = [str(s) for s in table["seeds"]]
+    self.rows = [row for row in table["architectures"] if all(s in row["seeds"] for s in seeds)]
+    if len(self.rows) < 2:
+      raise ValueError(f"the table has {len(self.rows)} architectures with all seeds {seeds}")
+    self.seeds = seeds
+    self.index = {tuple(row["encoding"]): i for i, row in enumerate(self.rows)}
+    self.accuracy = np.array([[row["seeds"][s]["verification_accuracy"] for s in seeds]
+                              for row in self.rows])
+    self.mean = self.accuracy.mean(axis=1)
+    width = len(self.rows[0]["encoding"])
+    self.sizes = tuple(int(max(row["encoding"][i] for row in self.rows)) + 1
+                       for i in range(width))
+
+  def query(self, encoding, rng: np.random.Generator) -> float:
+    return float(self.accuracy[self.index[tuple(encoding)], rng.integers(len(self.seeds))])
+
+
+def replay(table: Table, name: str, budget: int, seed: int) -> float:
+  """The mean accuracy of the architecture `name` picks after `budget` queries."""
+  rng = np.random.default_rng([seed, 1])
+  in_table = lambda encoding: tuple(encoding) in table.index  # noqa: E731
+  proposer = proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
+                                     in_table)
+  for _ in range(budget):
+    encoding = proposer.ask()
+    proposer.tell(encoding, table.query(encoding, rng))
+  best = proposer.best()[0]
+  return float(table.mean[table.index[best]])
+
+
+def replay_table(table: Table, names, budgets, replays: int) -> list[dict]:
+  rows = []
+  for name in names:
+    for budget in budgets:
+      found = np.array([replay(table, name, budget, seed) for seed in range(replays)])
+      half = 1.96 * found.std(ddof=1) / np.sqrt(replays)
+      rows.append({"strategy": name, "budget": budget, "mean": float(found.mean()),
+                   "ci95": [float(found.mean() - half), float(found.mean() + half)],
+                   "regret": float(table.mean.max() - found.mean())})
+  return rows
+
+
+def score_columns(table: Table) -> dict[str, np.ndarray]:
+  """Cheap scores per architecture (higher = predicted better), averaged over seeds."""
+  out = {"flops": np.array([row["flops"] for row in table.rows], float),
+         "params": np.array([row["params"] for row in table.rows], float)}
+  epochs = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
+  for k in sorted({1, 2, 3, epochs // 2} - {0}):
+    out[f"minus_sum_train_loss_first_{k}_epochs"] = -np.array(
+        [np.mean([sum(e["loss"] for e in row["seeds"][s]["epochs"][:k]) for s in table.seeds])
+         for row in table.rows])
+    out[f"verification_after_{k}_epochs"] = np.array(
+        [np.mean([row["seeds"][s]["epochs"][k - 1][PAIR_KEY] for s in table.seeds])
+         for row in table.rows])
+  return out
+
+
+def tau_table(table: Table) -> list[dict]:
+  rows = [{"score": "seed 0 vs seed 1 (ceiling)",
+           "tau": float(stats.kendalltau(table.accuracy[:, 0], table.accuracy[:, 1])[0])}]
+  for name, values in score_columns(table).items():
+    rows.append({"score": name, "tau": float(stats.kendalltau(values, table.mean)[0])})
+  return rows
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--table", default=os.path.join(ROOT, "bench", "data", "nas_table.json"))
+  parser.add_argument("--replays", type=int, default=200)
+  parser.add_argument("--budgets", default="10,20,40")
+  parser.add_argument("--strategies", default=",".join(proposers.PROPOSERS))
+  args = parser.parse_args(argv)
+  with open(args.table) as f:
+    table = Table(json.load(f))
+  print(f"{args.table}: {len(table.rows)} architectures with seeds {table.seeds}; best mean "
+        f"{table.mean.max():.4f}, spread (max - min) {table.mean.max() - table.mean.min():.4f}, "
+        f"mean seed std {table.accuracy.std(axis=1, ddof=1).mean():.4f}")
+  print("\n| strategy | k | expected best accuracy | 95 % interval | regret |")
+  print("|---|---|---|---|---|")
+  for row in replay_table(table, args.strategies.split(","),
+                          [int(b) for b in args.budgets.split(",")], args.replays):
+    print(f"| {row['strategy']} | {row['budget']} | {row['mean']:.4f} | "
+          f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} |")
+  print("\n| score | Kendall tau vs stand-alone accuracy |")
+  print("|---|---|")
+  for row in tau_table(table):
+    print(f"| {row['score']} | {row['tau']:.3f} |")
+
+
+if __name__ == "__main__":
+  main()

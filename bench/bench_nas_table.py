@@ -1,0 +1,255 @@
+"""A face-NAS table (NAS-Bench style): architectures of a FLOPs band trained once, kept as JSON.
+
+    nice python bench/bench_nas_table.py build --hours=3      # grows the table; rerun to resume
+    python bench/bench_nas_table.py collect                  # -> bench/data/nas_table.json
+
+Space: the MobileFaceNet widths/depths space (`--search_space=mobilefacenet`: stem, per
+stage width, expansion and depth, head width; 8 width ratios 0.3..1.0, depths up to 5, 7,
+3), at 32x32 on the synthetic faces, trained by `flags/nas_table_synthetic.cfg`. Why this
+space: its choices move FLOPs over a 6x range and change the network's shape (depth vs
+width per stage), where the ENAS macro space at fixed width ended within 0.02 of itself.
+
+Band: FLOPs in [0.8 T, T], T = --target_mflops (default 12: the median FLOPs of a
+uniform sample of the space at 32x32). The plan (WORK_DIR/plan.json, drawn once from
+--plan_seed) lists, in order:
+  baselines  MobileFaceNet width-scaled to T: every width ratio equal to r, full depths,
+             the largest r of the grid whose FLOPs <= T (the paper's shape at this budget);
+             and --uniform "uniform" architectures (one ratio for all widths, any depths)
+             of the band, evenly spaced in FLOPs;
+  sampled    --archs architectures drawn uniformly from the space, kept if in the band
+             (rejection sampling: the uniform distribution restricted to the band).
+Each is trained with every --seeds seed (`python -m enas_face.main --mode=fixed`, one run
+folder per architecture and seed, WORK_DIR/runs/<id>_s<seed>); a run with metrics.json is
+done, an interrupted one resumes from its checkpoint. `build` works through the plan
+seed-major (every architecture at seed 0 first) until --hours have passed.
+
+`collect` writes the table: per architecture its encoding, description, FLOPs, params,
+TFLite batch-1 latency (LiteRT, 1 thread, median of 20), and per seed the final
+verification accuracy (6000 pairs, 10-fold), and per epoch the training loss, the
+validation classification accuracy and the verification accuracy (the low-fidelity
+columns), with the exact flags and the code version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from bench.passthrough import main_command  # noqa: E402
+from enas_face.config import ModelConfig  # noqa: E402
+from enas_face import runlog  # noqa: E402
+from enas_face.spaces import mobilefacenet  # noqa: E402
+
+FLAGFILE = os.path.join(ROOT, "flags", "nas_table_synthetic.cfg")
+TABLE = os.path.join(ROOT, "bench", "data", "nas_table.json")
+FORMAT_VERSION = 1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("command", choices=("plan", "build", "collect"))
+  parser.add_argument("--work_dir", default="runs/nas_table")
+  parser.add_argument("--table", default=TABLE)
+  parser.add_argument("--target_mflops", type=float, default=12.0)
+  parser.add_argument("--band_low", type=float, default=0.8, help="band: [low T, T]")
+  parser.add_argument("--archs", type=int, default=64, help="sampled architectures")
+  parser.add_argument("--uniform", type=int, default=8,
+                      help="uniform-width baselines, evenly spaced in FLOPs over the band")
+  parser.add_argument("--seeds", default="0,1")
+  parser.add_argument("--plan_seed", type=int, default=0)
+  parser.add_argument("--hours", type=float, default=1.0, help="build: stop after this long")
+  parser.add_argument("--latency_repeats", type=int, default=20)
+  return parser.parse_args(argv)
+
+
+def model_config() -> ModelConfig:
+  """The ModelConfig of the flagfile's network (what FLOPs and params are counted on)."""
+  flags = read_flagfile(FLAGFILE)
+  return ModelConfig(image_size=int(flags["image_size"]), search_space="mobilefacenet",
+                     embedding_dim=int(flags["embedding_dim"]))
+
+
+def read_flagfile(path: str) -> dict[str, str]:
+  out = {}
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith("--") and "=" in line:
+        name, value = line[2:].split("=", 1)
+        out[name] = value
+  return out
+
+
+def make_plan(args) -> dict:
+  """The architectures of the table (see the module doc), as encodings, with their roles."""
+  space, config = mobilefacenet.MobileFaceNetSpace(), model_config()
+  target = args.target_mflops * 1e6
+  low = args.band_low * target
+  in_band = lambda sample: low <= space.flops(config, sample) <= target  # noqa: E731
+  decisions = space.decisions(config)
+  width_index = [i for i, d in enumerate(decisions) if d.group == "width"]
+  depth_index = [i for i, d in enumerate(decisions) if d.group != "width"]
+  entries, seen = [], set()
+
+  def add(encoding, role):
+    key = tuple(int(v) for v in encoding)
+    if key not in seen:
+      seen.add(key)
+      entries.append({"id": f"a{len(entries):03d}", "encoding": list(key), "role": role})
+
+  full = space.encode(space.default(config))
+  for ratio in reversed(range(decisions[0].num_choices)):  # MobileFaceNet scaled to T
+    encoding = list(full)
+    for i in width_index:
+      encoding[i] = ratio
+    if space.flops(config, space.decode(encoding, config)) <= target:
+      add(encoding, "mobilefacenet_scaled")
+      break
+  uniform = []  # one width ratio for every width, any depths, in the band
+  for ratio in range(decisions[0].num_choices):
+    for depths in np.ndindex(*[decisions[i].num_choices for i in depth_index]):
+      encoding = list(full)
+      for i in width_index:
+        encoding[i] = ratio
+      for i, d in zip(depth_index, depths):
+        encoding[i] = int(d)
+      sample = space.decode(encoding, config)
+      if in_band(sample):
+        uniform.append((space.flops(config, sample), encoding))
+  uniform.sort()
+  for k in np.linspace(0, len(uniform) - 1, min(args.uniform, len(uniform))).round():
+    add(uniform[int(k)][1], "uniform")
+  rng = np.random.default_rng(args.plan_seed)
+  sampled = 0
+  while sampled < args.archs:
+    sample = space.sample_uniform(config, rng)
+    if in_band(sample):
+      before = len(entries)
+      add(space.encode(sample), "sampled")
+      sampled += len(entries) > before
+  for entry in entries:
+    sample = space.decode(entry["encoding"], config)
+    entry.update(description=space.describe(sample), flops=int(space.flops(config, sample)),
+                 params=int(space.params(config, sample)))
+  return {"space": "mobilefacenet", "target_flops": target, "band": [low, target],
+          "plan_seed": args.plan_seed, "architectures": entries}
+
+
+def load_plan(args) -> dict:
+  path = os.path.join(args.work_dir, "plan.json")
+  plan = runlog.read_json(path)
+  if plan is None:
+    os.makedirs(args.work_dir, exist_ok=True)
+    plan = make_plan(args)
+    runlog.write_json(path, plan)
+  elif (plan["target_flops"], plan["plan_seed"]) != (args.target_mflops * 1e6, args.plan_seed):
+    sys.exit(f"error: {path} was planned with T = {plan['target_flops'] / 1e6:g} MFLOPs and "
+             f"plan seed {plan['plan_seed']}; use another --work_dir")
+  return plan
+
+
+def run_dir(args, entry: dict, seed: int) -> str:
+  return os.path.join(args.work_dir, "runs", f"{entry['id']}_s{seed}")
+
+
+def build(args, plan: dict) -> None:
+  seeds = [int(s) for s in args.seeds.split(",")]
+  deadline = time.time() + 3600 * args.hours
+  space = mobilefacenet.MobileFaceNetSpace()
+  todo = [(entry, seed) for seed in seeds for entry in plan["architectures"]
+          if not os.path.exists(os.path.join(run_dir(args, entry, seed), runlog.METRICS))]
+  print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do", flush=True)
+  for done, (entry, seed) in enumerate(todo):
+    if time.time() > deadline:
+      print(f"--hours={args.hours} reached: {done} runs this time, {len(todo) - done} left; "
+            "rerun to go on", flush=True)
+      return
+    folder = run_dir(args, entry, seed)
+    os.makedirs(folder, exist_ok=True)
+    arc = space.to_string(space.decode(entry["encoding"], model_config()))
+    command = main_command(f"--flagfile={FLAGFILE}", f"--run_dir={folder}", f"--seed={seed}",
+                           f"--arc={arc}")
+    tic = time.time()
+    with open(os.path.join(folder, "bench.log"), "a") as log:
+      code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    print(f"{entry['id']} seed {seed} ({entry['role']}, {entry['flops'] / 1e6:.2f} MFLOPs): "
+          f"{'done' if code == 0 else f'exit {code}'} in {time.time() - tic:.0f} s", flush=True)
+    if code != 0:
+      sys.exit(f"error: {folder}: the run failed (exit {code}); see {folder}/bench.log")
+
+
+def tflite_latency_ms(encoding, repeats: int) -> float:
+  from enas_face.costs import tflite
+  config = model_config()
+  space = mobilefacenet.MobileFaceNetSpace()
+  return float(tflite.TFLiteLatency(config, warmup=3, repeats=repeats)(
+      space.decode(encoding, config)))
+
+
+def collect(args, plan: dict) -> dict:
+  seeds = [int(s) for s in args.seeds.split(",")]
+  previous = runlog.read_json(args.table, default={}) or {}
+  latencies = {a["id"]: a.get("tflite_latency_ms") for a in previous.get("architectures", [])}
+  rows = []
+  for entry in plan["architectures"]:
+    row = dict(entry, seeds={})
+    for seed in seeds:
+      folder = run_dir(args, entry, seed)
+      metrics = runlog.read_json(os.path.join(folder, runlog.METRICS))
+      if metrics is None:
+        continue
+      history = runlog.read(os.path.join(folder, runlog.TRAIN_HISTORY))
+      row["seeds"][str(seed)] = {
+          "verification_accuracy": metrics["verification_accuracy"],
+          "verification_std": metrics["verification_std"],
+          "epochs": [{key: h.get(key) for key in
+                      ("epoch", "loss", "train_accuracy", "val_accuracy",
+                       "pairs/heldout/verification_accuracy", "seconds")}
+                     for h in history]}
+    if not row["seeds"]:
+      continue
+    row["tflite_latency_ms"] = latencies.get(entry["id"]) or tflite_latency_ms(
+        entry["encoding"], args.latency_repeats)
+    rows.append(row)
+  version = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+  with open(FLAGFILE) as f:
+    flags = [line.strip() for line in f if line.startswith("--")]
+  table = {"format": "enas_face_nas_table", "version": FORMAT_VERSION, "code_version": version,
+           "flags": flags, "space": plan["space"], "target_flops": plan["target_flops"],
+           "band": plan["band"], "plan_seed": plan["plan_seed"], "seeds": seeds,
+           "planned": len(plan["architectures"]), "architectures": rows}
+  os.makedirs(os.path.dirname(args.table), exist_ok=True)
+  runlog.write_json(args.table, table)
+  done = sum(len(r["seeds"]) for r in rows)
+  print(f"{args.table}: {len(rows)} architectures, {done} runs "
+        f"(of {len(plan['architectures'])} x {len(seeds)} planned)")
+  return table
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  plan = load_plan(args)
+  roles = {}
+  for entry in plan["architectures"]:
+    roles[entry["role"]] = roles.get(entry["role"], 0) + 1
+  print(f"plan: {len(plan['architectures'])} architectures in [{plan['band'][0] / 1e6:.1f}, "
+        f"{plan['band'][1] / 1e6:.1f}] MFLOPs: {roles}", flush=True)
+  if args.command == "build":
+    build(args, plan)
+  elif args.command == "collect":
+    collect(args, plan)
+
+
+if __name__ == "__main__":
+  main()

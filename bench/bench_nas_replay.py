@@ -11,6 +11,14 @@ strategy's pick is its best-scoring architecture; what counts is that pick's mea
 over seeds. Over R replays (seeds 0..R-1): the mean of that, its 95 % interval (mean +-
 1.96 sd / sqrt(R)), and the regret: the table's best mean minus the mean found.
 
+Successive halving ("<strategy>+sh", multi-fidelity): brackets of eta^2 = 9 candidates
+asked from the strategy and scored after 1 epoch (the table's per-epoch verification
+column of one seed: the score of a 10-epoch run after its first epoch, not a 1-epoch run's),
+the best 3 after 3 epochs, the best 1 after all epochs; each candidate is told the score of
+the last epoch it reached. A bracket costs (9 x 1 + 3 x 3 + 1 x E) / E full trainings; the
+budget k counts full trainings, and what no whole bracket fits is spent on full trainings
+of new candidates. The pick is the best full-fidelity score.
+
 Cheap scores: Kendall tau (scipy.stats.kendalltau, tau-b) of each score against the mean
 stand-alone accuracy over the whole table; the seed-noise ceiling is the tau between the
 two seeds' accuracies.
@@ -68,11 +76,55 @@ def replay(table: Table, name: str, budget: int, seed: int) -> float:
   return float(table.mean[table.index[best]])
 
 
+def epoch_score(table: Table, encoding, epoch: int, rng: np.random.Generator) -> float:
+  """The verification accuracy after `epoch` epochs of one seed, drawn at random (the last
+  epoch: the final accuracy)."""
+  row = table.rows[table.index[tuple(encoding)]]
+  run = row["seeds"][table.seeds[rng.integers(len(table.seeds))]]
+  if epoch >= len(run["epochs"]):
+    return float(run["verification_accuracy"])
+  return float(run["epochs"][epoch - 1][PAIR_KEY])
+
+
+def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3) -> float:
+  """The mean accuracy of the pick of `name` under successive halving (module doc)."""
+  rng = np.random.default_rng([seed, 1])
+  in_table = lambda encoding: tuple(encoding) in table.index  # noqa: E731
+  proposer = proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
+                                     in_table)
+  full = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
+  rungs = [(eta * eta, 1), (eta, eta), (1, full)]
+  bracket = sum(n * e for n, e in rungs) / full
+  spent, finals = 0.0, []
+  while spent + bracket <= budget + 1e-9:
+    alive = [proposer.ask() for _ in range(rungs[0][0])]
+    for position, (_, epochs) in enumerate(rungs):
+      scores = [(epoch_score(table, a, epochs, rng), a) for a in alive]
+      for score, encoding in scores:
+        proposer.tell(encoding, score)
+      spent += len(alive) * epochs / full
+      if epochs == full:
+        finals += scores
+        break
+      next_keep = rungs[position + 1][0]
+      alive = [a for _, a in sorted(scores, key=lambda item: -item[0])[:next_keep]]
+  while spent + 1 <= budget + 1e-9:  # what no whole bracket fits: full trainings
+    encoding = proposer.ask()
+    score = epoch_score(table, encoding, full, rng)
+    proposer.tell(encoding, score)
+    finals.append((score, encoding))
+    spent += 1
+  best = max(finals, key=lambda item: item[0])[1]
+  return float(table.mean[table.index[tuple(best)]])
+
+
 def replay_table(table: Table, names, budgets, replays: int) -> list[dict]:
   rows = []
   for name in names:
     for budget in budgets:
-      found = np.array([replay(table, name, budget, seed) for seed in range(replays)])
+      base, halving = (name[:-3], True) if name.endswith("+sh") else (name, False)
+      run = replay_halving if halving else replay
+      found = np.array([run(table, base, budget, seed) for seed in range(replays)])
       half = 1.96 * found.std(ddof=1) / np.sqrt(replays)
       rows.append({"strategy": name, "budget": budget, "mean": float(found.mean()),
                    "ci95": [float(found.mean() - half), float(found.mean() + half)],
@@ -108,7 +160,8 @@ def main(argv=None) -> None:
   parser.add_argument("--table", default=os.path.join(ROOT, "bench", "data", "nas_table.json"))
   parser.add_argument("--replays", type=int, default=200)
   parser.add_argument("--budgets", default="10,20,40")
-  parser.add_argument("--strategies", default=",".join(proposers.PROPOSERS))
+  parser.add_argument("--strategies", default=",".join(
+      [*proposers.PROPOSERS, *(f"{name}+sh" for name in proposers.PROPOSERS)]))
   args = parser.parse_args(argv)
   with open(args.table) as f:
     table = Table(json.load(f))

@@ -21,7 +21,7 @@ def toy_table(noise=0.002):
       final = truth + rng.normal(0, noise)
       seeds[s] = {"verification_accuracy": final, "verification_std": 0.01,
                   "epochs": [{"epoch": e, "loss": 5.0 - e - 10 * truth,
-                              replay.PAIR_KEY: final - 0.1 / e} for e in (1, 2, 3, 4)]}
+                              replay.PAIR_KEY: final - 0.1 / e} for e in range(1, 11)]}
     rows.append({"encoding": list(encoding), "flops": 1000 + sum(encoding), "params": 10,
                  "seeds": seeds})
   return replay.Table({"seeds": [0, 1], "architectures": rows})
@@ -44,3 +44,13 @@ def test_tau_of_scores_and_the_seed_ceiling():
   assert taus["verification_after_2_epochs"] > 0.8  # final - 0.1 / e: the same order
   assert taus["minus_sum_train_loss_first_1_epochs"] > 0.8
   assert abs(taus["params"]) < 1e-9 or np.isnan(taus["params"])
+
+
+def test_successive_halving_sees_more_candidates_for_the_same_budget():
+  """On a table whose early-epoch scores keep the final order, random search with successive
+  halving finds better architectures than random search at the same budget."""
+  table = toy_table()
+  assert replay.replay_halving(table, "random", 20, 3) == replay.replay_halving(
+      table, "random", 20, 3)
+  rows = {r["strategy"]: r for r in replay.replay_table(table, ["random", "random+sh"], [20], 60)}
+  assert rows["random+sh"]["mean"] > rows["random"]["ci95"][1]

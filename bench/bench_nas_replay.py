@@ -136,6 +136,9 @@ def score_columns(table: Table) -> dict[str, np.ndarray]:
   """Cheap scores per architecture (higher = predicted better), averaged over seeds."""
   out = {"flops": np.array([row["flops"] for row in table.rows], float),
          "params": np.array([row["params"] for row in table.rows], float)}
+  if all("jacob_cov" in row for row in table.rows):
+    out["jacob_cov"] = np.array([np.mean([row["jacob_cov"][s] for s in table.seeds])
+                                 for row in table.rows])
   epochs = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
   for k in sorted({1, 2, 3, epochs // 2} - {0}):
     out[f"minus_sum_train_loss_first_{k}_epochs"] = -np.array(

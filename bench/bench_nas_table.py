@@ -24,7 +24,8 @@ done, an interrupted one resumes from its checkpoint. `build` works through the 
 seed-major (every architecture at seed 0 first) until --hours have passed.
 
 `collect` writes the table: per architecture its encoding, description, FLOPs, params,
-TFLite batch-1 latency (LiteRT, 1 thread, median of 20), and per seed the final
+TFLite batch-1 latency (LiteRT, 1 thread, median of 20), jacob_cov at initialisation per
+seed (search/zero_cost.py, on the first 64 training images), and per seed the final
 verification accuracy (6000 pairs, 10-fold), and per epoch the training loss, the
 validation classification accuracy and the verification accuracy (the low-fidelity
 columns), with the exact flags and the code version.
@@ -196,10 +197,39 @@ def tflite_latency_ms(encoding, repeats: int) -> float:
       space.decode(encoding, config)))
 
 
+JACOB_COV_IMAGES = 64  # training images of the flagfile's data (the first, in order)
+
+
+def jacob_cov_images() -> np.ndarray:
+  """The first JACOB_COV_IMAGES training images of the flagfile's data, float32 in [0, 255]."""
+  from absl import flags as absl_flags
+  from enas_face import flags as enas_flags
+  from enas_face.data import load_dataset
+  values = absl_flags.FLAGS
+  values.unparse_flags()
+  values(["bench_nas_table", f"--flagfile={FLAGFILE}", "--run_dir=/tmp/unused"])
+  config = enas_flags.config_from_flags(values)
+  return load_dataset(config.data).train.images[:JACOB_COV_IMAGES].astype(np.float32)
+
+
+def jacob_cov(encoding, seed: int, images: np.ndarray) -> float:
+  """search.zero_cost.jacob_cov of the architecture initialised with `seed` (as its run)."""
+  import keras
+  from enas_face.models import builders
+  from enas_face.search import zero_cost
+  config = model_config()
+  keras.utils.set_random_seed(seed)
+  model = builders.build_fixed(config, mobilefacenet.MobileFaceNetSpace().decode(encoding,
+                                                                                   config))
+  return zero_cost.jacob_cov(model, images)
+
+
 def collect(args, plan: dict) -> dict:
   seeds = [int(s) for s in args.seeds.split(",")]
   previous = runlog.read_json(args.table, default={}) or {}
   latencies = {a["id"]: a.get("tflite_latency_ms") for a in previous.get("architectures", [])}
+  covs = {a["id"]: a.get("jacob_cov") for a in previous.get("architectures", [])}
+  images = None
   rows = []
   for entry in plan["architectures"]:
     row = dict(entry, seeds={})
@@ -220,6 +250,11 @@ def collect(args, plan: dict) -> dict:
       continue
     row["tflite_latency_ms"] = latencies.get(entry["id"]) or tflite_latency_ms(
         entry["encoding"], args.latency_repeats)
+    if not covs.get(entry["id"]):
+      images = jacob_cov_images() if images is None else images
+      covs[entry["id"]] = {str(seed): jacob_cov(entry["encoding"], seed, images)
+                           for seed in seeds}
+    row["jacob_cov"] = covs[entry["id"]]
     rows.append(row)
   version = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                            cwd=ROOT).stdout.strip()

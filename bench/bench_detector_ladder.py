@@ -499,7 +499,7 @@ def main(argv=None) -> None:
         label = rungs[0] if depth == 1 else "+" + rungs[depth - 1]
         print(f"{label:17} {aligned:4d}/{len(photos):<4d} {faces:6d} {faces - before:+8d} "
               f"{seconds * 1000:7.0f}")
-      print(f"\nphotos: each rung alone on every photo")
+      print("\nphotos: each rung alone on every photo")
       print(f"{'rung':17} {'faces':>6} {'not as_is':>9} {'ms/img':>7}")
       for rung in rungs:
         faces = unmatched = 0

@@ -33,7 +33,6 @@ columns), with the exact flags and the code version.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

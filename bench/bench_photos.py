@@ -37,7 +37,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
 
 from enas_face.evaluation import thresholds  # noqa: E402
 from enas_face.recognition import Embedder, Gallery  # noqa: E402

@@ -2,8 +2,6 @@
 table's structure, TFLite latency under LiteRT, the cost flags, and a FLOPs-budget search."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

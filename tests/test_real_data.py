@@ -7,8 +7,6 @@ absent, failed in CI.
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import cv2

@@ -17,6 +17,7 @@ from absl import flags
 from enas_face import costs
 from enas_face import runlog
 from enas_face import spaces
+from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
 from enas_face.data import sources
 from enas_face.search import rewards  # plain Python: the reward table
 from enas_face.spaces import enas_macro
@@ -587,6 +588,14 @@ def from_flags(section: type, flag_values: flags.FlagValues, **resolved: Any):
                     else getattr(flag_values, flag_of(section, name)) for name in fields})
 
 
+def _detect_retries(fv: flags.FlagValues) -> str:
+  """--detect_retries in canonical form; ConfigError naming the flag when it is not one."""
+  try:
+    return face_align.format_detect_retries(fv.detect_retries)
+  except ValueError as e:  # "detect_retries: ..." names the flag
+    raise ConfigError(f"--{e}") from e
+
+
 def _abspath(path: str) -> str:
   """An absolute path, or "" for an empty flag."""
   return os.path.abspath(path) if path else ""
@@ -623,14 +632,10 @@ def photo_config_from_flags(flag_values: flags.FlagValues) -> PhotoConfig:
     value = None
   if value is not None and not -1.0 <= value <= 1.0:
     raise ConfigError(f"--threshold={fv.threshold}: a cosine threshold must lie in [-1, 1]")
-  from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
-  try:
-    detect_retries = face_align.format_detect_retries(fv.detect_retries)
-  except ValueError as e:  # "detect_retries: ..." names the flag
-    raise ConfigError(f"--{e}") from e
   return from_flags(PhotoConfig, fv, model_path=os.path.abspath(fv.model_path),
                     photos=tuple(fv.photos), gallery_dir=_abspath(fv.gallery_dir),
-                    gallery_file=_abspath(fv.gallery_file), detect_retries=detect_retries)
+                    gallery_file=_abspath(fv.gallery_file),
+                    detect_retries=_detect_retries(fv))
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
@@ -651,14 +656,9 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   if fv.base_filters % 2:
     raise ConfigError(f"--base_filters={fv.base_filters} must be even (factorized reduction "
                       "splits channels in two)")
-  from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
-  try:
-    detect_retries = face_align.format_detect_retries(fv.detect_retries)
-  except ValueError as e:  # "detect_retries: ..." names the flag
-    raise ConfigError(f"--{e}") from e
   data = from_flags(
       DataConfig, fv, seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
-      pairs=_pairs_value(fv.pairs), detect_retries=detect_retries,
+      pairs=_pairs_value(fv.pairs), detect_retries=_detect_retries(fv),
       cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir, runlog.DATA_CACHE_DIR)),
       cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset))
   if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:

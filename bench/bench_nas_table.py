@@ -45,7 +45,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.passthrough import main_command  # noqa: E402
+from bench.passthrough import main_command, read_flagfile  # noqa: E402
 from enas_face.config import ModelConfig  # noqa: E402
 from enas_face import runlog  # noqa: E402
 from enas_face.spaces import mobilefacenet  # noqa: E402
@@ -77,17 +77,6 @@ def model_config() -> ModelConfig:
   flags = read_flagfile(FLAGFILE)
   return ModelConfig(image_size=int(flags["image_size"]), search_space="mobilefacenet",
                      embedding_dim=int(flags["embedding_dim"]))
-
-
-def read_flagfile(path: str) -> dict[str, str]:
-  out = {}
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line.startswith("--") and "=" in line:
-        name, value = line[2:].split("=", 1)
-        out[name] = value
-  return out
 
 
 def make_plan(args) -> dict:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -37,7 +36,7 @@ if ROOT not in sys.path:
 
 from enas_face import runlog  # noqa: E402
 from enas_face import spaces  # noqa: E402
-from passthrough import split_passthrough  # noqa: E402  (bench/ is sys.path[0])
+from passthrough import read_flagfile, split_passthrough  # noqa: E402  (bench/ is sys.path[0])
 
 
 def run_main(args: list[str], run_dir: str, done_file: str) -> bool:
@@ -75,18 +74,6 @@ def default_arc(flagfile: str, runs_root: str) -> str:
   values = read_flagfile(flagfile)
   model = ModelConfig(num_layers=int(values.get("num_layers", 5)))
   return spaces.get("enas_macro").to_string(spaces.get("enas_macro").default(model))
-
-
-def read_flagfile(path: str) -> dict:
-  """--name=value lines of a flagfile (comments and blank lines skipped)."""
-  values = {}
-  with open(path) as handle:
-    for line in handle:
-      line = line.strip()
-      if line.startswith("--") and "=" in line:
-        name, value = line[2:].split("=", 1)
-        values[name] = value
-  return values
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -41,3 +41,15 @@ def read_json(path: str, default=None):
     return default
   with open(path) as handle:
     return json.load(handle)
+
+
+def read_flagfile(path: str) -> dict:
+  """--name=value lines of a flagfile (comments and blank lines skipped)."""
+  values = {}
+  with open(path) as handle:
+    for line in handle:
+      line = line.strip()
+      if line.startswith("--") and "=" in line:
+        name, value = line[2:].split("=", 1)
+        values[name] = value
+  return values

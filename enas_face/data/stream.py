@@ -220,13 +220,15 @@ def _load_npz(path: str | None) -> dict | None:
 
 
 def _save_npz(path: str | None, **arrays) -> None:
-  """np.savez to `<path>.tmp`, then os.replace: a killed run leaves no partial cache."""
+  """np.savez to `<path>.<pid>.tmp`, then os.replace: a killed run leaves no partial cache,
+  and workers writing the same cache at once (multi_worker) do not take each other's file."""
   if path is None:
     return
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "wb") as f:
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "wb") as f:
     np.savez(f, **arrays)
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
 
 
 def index_records(source: RecordSource, config: DataConfig) -> tuple[np.ndarray, np.ndarray]:

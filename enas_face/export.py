@@ -71,9 +71,6 @@ def save_module(module: tf.Module, serve, export_dir: str, metadata: dict | None
   return export_dir
 
 
-THRESHOLDS_FILE = "thresholds.json"
-
-
 def export_thresholds(child: keras.Model, image_size: int, export_dir: str, pairs,
                       pair_set: str) -> dict:
   """Calibrates the exported function's cosine scores on `pairs` (a data.base.VerificationPairs
@@ -85,7 +82,7 @@ def export_thresholds(child: keras.Model, image_size: int, export_dir: str, pair
   calibration = thresholds.calibrate(scores, pairs.is_same, source={
       "pair_set": pair_set, "embeddings": "serving function, no test-time flip"})
   os.makedirs(export_dir, exist_ok=True)
-  runlog.write_json(os.path.join(export_dir, THRESHOLDS_FILE), calibration)
+  runlog.write_json(os.path.join(export_dir, runlog.THRESHOLDS), calibration)
   return calibration
 
 

@@ -317,7 +317,7 @@ def _export(config: RunConfig, child, dataset=None) -> None:
   dataset = dataset or _load_dataset(config)
   pair_set = next(iter(dataset.pair_sets))
   calibration = export.export_thresholds(child, size, out, dataset.pairs, pair_set)
-  print(f"thresholds: {os.path.join(out, export.THRESHOLDS_FILE)} (on the {pair_set} pairs: "
+  print(f"thresholds: {os.path.join(out, runlog.THRESHOLDS)} (on the {pair_set} pairs: "
         f"best accuracy {calibration['best_accuracy']['accuracy']:.4f} at cosine > "
         f"{calibration['best_accuracy']['threshold']:.4f}; FAR 1e-3 at > "
         f"{calibration['far_1e-3']['threshold']:.4f})")

@@ -45,6 +45,7 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 TENSORBOARD_DIR = "tensorboard"
 SAVED_MODEL_DIR = "saved_model"  # the default --export_dir
+THRESHOLDS = "thresholds.json"  # in the export folder: the calibrated cosine thresholds
 DATA_CACHE_DIR = "data_cache"  # the default --cache_dir
 WORKERS_DIR = "workers"  # non-chief workers' scratch checkpoints
 TRIALS_DIR = "trials"  # multi_trial: one fixed run per trial

@@ -36,7 +36,6 @@ from enas_face import runlog
 from enas_face import runtimes
 
 KINDS = ("run", "saved_model", "tflite", "onnx")
-THRESHOLDS_FILE = "thresholds.json"  # = export.THRESHOLDS_FILE (export imports TensorFlow)
 
 
 class EmbedderError(ValueError):
@@ -186,7 +185,7 @@ class Embedder:
     data.align.FaceAligner (policy, min_confidence, detect_padding, on_no_face, ...)."""
     kind = model_kind(path)
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    thresholds_path = os.path.join(folder, THRESHOLDS_FILE)
+    thresholds_path = os.path.join(folder, runlog.THRESHOLDS)
     if kind == "run":
       image_size, embed_batch, files, thresholds_path = _load_run(path)
     elif kind == "saved_model":
@@ -220,7 +219,7 @@ class Embedder:
     thresholds.json and no number was given."""
     if self._threshold is None:
       raise thresholds.ThresholdError(
-          f"--threshold={self.threshold_name}: {self.path} has no {THRESHOLDS_FILE} (looked "
+          f"--threshold={self.threshold_name}: {self.path} has no {runlog.THRESHOLDS} (looked "
           f"for {self.thresholds_path}; --mode=export writes it); pass a number, e.g. "
           "--threshold=0.3")
     return self._threshold
@@ -340,7 +339,7 @@ def _load_run(path: str):
     return np.concatenate([serve(tf.constant(crops[i:i + 256]))[export.SIGNATURE_OUTPUT].numpy()
                            for i in range(0, len(crops), 256)])
 
-  return size, embed, files, os.path.join(export_dir, THRESHOLDS_FILE)
+  return size, embed, files, os.path.join(export_dir, runlog.THRESHOLDS)
 
 
 def _load_saved_model(path: str):

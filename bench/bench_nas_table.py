@@ -1,6 +1,7 @@
 """A face-NAS table (NAS-Bench style): architectures of a FLOPs band trained once, kept as JSON.
 
     nice python bench/bench_nas_table.py build --hours=3      # grows the table; rerun to resume
+    (two side by side on two cores: add --threads=1 --shard=0/2, and --shard=1/2 to the other)
     python bench/bench_nas_table.py collect                  # -> bench/data/nas_table.json
 
 Space: the MobileFaceNet widths/depths space (`--search_space=mobilefacenet`: stem, per
@@ -69,6 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--plan_seed", type=int, default=0)
   parser.add_argument("--hours", type=float, default=1.0, help="build: stop after this long")
   parser.add_argument("--latency_repeats", type=int, default=20)
+  parser.add_argument("--shard", default="0/1",
+                      help="build: i/n takes every n-th run of the to-do list from the i-th, so "
+                           "n builds can run side by side (e.g. 0/2 and 1/2 with --threads=1)")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="build: TensorFlow intra-op threads of each run (0: TF's default)")
   return parser.parse_args(argv)
 
 
@@ -157,7 +163,15 @@ def build(args, plan: dict) -> None:
   space = mobilefacenet.MobileFaceNetSpace()
   todo = [(entry, seed) for seed in seeds for entry in plan["architectures"]
           if not os.path.exists(os.path.join(run_dir(args, entry, seed), runlog.METRICS))]
-  print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do", flush=True)
+  shard, shards = (int(part) for part in args.shard.split("/"))
+  print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do"
+        + (f"; shard {shard}/{shards} takes {len(todo[shard::shards])}" if shards > 1 else ""),
+        flush=True)
+  todo = todo[shard::shards]
+  env = dict(os.environ)
+  if args.threads:
+    env.update(TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS="1",
+               OMP_NUM_THREADS=str(args.threads))
   for done, (entry, seed) in enumerate(todo):
     if time.time() > deadline:
       print(f"--hours={args.hours} reached: {done} runs this time, {len(todo) - done} left; "
@@ -170,7 +184,7 @@ def build(args, plan: dict) -> None:
                            f"--arc={arc}")
     tic = time.time()
     with open(os.path.join(folder, "bench.log"), "a") as log:
-      code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+      code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     print(f"{entry['id']} seed {seed} ({entry['role']}, {entry['flops'] / 1e6:.2f} MFLOPs): "
           f"{'done' if code == 0 else f'exit {code}'} in {time.time() - tic:.0f} s", flush=True)
     if code != 0:

@@ -3,10 +3,17 @@
     python bench/bench_nas_replay.py --table=bench/data/nas_table.json --replays=200 \\
         --budgets=10,20,40
 
-Replay: a strategy (search/proposers.py) asks for architectures of the table's band; a query
-returns the stand-alone verification accuracy of one of its trained seeds, drawn at random
-(the noise a real search sees); an architecture outside the table is redrawn from it (the
-table is the space the replay searches: the plan's architectures). After k queries the
+Replay: a strategy asks for architectures; a query returns the stand-alone verification
+accuracy of one of its trained seeds, drawn at random (the noise a real search sees). The
+table is the space the replay searches (a uniform sample of the band, far smaller than the
+space): a random sample is a uniform row; a mutation or a neighbour (one decision changed)
+is projected to the nearest row other than its parent (L1 distance over the decision
+indices, each scaled to [0, 1]; ties broken at random), so the mutation-based strategies
+move between similar tabled architectures. The RL controllers ("enas": the LSTM controller
+of --controller=enas; "categorical": TuNAS's independent categorical policy, when the search
+core has it) are the search loop's own samplers and REINFORCE trainers (loop.make_sampler),
+updated every Q = --rl_batch answers with the rewards R = accuracy; a drawn architecture is
+answered by its nearest row, and the update uses the drawn one. After k queries the
 strategy's pick is its best-scoring architecture; what counts is that pick's mean accuracy
 over seeds. Over R replays (seeds 0..R-1): the mean of that, its 95 % interval (mean +-
 1.96 sd / sqrt(R)), and the regret: the table's best mean minus the mean found.
@@ -40,6 +47,9 @@ from scipy import stats  # noqa: E402
 from enas_face.search import proposers  # noqa: E402
 
 PAIR_KEY = "pairs/heldout/verification_accuracy"
+# Replay names of the search loop's REINFORCE samplers -> their --controller value.
+RL_CONTROLLERS = {"enas": "enas"}
+RL_STRATEGIES = tuple(RL_CONTROLLERS)
 
 
 class Table:
@@ -56,19 +66,92 @@ class Table:
                               for row in self.rows])
     self.mean = self.accuracy.mean(axis=1)
     width = len(self.rows[0]["encoding"])
-    self.sizes = tuple(int(max(row["encoding"][i] for row in self.rows)) + 1
-                       for i in range(width))
+    self.sizes = tuple(table.get("decision_sizes") or (
+        int(max(row["encoding"][i] for row in self.rows)) + 1 for i in range(width)))
+    self.points = np.array([row["encoding"] for row in self.rows], float) / np.maximum(
+        np.array(self.sizes, float) - 1, 1)
+    self._tie_rng = np.random.default_rng(0)
+
+  def draw(self, rng: np.random.Generator) -> tuple:
+    """A uniform row."""
+    return tuple(self.rows[int(rng.integers(len(self.rows)))]["encoding"])
+
+  def nearest(self, encoding, parent=None, rng: np.random.Generator | None = None) -> tuple:
+    """The row nearest to `encoding` (L1 over indices scaled to [0, 1]) other than `parent`;
+    ties at random."""
+    point = np.asarray(encoding, float) / np.maximum(np.array(self.sizes, float) - 1, 1)
+    distance = np.abs(self.points - point).sum(axis=1)
+    if parent is not None and tuple(parent) in self.index:
+      distance[self.index[tuple(parent)]] = np.inf
+    ties = np.flatnonzero(distance <= distance.min() + 1e-12)
+    pick = ties[int((rng or self._tie_rng).integers(len(ties)))]
+    return tuple(self.rows[pick]["encoding"])
+
+  def space_sizes(self, model_config) -> tuple:
+    from enas_face import spaces
+    return tuple(d.num_choices for d in spaces.of(model_config).decisions(model_config))
 
   def query(self, encoding, rng: np.random.Generator) -> float:
     return float(self.accuracy[self.index[tuple(encoding)], rng.integers(len(self.seeds))])
 
 
+def make_strategy(table: Table, name: str, seed: int):
+  """The proposer (proposers.py) or RL controller `name` over the table's rows."""
+  if name in RL_STRATEGIES:
+    return ControllerProposer(table, name, seed)
+  return proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
+                                 draw=table.draw, project=table.nearest)
+
+
+class ControllerProposer:
+  """The search loop's REINFORCE sampler as a proposer: ask() draws from the policy and
+  answers with the nearest row; every `batch` tells, one update on the drawn architectures
+  with their rewards."""
+
+  def __init__(self, table: Table, name: str, seed: int, batch: int = 5):
+    from enas_face import config as config_lib
+    from enas_face.search import loop
+    model = config_lib.ModelConfig(search_space="mobilefacenet", image_size=32)
+    if table.space_sizes(model) != table.sizes:
+      model = None
+    if model is None:  # a toy table: its own decisions
+      raise ValueError("the RL controllers replay the mobilefacenet table only")
+    run = config_lib.RunConfig(
+        mode="search", run_dir="", arc=None, model=model, data=config_lib.DataConfig(),
+        train=config_lib.TrainConfig(seed=seed), eval=config_lib.EvalConfig(),
+        search=config_lib.SearchConfig(controller=RL_CONTROLLERS[name],
+                                       controller_samples=batch, reward="accuracy"))
+    sampling = loop.make_sampler(run)
+    self.sampler, self.trainer, self.batch = sampling.sampler, sampling.trainer, batch
+    self.table, self.rng = table, np.random.default_rng([seed, 3])
+    self.drawn: dict[tuple, list] = {}
+    self.pending: list[tuple[list, float]] = []
+    self.history: list[tuple[tuple, float]] = []
+
+  def ask(self) -> tuple:
+    arc = self.sampler.sample().arc.numpy().tolist()
+    row = self.table.nearest(tuple(arc), None, self.rng)
+    self.drawn.setdefault(row, []).append(arc)
+    return row
+
+  def tell(self, encoding, score: float) -> None:
+    encoding = tuple(encoding)
+    self.history.append((encoding, float(score)))
+    arc = self.drawn[encoding].pop(0) if self.drawn.get(encoding) else list(encoding)
+    self.pending.append((arc, float(score)))
+    if len(self.pending) == self.batch:
+      self.trainer.update(np.array([a for a, _ in self.pending], np.int32),
+                          np.array([r for _, r in self.pending], np.float32))
+      self.pending = []
+
+  def best(self) -> tuple[tuple, float]:
+    return max(self.history, key=lambda item: item[1])
+
+
 def replay(table: Table, name: str, budget: int, seed: int) -> float:
   """The mean accuracy of the architecture `name` picks after `budget` queries."""
   rng = np.random.default_rng([seed, 1])
-  in_table = lambda encoding: tuple(encoding) in table.index  # noqa: E731
-  proposer = proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
-                                     in_table)
+  proposer = make_strategy(table, name, seed)
   for _ in range(budget):
     encoding = proposer.ask()
     proposer.tell(encoding, table.query(encoding, rng))
@@ -89,9 +172,7 @@ def epoch_score(table: Table, encoding, epoch: int, rng: np.random.Generator) ->
 def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3) -> float:
   """The mean accuracy of the pick of `name` under successive halving (module doc)."""
   rng = np.random.default_rng([seed, 1])
-  in_table = lambda encoding: tuple(encoding) in table.index  # noqa: E731
-  proposer = proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
-                                     in_table)
+  proposer = make_strategy(table, name, seed)
   full = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
   rungs = [(eta * eta, 1), (eta, eta), (1, full)]
   bracket = sum(n * e for n, e in rungs) / full
@@ -163,8 +244,9 @@ def main(argv=None) -> None:
   parser.add_argument("--table", default=os.path.join(ROOT, "bench", "data", "nas_table.json"))
   parser.add_argument("--replays", type=int, default=200)
   parser.add_argument("--budgets", default="10,20,40")
+  names = [*proposers.PROPOSERS, *RL_STRATEGIES]
   parser.add_argument("--strategies", default=",".join(
-      [*proposers.PROPOSERS, *(f"{name}+sh" for name in proposers.PROPOSERS)]))
+      [*names, *(f"{name}+sh" for name in names)]))
   args = parser.parse_args(argv)
   with open(args.table) as f:
     table = Table(json.load(f))

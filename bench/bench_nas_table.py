@@ -265,6 +265,8 @@ def collect(args, plan: dict) -> dict:
   table = {"format": "enas_face_nas_table", "version": FORMAT_VERSION, "code_version": version,
            "flags": flags, "space": plan["space"], "target_flops": plan["target_flops"],
            "band": plan["band"], "plan_seed": plan["plan_seed"], "seeds": seeds,
+           "decision_sizes": [d.num_choices for d in mobilefacenet.MobileFaceNetSpace()
+                              .decisions(model_config())],
            "planned": len(plan["architectures"]), "architectures": rows}
   os.makedirs(os.path.dirname(args.table), exist_ok=True)
   runlog.write_json(args.table, table)

@@ -302,7 +302,10 @@ class SetConfig:
 class SearchConfig:
   """ENAS search (Zhu 2019 Algorithm 1): child epochs alternating with controller steps."""
   epochs: int = 100
-  controller: str = "enas"
+  controller: str = "enas"  # enas | random | evolution | local_search
+  evolution_population: int = 16
+  evolution_tournament: int = 4
+  cost_band_low: float = 0.0  # samples' cost in [b T, T]; 0 = no band
   controller_steps: int = 50
   controller_samples: int = 10
   controller_hidden: int = 100

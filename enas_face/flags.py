@@ -30,7 +30,7 @@ from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
                               SearchConfig, SetConfig, TrainConfig, flag_of)
 
 MODES = ("search", "fixed", "eval", "export", "quality", *PHOTO_MODES)
-CONTROLLERS = ("enas", "random")
+CONTROLLERS = ("enas", "random", "evolution", "local_search")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
@@ -286,7 +286,20 @@ flags.DEFINE_float("regularface_weight", 0.0, "Weight of RegularFace's loss on t
 flags.DEFINE_integer("search_epochs", 100, "Search epochs (paper: 100).", lower_bound=1)
 flags.DEFINE_enum("controller", "enas", CONTROLLERS,
                   "enas: LSTM controller trained by REINFORCE; random: uniform sampling with the "
-                  "same budget (the random-search baseline).")
+                  "same budget (the random-search baseline); evolution: regularized evolution "
+                  "(Real et al. 2019); local_search: mutate the best so far (White et al. "
+                  "2020). evolution and local_search are told each sample's reward "
+                  "(search/proposers.py).")
+flags.DEFINE_integer("evolution_population", 16, "--controller=evolution: the ageing "
+                     "population P (the last P samples told; the first P asks are random).",
+                     lower_bound=1)
+flags.DEFINE_integer("evolution_tournament", 4, "--controller=evolution: tournament size S "
+                     "(the best of S population members drawn is mutated); S <= P.",
+                     lower_bound=1)
+flags.DEFINE_float("cost_band_low", 0.0, "Sample only architectures whose cost lies in the "
+                   "band [b T, T] (T = --cost_target): random, evolution and local_search "
+                   "reject or repair samples outside it. 0 = no band. Needs a cheap "
+                   "--cost_model (flops, params or lut).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("controller_steps", 50, "Controller steps S per epoch.", lower_bound=1)
 flags.DEFINE_integer("controller_samples", 10, "Architectures Q per controller step, each "
                      "rewarded on its own validation minibatch.", lower_bound=1)
@@ -532,6 +545,19 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     raise ConfigError(f"--reward_metric={search.reward_metric} needs --reward_identities > 0: "
                       "the reward's pairs come from training identities held out for it (never "
                       "from the evaluation pairs)")
+  if search.cost_band_low > 0:
+    if search.cost_model not in ("flops", "params", "lut") or search.cost_target <= 0:
+      raise ConfigError(f"--cost_band_low={search.cost_band_low} needs a cheap cost model and "
+                        "its band's top: --cost_model=flops, params or lut and --cost_target > 0")
+    if search.controller == "enas":
+      raise ConfigError("--cost_band_low holds the samples of --controller=random, evolution or "
+                        "local_search; the enas controller learns the cost from its reward")
+    if search.cost_band_low >= 1:
+      raise ConfigError(f"--cost_band_low={search.cost_band_low} must be below 1 (the band is "
+                        "[b T, T])")
+  if search.evolution_tournament > search.evolution_population:
+    raise ConfigError(f"--evolution_tournament={search.evolution_tournament} must not exceed "
+                      f"--evolution_population={search.evolution_population}")
   if search.cost_model == "lut" and not search.cost_table:
     raise ConfigError("--cost_model=lut needs --cost_table=PATH (tools/build_latency_table.py "
                       "writes one)")

@@ -45,6 +45,7 @@ from enas_face.search import cleaning_proxy as proxy_lib
 from enas_face.search import controller as controller_lib
 from enas_face.search import differentiable
 from enas_face.search import plots
+from enas_face.search import proposer_sampler
 from enas_face.search import rewards as reward_lib
 from enas_face.search import strategies
 from enas_face import spaces
@@ -80,6 +81,14 @@ def make_sampler(config: RunConfig) -> Sampler:
   """The --controller over the space's decisions (on the chief's host, outside any strategy)."""
   search = config.search
   decisions = spaces.of(config.model).decisions(config.model)
+  if search.controller in proposer_sampler.PROPOSER_CONTROLLERS or (
+      search.controller == "random" and search.cost_band_low > 0):
+    sampler = proposer_sampler.ProposerSampler(
+        search.controller, [d.num_choices for d in decisions], config.train.seed,
+        in_band(config), **({"population": search.evolution_population,
+                             "sample_size": search.evolution_tournament}
+                            if search.controller == "evolution" else {}))
+    return Sampler(sampler, proposer_sampler.ProposerTrainer(sampler), {})
   if search.controller == "random":
     return Sampler(controller_lib.RandomSampler(decisions, seed=config.train.seed,
                                                 skip_target=search.skip_target), None, {})
@@ -99,6 +108,24 @@ def make_sampler(config: RunConfig) -> Sampler:
       grad_clip_norm=search.grad_clip_norm)
   return Sampler(sampler, trainer, {"controller_optimizer": optimizer,
                                     "baseline": trainer.baseline})
+
+
+def in_band(config: RunConfig):
+  """encoding -> whether its cost lies in [b T, T] (--cost_band_low = b); None without a band."""
+  search = config.search
+  if search.cost_band_low <= 0:
+    return None
+  space, cost_model = spaces.of(config.model), cost_factory.from_config(config)
+  low, high = search.cost_band_low * search.cost_target, search.cost_target
+  cache: dict[tuple, bool] = {}
+
+  def inside(encoding) -> bool:
+    key = tuple(int(v) for v in encoding)
+    if key not in cache:
+      cost = cost_model.evaluate(space.decode(list(key), config.model))[0]
+      cache[key] = low <= cost <= high
+    return cache[key]
+  return inside
 
 
 def reward_data(config: RunConfig, dataset: FaceDataset) -> tuple[FaceDataset, strategies.RewardData]:
@@ -182,6 +209,11 @@ def search(config: RunConfig, dataset: FaceDataset,
     logging.info("resuming search from %s (epoch %d of %d)", latest, int(epoch.numpy()),
                  search_cfg.epochs)
   strategy.start(restored=bool(latest))
+  if isinstance(sampler, proposer_sampler.ProposerSampler) and chief and latest:
+    # A proposer's state is its history: replayed from the log of the finished epochs.
+    runlog.truncate_to_epoch(log_path(config.run_dir), int(epoch.numpy()))
+    told = sampler.replay(read_log(config.run_dir))
+    logging.info("%s: %d logged samples told again", search_cfg.controller, told)
 
   cost_model = cost_factory.from_config(config)
   # Measured costs only when the reward uses them (else only for the ranking).
@@ -201,7 +233,8 @@ def search(config: RunConfig, dataset: FaceDataset,
   def draw(count: int) -> np.ndarray:
     """`count` samples of the chief's sampler, [count, n] int32 on every worker."""
     if chief:
-      choices = np.stack([sampler.sample().arc.numpy() for _ in range(count)])
+      pick = getattr(sampler, "uniform_sample", sampler.sample)  # proposers: asks stay asks
+      choices = np.stack([pick().arc.numpy() for _ in range(count)])
     else:
       choices = np.zeros([count, num_choices], np.int32)
     return distribute.broadcast_from_chief(placement, choices.astype(np.int32))
@@ -216,6 +249,8 @@ def search(config: RunConfig, dataset: FaceDataset,
     if not chief and not strategy.collective_scoring:
       return []
     strategy.begin_scoring(index)
+    if chief and hasattr(sampler, "reseed"):
+      sampler.reseed(index)
     records, updates = [], []
     for _ in range(search_cfg.controller_steps):
       if chief:
@@ -240,6 +275,7 @@ def search(config: RunConfig, dataset: FaceDataset,
         records.append({
             "epoch": index + 1, "step": int(controller_step.numpy()), "sample_index": position,
             **spaces.sample_record(space, decoded), "arc": space.to_string(decoded),
+            "choices": choices[position].tolist(),
             "reward_metric": reward.metric, "score": float(score), **priced,
             "reward": r, "log_prob": float(sample.log_prob), "sampler": search_cfg.controller,
             "strategy": strategy.name})
@@ -323,7 +359,7 @@ def _log_epoch(index, result, records, updates, writer, config, strategy_name) -
     summary[f"cost_mean_{records[0]['cost_unit']}"] = float(np.mean(priced))
     summary["within_budget_share"] = float(np.mean([r["within_budget"] for r in records]))
   if updates:
-    for key in ("baseline", "entropy", "skip_density", "loss", "grad_norm"):
+    for key in updates[0]:  # REINFORCE: baseline, entropy, ...; a proposer: told, best_reward
       summary[f"controller_{key}"] = float(np.mean([u[key] for u in updates]))
   with writer.as_default(step=index + 1):
     for key, value in summary.items():

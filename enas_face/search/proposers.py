@@ -18,6 +18,11 @@ search that trains (the search loop) and a replay that reads a table (bench/nas_
 A mutation changes one decision, drawn uniformly, to another of its values, drawn
 uniformly; a child outside the band is redrawn (`repair` tries, then a random sample).
 `in_band(encoding) -> bool` is the cost constraint (e.g. FLOPs in [0.8 T, T]).
+
+A sampled space (a table of trained architectures, a small subset of the space) plugs in two
+hooks: `draw(rng) -> encoding` replaces the uniform sample (a uniform row), and
+`project(encoding, parent) -> encoding` maps a mutated child or a neighbour to the nearest
+admissible architecture other than `parent` (a row of the table).
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ class Proposer:
 
   def __init__(self, sizes: Sequence[int], rng: np.random.Generator,
                in_band: Callable[[tuple], bool] | None = None, repair: int = 100,
-               max_draws: int = 100_000):
+               max_draws: int = 100_000,
+               draw: Callable[[np.random.Generator], tuple] | None = None,
+               project: Callable[[tuple, tuple | None], tuple] | None = None):
     self.sizes = tuple(int(n) for n in sizes)
     if not self.sizes or min(self.sizes) < 1:
       raise ValueError(f"every decision needs at least one value, got sizes {self.sizes}")
@@ -41,10 +48,13 @@ class Proposer:
     self.in_band = in_band or (lambda encoding: True)
     self.repair = repair
     self.max_draws = max_draws
+    self.draw, self.project = draw, project
     self.history: list[tuple[tuple, float]] = []
 
   def random(self) -> tuple:
-    """A uniform sample of the band (rejection sampling)."""
+    """A uniform sample of the band (rejection sampling), or the `draw` hook's."""
+    if self.draw is not None:
+      return tuple(int(v) for v in self.draw(self.rng))
     for _ in range(self.max_draws):
       encoding = tuple(int(self.rng.integers(n)) for n in self.sizes)
       if self.in_band(encoding):
@@ -60,8 +70,9 @@ class Proposer:
       value = int(self.rng.integers(self.sizes[i] - 1))
       child = list(encoding)
       child[i] = value + (value >= encoding[i])
-      if self.in_band(tuple(child)):
-        return tuple(child)
+      child = self.project(tuple(child), tuple(encoding)) if self.project else tuple(child)
+      if self.in_band(child):
+        return child
     return self.random()
 
   def ask(self) -> tuple:
@@ -118,8 +129,9 @@ class LocalSearch(Proposer):
         if value != encoding[i]:
           child = list(encoding)
           child[i] = value
-          if self.in_band(tuple(child)):
-            out.append(tuple(child))
+          child = self.project(tuple(child), tuple(encoding)) if self.project else tuple(child)
+          if self.in_band(child) and child not in out and child != tuple(encoding):
+            out.append(child)
     return out
 
   def tell(self, encoding, score: float) -> None:

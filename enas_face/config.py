@@ -338,6 +338,7 @@ class SearchConfig:
   reward_identities: int = 0  # training identities held out for verification rewards
   reward_pairs: int = 600
   trial_epochs: int = 2  # multi_trial: epochs of each sample's training from scratch
+  halving_eta: int = 0  # multi_trial: successive halving over epochs per controller step; 0 = off
   trial_workers: int = 1  # multi_trial: trials trained side by side (Ray) when > 1
   ray_address: str = ""  # multi_trial: a Ray cluster to run the trials on ("" = local)
   trial_gpus: float = 0.0  # GPUs each Ray trial asks for (a cluster's GPU nodes)

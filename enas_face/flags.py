@@ -24,7 +24,7 @@ from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
 from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
                               DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
-                              ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
+                              MULTI_TRIAL, ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
                               DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
                               PHOTO_MODES, PHOTO_OUTPUTS, PhotoConfig, RunConfig,
                               SearchConfig, SetConfig, TrainConfig, flag_of)
@@ -377,6 +377,12 @@ flags.DEFINE_float("distill_kl_alpha", 0.0, "alpha of the logit term: (1 - alpha
                    "T^2 KL(teacher || student) (TAS retraining: 0.9; needs a teacher run with "
                    "the same identities).", lower_bound=0.0)
 flags.DEFINE_float("distill_temperature", 4.0, "T of the logit term (TAS: 4).", lower_bound=1e-3)
+flags.DEFINE_integer("halving_eta", 0, "multi_trial: successive halving (multi-fidelity) "
+                     "within each controller step: its Q samples are trained to epoch "
+                     "E / eta^2, the best 1/eta of them go on to E / eta, the best of those to "
+                     "E = --trial_epochs (the same E-epoch schedule, resumed; each sample "
+                     "rewarded with the score of the last epoch it reached). 0 = off; e.g. 3.",
+                     lower_bound=0)
 flags.DEFINE_integer("trial_epochs", 2, "multi_trial: epochs of each sample's training.",
                      lower_bound=1)
 flags.DEFINE_integer("trial_workers", 1, "multi_trial: trials trained side by side on Ray "
@@ -555,6 +561,15 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.cost_band_low >= 1:
       raise ConfigError(f"--cost_band_low={search.cost_band_low} must be below 1 (the band is "
                         "[b T, T])")
+  if search.halving_eta:
+    if search.halving_eta < 2:
+      raise ConfigError(f"--halving_eta={search.halving_eta}: use 2 or more (0 = off)")
+    if search.strategy != MULTI_TRIAL:
+      raise ConfigError(f"--halving_eta trains multi_trial samples in rungs; --search_strategy="
+                        f"{search.strategy} does not train its samples")
+    if search.trial_workers > 1 or search.ray_address:
+      raise ConfigError("--halving_eta runs its rungs in this process; it does not take "
+                        "--trial_workers > 1 or --ray_address yet")
   if search.evolution_tournament > search.evolution_population:
     raise ConfigError(f"--evolution_tournament={search.evolution_tournament} must not exceed "
                       f"--evolution_population={search.evolution_population}")
@@ -738,6 +753,9 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       raise ConfigError(f"--search_strategy=differentiable runs on one device; "
                         f"--distribution_strategy={fv.distribution_strategy} is not supported "
                         "by it")
+    if search.halving_eta and fv.distribution_strategy != "default":
+      raise ConfigError(f"--halving_eta runs its rungs on one device; --distribution_strategy="
+                        f"{fv.distribution_strategy} is not supported with it yet")
   if fv.mode == "search" and fv.warmup_epochs >= fv.search_epochs:
     raise ConfigError(f"--warmup_epochs={fv.warmup_epochs} must be smaller than --search_epochs="
                       f"{fv.search_epochs}")

@@ -19,6 +19,7 @@ The reward metric (`RewardData`):
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import socket
@@ -251,7 +252,10 @@ class MultiTrial:
   def score_many(self, choices: np.ndarray, epoch: int) -> list[float | None]:
     """Trains the samples not in the cache (every worker: `choices` [Q, n] are the chief's,
     broadcast by the search loop), scores them (the chief; None elsewhere). With Ray trial
-    workers (--trial_workers > 1 or --ray_address) the new samples train side by side."""
+    workers (--trial_workers > 1 or --ray_address) the new samples train side by side.
+    With --halving_eta, successive halving over the Q samples (score_halving)."""
+    if self.config.search.halving_eta:
+      return self.score_halving(choices, epoch)
     chief = self.placement.is_chief
     samples = [self.space.decode(row.tolist(), self.config.model) for row in choices]
     encodings = [self.space.to_string(s) for s in samples]
@@ -276,6 +280,35 @@ class MultiTrial:
       return [None] * len(samples)
     return [self.trials[encoding]["score"] for encoding in encodings]
 
+  def score_halving(self, choices: np.ndarray, epoch: int) -> list[float]:
+    """Successive halving (Jamieson & Talwalkar 2016; Li et al. 2018) over the step's distinct
+    samples: all trained to the first rung of halving_rungs(E, eta), the best ceil(n / eta)
+    resumed to the next, and so on; each sample scored at the last rung it reached. A trial's
+    record keeps its score per rung reached ("rung_scores"), so nothing is trained twice."""
+    eta, full = self.config.search.halving_eta, self.config.search.trial_epochs
+    samples = [self.space.decode(row.tolist(), self.config.model) for row in choices]
+    encodings = [self.space.to_string(s) for s in samples]
+    alive = list(dict.fromkeys(encodings))
+    by_encoding = dict(zip(encodings, samples))
+    reached: dict[str, float] = {}
+    rungs = halving_rungs(full, eta)
+    for position, rung in enumerate(rungs):
+      scores = {}
+      for encoding in alive:
+        known = self.trials.get(encoding, {}).get("rung_scores", {})
+        if str(rung) not in known:
+          result = run_trial(self.trial_config(by_encoding[encoding]), self.dataset,
+                             self.reward, self.placement, stop_after=rung)
+          self.trained_this_invocation += 1
+          result["rung_scores"] = {**known, str(rung): result["score"]}
+          self._record(dict(result, search_epoch=epoch + 1))
+        scores[encoding] = float(self.trials[encoding]["rung_scores"][str(rung)])
+      reached.update(scores)
+      if position + 1 < len(rungs):
+        keep = max(1, math.ceil(len(alive) / eta))
+        alive = sorted(alive, key=lambda e: -scores[e])[:keep]
+    return [reached[e] for e in encodings]
+
   def _record(self, record: dict) -> None:
     """Logs one finished trial in trials.jsonl and caches it (the chief)."""
     runlog.append(self.path, [record])
@@ -290,8 +323,8 @@ class MultiTrial:
     del count
     out = []
     for record in self.trials.values():
-      if "not_trained" in record:
-        continue
+      if "not_trained" in record or record.get("trial_epochs", 0) < self.config.search.trial_epochs:
+        continue  # not trained, or stopped at a lower rung of successive halving
       choices = np.array(self.space.encode(self.space.from_json(record["sample"],
                                                                 self.config.model)), np.int32)
       out.append(Candidate(choices, float(record["score"]),
@@ -299,20 +332,29 @@ class MultiTrial:
     return out
 
 
+def halving_rungs(epochs: int, eta: int) -> list[int]:
+  """The epochs successive halving scores at: round(E / eta^2), round(E / eta), E (each at
+  least 1, duplicates dropped), e.g. E = 10, eta = 3: [1, 3, 10]."""
+  return sorted({max(1, round(epochs / eta ** 2)), max(1, round(epochs / eta)), epochs})
+
+
 def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
-              placement: distribute.Placement | None = None) -> dict | None:
+              placement: distribute.Placement | None = None,
+              stop_after: int | None = None) -> dict | None:
   """Trains one trial (a fixed run, resumable) and scores it: the record of trials.jsonl, or
   None on a non-chief worker. The trial's weights are deleted afterwards (its score is all
-  the search needs again)."""
+  the search needs again), unless `stop_after` stopped it before its last epoch (a rung of
+  successive halving: it may be resumed)."""
   placement = placement or distribute.make_placement("default")
   keras.utils.set_random_seed(trial.train.seed)  # a trial's result does not depend on order
   os.makedirs(trial.run_dir, exist_ok=True)
   space = spaces.of(trial.model)
   record = {"encoding": space.to_string(trial.arc), "sample": space.to_json(trial.arc),
-            "reward_metric": reward.metric, "trial_epochs": trial.train.epochs,
+            "reward_metric": reward.metric,
+            "trial_epochs": min(stop_after or trial.train.epochs, trial.train.epochs),
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
   try:
-    state = fixed.train(trial, dataset, placement)
+    state = fixed.train(trial, dataset, placement, stop_after=stop_after)
   except cleaning.DegenerateCleaning as error:  # nothing to train: the worst score
     logging.info("trial %s not trained: %s", record["encoding"], error)
     return dict(record, score=0.0, train_seconds=0.0, final_train_loss=None,
@@ -330,7 +372,8 @@ def run_trial(trial: RunConfig, dataset: FaceDataset, reward: RewardData,
                 final_train_loss=history[-1]["loss"] if history else None)
   if "cleaning" in state.dataset.report:
     record["cleaning"] = state.dataset.report["cleaning"]
-  shutil.rmtree(checkpoints.checkpoint_dir(trial.run_dir), ignore_errors=True)
+  if record["trial_epochs"] == trial.train.epochs:
+    shutil.rmtree(checkpoints.checkpoint_dir(trial.run_dir), ignore_errors=True)
   return record
 
 

@@ -119,10 +119,13 @@ def training_steps_per_epoch(config: RunConfig, dataset: FaceDataset,
 
 
 def train(config: RunConfig, dataset: FaceDataset,
-          placement: distribute.Placement | None = None) -> TrainingState:
+          placement: distribute.Placement | None = None,
+          stop_after: int | None = None) -> TrainingState:
   """Trains (or resumes) the run's architecture; returns the final state.
 
-  Per epoch: history record, then checkpoint (both by the chief only).
+  Per epoch: history record, then checkpoint (both by the chief only). With `stop_after`
+  = e, stops after epoch e of the run's --epochs schedule (a rerun with a larger e resumes:
+  successive halving's rungs); the last epoch verifies the pairs as the final one does.
   """
   placement = placement or distribute.make_placement("default")
   config, dataset = prepare_training(config, dataset, placement.is_chief)
@@ -172,7 +175,7 @@ def train(config: RunConfig, dataset: FaceDataset,
     logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
                  epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
                  val_acc, result.images_per_second)
-    if verify_now(epoch, train_cfg.epochs, config.eval.eval_every):
+    if verify_now(epoch, train_cfg.epochs, config.eval.eval_every) or epoch + 1 == last:
       record.update(pair_set_accuracies(config, dataset, pair_extractor))
       logging.info("epoch %d pairs: %s", epoch + 1, "  ".join(
           f"{key[len('pairs/'):]} {value:.4f}" for key, value in record.items()
@@ -188,7 +191,8 @@ def train(config: RunConfig, dataset: FaceDataset,
           tf.summary.scalar(key, value)
     return [record]
 
-  loop.run_epochs(epoch=state.epoch, epochs=train_cfg.epochs, manager=state.manager,
+  last = train_cfg.epochs if stop_after is None else min(int(stop_after), train_cfg.epochs)
+  loop.run_epochs(epoch=state.epoch, epochs=last, manager=state.manager,
                   log_path=history_path(config.run_dir), chief=chief, train_epoch=train_epoch,
                   finish_epoch=finish_epoch)
   if writer is not None:

@@ -3,6 +3,8 @@
     nice python bench/bench_nas_table.py build --hours=3      # grows the table; rerun to resume
     (two side by side on two cores: add --threads=1 --shard=0/2, and --shard=1/2 to the other)
     python bench/bench_nas_table.py collect                  # -> bench/data/nas_table.json
+    python bench/bench_nas_table.py build --only=a007,a000 --seeds=2   # a third seed ...
+    python bench/bench_nas_table.py compare --only=a007,a000 --seeds=0,1,2   # ... compared
 
 Space: the MobileFaceNet widths/depths space (`--search_space=mobilefacenet`: stem, per
 stage width, expansion and depth, head width; 8 width ratios 0.3..1.0, depths up to 5, 7,
@@ -58,7 +60,7 @@ FORMAT_VERSION = 1
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-  parser.add_argument("command", choices=("plan", "build", "collect"))
+  parser.add_argument("command", choices=("plan", "build", "collect", "compare"))
   parser.add_argument("--work_dir", default="runs/nas_table")
   parser.add_argument("--table", default=TABLE)
   parser.add_argument("--target_mflops", type=float, default=12.0)
@@ -73,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--shard", default="0/1",
                       help="build: i/n takes every n-th run of the to-do list from the i-th, so "
                            "n builds can run side by side (e.g. 0/2 and 1/2 with --threads=1)")
+  parser.add_argument("--only", default="",
+                      help="build, compare: only these architecture ids (comma-separated)")
   parser.add_argument("--threads", type=int, default=0,
                       help="build: TensorFlow intra-op threads of each run (0: TF's default)")
   return parser.parse_args(argv)
@@ -161,7 +165,7 @@ def build(args, plan: dict) -> None:
   seeds = [int(s) for s in args.seeds.split(",")]
   deadline = time.time() + 3600 * args.hours
   space = mobilefacenet.MobileFaceNetSpace()
-  todo = [(entry, seed) for seed in seeds for entry in plan["architectures"]
+  todo = [(entry, seed) for seed in seeds for entry in selected(args, plan)
           if not os.path.exists(os.path.join(run_dir(args, entry, seed), runlog.METRICS))]
   shard, shards = (int(part) for part in args.shard.split("/"))
   print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do"
@@ -189,6 +193,49 @@ def build(args, plan: dict) -> None:
           f"{'done' if code == 0 else f'exit {code}'} in {time.time() - tic:.0f} s", flush=True)
     if code != 0:
       sys.exit(f"error: {folder}: the run failed (exit {code}); see {folder}/bench.log")
+
+
+def selected(args, plan: dict) -> list[dict]:
+  """The plan's architectures, or those named by --only (an unknown id is an error)."""
+  if not args.only:
+    return plan["architectures"]
+  ids = args.only.split(",")
+  known = {entry["id"]: entry for entry in plan["architectures"]}
+  missing = [i for i in ids if i not in known]
+  if missing:
+    sys.exit(f"error: --only: no architecture {', '.join(missing)} in the plan")
+  return [known[i] for i in ids]
+
+
+def compare(args, plan: dict) -> dict:
+  """The final verification accuracy of the --only architectures over --seeds (e.g. a
+  strategy's pick against MobileFaceNet scaled to the band, retrained with 3 seeds):
+  per seed, mean +- std (ddof 1); written next to the table (nas_table_retrain.json)."""
+  seeds = [int(s) for s in args.seeds.split(",")]
+  out = []
+  print("| id | role | MFLOPs | params | accuracy per seed | mean +- std |")
+  print("|---|---|---|---|---|---|")
+  for entry in selected(args, plan):
+    accuracies = []
+    for seed in seeds:
+      metrics = runlog.read_json(os.path.join(run_dir(args, entry, seed), runlog.METRICS))
+      if metrics is None:
+        sys.exit(f"error: {run_dir(args, entry, seed)} has no metrics.json: build it first "
+                 f"(build --only={entry['id']} --seeds={seed})")
+      accuracies.append(float(metrics["verification_accuracy"]))
+    row = {"id": entry["id"], "role": entry["role"], "encoding": entry["encoding"],
+           "flops": entry["flops"], "params": entry.get("params"), "seeds": seeds,
+           "accuracies": accuracies, "mean": float(np.mean(accuracies)),
+           "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0}
+    out.append(row)
+    print(f"| {row['id']} | {row['role']} | {row['flops'] / 1e6:.2f} | {row['params']} | "
+          f"{' / '.join(f'{a:.4f}' for a in accuracies)} | {row['mean']:.4f} +- "
+          f"{row['std']:.4f} |")
+  path = os.path.join(os.path.dirname(args.table), "nas_table_retrain.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  runlog.write_json(path, {"flags": read_flagfile(FLAGFILE), "architectures": out})
+  print(f"-> {path}")
+  return {"architectures": out}
 
 
 def tflite_latency_ms(encoding, repeats: int) -> float:
@@ -288,6 +335,8 @@ def main(argv=None) -> None:
     build(args, plan)
   elif args.command == "collect":
     collect(args, plan)
+  elif args.command == "compare":
+    compare(args, plan)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class DataConfig:
   synthetic_heldout_identities: int = 50
   synthetic_heldout_images_per_identity: int = 10
   synthetic_label_noise: float = 0.0  # training split only (data/synthetic.py)
+  label_noise: float = 0.0  # any dataset: this fraction of training labels flipped (data/label_noise.py)
   synthetic_outliers: float = 0.0
   synthetic_near_duplicates: int = 0
   num_pairs: int = 600

@@ -274,6 +274,10 @@ def _load_dataset(config: RunConfig, chief: bool = True):
   dataset = load_dataset(config.data)
   if dataset.report and chief:
     runlog.write_json(os.path.join(config.run_dir, runlog.DATA_REPORT), dataset.report)
+    flipped = dataset.report.get("label_noise")
+    if flipped:
+      print(f"data: --label_noise: {len(flipped['label_noise_indices'])} of {len(dataset.train)} "
+            "training labels flipped (the truth in RUN_DIR/data_report.json: label_noise)")
     noise = dataset.report.get("synthetic_noise")
     if noise:
       print(f"data: injected noise: {len(noise['label_noise_indices'])} training images with a "

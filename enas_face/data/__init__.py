@@ -13,13 +13,22 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError, DataConfig
-from enas_face.data.base import FaceDataset, VerificationPairs
+from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
 from enas_face.data import sources
 
 
 def load_dataset(config: DataConfig) -> FaceDataset:
   """The dataset named by --dataset, with the verification pairs of --pairs (identities named
-  by any lfw: set are the ones excluded from training)."""
+  by any lfw: set are the ones excluded from training), and --label_noise's flipped labels."""
+  from enas_face.data import label_noise
+  dataset = _load_dataset(config)
+  if config.label_noise > 0 and not isinstance(dataset.train, LabelledImages):
+    raise ConfigError(f"--label_noise={config.label_noise} needs the training images in memory; "
+                      "this dataset streams from disk: add --stream=never")
+  return label_noise.with_label_noise(dataset, config.label_noise, config.seed)
+
+
+def _load_dataset(config: DataConfig) -> FaceDataset:
   if config.dataset == "synthetic":
     from enas_face.data import synthetic
     return synthetic.make_synthetic_dataset(

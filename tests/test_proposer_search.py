@@ -6,15 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
-
-from enas_face import flags as enas_flags
 from enas_face import spaces
 from enas_face.config import ConfigError
 from enas_face.search import proposer_sampler
 
-from test_search_core import (MULTI_TRIAL, TINY, flagfile, lose_last_checkpoint,  # noqa: F401
+from test_search_core import (MULTI_TRIAL, flagfile, lose_last_checkpoint,  # noqa: F401
                               read_jsonl)
+from test_search_core import parse  # noqa: F401  (a fixture: search_parse wraps it)
 
 SIZES = (5, 4, 6)
 
@@ -61,18 +59,14 @@ def test_a_log_of_another_seed_is_refused():
 
 # ------------------------------------------------------------- through the CLI
 @pytest.fixture
-def parse():
-  values = flags.FLAGS
-
-  def config(*argv):
-    values.unparse_flags()
-    values(["prog", *TINY, "--mode=search", *argv])
-    return enas_flags.config_from_flags(values)
-  yield config
-  values.unparse_flags()
+def search_parse(parse):
+  """test_search_core's in-process parser, in --mode=search (where the search flags are
+  checked)."""
+  return lambda *argv: parse("--mode=search", *argv)
 
 
-def test_band_and_evolution_flags_are_checked(parse):
+def test_band_and_evolution_flags_are_checked(search_parse):
+  parse = search_parse  # noqa: F811
   with pytest.raises(ConfigError, match="--cost_band_low"):
     parse("--controller=evolution", "--cost_band_low=0.8")  # measured latency: not cheap
   with pytest.raises(ConfigError, match="--cost_band_low"):
@@ -97,8 +91,8 @@ def params_band(parse) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_an_evolution_search_keeps_its_band_and_resumes_to_the_same_log(
-    parse, flagfile, main_in_process, tmp_path):
-  low, target = params_band(parse)
+    search_parse, flagfile, main_in_process, tmp_path):
+  low, target = params_band(search_parse)
   run_dir = str(tmp_path / "search")
   args = [f"--flagfile={flagfile}", *MULTI_TRIAL, f"--run_dir={run_dir}",
           "--controller=evolution", "--evolution_population=2", "--evolution_tournament=2",
@@ -127,7 +121,8 @@ def test_halving_rungs():
   assert halving_rungs(2, 3) == [1, 2]
 
 
-def test_halving_flags_are_checked(parse):
+def test_halving_flags_are_checked(search_parse):
+  parse = search_parse  # noqa: F811
   with pytest.raises(ConfigError, match="--halving_eta"):
     parse("--halving_eta=1", "--search_strategy=multi_trial")
   with pytest.raises(ConfigError, match="--halving_eta"):

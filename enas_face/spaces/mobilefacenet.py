@@ -226,6 +226,7 @@ def params_of(channels_: Channels, embedding_dim: int) -> int:
 class MobileFaceNetSpace(SearchSpace):
   name = "mobilefacenet"
   has_supernet = True  # models.builders.build_supernet: the width/depth search
+  supports_weight_sharing = True  # the same supernet called with arc=: the one-shot search
   description = ("MobileFaceNet (Chen et al. 2018) widths and depths: per-stage width, "
                       "expansion and depth, stem and head widths (TAS-style width/depth search)")
 

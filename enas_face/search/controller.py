@@ -525,6 +525,11 @@ class ReinforceTrainer(tf.Module):
     return {key: float(value) for key, value in self._observe_graph(*self._batch(arcs, rewards)).items()}
 
 
+# --controller by name (flags.CONTROLLERS spells the same names: the flags load no TensorFlow;
+# tests/test_flags.py checks they agree). search.loop.make_sampler builds them.
+SAMPLERS = {"enas": Controller, "categorical": CategoricalController, "random": RandomSampler}
+
+
 def controller_optimizer(name: str, learning_rate_schedule) -> keras.optimizers.Optimizer:
   """"sgd": plain SGD (no momentum); "adam": Adam with ENAS's beta_1=0, epsilon=1e-3."""
   key = str(name).strip().lower()
@@ -567,5 +572,5 @@ def piecewise_lr(lr_start: float = 0.1, lr_end: float = 1e-4, *, steps_per_decay
   return StepDecayWithFloor(lr_start, lr_end, steps_per_decay, factor)
 
 
-__all__ = ["ControllerSample", "Controller", "CategoricalController", "RandomSampler", "ReinforceTrainer", "controller_optimizer",
-           "piecewise_lr", "StepDecayWithFloor"]
+__all__ = ["ControllerSample", "Controller", "CategoricalController", "RandomSampler", "ReinforceTrainer",
+           "SAMPLERS", "controller_optimizer", "piecewise_lr", "StepDecayWithFloor"]

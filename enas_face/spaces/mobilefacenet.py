@@ -290,6 +290,11 @@ class MobileFaceNetSpace(SearchSpace):
   def default(self, model_config) -> Shape:
     return full_shape()
 
+  def widest_choices(self, model_config) -> list[int]:
+    """Ratio 1 for every width, the full depth of every stage: the supernet itself (a
+    narrower width is the first channels of a wider one, a depth the first blocks)."""
+    return [d.num_choices - 1 for d in self.decisions(model_config)]
+
   def channels(self, model_config, sample: Shape) -> Channels:
     return shape_channels(model_config, sample)
 

@@ -1,0 +1,86 @@
+"""One-shot search on the MobileFaceNet supernet, TuNAS's way (categorical policy,
+controller and path dropout warm-up, absolute-value reward), end to end on tiny settings in
+process: its log and its resume after a lost checkpoint."""
+import math
+import os
+import shutil
+
+import pytest
+
+from enas_face import spaces
+from enas_face.config import ModelConfig
+from test_search_core import lose_last_checkpoint, read_json, read_jsonl
+
+DATA = ["--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
+        "--synthetic_heldout_identities=4", "--synthetic_heldout_images_per_identity=5",
+        "--num_pairs=20", "--batch_size=8", "--warmup_epochs=1", "--pca_components=8",
+        "--eval_batch_size=64"]
+SEARCH = ["--mode=search", "--search_space=mobilefacenet", "--width_multiplier=0.25",
+          "--embedding_dim=8", "--search_epochs=3", "--controller_steps=2",
+          "--controller_samples=2", "--search_val_batch_size=8", "--num_final_samples=4",
+          "--num_ranked=3", "--cost_model=flops", "--cost_target=2e5"]
+TUNAS = ["--controller=categorical", "--controller_warmup_fraction=0.34",
+         "--path_dropout_warmup=1", "--reward=two_sided", "--cost_penalty=0.1",
+         "--controller_optimizer=adam", "--controller_lr=0.05", "--entropy_weight=0",
+         "--baseline_decay=0.95"]
+MODEL = ModelConfig(image_size=16, embedding_dim=8, search_space="mobilefacenet",
+                    width_multiplier=0.25)
+SPACE = spaces.get("mobilefacenet")
+
+
+@pytest.fixture(scope="module")
+def tunas_run(main_in_process, tmp_path_factory):
+  """A finished 3-epoch TuNAS-recipe search (the first epoch its warm-up) and its stderr."""
+  run_dir = str(tmp_path_factory.mktemp("tunas") / "search")
+  result = main_in_process(*DATA, *SEARCH, *TUNAS, f"--run_dir={run_dir}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  return run_dir, result.stderr
+
+
+def uniform_log_prob() -> float:
+  return -sum(math.log(d.num_choices) for d in SPACE.decisions(MODEL))
+
+
+@pytest.mark.slow
+def test_tunas_recipe_searches_the_supernet_one_shot(tunas_run):
+  run_dir, stderr = tunas_run
+  records = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
+  assert len(records) == 3 * 2 * 2
+  assert {(r["space"], r["strategy"], r["sampler"]) for r in records} == {
+      ("mobilefacenet", "one_shot", "categorical")}
+  for r in records:  # R = Acc - 0.1 |c/T - 1| (the two_sided reward, TuNAS's absolute one)
+    assert r["reward"] == pytest.approx(r["score"] - 0.1 * abs(r["cost"] / 2e5 - 1), abs=1e-9)
+    assert r["cost"] == SPACE.flops(MODEL, SPACE.from_json(r["sample"], MODEL))
+  # The warm-up epoch takes no policy step: still uniform through epoch 2's first step.
+  frozen = [r for r in records if r["epoch"] == 1 or r["step"] == 3]
+  assert all(r["log_prob"] == pytest.approx(uniform_log_prob(), abs=1e-4) for r in frozen)
+  assert any(abs(r["log_prob"] - uniform_log_prob()) > 1e-3 for r in records if r["epoch"] == 3)
+  assert "controller warm-up: no policy step in the first 1 of 3 epochs" in stderr
+  assert "path_keep_probability" in stderr
+  summary = read_json(os.path.join(run_dir, "search_summary.json"))
+  assert (summary["controller"], summary["controller_warmup_epochs"],
+          summary["path_dropout_warmup"]) == ("categorical", 1, 1.0)
+  ranked = read_json(os.path.join(run_dir, "arcs_ranked.json"))
+  assert ranked["strategy"] == "one_shot" and ranked["architectures"]
+
+
+@pytest.mark.slow
+def test_tunas_search_resumes_after_a_lost_checkpoint(tunas_run, main_in_process, tmp_path):
+  """A kill after epoch 2's controller steps but before its checkpoint: the rerun redoes
+  epoch 2 from epoch 1's checkpoint (policy, its random stream, baseline, supernet) and
+  draws the same first architectures."""
+  run_dir, _ = tunas_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(run_dir, copy)
+  lose_last_checkpoint(copy, 3)
+  lose_last_checkpoint(copy, 2)
+  result = main_in_process(*DATA, *SEARCH, *TUNAS, f"--run_dir={copy}",
+                           f"--cache_dir={os.path.join(run_dir, 'data_cache')}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "resuming search from" in result.stderr
+  original = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
+  resumed = read_jsonl(os.path.join(copy, "sampled_arcs.jsonl"))
+  key = lambda r: (r["epoch"], r["step"], r["sample_index"])  # noqa: E731
+  assert [key(r) for r in resumed] == [key(r) for r in original]  # no gap, no duplicate
+  first = lambda log: [r["arc"] for r in log if r["step"] == 3]  # noqa: E731
+  assert first(resumed) == first(original)

@@ -1,14 +1,19 @@
-"""One-shot search on the MobileFaceNet supernet, TuNAS's way (categorical policy,
-controller and path dropout warm-up, absolute-value reward), end to end on tiny settings in
-process: its log and its resume after a lost checkpoint."""
+"""One-shot search on the MobileFaceNet supernet, ENAS's way and TuNAS's (categorical
+policy, controller and path dropout warm-up, absolute-value reward), end to end on tiny
+settings in process: its log, its resume after a lost checkpoint, and the supernet scorer
+(search/supernet_score.py) with its BatchNorm recalibration."""
 import math
 import os
 import shutil
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from enas_face import spaces
 from enas_face.config import ModelConfig
+from enas_face.models import builders
+from enas_face.search import supernet_score
 from test_search_core import lose_last_checkpoint, read_json, read_jsonl
 
 DATA = ["--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
@@ -84,3 +89,47 @@ def test_tunas_search_resumes_after_a_lost_checkpoint(tunas_run, main_in_process
   assert [key(r) for r in resumed] == [key(r) for r in original]  # no gap, no duplicate
   first = lambda log: [r["arc"] for r in log if r["step"] == 3]  # noqa: E731
   assert first(resumed) == first(original)
+
+
+# ------------------------------------------------------------------- the supernet scorer
+def test_recalibrated_batch_norm_is_the_batch_statistics():
+  """On one batch, inference with recalibrated statistics equals the batch-statistics output;
+  over two batches, the stem's BatchNorm holds the mean and variance of all their images."""
+  shared = builders.build_shared(MODEL)
+  rng = np.random.default_rng(0)
+  for weight in shared.weights:  # moving statistics far from the images' ones
+    weight.assign(rng.normal(0.0, 0.3, weight.shape).astype("float32")
+                  + (1.0 if "variance" in weight.path or weight.path.endswith("std") else 0.0))
+  arc = tf.constant(SPACE.encode(SPACE.sample_uniform(MODEL, rng)), tf.int32)
+  images = [rng.uniform(0, 255, (6, 16, 16, 3)).astype("float32") for _ in range(2)]
+  forward = lambda batch: shared(tf.constant(batch), arc=arc, training=True)  # noqa: E731
+  layers = supernet_score.batch_norm_layers(shared)
+  assert supernet_score.recalibrate_batch_norm(shared, forward, images[:1]) < len(layers)
+  np.testing.assert_allclose(shared(images[0], arc=arc, training=False).numpy(),
+                             shared(images[0], arc=arc, batch_statistics=True).numpy(),
+                             rtol=1e-3, atol=1e-3)
+  supernet_score.recalibrate_batch_norm(shared, forward, images)
+  stem = shared.stem_conv
+  conv = np.concatenate([stem.conv(shared.standardize(x)).numpy() for x in images])
+  np.testing.assert_allclose(stem.norm.moving_mean.numpy(), conv.mean((0, 1, 2)), rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_allclose(stem.norm.moving_variance.numpy(), conv.var((0, 1, 2)), rtol=1e-3,
+                             atol=1e-4)
+
+
+@pytest.mark.slow
+def test_scorer_gives_the_search_scores_and_recalibrates(tunas_run):
+  run_dir, _ = tunas_run
+  scorer = supernet_score.SupernetScorer(run_dir, recalibration_images=16)
+  assert scorer.epochs_trained == 3 and len(scorer.calibration) == 2  # 16 images, batches of 8
+  ranked = read_json(os.path.join(run_dir, "arcs_ranked.json"))["architectures"]
+  for entry in ranked:  # the search's final candidates: the reward metric, batch statistics
+    assert scorer.score(entry["encoding"], "reward", "batch") == pytest.approx(entry["score"])
+  encodings = [entry["encoding"] for entry in ranked] + [SPACE.encode(SPACE.default(MODEL))]
+  for encoding in encodings:
+    for bn in supernet_score.BN_MODES:
+      value = scorer.score(encoding, "verification", bn)
+      assert 0.0 <= value <= 1.0
+      assert scorer.score(encoding, "verification", bn) == value  # deterministic
+  with pytest.raises(ValueError, match="metric must be one of"):
+    scorer.score(encodings[0], "accuracy")

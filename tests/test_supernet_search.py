@@ -4,7 +4,6 @@ settings in process: its log, its resume after a lost checkpoint, and the supern
 (search/supernet_score.py) with its BatchNorm recalibration."""
 import math
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -16,30 +15,15 @@ from enas_face.models import builders
 from enas_face.search import supernet_score
 from test_search_core import lose_last_checkpoint, read_json, read_jsonl
 
-DATA = ["--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
-        "--synthetic_heldout_identities=4", "--synthetic_heldout_images_per_identity=5",
-        "--num_pairs=20", "--batch_size=8", "--warmup_epochs=1", "--pca_components=8",
-        "--eval_batch_size=64"]
-SEARCH = ["--mode=search", "--search_space=mobilefacenet", "--width_multiplier=0.25",
-          "--embedding_dim=8", "--search_epochs=3", "--controller_steps=2",
-          "--controller_samples=2", "--search_val_batch_size=8", "--num_final_samples=4",
-          "--num_ranked=3", "--cost_model=flops", "--cost_target=2e5"]
-TUNAS = ["--controller=categorical", "--controller_warmup_fraction=0.34",
-         "--path_dropout_warmup=1", "--reward=two_sided", "--cost_penalty=0.1",
-         "--controller_optimizer=adam", "--controller_lr=0.05", "--entropy_weight=0",
-         "--baseline_decay=0.95"]
 MODEL = ModelConfig(image_size=16, embedding_dim=8, search_space="mobilefacenet",
-                    width_multiplier=0.25)
+                    width_multiplier=0.25)  # conftest.TINY_SUPERNET_SEARCH's network
 SPACE = spaces.get("mobilefacenet")
 
 
 @pytest.fixture(scope="module")
-def tunas_run(main_in_process, tmp_path_factory):
-  """A finished 3-epoch TuNAS-recipe search (the first epoch its warm-up) and its stderr."""
-  run_dir = str(tmp_path_factory.mktemp("tunas") / "search")
-  result = main_in_process(*DATA, *SEARCH, *TUNAS, f"--run_dir={run_dir}")
-  assert result.returncode == 0, result.stderr[-4000:]
-  return run_dir, result.stderr
+def tunas_run(tiny_tunas_search):
+  """conftest's finished 3-epoch TuNAS-recipe search (the first epoch its warm-up), stderr."""
+  return tiny_tunas_search.run_dir, tiny_tunas_search.result.stderr
 
 
 def uniform_log_prob() -> float:
@@ -70,17 +54,17 @@ def test_tunas_recipe_searches_the_supernet_one_shot(tunas_run):
 
 
 @pytest.mark.slow
-def test_tunas_search_resumes_after_a_lost_checkpoint(tunas_run, main_in_process, tmp_path):
+def test_tunas_search_resumes_after_a_lost_checkpoint(tiny_tunas_search, main_in_process,
+                                                     tmp_path):
   """A kill after epoch 2's controller steps but before its checkpoint: the rerun redoes
   epoch 2 from epoch 1's checkpoint (policy, its random stream, baseline, supernet) and
   draws the same first architectures."""
-  run_dir, _ = tunas_run
-  copy = str(tmp_path / "copy")
-  shutil.copytree(run_dir, copy)
+  run_dir = tiny_tunas_search.run_dir
+  copy = tiny_tunas_search.copy(str(tmp_path / "copy"))
   lose_last_checkpoint(copy, 3)
   lose_last_checkpoint(copy, 2)
-  result = main_in_process(*DATA, *SEARCH, *TUNAS, f"--run_dir={copy}",
-                           f"--cache_dir={os.path.join(run_dir, 'data_cache')}")
+  args = [a for a in tiny_tunas_search.args if not a.startswith("--run_dir=")]
+  result = main_in_process(*args, f"--run_dir={copy}", tiny_tunas_search.same_data())
   assert result.returncode == 0, result.stderr[-4000:]
   assert "resuming search from" in result.stderr
   original = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
@@ -133,3 +117,23 @@ def test_scorer_gives_the_search_scores_and_recalibrates(tunas_run):
       assert scorer.score(encoding, "verification", bn) == value  # deterministic
   with pytest.raises(ValueError, match="metric must be one of"):
     scorer.score(encodings[0], "accuracy")
+
+
+@pytest.mark.slow
+def test_enas_one_shot_search_runs_on_the_supernet(tiny_tunas_search, main_in_process, tmp_path):
+  """--search_space=mobilefacenet --search_strategy=one_shot with ENAS's LSTM controller and
+  the default reward: the shared model is the supernet called with arc=."""
+  args = [a for a in tiny_tunas_search.args
+          if not a.startswith(("--run_dir=", "--controller=", "--controller_warmup",
+                               "--controller_optimizer", "--controller_lr", "--path_dropout",
+                               "--reward=", "--cost_penalty", "--entropy", "--baseline",
+                               "--search_epochs"))]
+  run_dir = str(tmp_path / "enas")
+  result = main_in_process(*args, "--search_epochs=2", "--controller_hidden=16",
+                           f"--run_dir={run_dir}", tiny_tunas_search.same_data())
+  assert result.returncode == 0, result.stderr[-4000:]
+  records = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
+  assert len(records) == 2 * 2 * 2 and {r["sampler"] for r in records} == {"enas"}
+  assert all(0.0 <= r["score"] <= 1.0 and r["cost"] > 0 for r in records)
+  summary = read_json(os.path.join(run_dir, "search_summary.json"))
+  assert (summary["strategy"], summary["controller_warmup_epochs"]) == ("one_shot", 0)

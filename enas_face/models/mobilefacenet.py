@@ -5,7 +5,10 @@ supernet has every block at full width and is called with `mix`, a [D, K] tensor
 of decision k holds the weights of its choices (Gumbel-softmax samples in the search, a
 one-hot row for one architecture), so every sampled shape runs one trace. The one-shot
 search calls the same supernet with `arc`, the int32 choices [D] of one architecture:
-mix = one_hot(arc, K) (the space's `shared` model: models.builders.build_shared).
+mix = one_hot(arc, K) (the space's `shared` model: models.builders.build_shared), and the
+blocks beyond each stage's depth are skipped by a cond (the same output as the one-hot
+depth mix, 1.5x faster a training step here; skipped blocks get zero gradients and keep
+their BatchNorm statistics).
 
 Channel masking (TAS, METHODS.md §4): a conv runs at full width C; its BN normalises
 once, and each candidate width c_j has its own affine (gamma_j, beta_j), zero beyond c_j:

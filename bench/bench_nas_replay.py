@@ -10,8 +10,7 @@ space): a random sample is a uniform row; a mutation or a neighbour (one decisio
 is projected to the nearest row other than its parent (L1 distance over the decision
 indices, each scaled to [0, 1]; ties broken at random), so the mutation-based strategies
 move between similar tabled architectures. The RL controllers ("enas": the LSTM controller
-of --controller=enas; "categorical": TuNAS's independent categorical policy, when the search
-core has it) are the search loop's own samplers and REINFORCE trainers (loop.make_sampler),
+of --controller=enas; "categorical": TuNAS's independent categorical policy) are the search loop's own samplers and REINFORCE trainers (loop.make_sampler),
 updated every Q = --rl_batch answers with the rewards R = accuracy; a drawn architecture is
 answered by its nearest row, and the update uses the drawn one. After k queries the
 strategy's pick is its best-scoring architecture; what counts is that pick's mean accuracy
@@ -48,7 +47,7 @@ from enas_face.search import proposers  # noqa: E402
 
 PAIR_KEY = "pairs/heldout/verification_accuracy"
 # Replay names of the search loop's REINFORCE samplers -> their --controller value.
-RL_CONTROLLERS = {"enas": "enas"}
+RL_CONTROLLERS = {"enas": "enas", "categorical": "categorical"}
 RL_STRATEGIES = tuple(RL_CONTROLLERS)
 
 

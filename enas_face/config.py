@@ -321,6 +321,10 @@ class SearchConfig:
   skip_target: float = 0.4
   skip_weight: float = 0.8
   grad_clip_norm: float = 5.0
+  # TuNAS's warm-up (search/warmup.py): no policy step in the first floor(f * epochs) epochs,
+  # and the one-shot training samples widened with probability p0 (1 - t/T) meanwhile.
+  controller_warmup_fraction: float = 0.0
+  path_dropout_warmup: float = 0.0
   reward: str = "paper"
   cost_model: str = "measured"  # measured | lut | tflite | flops | params (enas_face.costs)
   cost_target: float = DEFAULT_TARGET_MS  # T in the cost model's unit (ms, FLOPs or params)

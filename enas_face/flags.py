@@ -20,6 +20,7 @@ from enas_face import spaces
 from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
 from enas_face.data import sources
 from enas_face.search import rewards  # plain Python: the reward table
+from enas_face.search import warmup  # numpy: the warm-up's schedules
 from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
 from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
@@ -30,7 +31,7 @@ from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
                               SearchConfig, SetConfig, TrainConfig, flag_of)
 
 MODES = ("search", "fixed", "eval", "export", "quality", *PHOTO_MODES)
-CONTROLLERS = ("enas", "random", "evolution", "local_search")
+CONTROLLERS = ("enas", "categorical", "random", "evolution", "local_search")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
 # Run.
@@ -289,10 +290,12 @@ flags.DEFINE_float("regularface_weight", 0.0, "Weight of RegularFace's loss on t
 # Search.
 flags.DEFINE_integer("search_epochs", 100, "Search epochs (paper: 100).", lower_bound=1)
 flags.DEFINE_enum("controller", "enas", CONTROLLERS,
-                  "enas: LSTM controller trained by REINFORCE; random: uniform sampling with the "
-                  "same budget (the random-search baseline); evolution: regularized evolution "
-                  "(Real et al. 2019); local_search: mutate the best so far (White et al. "
-                  "2020). evolution and local_search are told each sample's reward "
+                  "enas: LSTM controller trained by REINFORCE; categorical: TuNAS's independent "
+                  "softmax per decision (Bender et al. 2020), trained by the same REINFORCE "
+                  "(moving-average baseline, --controller_optimizer); random: uniform sampling "
+                  "with the same budget (the random-search baseline); evolution: regularized "
+                  "evolution (Real et al. 2019); local_search: mutate the best so far (White et "
+                  "al. 2020). evolution and local_search are told each sample's reward "
                   "(search/proposers.py).")
 flags.DEFINE_integer("evolution_population", 16, "--controller=evolution: the ageing "
                      "population P (the last P samples told; the first P asks are random).",
@@ -326,6 +329,16 @@ flags.DEFINE_float("skip_target", 0.4, "Target skip probability of the KL penalt
 flags.DEFINE_float("skip_weight", 0.8, "Weight of the skip-density KL penalty.", lower_bound=0.0)
 flags.DEFINE_float("controller_grad_clip", 5.0, "Global-norm clip of controller gradients.",
                    lower_bound=0.0)
+flags.DEFINE_float("controller_warmup_fraction", 0.0, "Search (one_shot, multi_trial): no "
+                   "controller updates in the first floor(f * --search_epochs) epochs: the "
+                   "policy stays uniform, its baseline still averages the rewards (TuNAS: "
+                   "0.25). 0 = updates from the first epoch.", lower_bound=0.0, upper_bound=0.95)
+flags.DEFINE_float("path_dropout_warmup", 0.0, "one_shot: p0 of TuNAS's path dropout warm-up: "
+                   "during the --controller_warmup_fraction epochs, each decision of a training "
+                   "step's sample is replaced by its widest choice (all its paths: every channel, "
+                   "every block) with probability p0 (1 - t/T), t the step, T the warm-up's "
+                   "steps (TuNAS: 1). 0 = off. Spaces whose choices nest (mobilefacenet).",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_enum("reward", "paper", tuple(rewards.REWARDS),
                   "With c the --cost_model's cost and T --cost_target: paper: arcsin(Acc (c/T)^q); "
                   "mnasnet_soft/mnasnet_hard: Acc (c/T)^w; budget: Acc within T, Acc T/c over "
@@ -547,6 +560,25 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.tau_min > search.tau_max:
       raise ConfigError(f"--gumbel_tau_min={search.tau_min} must not exceed --gumbel_tau_max="
                         f"{search.tau_max}")
+  if search.strategy == DIFFERENTIABLE and (search.controller_warmup_fraction
+                                            or search.path_dropout_warmup):
+    raise ConfigError("--controller_warmup_fraction and --path_dropout_warmup are options of "
+                      "the controller's searches (one_shot, multi_trial); "
+                      "--search_strategy=differentiable has no controller")
+  if search.path_dropout_warmup:
+    if search.strategy != ONE_SHOT:
+      raise ConfigError(f"--path_dropout_warmup={search.path_dropout_warmup} widens the shared "
+                        f"model's training samples: it needs --search_strategy=one_shot, not "
+                        f"{search.strategy}")
+    if spaces.of(model).widest_choices(model) is None:
+      raise ConfigError(f"--path_dropout_warmup: the choices of --search_space="
+                        f"{model.search_space} do not nest (no widest choice holds the others); "
+                        "use --search_space=mobilefacenet or --path_dropout_warmup=0")
+    if warmup.controller_warmup_epochs(search.controller_warmup_fraction, search.epochs) < 1:
+      raise ConfigError(f"--path_dropout_warmup={search.path_dropout_warmup} ramps down over the "
+                        f"warm-up, floor(--controller_warmup_fraction="
+                        f"{search.controller_warmup_fraction} * --search_epochs={search.epochs}) "
+                        "= 0 epochs: give a fraction of at least one epoch (TuNAS: 0.25)")
   if search.strategy == ONE_SHOT and not spaces.of(model).supports_weight_sharing:
     raise ConfigError(f"--search_strategy=one_shot needs a weight-sharing model, which "
                       f"--search_space={model.search_space} does not have; use "
@@ -559,9 +591,10 @@ def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> N
     if search.cost_model not in ("flops", "params", "lut") or search.cost_target <= 0:
       raise ConfigError(f"--cost_band_low={search.cost_band_low} needs a cheap cost model and "
                         "its band's top: --cost_model=flops, params or lut and --cost_target > 0")
-    if search.controller == "enas":
+    if search.controller in ("enas", "categorical"):
       raise ConfigError("--cost_band_low holds the samples of --controller=random, evolution or "
-                        "local_search; the enas controller learns the cost from its reward")
+                        f"local_search; the {search.controller} controller learns the cost from "
+                        "its reward")
     if search.cost_band_low >= 1:
       raise ConfigError(f"--cost_band_low={search.cost_band_low} must be below 1 (the band is "
                         "[b T, T])")

@@ -187,3 +187,29 @@ def tiny_fixed_run(tmp_path_factory) -> SharedRun:
   result = run_main_in_process(*args)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return SharedRun(run_dir, args, result)
+
+
+# The tiny TuNAS-recipe one-shot search on the MobileFaceNet supernet (3 epochs, the first its
+# warm-up) of tests/test_supernet_search.py, whose shared weights
+# tests/test_bench_nas_supernet.py scores too.
+TINY_SUPERNET_SEARCH = [
+    "--image_size=16", "--synthetic_identities=8", "--synthetic_images_per_identity=6",
+    "--synthetic_heldout_identities=4", "--synthetic_heldout_images_per_identity=5",
+    "--num_pairs=20", "--batch_size=8", "--warmup_epochs=1", "--pca_components=8",
+    "--eval_batch_size=64", "--mode=search", "--search_space=mobilefacenet",
+    "--width_multiplier=0.25", "--embedding_dim=8", "--search_epochs=3", "--controller_steps=2",
+    "--controller_samples=2", "--search_val_batch_size=8", "--num_final_samples=4",
+    "--num_ranked=3", "--cost_model=flops", "--cost_target=2e5", "--controller=categorical",
+    "--controller_warmup_fraction=0.34", "--path_dropout_warmup=1", "--reward=two_sided",
+    "--cost_penalty=0.1", "--controller_optimizer=adam", "--controller_lr=0.05",
+    "--entropy_weight=0", "--baseline_decay=0.95"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tunas_search(tmp_path_factory) -> SharedRun:
+  """A finished tiny TuNAS-recipe search (in process) and the CompletedProcess of it."""
+  run_dir = str(tmp_path_factory.mktemp("shared_tunas") / "search")
+  args = [*TINY_SUPERNET_SEARCH, f"--run_dir={run_dir}"]
+  result = run_main_in_process(*args)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return SharedRun(run_dir, args, result)

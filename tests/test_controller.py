@@ -1,4 +1,5 @@
-"""Tests for the ENAS macro controller, the random sampler and REINFORCE."""
+"""Tests for the ENAS macro controller, TuNAS's categorical policy, the random sampler and
+REINFORCE."""
 from __future__ import annotations
 
 import collections
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from enas_face.search.controller import (Controller, ControllerSample, RandomSampler, ReinforceTrainer,
-                                  StepDecayWithFloor, controller_optimizer, piecewise_lr)
+from enas_face.search.controller import (CategoricalController, Controller, ControllerSample,
+                                         RandomSampler, ReinforceTrainer, StepDecayWithFloor,
+                                         controller_optimizer, piecewise_lr)
 from enas_face.spaces.base import Decision
 from enas_face.spaces.enas_macro import Architecture, decisions
 
@@ -416,3 +418,97 @@ def test_decision_lists_the_controller_cannot_unroll_are_rejected():
     Controller([Decision("op1", 4, group="op", layer=1)])
   with pytest.raises(ValueError, match="kind must be one of"):
     Decision("x", 2, kind="op")
+
+
+# ------------------------------------------------ TuNAS's independent categorical policy
+def _mixed_decisions():
+  """Categorical decisions of 3, 8 and 5 choices, then a skip bit (2 choices)."""
+  return [Decision("a", 3), Decision("b", 8, group="width"), Decision("c", 5),
+          Decision("s", 2, "skip", layer=1, source=0)]
+
+
+def _numpy_policy(logits, counts, temperature=1.0, tanh_constant=None):
+  """Reference log p_k over each decision's own choices."""
+  out = []
+  for row, count in zip(np.asarray(logits, np.float64), counts):
+    z = row[:count] / temperature
+    if tanh_constant:
+      z = tanh_constant * np.tanh(z)
+    z = z - z.max()
+    out.append(z - np.log(np.exp(z).sum()))
+  return out
+
+
+@pytest.mark.parametrize("temperature,tanh_constant", [(None, None), (2.0, 1.5)])
+def test_categorical_log_prob_entropy_and_gradient_match_numpy(temperature, tanh_constant):
+  """log p(arc) = sum_k log p_k(c_k), H = sum_k H(p_k), KL skip penalty, and the gradient
+  d log p / d z_k = (onehot(c_k) - p_k) * d shape / d z, against numpy."""
+  decisions_ = _mixed_decisions()
+  counts = [d.num_choices for d in decisions_]
+  policy = CategoricalController(decisions_, temperature=temperature, tanh_constant=tanh_constant,
+                                 seed=0)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0.0, 1.0, policy.logits.shape).astype(np.float32)
+  policy.logits.assign(logits)
+  arcs = np.array([[2, 7, 0, 1], [0, 3, 4, 0]], np.int32)
+  with tf.GradientTape() as tape:
+    stats = policy.evaluate(arcs)
+    total = tf.reduce_sum(stats.log_prob)
+  grad = tape.gradient(total, policy.logits).numpy()
+  log_p = _numpy_policy(logits, counts, temperature or 1.0, tanh_constant)
+  entropy = -sum((np.exp(lp) * lp).sum() for lp in log_p)
+  p_skip = np.exp(log_p[3][1])
+  kl = p_skip * np.log(p_skip / 0.4) + (1 - p_skip) * np.log((1 - p_skip) / 0.6)
+  expected_grad = np.zeros_like(logits, np.float64)
+  for row, arc in enumerate(arcs):
+    np.testing.assert_allclose(stats.log_prob.numpy()[row],
+                               sum(lp[c] for lp, c in zip(log_p, arc)), rtol=1e-5)
+    for k, (lp, c) in enumerate(zip(log_p, arc)):
+      z = np.asarray(logits[k, :counts[k]], np.float64) / (temperature or 1.0)
+      chain = (tanh_constant * (1 - np.tanh(z) ** 2) if tanh_constant else 1.0) / (temperature or 1.0)
+      expected_grad[k, :counts[k]] += (np.eye(counts[k])[c] - np.exp(lp)) * chain
+  np.testing.assert_allclose(stats.entropy.numpy(), [entropy] * 2, rtol=1e-5)
+  np.testing.assert_allclose(stats.skip_penalty.numpy(), [kl] * 2, rtol=1e-5)
+  np.testing.assert_allclose(stats.num_skips.numpy(), [1.0, 0.0])
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+  assert not grad[0, 3:].any()  # nothing past a decision's choices
+
+
+def test_categorical_policy_starts_uniform_and_samples_each_decision_independently():
+  decisions_ = _mixed_decisions()
+  policy = CategoricalController(decisions_, seed=1)
+  sample = policy.sample()
+  assert float(sample.entropy) == pytest.approx(_uniform_entropy(decisions_), abs=1e-5)
+  assert float(sample.log_prob) == pytest.approx(-_uniform_entropy(decisions_), abs=1e-5)
+  samples = np.stack([policy.sample().arc.numpy() for _ in range(400)])
+  for column, count in enumerate(d.num_choices for d in decisions_):
+    counts = np.bincount(samples[:, column], minlength=count)
+    assert len(counts) == count and counts.min() > 400 / count * 0.5, (column, counts)
+  first = [CategoricalController(decisions_, seed=5).sample().arc.numpy().tolist()
+           for _ in range(2)]
+  assert first[0] == first[1]  # the same seed, the same draw
+
+
+def test_categorical_policy_learns_the_rewarded_choice_and_checkpoints(tmp_path):
+  """REINFORCE (ReinforceTrainer, Adam beta_1 = 0) raises the rewarded choice; observe()
+  (the warm-up) moves the baseline only; a restored policy continues the same stream."""
+  policy = CategoricalController(_toy_decisions(), seed=4)
+  trainer = ReinforceTrainer(policy, controller_optimizer("adam", 0.1), baseline_decay=0.95,
+                             entropy_weight=0.0)
+  arcs = np.stack([policy.sample().arc.numpy() for _ in range(8)])
+  before = policy.logits.numpy().copy()
+  report = trainer.observe(arcs, np.ones(8, np.float32))
+  np.testing.assert_array_equal(policy.logits.numpy(), before)
+  assert report["baseline"] == pytest.approx(0.05) and report["grad_norm"] == 0.0
+  for _ in range(60):
+    arcs = np.stack([policy.sample().arc.numpy() for _ in range(8)])
+    trainer.update(arcs, (arcs[:, 1] == 2).astype(np.float32))
+  assert policy.probabilities()[1][2] > 0.8, policy.probabilities()
+  assert [len(p) for p in policy.probabilities()] == [3, 3, 2]
+  checkpoint = tf.train.Checkpoint(controller=policy, optimizer=trainer.optimizer,
+                                   baseline=trainer.baseline)
+  path = checkpoint.save(str(tmp_path / "ckpt"))
+  expected = [policy.sample().arc.numpy().tolist() for _ in range(5)]
+  other = CategoricalController(_toy_decisions(), seed=99)
+  tf.train.Checkpoint(controller=other).restore(path).expect_partial()
+  assert [other.sample().arc.numpy().tolist() for _ in range(5)] == expected

@@ -115,8 +115,9 @@ def test_flag_choices_are_the_implementations_registries():
   from enas_face import config, costs
   from enas_face.data import align
   from enas_face.evaluation import sets, verification
-  from enas_face.search import rewards, strategies
+  from enas_face.search import controller, rewards, strategies
   assert set(choices("reward")) == set(rewards.REWARDS)
+  assert set(choices("controller")) == set(controller.SAMPLERS)
   assert choices("search_strategy") == config.SEARCH_STRATEGIES
   # The search loop runs one_shot and multi_trial; the differentiable search has its own loop.
   assert set(config.SEARCH_STRATEGIES) - set(strategies.LOOP_STRATEGIES) == {config.DIFFERENTIABLE}
@@ -238,3 +239,29 @@ def test_the_old_strategy_flag_still_sets_the_distribution_strategy():
   old["strategy"] = old.pop("distribution_strategy")
   assert spaces.config_from_json(old) == config
   assert spaces.config_from_json(old).search.strategy == "multi_trial"
+
+
+TUNAS = ["--mode=search", "--search_space=mobilefacenet", "--image_size=32",
+         "--cost_model=flops", "--cost_target=12e6", "--search_epochs=8", "--warmup_epochs=1"]
+
+
+def test_tunas_warmup_flags_reach_the_search_config():
+  config = parse(*TUNAS, "--controller=categorical", "--controller_warmup_fraction=0.25",
+                 "--path_dropout_warmup=1")
+  assert config.search.controller == "categorical"
+  assert (config.search.controller_warmup_fraction, config.search.path_dropout_warmup) == (0.25, 1.0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--path_dropout_warmup=1"], "--controller_warmup_fraction=0.0 * --search_epochs=8"),
+    (["--path_dropout_warmup=1", "--controller_warmup_fraction=0.1"], "= 0 epochs"),
+    (["--path_dropout_warmup=1", "--controller_warmup_fraction=0.25",
+      "--search_strategy=multi_trial"], "needs --search_strategy=one_shot"),
+    (["--path_dropout_warmup=0.5", "--controller_warmup_fraction=0.25",
+      "--search_space=enas_macro"], "--search_space=enas_macro do not nest"),
+    (["--controller_warmup_fraction=0.25", "--search_strategy=differentiable"],
+     "--search_strategy=differentiable has no controller"),
+])
+def test_bad_tunas_warmup_flags_name_the_flag(argv, message):
+  with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace(".", r"\.")):
+    parse(*TUNAS, *argv)

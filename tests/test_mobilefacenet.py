@@ -112,6 +112,28 @@ def test_supernet_needs_its_mixing_weights():
     builders.build_supernet(SMALL)(np.zeros((1, 32, 32, 3), "float32"))
 
 
+def test_shared_model_called_with_an_arc_is_that_architecture():
+  """The one-shot search's shared model (the supernet called with arc=, blocks beyond the
+  depth skipped by a cond) equals the fixed network of the arc with the supernet's weights,
+  in inference and with batch statistics (the search's scores), in one trace for all arcs."""
+  shared = builders.build_shared(SMALL)
+  _randomize(shared, seed=3)
+  images = np.random.default_rng(4).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+
+  @tf.function
+  def embed(images, arc, batch_statistics):
+    return shared(images, arc=arc, training=False, batch_statistics=batch_statistics)
+
+  for shape in random_shapes(SMALL, 3, seed=5) + [space_lib.Shape(depths=(1, 7, 2))]:
+    fixed = builders.build_fixed(SMALL, shape).load_supernet_weights(shared, shape)
+    arc = tf.constant(SPACE.encode(shape), tf.int32)
+    np.testing.assert_allclose(embed(images, arc, False).numpy(),
+                               fixed(images, training=False).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embed(images, arc, True).numpy(),
+                               fixed(images, training=True).numpy(), rtol=1e-3, atol=1e-3)
+  assert embed.experimental_get_tracing_count() == 2  # one per batch_statistics value
+
+
 # -------------------------------------------------------------- the differentiable search
 def one_hot(shape):
   return tf.constant(model_lib.one_hot_mix(SMALL, shape))

@@ -100,4 +100,6 @@ register("enas_macro",
          shared=lambda model_config, name="child":
          child_lib.SharedChild(model_config, name=name).build_for_input(),
          cost_module=child_lib.build_cost_module)
-register("mobilefacenet", fixed=mobilefacenet.build_fixed, supernet=mobilefacenet.build_supernet)
+# One supernet serves both searches: called with mix= (differentiable) or arc= (one-shot).
+register("mobilefacenet", fixed=mobilefacenet.build_fixed, shared=mobilefacenet.build_supernet,
+         supernet=mobilefacenet.build_supernet)

@@ -17,6 +17,10 @@ optionally with z <- z / temperature and z <- tanh_constant * tanh(z). The
 skip penalty is KL(Bernoulli(p_j) || Bernoulli(skip_target)) with
 p_j = softmax(z_j)[1], summed over skip decisions.
 
+`CategoricalController` is TuNAS's policy instead (Bender et al. 2020): one independent
+softmax per decision, no LSTM. Both have the interface of `RandomSampler` (sample, evaluate)
+and `unroll`, through which `ReinforceTrainer` trains either.
+
 Everything the controller knows about the child network comes from the
 decision list. Sub-layers, weights and the random generator are plain named
 attributes (not dicts or lists: with Keras 3 on TensorFlow those are not
@@ -298,6 +302,103 @@ class Controller(keras.Model):
     return self._decision_tuple
 
 
+class CategoricalController(tf.Module):
+  """TuNAS's independent categorical policy (Bender et al. 2020; `independent_sample` of its
+  released code): logits z_k per decision k, zero at the start (exactly uniform), nothing
+  shared between decisions:
+
+      p_k = softmax(shape(z_k)),  c_k ~ p_k,  log p(arc) = sum_k log p_k(c_k),
+      H = sum_k H(p_k),  d log p(arc) / d z_k = onehot(c_k) - p_k  (without shape)
+
+  shape(z) = z / temperature, then tanh_constant * tanh(z), each if set (TuNAS: neither).
+  A skip decision is a 2-way decision like any other, with the Controller's penalty
+  KL(Bernoulli(p_k(1)) || Bernoulli(skip_target)). The logits are one [D, K] variable
+  (K = the most choices), entries past a decision's choice count masked out. Randomness:
+  `self.rng`, a seeded tf.random.Generator that checkpoints with the logits.
+  """
+
+  def __init__(self, decisions: Sequence[Decision], temperature: float | None = None,
+               tanh_constant: float | None = None, skip_target: float = 0.4, seed: int = 0,
+               name: str = "categorical_controller"):
+    super().__init__(name=name)
+    decisions = tuple(decisions)
+    if not decisions:
+      raise ValueError("the controller needs at least one decision, got none")
+    if not 0.0 < skip_target < 1.0:
+      raise ValueError(f"skip_target must be in (0, 1), got {skip_target}")
+    if temperature is not None and temperature <= 0:
+      raise ValueError(f"temperature must be positive or None, got {temperature}")
+    self._decision_tuple = decisions
+    self.num_decisions = len(decisions)
+    self.num_skip_decisions = sum(1 for d in decisions if d.kind == "skip")
+    self.temperature, self.tanh_constant = temperature, tanh_constant
+    self.skip_target = float(skip_target)
+    counts = np.array([d.num_choices for d in decisions])
+    self._valid = np.arange(counts.max())[None, :] < counts[:, None]  # [D, K]
+    self._skip_rows = np.array([k for k, d in enumerate(decisions) if d.kind == "skip"], np.int32)
+    self.logits = tf.Variable(tf.zeros(self._valid.shape), name="logits")
+    self.rng = tf.random.Generator.from_seed(int(seed))
+
+  @property
+  def decision_list(self) -> tuple[Decision, ...]:
+    return self._decision_tuple
+
+  def log_probabilities(self):
+    """log p_k(c), [D, K]; -1e9 past a decision's choices."""
+    logits = self.logits
+    if self.temperature is not None:
+      logits = logits / self.temperature
+    if self.tanh_constant is not None:
+      logits = self.tanh_constant * tf.tanh(logits)
+    return tf.nn.log_softmax(tf.where(self._valid, logits, -1e9), axis=-1)
+
+  def probabilities(self) -> list[np.ndarray]:
+    """p_k per decision (numpy, its own length each)."""
+    p = tf.exp(self.log_probabilities()).numpy()
+    return [p[k, :d.num_choices] for k, d in enumerate(self._decision_tuple)]
+
+  def unroll(self, arcs=None, seeds=None, batch_size: int = 1):
+    """Samples (seeds [2, 1]) or teacher-forces `arcs` [B, n]; as Controller.unroll:
+    (ControllerSample of per-arc values [B], p_skip [B, num_skip_decisions])."""
+    log_p = self.log_probabilities()  # [D, K]
+    if arcs is None:
+      arcs = tf.transpose(tf.random.stateless_categorical(log_p, batch_size, seed=seeds[:, 0],
+                                                          dtype=tf.int32))
+    arcs = tf.cast(tf.ensure_shape(arcs, [None, self.num_decisions]), tf.int32)
+    batch = tf.shape(arcs)[0]
+    chosen = tf.one_hot(arcs, self._valid.shape[1])  # [B, D, K]
+    log_prob = tf.reduce_sum(chosen * log_p[None], axis=[1, 2])
+    entropy = -tf.reduce_sum(tf.where(self._valid, tf.exp(log_p) * log_p, 0.0))
+    p_skip = tf.gather(tf.exp(log_p)[:, 1] if log_p.shape[1] > 1 else tf.zeros_like(log_p[:, 0]),
+                       self._skip_rows)  # [S]
+    penalty = tf.reduce_sum(_bernoulli_kl(p_skip, self.skip_target))
+    num_skips = tf.reduce_sum(tf.cast(tf.gather(arcs, self._skip_rows, axis=1), tf.float32), -1)
+    ones = tf.ones([batch])
+    return (ControllerSample(arcs, log_prob, entropy * ones, num_skips, penalty * ones),
+            tf.tile(p_skip[None], [batch, 1]))
+
+  @tf.function(autograph=False)
+  def _sample_graph(self) -> ControllerSample:
+    result, _ = self.unroll(seeds=self.rng.make_seeds(1), batch_size=1)
+    return ControllerSample(*(value[0] for value in result))
+
+  def sample(self) -> ControllerSample:
+    """Draw one architecture: arc [n] and scalar log p, H, num_skips, skip penalty."""
+    return self._sample_graph()
+
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  def evaluate_batch(self, arcs) -> ControllerSample:
+    """Statistics of arcs [B, n] (each of shape [B]); differentiable in the logits."""
+    return self.unroll(arcs=arcs)[0]
+
+  def evaluate(self, arc) -> ControllerSample:
+    """log p, H, num_skips, penalty of the given arc [n] (scalars) or arcs [B, n] ([B])."""
+    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
+    if arc.shape.rank == 1:
+      return ControllerSample(*(value[0] for value in self.evaluate_batch(arc[None, :])))
+    return self.evaluate_batch(arc)
+
+
 class RandomSampler(tf.Module):
   """Random-search baseline with the controller's sample()/evaluate() interface.
 
@@ -343,7 +444,7 @@ class RandomSampler(tf.Module):
 
 
 class ReinforceTrainer(tf.Module):
-  """ENAS REINFORCE with a moving-average baseline.
+  """ENAS REINFORCE with a moving-average baseline (of a Controller or a CategoricalController).
 
   r'_q = r_q + entropy_weight * H_q (no gradient);
   b <- b - (1 - baseline_decay) (b - mean_q r'_q), updated before the advantages;
@@ -351,7 +452,8 @@ class ReinforceTrainer(tf.Module):
   gradients clipped to global norm grad_clip_norm, one optimizer step.
   """
 
-  def __init__(self, controller: Controller, optimizer: keras.optimizers.Optimizer,
+  def __init__(self, controller: Controller | CategoricalController,
+               optimizer: keras.optimizers.Optimizer,
                baseline_decay: float = 0.99, entropy_weight: float = 1e-4, skip_weight: float = 0.8,
                grad_clip_norm: float | None = 5.0):
     super().__init__(name="reinforce_trainer")
@@ -365,15 +467,27 @@ class ReinforceTrainer(tf.Module):
     if not optimizer.built:
       optimizer.build(controller.trainable_variables)
 
+  def _advantage(self, stats, rewards):
+    """r' = r + entropy_weight H; the baseline moves towards mean r'; A = r' - b."""
+    rewards = rewards + self.entropy_weight * tf.stop_gradient(stats.entropy)
+    self.baseline.assign_sub((1.0 - self.baseline_decay) * (self.baseline - tf.reduce_mean(rewards)))
+    return tf.stop_gradient(rewards - self.baseline)
+
+  def _report(self, stats, advantage, loss, grad_norm) -> dict:
+    num_skip_decisions = max(self.controller.num_skip_decisions, 1)
+    return {"loss": loss, "baseline": tf.identity(self.baseline),
+            "advantage": tf.reduce_mean(advantage), "grad_norm": grad_norm,
+            "entropy": tf.reduce_mean(stats.entropy), "skip_penalty": tf.reduce_mean(stats.skip_penalty),
+            "skip_density": tf.reduce_mean(stats.num_skips) / num_skip_decisions,
+            "log_prob": tf.reduce_mean(stats.log_prob)}
+
   @tf.function(autograph=False,
                input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32)])
   def _update_graph(self, arcs, rewards):
     variables = self.controller.trainable_variables
     with tf.GradientTape() as tape:
       stats, _ = self.controller.unroll(arcs=arcs)  # inlined: a nested tf.function is slow to differentiate
-      rewards = rewards + self.entropy_weight * tf.stop_gradient(stats.entropy)
-      self.baseline.assign_sub((1.0 - self.baseline_decay) * (self.baseline - tf.reduce_mean(rewards)))
-      advantage = tf.stop_gradient(rewards - self.baseline)
+      advantage = self._advantage(stats, rewards)
       loss = (-tf.reduce_mean(advantage * stats.log_prob)
               + self.skip_weight * tf.reduce_mean(stats.skip_penalty))
     grads = tape.gradient(loss, variables)
@@ -383,22 +497,37 @@ class ReinforceTrainer(tf.Module):
     else:
       grad_norm = tf.linalg.global_norm(grads)
     self.optimizer.apply_gradients(zip(grads, variables))
-    num_skip_decisions = max(self.controller.num_skip_decisions, 1)
-    return {"loss": loss, "baseline": tf.identity(self.baseline),
-            "advantage": tf.reduce_mean(advantage), "grad_norm": grad_norm,
-            "entropy": tf.reduce_mean(stats.entropy), "skip_penalty": tf.reduce_mean(stats.skip_penalty),
-            "skip_density": tf.reduce_mean(stats.num_skips) / num_skip_decisions,
-            "log_prob": tf.reduce_mean(stats.log_prob)}
+    return self._report(stats, advantage, loss, grad_norm)
 
-  def update(self, arcs, rewards) -> dict[str, float]:
-    """One REINFORCE step on arcs [Q, n] with rewards [Q]; returns python floats."""
+  @tf.function(autograph=False,
+               input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.float32)])
+  def _observe_graph(self, arcs, rewards):
+    stats, _ = self.controller.unroll(arcs=arcs)
+    return self._report(stats, self._advantage(stats, rewards), tf.constant(0.0), tf.constant(0.0))
+
+  @staticmethod
+  def _batch(arcs, rewards):
     arcs = tf.convert_to_tensor(arcs, dtype=tf.int32)
     rewards = tf.reshape(tf.convert_to_tensor(rewards, dtype=tf.float32), [-1])
     if arcs.shape.rank == 1:
       arcs = arcs[None, :]
     if arcs.shape[0] != rewards.shape[0]:
       raise ValueError(f"got {arcs.shape[0]} arcs but {rewards.shape[0]} rewards")
-    return {key: float(value) for key, value in self._update_graph(arcs, rewards).items()}
+    return arcs, rewards
+
+  def update(self, arcs, rewards) -> dict[str, float]:
+    """One REINFORCE step on arcs [Q, n] with rewards [Q]; returns python floats."""
+    return {key: float(value) for key, value in self._update_graph(*self._batch(arcs, rewards)).items()}
+
+  def observe(self, arcs, rewards) -> dict[str, float]:
+    """The baseline's update alone, the policy and its optimiser untouched (the controller
+    warm-up: TuNAS's zero controller learning rate, its baseline still averaging)."""
+    return {key: float(value) for key, value in self._observe_graph(*self._batch(arcs, rewards)).items()}
+
+
+# --controller by name (flags.CONTROLLERS spells the same names: the flags load no TensorFlow;
+# tests/test_flags.py checks they agree). search.loop.make_sampler builds them.
+SAMPLERS = {"enas": Controller, "categorical": CategoricalController, "random": RandomSampler}
 
 
 def controller_optimizer(name: str, learning_rate_schedule) -> keras.optimizers.Optimizer:
@@ -443,5 +572,5 @@ def piecewise_lr(lr_start: float = 0.1, lr_end: float = 1e-4, *, steps_per_decay
   return StepDecayWithFloor(lr_start, lr_end, steps_per_decay, factor)
 
 
-__all__ = ["ControllerSample", "Controller", "RandomSampler", "ReinforceTrainer", "controller_optimizer",
-           "piecewise_lr", "StepDecayWithFloor"]
+__all__ = ["ControllerSample", "Controller", "CategoricalController", "RandomSampler", "ReinforceTrainer",
+           "SAMPLERS", "controller_optimizer", "piecewise_lr", "StepDecayWithFloor"]

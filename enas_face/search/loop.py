@@ -7,9 +7,12 @@ Each search epoch:
      (`strategies`: the reward metric with the shared weights, or after training the
      sample from scratch), the cost model prices it (`costs`: measured or TFLite latency
      only when the reward uses it; a table or an analytic count always),
-     R = reward(score, cost), and the ENAS controller takes one
-     REINFORCE step on the Q (sample, reward) pairs (the random sampler takes none);
+     R = reward(score, cost), and the controller (ENAS's LSTM or TuNAS's categorical
+     policy) takes one REINFORCE step on the Q (sample, reward) pairs (the random sampler
+     takes none; in the --controller_warmup_fraction epochs only its baseline moves);
   3. log (sampled_arcs.jsonl), checkpoint.
+TuNAS's path dropout warm-up (--path_dropout_warmup) widens the training samples of step 1
+during the controller warm-up (search/warmup.py).
 Then the ranking: the strategy's final candidates (one_shot: `num_final_samples` draws
 scored on the whole reward data; multi_trial: every trial), best score first, with
 their cost, parameters and FLOPs, in arcs_ranked.json (under --reward=budget only those
@@ -48,6 +51,7 @@ from enas_face.search import plots
 from enas_face.search import proposer_sampler
 from enas_face.search import rewards as reward_lib
 from enas_face.search import strategies
+from enas_face.search import warmup
 from enas_face import spaces
 from enas_face.training import checkpoints
 from enas_face.training import fixed
@@ -71,8 +75,9 @@ def price(cost_model: costs.CostModel, sample, reward_name: str, target: float) 
 
 @dataclasses.dataclass
 class Sampler:
-  """The sampler (ENAS controller or random) and, for the controller, its REINFORCE trainer."""
-  sampler: controller_lib.Controller | controller_lib.RandomSampler
+  """The sampler (a controller or random) and, for a controller, its REINFORCE trainer."""
+  sampler: (controller_lib.Controller | controller_lib.CategoricalController
+            | controller_lib.RandomSampler)
   trainer: controller_lib.ReinforceTrainer | None
   trackables: dict
 
@@ -92,11 +97,17 @@ def make_sampler(config: RunConfig) -> Sampler:
   if search.controller == "random":
     return Sampler(controller_lib.RandomSampler(decisions, seed=config.train.seed,
                                                 skip_target=search.skip_target), None, {})
-  sampler = controller_lib.Controller(
-      decisions, hidden_units=search.controller_hidden,
-      temperature=search.controller_temperature or None,
-      tanh_constant=search.controller_tanh_constant or None, skip_target=search.skip_target,
-      seed=config.train.seed, name="controller")
+  if search.controller == "categorical":
+    sampler = controller_lib.CategoricalController(
+        decisions, temperature=search.controller_temperature or None,
+        tanh_constant=search.controller_tanh_constant or None, skip_target=search.skip_target,
+        seed=config.train.seed)
+  else:
+    sampler = controller_lib.Controller(
+        decisions, hidden_units=search.controller_hidden,
+        temperature=search.controller_temperature or None,
+        tanh_constant=search.controller_tanh_constant or None, skip_target=search.skip_target,
+        seed=config.train.seed, name="controller")
   schedule = controller_lib.piecewise_lr(
       search.controller_lr, search.controller_lr_min,
       steps_per_decay=search.controller_lr_decay_epochs * search.controller_steps)
@@ -227,8 +238,15 @@ def search(config: RunConfig, dataset: FaceDataset,
   writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
             if chief else None)
   num_choices = len(space.decisions(config.model))
-  state = {"train_seconds": 0.0}
+  state = {"train_seconds": 0.0, "widened": None}
   tic_search = time.perf_counter()
+  warmup_epochs = warmup.controller_warmup_epochs(search_cfg.controller_warmup_fraction,
+                                                  search_cfg.epochs)
+  if warmup_epochs:
+    logging.info("controller warm-up: no policy step in the first %d of %d epochs%s",
+                 warmup_epochs, search_cfg.epochs,
+                 f"; path dropout warm-up from p0 = {search_cfg.path_dropout_warmup:g} to 0"
+                 if search_cfg.path_dropout_warmup else "")
 
   def draw(count: int) -> np.ndarray:
     """`count` samples of the chief's sampler, [count, n] int32 on every worker."""
@@ -240,7 +258,19 @@ def search(config: RunConfig, dataset: FaceDataset,
     return distribute.broadcast_from_chief(placement, choices.astype(np.int32))
 
   def train_epoch(index: int) -> loop.EpochResult:
-    result = strategy.train_epoch(index, draw)
+    def draw_training(count: int) -> np.ndarray:
+      """The step's samples, widened by the path dropout warm-up (every worker alike)."""
+      choices = draw(count)
+      if not search_cfg.path_dropout_warmup:
+        return choices
+      widened, p = warmup.widen(choices, space.widest_choices(config.model), index, count,
+                                warmup_epochs * count, search_cfg.path_dropout_warmup,
+                                config.train.seed)
+      state["widened"] = {"path_keep_probability": float(np.mean(p)),
+                          "widened_share": float(np.mean(widened != choices))}
+      return widened
+
+    result = strategy.train_epoch(index, draw_training)
     state["train_seconds"] += result.seconds
     return result
 
@@ -280,10 +310,12 @@ def search(config: RunConfig, dataset: FaceDataset,
             "reward": r, "log_prob": float(sample.log_prob), "sampler": search_cfg.controller,
             "strategy": strategy.name})
       if trainer is not None:
-        updates.append(trainer.update(choices, np.asarray(rewards, np.float32)))
+        learn = trainer.observe if index < warmup_epochs else trainer.update
+        updates.append(learn(choices, np.asarray(rewards, np.float32)))
     if not chief:
       return []
-    _log_epoch(index, result, records, updates, writer, config, strategy.name)
+    _log_epoch(index, result, records, updates, writer, config, strategy.name,
+               state["widened"] if index < warmup_epochs else None)
     return records
 
   loop.run_epochs(epoch=epoch, epochs=search_cfg.epochs, manager=manager,
@@ -318,6 +350,8 @@ def search(config: RunConfig, dataset: FaceDataset,
   summary = {
       "search_space": space.name, "strategy": strategy.name, "controller": search_cfg.controller,
       "reward_metric": reward.metric, "epochs": search_cfg.epochs,
+      "controller_warmup_epochs": warmup_epochs,
+      "path_dropout_warmup": search_cfg.path_dropout_warmup,
       "rewarded_samples": len(records),
       "distinct_samples": len({r["arc"] for r in records}),
       "final_samples": len(candidates),
@@ -347,13 +381,16 @@ def _mean_or_none(values):
   return float(np.mean(values)) if values else None
 
 
-def _log_epoch(index, result, records, updates, writer, config, strategy_name) -> None:
+def _log_epoch(index, result, records, updates, writer, config, strategy_name,
+               widened=None) -> None:
   search_cfg = config.search
   summary = {"reward_mean": float(np.mean([r["reward"] for r in records])),
              "score_mean": float(np.mean([r["score"] for r in records]))}
   if strategy_name == strategies.OneShot.name:
     summary.update(child_loss=result.loss, child_lr=result.lr,
                    child_images_per_second=result.images_per_second)
+  if widened:  # the path dropout warm-up's epoch: mean p(t), decisions widened
+    summary.update(widened)
   priced = [r["cost"] for r in records if r["cost"] is not None]
   if priced:
     summary[f"cost_mean_{records[0]['cost_unit']}"] = float(np.mean(priced))

@@ -146,22 +146,33 @@ class OneShot:
   def begin_scoring(self, epoch: int) -> None:
     self._batches = self.reward.classification_batches(epoch)
 
-  def score(self, choices: np.ndarray, whole: bool = False) -> float:
-    """The reward metric of `choices` with the shared weights (BatchNorm on batch statistics)."""
+  def score(self, choices: np.ndarray, whole: bool = False,
+            batch_statistics: bool = True) -> float:
+    """The reward metric of `choices` with the shared weights; BatchNorm on each batch's
+    statistics (the search), or with `batch_statistics=False` on the moving ones (after
+    they were recalibrated for these choices: supernet_score.py)."""
     arc = tf.constant(np.asarray(choices, np.int32))
     if self.reward.metric == "classification":
       batches = next(self.reward.classification_batches(0, whole=True)) if whole else \
           next(self._batches)
       correct = sum(float(self.accuracy_step(tf.constant(x, tf.float32),
-                                             tf.constant(y.astype(np.int32)), arc))
+                                             tf.constant(y.astype(np.int32)), arc,
+                                             batch_statistics))
                     for x, y in batches)
       return correct / sum(len(y) for _, y in batches)
-    images = self.reward.pairs.images
+    return self.reward.verification_score(self.embed(self.reward.pairs.images, choices,
+                                                     batch_statistics))
+
+  def embed(self, images: np.ndarray, choices: np.ndarray,
+            batch_statistics: bool = True) -> np.ndarray:
+    """Embeddings of `images` for `choices` with the shared weights, in batches of the
+    reward's batch size (BatchNorm as in `score`)."""
+    arc = tf.constant(np.asarray(choices, np.int32))
     size = self.reward.batch_size
-    embeddings = np.concatenate([
-        self.embed_step(tf.constant(images[s:s + size], tf.float32), arc).numpy()
+    return np.concatenate([
+        self.embed_step(tf.constant(images[s:s + size], tf.float32), arc,
+                        batch_statistics).numpy()
         for s in range(0, len(images), size)])
-    return self.reward.verification_score(embeddings)
 
   def score_many(self, choices: np.ndarray, epoch: int) -> list[float]:
     del epoch
@@ -181,22 +192,24 @@ class OneShot:
 
 def make_accuracy_step(child: keras.Model, head: keras.layers.Layer):
   """Number of correct top-1 predictions (head argmax) of a batch for architecture `arc`
-  with the shared weights (BatchNorm on batch statistics: see SharedChild.call)."""
+  with the shared weights (BatchNorm on batch statistics: see SharedChild.call; on the
+  moving ones with batch_statistics=False, a Python bool: one trace each)."""
 
   @tf.function
-  def accuracy(images, labels, arc):
-    scores = head(child(images, arc=arc, training=False, batch_statistics=True))
+  def accuracy(images, labels, arc, batch_statistics=True):
+    scores = head(child(images, arc=arc, training=False, batch_statistics=batch_statistics))
     return train_lib.batch_accuracy(scores, labels)
 
   return accuracy
 
 
 def make_embed_step(child: keras.Model):
-  """Embeddings of a batch for architecture `arc` with the shared weights (batch statistics)."""
+  """Embeddings of a batch for architecture `arc` with the shared weights (batch statistics,
+  or the moving ones with batch_statistics=False)."""
 
   @tf.function
-  def embed(images, arc):
-    return child(images, arc=arc, training=False, batch_statistics=True)
+  def embed(images, arc, batch_statistics=True):
+    return child(images, arc=arc, training=False, batch_statistics=batch_statistics)
 
   return embed
 

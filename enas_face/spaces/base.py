@@ -152,6 +152,13 @@ class SearchSpace(abc.ABC):
   supports_weight_sharing: bool = False
   has_supernet: bool = False
 
+  def widest_choices(self, model_config) -> list[int] | None:
+    """Per decision, the choice whose network holds every other choice's as a part (the
+    widest width, the deepest depth): what a path dropout warm-up trains (search/warmup.py).
+    None: the space's choices do not nest (e.g. ops)."""
+    del model_config
+    return None
+
   @property
   def architecture_space(self) -> "SearchSpace":
     """The space whose samples models.builders turns into networks (self, unless samples

@@ -226,6 +226,7 @@ def params_of(channels_: Channels, embedding_dim: int) -> int:
 class MobileFaceNetSpace(SearchSpace):
   name = "mobilefacenet"
   has_supernet = True  # models.builders.build_supernet: the width/depth search
+  supports_weight_sharing = True  # the same supernet called with arc=: the one-shot search
   description = ("MobileFaceNet (Chen et al. 2018) widths and depths: per-stage width, "
                       "expansion and depth, stem and head widths (TAS-style width/depth search)")
 
@@ -288,6 +289,11 @@ class MobileFaceNetSpace(SearchSpace):
 
   def default(self, model_config) -> Shape:
     return full_shape()
+
+  def widest_choices(self, model_config) -> list[int]:
+    """Ratio 1 for every width, the full depth of every stage: the supernet itself (a
+    narrower width is the first channels of a wider one, a depth the first blocks)."""
+    return [d.num_choices - 1 for d in self.decisions(model_config)]
 
   def channels(self, model_config, sample: Shape) -> Channels:
     return shape_channels(model_config, sample)

@@ -117,7 +117,9 @@ def test_flag_choices_are_the_implementations_registries():
   from enas_face.evaluation import sets, verification
   from enas_face.search import controller, rewards, strategies
   assert set(choices("reward")) == set(rewards.REWARDS)
-  assert set(choices("controller")) == set(controller.SAMPLERS)
+  from enas_face.search import proposer_sampler
+  assert set(choices("controller")) == set(controller.SAMPLERS) | set(
+      proposer_sampler.PROPOSER_CONTROLLERS)
   assert choices("search_strategy") == config.SEARCH_STRATEGIES
   # The search loop runs one_shot and multi_trial; the differentiable search has its own loop.
   assert set(config.SEARCH_STRATEGIES) - set(strategies.LOOP_STRATEGIES) == {config.DIFFERENTIABLE}

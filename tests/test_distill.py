@@ -108,7 +108,7 @@ def test_projection_trains_when_the_sizes_differ(teacher_run):
 
 def test_bad_teachers_are_refused_by_flag(teacher_run, tmp_path):
   run_dir, config, dataset, state = teacher_run
-  with pytest.raises(ConfigError, match="--distill_from=.*no such folder"):
+  with pytest.raises(ConfigError, match="--distill_from=.*no such file or folder"):
     teachers.load_teacher(str(tmp_path / "missing"))
   with pytest.raises(ConfigError, match="neither a run folder"):
     teachers.load_teacher(str(tmp_path))

@@ -94,8 +94,9 @@ def dlib_needs_the_tool(path: str, flag: str = "--distill_from") -> ConfigError:
   return ConfigError(
       f"{flag}={path} is dlib's face model: it finds and aligns each face itself on the "
       "original photo, so it cannot run on the training crops. Run it once over the data: "
-      f"python {TOOL} --distill_from={path} --teacher_file=TEACHER.jsonl with this run's data flags "
-      "(it reports the teacher's accuracy on --pairs too), then --distill_from=TEACHER.jsonl")
+      f"python {TOOL} --distill_from={path} --teacher_file=TEACHER.jsonl with this run's data "
+      "flags (it reports the teacher's accuracy on --pairs too), then "
+      "--distill_from=TEACHER.jsonl")
 
 
 def content_key(image: np.ndarray) -> str:

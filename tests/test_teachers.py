@@ -279,20 +279,25 @@ def test_onnx_runner_reads_the_input_signature(tmp_path):
 # ------------------------------------------------------------------ tiny teachers, one epoch
 
 @pytest.fixture(scope="module")
-def tiny_teachers(tiny_fixed_run, tmp_path_factory):
-  """The tiny run's SavedModel, its ONNX export, and an embeddings file of the SavedModel on
-  the tiny run's own training and pair images (the tool, in process)."""
-  from absl import flags
+def tiny_onnx(tiny_fixed_run, tmp_path_factory):
+  """The tiny run's network exported to ONNX (export.to_onnx: uint8 NHWC in)."""
+  pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
   from enas_face import export
-  from enas_face import flags as enas_flags
   from enas_face.training import checkpoints
+  run = checkpoints.load_run(tiny_fixed_run.run_dir, "--distill_from")
+  path = str(tmp_path_factory.mktemp("onnx_teacher") / "teacher.onnx")
+  runlog.write_bytes(path, export.to_onnx(run.child, 16))
+  return path
+
+
+@pytest.fixture(scope="module")
+def tiny_teachers(tiny_fixed_run, tmp_path_factory):
+  """The tiny run's SavedModel and an embeddings file of it on the tiny run's own training
+  and pair images (the tool, in process)."""
+  from absl import flags
+  from enas_face import flags as enas_flags
   folder = tmp_path_factory.mktemp("teachers")
   saved = os.path.join(tiny_fixed_run.run_dir, runlog.SAVED_MODEL_DIR)
-  onnx_path = None
-  if importlib.util.find_spec("tf2onnx") is not None:
-    run = checkpoints.load_run(tiny_fixed_run.run_dir, "--distill_from")
-    onnx_path = str(folder / "teacher.onnx")
-    runlog.write_bytes(onnx_path, export.to_onnx(run.child, 16))
   values = flags.FLAGS
   values.unparse_flags()
   try:
@@ -302,8 +307,7 @@ def tiny_teachers(tiny_fixed_run, tmp_path_factory):
     values.unparse_flags()
   table = str(folder / "teacher.jsonl")
   summary = tool.write_embeddings(config, table, chunk_size=16, progress=False)
-  return {"saved_model": saved, "onnx": onnx_path, "file": table, "config": config,
-          "summary": summary}
+  return {"saved_model": saved, "file": table, "config": config, "summary": summary}
 
 
 def test_the_tool_embeds_the_runs_images_and_reports_the_pairs(tiny_teachers):
@@ -359,14 +363,14 @@ def test_the_tool_resumes_after_a_kill(tiny_teachers, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["saved_model", "onnx", "file"])
-def test_tiny_teachers_distil_one_epoch(kind, tiny_teachers, tmp_path, main_in_process):
+def test_tiny_teachers_distil_one_epoch(kind, tiny_teachers, tmp_path, main_in_process,
+                                        request):
   """Each kind teaches a 1-epoch run (embedding + relational terms); metrics.json holds the
   teacher's own accuracy on the run's pairs."""
-  if tiny_teachers[kind] is None:
-    pytest.skip("the onnx extra (tf2onnx) is not installed")
+  teacher = request.getfixturevalue("tiny_onnx") if kind == "onnx" else tiny_teachers[kind]
   run_dir = tmp_path / "student"
   result = main_in_process("--mode=fixed", f"--run_dir={run_dir}", *ONE_EPOCH,
-                           f"--distill_from={tiny_teachers[kind]}",
+                           f"--distill_from={teacher}",
                            "--distill_relational_weight=0.5", "--export_format=saved_model")
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   metrics = runlog.read_json(str(run_dir / runlog.METRICS))

@@ -3,6 +3,9 @@ from setuptools import find_packages, setup
 
 ONNX = ["tf2onnx>=1.16", "onnx>=1.14", "onnxruntime>=1.17"]
 RAY = ["ray>=2.9"]
+# dlib's face recognition model as a distillation teacher: dlib-bin ships prebuilt wheels of
+# dlib (20.0.1.post1 installs from PyPI next to numpy 2.4 on Python 3.11; no compiler).
+DLIB = ["dlib-bin>=19.24"]
 
 setup(
     name="enas_face",
@@ -40,9 +43,11 @@ setup(
         # --trial_workers > 1 / --ray_address: multi-trial searches run their trials on Ray
         # (2.60.0 tested with TF 2.21 on Python 3.11).
         "ray": RAY,
-        # The ONNX export's and the Ray trial workers' tests run too.
+        # --distill_from=<dlib's model folder> (tools/teacher_embeddings.py runs it on photos).
+        "dlib": DLIB,
+        # The ONNX export's, the Ray trial workers' and the dlib teacher's tests run too.
         # import-linter: the house's import contracts (.importlinter, tests/test_architecture.py).
-        "test": ["pytest>=7", "import-linter>=2.1", *ONNX, *RAY],
+        "test": ["pytest>=7", "import-linter>=2.1", *ONNX, *RAY, *DLIB],
     },
     entry_points={"console_scripts": ["enas-face=enas_face.main:entry_point"]},
 )

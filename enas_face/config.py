@@ -357,18 +357,37 @@ class SearchConfig:
   tau_min: float = 0.1
 
 
+DISTILL_MISSING = ("error", "skip")
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
   """Distillation from a trained teacher (distill.py): fixed training and the width/depth
-  search. L = (1 - kl_alpha) CE + embedding_weight (1 - cos) + kl_alpha T^2 KL."""
-  teacher: str = ""  # a run folder or a SavedModel folder; "" = no distillation
+  search. L = (1 - kl_alpha) CE + embedding_weight (1 - cos) + relational_weight L_rel
+  + kl_alpha T^2 KL."""
+  # A run folder, SavedModel folder, .onnx file, dlib's model folder (through an embeddings
+  # file only) or a teacher embeddings file (data/teacher_files.py); "" = no distillation.
+  teacher: str = ""
   embedding_weight: float = 1.0
   kl_alpha: float = 0.0
   temperature: float = 4.0
+  relational_weight: float = 0.0
+  # An embeddings file without some training images: "error", or "skip" (they train without
+  # the distillation terms).
+  missing: str = "error"
+  # An ONNX teacher's float input is fed (x - input_mean) / input_std, x in [0, 255].
+  input_mean: float = 0.0
+  input_std: float = 1.0
 
   def validate(self) -> None:
     if self.embedding_weight < 0:
       raise ConfigError(f"--distill_embedding_weight={self.embedding_weight} must be >= 0")
+    if self.relational_weight < 0:
+      raise ConfigError(f"--distill_relational_weight={self.relational_weight} must be >= 0")
+    if self.missing not in DISTILL_MISSING:
+      raise ConfigError(f"--distill_missing={self.missing!r}: one of {', '.join(DISTILL_MISSING)}")
+    if self.input_std <= 0:
+      raise ConfigError(f"--teacher_input_std={self.input_std} must be positive")
     if not 0 <= self.kl_alpha < 1:
       raise ConfigError(f"--distill_kl_alpha={self.kl_alpha} must be in [0, 1)")
     if self.temperature <= 0:
@@ -419,7 +438,10 @@ FLAG_RENAMES: dict[type, dict[str, str]] = {
                    "val_batch_size": "search_val_batch_size", "strategy": "search_strategy",
                    "tau_max": "gumbel_tau_max", "tau_min": "gumbel_tau_min"},
     DistillConfig: {"teacher": "distill_from", "embedding_weight": "distill_embedding_weight",
-                    "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature"},
+                    "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature",
+                    "relational_weight": "distill_relational_weight",
+                    "missing": "distill_missing", "input_mean": "teacher_input_mean",
+                    "input_std": "teacher_input_std"},
 }
 
 

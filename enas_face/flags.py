@@ -19,18 +19,19 @@ from enas_face import runlog
 from enas_face import spaces
 from enas_face.data import align as face_align  # no TensorFlow: numpy and OpenCV
 from enas_face.data import sources
+from enas_face.data import teacher_files  # no TensorFlow: numpy and runlog
 from enas_face.search import rewards  # plain Python: the reward table
 from enas_face.search import warmup  # numpy: the warm-up's schedules
 from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
 from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
-                              DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
+                              DISTILL_MISSING, DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
                               MULTI_TRIAL, ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
                               DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
                               PHOTO_MODES, PHOTO_OUTPUTS, PhotoConfig, RunConfig,
                               SearchConfig, SetConfig, TrainConfig, flag_of)
 
-MODES = ("search", "fixed", "eval", "export", "quality", *PHOTO_MODES)
+MODES = ("search", "fixed", "eval", "export", "quality", "evaluate_teacher", *PHOTO_MODES)
 CONTROLLERS = ("enas", "categorical", "random", "evolution", "local_search")
 REWARD_METRICS = ("classification", "verification", "verification_auc")
 
@@ -40,8 +41,9 @@ flags.DEFINE_enum("mode", "fixed", MODES,
                   "fixed: train the architecture(s) from scratch, evaluate and export; "
                   "eval: evaluate the run's latest checkpoint; export: write its SavedModel; "
                   "quality: train a set quality network (--quality_net) on the run's frozen "
-                  "embedder, on --sets; embed / verify / identify: apply --model_path to "
-                  "--photos (docs/photos.md).")
+                  "embedder, on --sets; evaluate_teacher: verify --pairs with --distill_from's "
+                  "embeddings (RUN_DIR/teacher_metrics.json); embed / verify / identify: apply "
+                  "--model_path to --photos (docs/photos.md).")
 flags.DEFINE_string("run_dir", "runs/default",
                     "Run folder: resolved flags, checkpoints, metrics.json, saved_model/. "
                     "Rerunning with the same folder resumes.")
@@ -384,12 +386,25 @@ flags.DEFINE_float("gumbel_tau_max", 5.0, "differentiable: Gumbel-softmax temper
 flags.DEFINE_float("gumbel_tau_min", 0.1, "differentiable: temperature at the last epoch.",
                    lower_bound=1e-3)
 flags.DEFINE_string("distill_from", "", "A teacher to distil from: a run folder trained with "
-                    "--mode=fixed (embedding and, with --distill_kl_alpha, logit distillation) "
-                    "or an exported SavedModel (uint8 images -> unit embeddings). --mode=fixed "
-                    "and --search_strategy=differentiable; empty = no teacher.")
+                    "--mode=fixed (embedding and, with --distill_kl_alpha, logit distillation), "
+                    "an exported SavedModel (uint8 images -> embeddings), an .onnx model (the "
+                    "onnx extra), or a teacher embeddings .jsonl file written by "
+                    "tools/teacher_embeddings.py (precomputed targets; the way dlib's model "
+                    "folder teaches: the dlib extra). --mode=fixed and "
+                    "--search_strategy=differentiable (not an embeddings file); "
+                    "--mode=evaluate_teacher; empty = no teacher.")
 flags.DEFINE_alias("teacher_run_dir", "distill_from")
 flags.DEFINE_float("distill_embedding_weight", 1.0, "w_e of the embedding term "
                    "w_e (1 - cos(P e_student, e_teacher)).", lower_bound=0.0)
+flags.DEFINE_float("distill_relational_weight", 0.0, "w_r of the relational term: the mean over "
+                   "batch pairs i != j of (cos(e_s_i, e_s_j) - cos(e_t_i, e_t_j))^2 (after "
+                   "Tung & Mori 2019; no projection); 0 = off.", lower_bound=0.0)
+flags.DEFINE_enum("distill_missing", "error", DISTILL_MISSING, "A teacher embeddings file "
+                  "without some training images: error (naming the file and the count), or "
+                  "skip (those images train without the distillation terms).")
+flags.DEFINE_float("teacher_input_mean", 0.0, "An ONNX teacher with a float input is fed "
+                   "(x - mean) / std of the pixels x in [0, 255] (insightface's models: 127.5).")
+flags.DEFINE_float("teacher_input_std", 1.0, "See --teacher_input_mean (insightface: 127.5).")
 flags.DEFINE_float("distill_kl_alpha", 0.0, "alpha of the logit term: (1 - alpha) CE + alpha "
                    "T^2 KL(teacher || student) (TAS retraining: 0.9; needs a teacher run with "
                    "the same identities).", lower_bound=0.0)
@@ -716,6 +731,23 @@ def photo_config_from_flags(flag_values: flags.FlagValues) -> PhotoConfig:
                     detect_retries=_detect_retries(fv))
 
 
+def _check_teacher(distill: DistillConfig, mode: str) -> None:
+  """--distill_from's kind against the mode (data/teacher_files.teacher_kind: a missing extra
+  names its pip command). dlib's model teaches through an embeddings file only: main refuses
+  it for the modes that run a teacher (tools/teacher_embeddings.py runs it)."""
+  if not distill.teacher:
+    if mode == "evaluate_teacher":
+      raise ConfigError("--mode=evaluate_teacher needs --distill_from (the teacher to verify "
+                        "--pairs with)")
+    return
+  kind = teacher_files.teacher_kind(distill.teacher)
+  if kind == "embeddings" and mode == "search":
+    raise ConfigError(f"--distill_from={distill.teacher}: an embeddings file teaches "
+                      "--mode=fixed only (the differentiable search splits the training data "
+                      "in halves without its targets); search with a run, SavedModel or ONNX "
+                      "teacher")
+
+
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   """Validated, frozen run configuration; ConfigError names the offending flag."""
   fv = flag_values
@@ -778,9 +810,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
                       cost_table=_abspath(fv.cost_table), latency_cache=_abspath(fv.latency_cache))
   distill = from_flags(DistillConfig, fv, teacher=_abspath(fv.distill_from))
   distill.validate()
-  if distill.teacher and not os.path.isdir(distill.teacher):
-    raise ConfigError(f"--distill_from={fv.distill_from}: no such folder (a run folder trained "
-                      "with --mode=fixed, or an exported SavedModel)")
+  _check_teacher(distill, fv.mode)
   if distill.teacher and fv.mode == "search" and search.strategy != DIFFERENTIABLE:
     raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")

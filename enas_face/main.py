@@ -23,8 +23,8 @@ from absl import logging
 from enas_face import cli
 from enas_face import runlog
 from enas_face import flags as enas_flags
-from enas_face.config import (DIFFERENTIABLE, PHOTO_MODES, ConfigError, EvalConfig, RunConfig,
-                              SearchConfig, flag_of)
+from enas_face.config import (DIFFERENTIABLE, PHOTO_MODES, ConfigError, DistillConfig,
+                              EvalConfig, RunConfig, SearchConfig, flag_of)
 from enas_face.evaluation import sets as set_ops
 from enas_face import spaces
 
@@ -58,11 +58,14 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
           + "; use a new --run_dir (or the run's own settings to resume it)")
     if config.mode in ("fixed", "search") and previous.distill != config.distill:
       raise ConfigError(f"--run_dir={config.run_dir} was trained with other distillation "
-                        f"settings (--distill_from={previous.distill.teacher!r}, "
-                        f"--distill_embedding_weight={previous.distill.embedding_weight}, "
-                        f"--distill_kl_alpha={previous.distill.kl_alpha}, "
-                        f"--distill_temperature={previous.distill.temperature}); use a new "
-                        "--run_dir (or the run's own settings to resume it)")
+                        "settings (" + ", ".join(
+                            f"--{flag_of(DistillConfig, field.name)}="
+                            f"{getattr(previous.distill, field.name)!r}"
+                            for field in dataclasses.fields(DistillConfig)
+                            if getattr(previous.distill, field.name)
+                            != getattr(config.distill, field.name))
+                        + " there); use a new --run_dir (or the run's own settings to resume "
+                        "it)")
     same_search = dataclasses.replace(previous.search, latency_cache=config.search.latency_cache)
     if config.mode == "search" and same_search != config.search:
       changed = [f"--{flag_of(SearchConfig, field.name)}={getattr(previous.search, field.name)!r}"
@@ -133,6 +136,8 @@ def format_results(metrics: dict) -> str:
       ("FLOPs (batch 1)", f"{metrics['flops']:,}"),
   ]
   rows += pair_set_rows(metrics)
+  if "teacher" in metrics:
+    rows += teacher_rows(metrics["teacher"])
   for key, label in (("train_images_per_second", "training throughput (img/s)"),
                      ("train_wall_seconds", "training wall time (s)")):
     if key in metrics:
@@ -150,6 +155,8 @@ def pair_set_rows(metrics: dict) -> list[tuple[str, str]]:
   """One row per pair set and protocol: accuracy +- std (10-fold), and VAL@FAR for insightface."""
   rows, sets = [], metrics.get("pair_sets", {})
   for name in metrics.get("pair_set_names", list(sets)):
+    if name not in sets:
+      continue
     report = sets[name]
     for protocol, key, std in PROTOCOL_KEYS:
       if key not in report:
@@ -174,7 +181,13 @@ def _write_metrics(config: RunConfig, metrics: dict) -> None:
 def run(config: RunConfig) -> None:
   # Validate everything that can be wrong before the slow TensorFlow import.
   chief = True
-  if config.mode in ("fixed", "search"):
+  if config.distill.teacher and config.mode in ("fixed", "search", "evaluate_teacher"):
+    from enas_face.data import teacher_files
+    if teacher_files.teacher_kind(config.distill.teacher) == "dlib":
+      raise teacher_files.dlib_needs_the_tool(config.distill.teacher)
+  if config.mode == "evaluate_teacher":
+    os.makedirs(config.run_dir, exist_ok=True)
+  elif config.mode in ("fixed", "search"):
     if config.distribution_strategy == "multi_worker":
       from enas_face import distribute  # TF_CONFIG is checked before the slow start
       chief = distribute.cluster_role()[0]
@@ -194,6 +207,9 @@ def run(config: RunConfig) -> None:
   keras.utils.set_random_seed(config.train.seed)  # weight init, dropout, DropBlock
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
+  if config.mode == "evaluate_teacher":
+    _evaluate_teacher(config)
+    return
   placement = (distribute.make_placement(config.distribution_strategy, config.num_replicas)
                if config.mode in ("fixed", "search") else distribute.make_placement("default"))
   if config.mode == "search":
@@ -237,6 +253,31 @@ def run(config: RunConfig) -> None:
     _export(config, child)
     if config.sets.aggregation:
       _export_set_model(config, child, config.sets.aggregation[0])
+
+
+def _evaluate_teacher(config: RunConfig) -> None:
+  """--mode=evaluate_teacher: --distill_from's verification of every --pairs set through the
+  student's evaluator (teachers.pair_report) -> RUN_DIR/teacher_metrics.json."""
+  from enas_face.training import teachers
+  dataset = _load_dataset(config)
+  teacher = teachers.load_teacher(config.distill.teacher, "--distill_from",
+                                  config.distill.input_mean, config.distill.input_std)
+  report = teachers.pair_report(teacher, dataset.pair_sets, config.eval)
+  path = os.path.join(config.run_dir, runlog.TEACHER_METRICS)
+  runlog.write_json(path, report)
+  print(f"teacher {report['teacher']} ({report['teacher_kind']}) on the pairs ({path}):")
+  print("\n".join(f"  {name}  {value}" for name, value in teacher_rows(report)))
+
+
+def teacher_rows(report: dict) -> list[tuple[str, str]]:
+  """pair_set_rows of a teacher report, and the sets it could not verify (missing images)."""
+  rows = pair_set_rows({"pair_sets": {name: r for name, r in report["pair_sets"].items()
+                                      if "missing_images" not in r},
+                        "pair_set_names": report["pair_set_names"]})
+  rows += [(f"pairs {name}", f"not verified: {r['missing_images']} of {r['num_images']} "
+                             "images have no teacher embedding")
+           for name, r in report["pair_sets"].items() if "missing_images" in r]
+  return [(f"teacher {name}", value) for name, value in rows]
 
 
 def _train_quality(config: RunConfig, invocation: RunConfig, child) -> None:
@@ -375,6 +416,10 @@ def _train_fixed(config: RunConfig, dataset, placement) -> dict:
     return {}
   # The trained data and head: a comprehensive recipe's cleaned split and its loss.
   metrics = fixed.evaluate(state.config, state.dataset, state.child, state.head)
+  if state.distillation is not None:  # the teacher on the same pairs, the same evaluator
+    from enas_face.training import teachers
+    metrics["teacher"] = teachers.pair_report(state.distillation.teacher,
+                                              state.dataset.pair_sets, config.eval)
   if "cleaning" in state.dataset.report:
     metrics["cleaning"] = state.dataset.report["cleaning"]
   history = fixed.read_history(config.run_dir)

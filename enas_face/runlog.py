@@ -23,6 +23,7 @@ CONFIG = "config.json"  # the resolved RunConfig (spaces.save_config / load_conf
 FLAGFILE = "flags.txt"  # the resolved flags, in flagfile syntax
 DATA_REPORT = "data_report.json"  # what the data reader kept and rejected
 METRICS = "metrics.json"  # fixed / eval results (also in QUALITY_DIR/<net>/)
+TEACHER_METRICS = "teacher_metrics.json"  # --mode=evaluate_teacher: the teacher on --pairs
 COMPARISON = "comparison.json"  # --top_k > 1: the trained architectures side by side
 COMPARISON_TABLE = "comparison.md"
 TRAIN_HISTORY = "train_history.jsonl"  # fixed training: one record per epoch

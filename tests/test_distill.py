@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from enas_face.training import distill
+from enas_face.training import teachers
 from enas_face import export
 from enas_face.training import fixed
 from enas_face import flags as enas_flags
@@ -64,7 +65,7 @@ def test_distillation_loss_is_zero_when_the_student_is_the_teacher(teacher_run):
 
 def test_teacher_from_a_run_folder_is_its_trained_child(teacher_run):
   run_dir, config, dataset, state = teacher_run
-  teacher = distill.load_teacher(run_dir)
+  teacher = teachers.load_teacher(run_dir)
   images = images_of(dataset)
   embeddings, logits = teacher(images)
   expected = tf.math.l2_normalize(state.child(images, training=False), -1)
@@ -79,7 +80,7 @@ def test_teacher_from_a_run_folder_is_its_trained_child(teacher_run):
 def test_teacher_from_an_exported_saved_model(teacher_run, tmp_path):
   run_dir, config, dataset, state = teacher_run
   path = export.export_saved_model(state.child, config.model.image_size, str(tmp_path / "sm"))
-  teacher = distill.load_teacher(path)
+  teacher = teachers.load_teacher(path)
   assert teacher.head is None and teacher.embedding_dim == config.model.embedding_dim
   images = images_of(dataset)  # integer pixels: the uint8 signature sees them unchanged
   embeddings, logits = teacher(images)
@@ -107,14 +108,14 @@ def test_projection_trains_when_the_sizes_differ(teacher_run):
 
 def test_bad_teachers_are_refused_by_flag(teacher_run, tmp_path):
   run_dir, config, dataset, state = teacher_run
-  with pytest.raises(ConfigError, match="--distill_from=.*no such folder"):
-    distill.load_teacher(str(tmp_path / "missing"))
+  with pytest.raises(ConfigError, match="--distill_from=.*no such file or folder"):
+    teachers.load_teacher(str(tmp_path / "missing"))
   with pytest.raises(ConfigError, match="neither a run folder"):
-    distill.load_teacher(str(tmp_path))
+    teachers.load_teacher(str(tmp_path))
   with pytest.raises(ConfigError, match="has 6 classes, this run's data 9"):
     distill.build(DistillConfig(teacher=run_dir, kl_alpha=0.9), 8, 9)
   empty = tmp_path / "untrained"
   empty.mkdir()
   spaces.save_config(dataclasses.replace(config, run_dir=str(empty)), str(empty / "config.json"))
   with pytest.raises(ConfigError, match="no checkpoint yet"):
-    distill.load_teacher(str(empty))
+    teachers.load_teacher(str(empty))

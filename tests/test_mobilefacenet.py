@@ -20,6 +20,7 @@ from enas_face.spaces import mobilefacenet as space_lib
 from enas_face.spaces.base import SampleError
 from enas_face.models import builders
 from enas_face.training import distill
+from enas_face.training import teachers
 from flops_oracle import profiler_flops
 
 SPACE = spaces.get("mobilefacenet")
@@ -228,7 +229,7 @@ def tiny_distillation(config: DistillConfig) -> distill.Distillation:
   and the 8 -> 6 projection."""
   embed = tf.keras.Sequential([tf.keras.layers.Reshape((16 * 16 * 3,)),
                                tf.keras.layers.Rescaling(1 / 255), tf.keras.layers.Dense(6)])
-  teacher = distill.Teacher(embed, tf.keras.layers.Dense(CLASSES), 16, 6, CLASSES, "tiny")
+  teacher = teachers.Teacher(embed, tf.keras.layers.Dense(CLASSES), 16, 6, CLASSES, "tiny")
   teacher(tf.zeros((1, 16, 16, 3)))
   projection = distill.Projection(TINY.embedding_dim, 6)
   projection.build((None, TINY.embedding_dim))

@@ -207,4 +207,4 @@ def _read_pairs(spec: sources.PairsSpec, config: DataConfig
       raise ConfigError(f"--pairs={config.pairs}: {len(failed)} pair images could not be used: "
                         + "; ".join(failed[:20]) + (" ..." if len(failed) > 20 else ""))
     images = np.stack([image for image, _, _ in results])
-  return real.ordered_pairs(images, pairs, is_same, config.num_folds), identities
+  return real.ordered_pairs(images, pairs, is_same, config.num_folds, relpaths), identities

@@ -14,19 +14,30 @@ import numpy as np
 class LabelledImages:
   """Images of known identities.
 
-  images: uint8 [N, H, W, 3]; labels: int32 [N] in [0, num_classes).
+  images: uint8 [N, H, W, 3]; labels: int32 [N] in [0, num_classes); paths: str [N], each
+  image's path in its source ('/'-separated, relative to the source root: a folder's file,
+  an aligned record's image/path) when the reader knows it, else None. `take` keeps them
+  with their images.
   """
   images: np.ndarray
   labels: np.ndarray
+  paths: np.ndarray | None = None
 
   def __post_init__(self):
     if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
       raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {self.images.shape}")
     if self.labels.shape != (self.images.shape[0],):
       raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {self.labels.shape}")
+    _check_paths(self, self.images.shape[0])
 
   def __len__(self) -> int:
     return int(self.images.shape[0])
+
+  def take(self, rows, labels: np.ndarray | None = None) -> "LabelledImages":
+    """The images at `rows` (indices or a boolean mask) with their paths, and their labels or
+    the given `labels` (already taken)."""
+    return LabelledImages(self.images[rows], self.labels[rows] if labels is None else labels,
+                          None if self.paths is None else self.paths[rows])
 
   @property
   def image_size(self) -> int:
@@ -39,13 +50,16 @@ class VerificationPairs:
 
   images: uint8 [M, H, W, 3], each image stored once; pairs: int [P, 2] indices
   into images; is_same: bool [P]. Fold k holds rows k*P/F .. (k+1)*P/F - 1.
+  paths: str [M], each image's path in its source (an LFW pairs file's images), or None.
   """
   images: np.ndarray
   pairs: np.ndarray
   is_same: np.ndarray
   num_folds: int = 10
+  paths: np.ndarray | None = None
 
   def __post_init__(self):
+    _check_paths(self, self.images.shape[0])
     if self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
       raise ValueError(f"pairs must be [P, 2], got {self.pairs.shape}")
     if self.is_same.shape != (self.pairs.shape[0],):
@@ -55,6 +69,16 @@ class VerificationPairs:
 
   def __len__(self) -> int:
     return int(self.pairs.shape[0])
+
+
+def _check_paths(container, count: int) -> None:
+  """paths as a str array of `count` entries (or None)."""
+  if container.paths is None:
+    return
+  paths = np.asarray(container.paths, dtype=str)
+  if paths.shape != (count,):
+    raise ValueError(f"paths must have shape ({count},), got {paths.shape}")
+  object.__setattr__(container, "paths", paths)
 
 
 DEFAULT_PAIR_SET = "heldout"

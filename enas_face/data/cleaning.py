@@ -190,7 +190,7 @@ def apply(dataset: FaceDataset, result: CleaningResult) -> FaceDataset:
   def relabel(part: LabelledImages, mask=None) -> LabelledImages:
     mapped = result.label_map[part.labels]
     mask = (mapped >= 0) if mask is None else mask & (mapped >= 0)
-    return LabelledImages(part.images[mask], mapped[mask].astype(part.labels.dtype))
+    return part.take(mask, mapped[mask].astype(part.labels.dtype))
 
   report = dict(dataset.report, cleaning=result.summary())
   return dataclasses.replace(dataset, train=relabel(dataset.train, result.keep),

@@ -51,18 +51,20 @@ def _augment(image, element_seed, mean, random_flip: bool, pad: int, cutout: int
 def augment_and_batch(ds: tf.data.Dataset, batch_size: int, mean: np.ndarray, *, seed: int,
                       epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
                       augment: bool = True) -> tf.data.Dataset:
-  """(image uint8 [S, S, 3], label, index int64) elements -> augmented float32 batches.
+  """(image uint8 [S, S, 3], label, index int64[, target]) elements -> augmented float32
+  batches (images, labels[, targets]); a target (the teacher's embedding of the
+  unaugmented image) passes through unchanged.
 
   The element index seeds its augmentation (stateless), so a batch is the same
   whenever it is rebuilt; the last partial batch is dropped.
   """
   mean = tf.constant(mean, tf.float32)
 
-  def prepare(image, label, index):
+  def prepare(image, label, index, *target):
     if augment:
       element_seed = tf.stack([tf.constant(seed * 100003 + epoch, tf.int64), index])
       image = _augment(image, element_seed, mean, random_flip, pad, cutout)
-    return tf.cast(image, tf.float32), tf.cast(label, tf.int32)
+    return (tf.cast(image, tf.float32), tf.cast(label, tf.int32), *target)
 
   ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
@@ -78,19 +80,25 @@ def split_statistics(split) -> tuple[np.ndarray, np.ndarray]:
 
 def train_dataset(split, batch_size: int, mean: np.ndarray, *, seed: int,
                   epoch: int, random_flip: bool = True, pad: int = 0, cutout: int = 0,
-                  augment: bool = True, input_context=None) -> tf.data.Dataset:
+                  augment: bool = True, input_context=None,
+                  targets: np.ndarray | None = None) -> tf.data.Dataset:
   """One epoch of (images float32 [B, S, S, 3] in [0, 255], labels int32 [B]), shuffled with
   a seed derived from (seed, epoch). In-memory images (LabelledImages; B = global batch);
-  a streamed split builds its own stream (StreamedImages.dataset, per input pipeline)."""
+  a streamed split builds its own stream (StreamedImages.dataset, per input pipeline).
+  With `targets` [N, D] (row i: image i's precomputed teacher embedding) the batches are
+  (images, labels, targets [B, D]), each image's target beside it (in memory only)."""
   if not isinstance(split, LabelledImages):
+    if targets is not None:
+      raise ValueError("precomputed teacher targets need the training split in memory")
     return split.dataset(batch_size, mean, seed=seed, epoch=epoch, random_flip=random_flip,
                          pad=pad, cutout=cutout, augment=augment, input_context=input_context)
   count = len(split)
   if batch_size > count:
     raise ValueError(f"batch_size={batch_size} is larger than the training split ({count} images)")
   order = np.random.default_rng([seed, epoch]).permutation(count)
+  extra = () if targets is None else (np.asarray(targets, np.float32)[order],)
   ds = tf.data.Dataset.from_tensor_slices((split.images[order], split.labels[order].astype(np.int32),
-                                           np.arange(count, dtype=np.int64)))
+                                           np.arange(count, dtype=np.int64), *extra))
   return augment_and_batch(ds, batch_size, mean, seed=seed, epoch=epoch, random_flip=random_flip,
                            pad=pad, cutout=cutout, augment=augment)
 

@@ -66,14 +66,15 @@ def order_by_fold(is_same: np.ndarray, num_folds: int) -> np.ndarray:
 
 
 def ordered_pairs(images: np.ndarray, pairs: np.ndarray, is_same: np.ndarray,
-                  num_folds: int) -> VerificationPairs:
-  """VerificationPairs with rows reordered by `order_by_fold`."""
+                  num_folds: int, paths=None) -> VerificationPairs:
+  """VerificationPairs with rows reordered by `order_by_fold` (`paths`: the images')."""
   order = order_by_fold(is_same, num_folds)
   return VerificationPairs(images, np.asarray(pairs, np.int64)[order],
-                           np.asarray(is_same, bool)[order], num_folds)
+                           np.asarray(is_same, bool)[order], num_folds, paths)
 
 
-def heldout_pairs(images: np.ndarray, labels: np.ndarray, config: DataConfig) -> VerificationPairs:
+def heldout_pairs(images: np.ndarray, labels: np.ndarray, config: DataConfig,
+                  paths=None) -> VerificationPairs:
   """Balanced pairs (config.num_pairs, seeded) of the held-out identities' images."""
   try:
     pairs, is_same = make_verification_pairs(labels, config.num_pairs, config.num_folds,
@@ -82,7 +83,7 @@ def heldout_pairs(images: np.ndarray, labels: np.ndarray, config: DataConfig) ->
     raise ConfigError(f"--num_pairs={config.num_pairs} from {len(np.unique(labels))} held-out "
                       f"identities ({len(labels)} images): {e}; lower --num_pairs or raise "
                       "--heldout_fraction") from e
-  return VerificationPairs(images, pairs, is_same, config.num_folds)
+  return VerificationPairs(images, pairs, is_same, config.num_folds, paths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +152,14 @@ def assemble(collection: LabelledCollection, config: DataConfig, name: str,
   usable = choice.usable
   if pairs is None:
     members = np.flatnonzero(np.isin(collection.labels, choice.heldout))
-    pairs = heldout_pairs(collection.images[members], collection.labels[members], config)
+    pairs = heldout_pairs(collection.images[members], collection.labels[members], config,
+                          np.asarray(collection.paths, dtype=str)[members])
   members = np.flatnonzero(np.isin(collection.labels, usable))
   relabel = choice.relabel(len(names))
-  images, labels = collection.images[members], relabel[collection.labels[members]].astype(np.int32)
-  train, val, test = split_per_identity(labels, (0.8, 0.1, 0.1), config.seed)
+  kept = LabelledImages(collection.images[members],
+                        relabel[collection.labels[members]].astype(np.int32),
+                        np.asarray(collection.paths, dtype=str)[members])
+  train, val, test = split_per_identity(kept.labels, (0.8, 0.1, 0.1), config.seed)
   report.update(train_identities=len(usable), train_images=len(train), val_images=len(val),
                 test_images=len(test), pairs=len(pairs), pair_images=int(pairs.images.shape[0]),
                 class_names=[names[i] for i in usable])
@@ -165,7 +169,6 @@ def assemble(collection: LabelledCollection, config: DataConfig, name: str,
                pairs.images.shape[0], len(report.get("rejects", [])),
                report["identities_below_min_images"],
                config.min_images_per_identity, report["identities_in_pairs_excluded"])
-  return FaceDataset(name=name, train=LabelledImages(images[train], labels[train]),
-                     val=LabelledImages(images[val], labels[val]),
-                     test=LabelledImages(images[test], labels[test]),
+  return FaceDataset(name=name, train=kept.take(train), val=kept.take(val),
+                     test=kept.take(test),
                      num_classes=len(usable), pairs=pairs, report=report)

@@ -44,7 +44,7 @@ def hold_out_identities(dataset: FaceDataset, num_identities: int, num_pairs: in
 
   def without(part: LabelledImages) -> LabelledImages:
     mask = np.isin(part.labels, keep)
-    return LabelledImages(part.images[mask], relabel[part.labels[mask]].astype(part.labels.dtype))
+    return part.take(mask, relabel[part.labels[mask]].astype(part.labels.dtype))
 
   images = np.concatenate([p.images[np.isin(p.labels, held)] for p in parts])
   held_labels = np.concatenate([p.labels[np.isin(p.labels, held)] for p in parts])

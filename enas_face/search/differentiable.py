@@ -164,7 +164,7 @@ def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, Labe
     first.extend(members[0::2])
     second.extend(members[1::2])
   parts = (np.sort(np.array(first, int)), np.sort(np.array(second, int)))
-  return tuple(LabelledImages(train.images[p], train.labels[p]) for p in parts)
+  return tuple(train.take(p) for p in parts)
 
 
 def make_steps(supernet: keras.Model, distributions: Distributions,

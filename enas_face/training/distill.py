@@ -1,97 +1,47 @@
 """Distillation from a trained teacher: the extra loss term of fixed training and of the
 width/depth search (one term, training/step.py's seam).
 
-    L = (1 - alpha) CE  +  w_e (1 - cos(P e_s, e_t))  +  alpha T^2 KL(softmax(z_t / T) || softmax(z_s / T))
+    L = (1 - alpha) CE  +  w_e L_emb  +  w_r L_rel  +  alpha T^2 KL(softmax(z_t / T) || softmax(z_s / T))
+
+    L_emb,i = 1 - cos(P e_s,i, t_i)
+    L_rel   = 1 / |{(i, j): i != j}|  sum_{i != j} (cos(e_s,i, e_s,j) - cos(t_i, t_j))^2
 
 e_s: the student's embedding, P a learned linear projection (only when the student's and
-the teacher's embedding sizes differ, else the identity), e_t the teacher's unit embedding.
+the teacher's embedding sizes differ, else the identity), t the teacher's embedding.
 On unit vectors the squared L2 distance is 2 (1 - cos), so the cosine term is the L2 term
-up to a factor 2. z_s = head_s(e_s) and z_t = head_t(e_t): both heads' inference logits
+up to a factor 2. z_s = head_s(e_s) and z_t = head_t(t): both heads' inference logits
 (s cos for a margin head, e W + b for softmax; no margin), which needs a teacher run with
 the same classes. METHODS.md §4: the KL form and alpha = 0.9, T = 4 are TAS's retraining
 loss; the embedding term and using it in the search too are our choices (the seed's
 teacher guidance is not published).
 
-The teacher is a run folder (its config.json and latest checkpoint: child, and head for
-the KL term) or an exported SavedModel (uint8 images -> unit embeddings, any embedder;
-embedding term only). Its input is resized to the teacher's image size when it differs.
+L_rel is relational (similarity-preserving) distillation after Tung & Mori, ICCV 2019
+("Similarity-Preserving Knowledge Distillation"): the student's batch similarity matrix
+matched to the teacher's. Theirs is (1/b^2) ||G~_t - G~_s||_F^2 of activation Gram matrices
+whose rows are L2-normalised; ours (METHODS.md §6) takes the cosines of the embeddings (each
+embedding normalised), leaves out the diagonal (always 1) and averages over the b (b - 1)
+pairs i != j. It needs no projection and ignores any rotation of either space, so it suits
+a teacher whose embedding space is unrelated to the student's. Per example it is
+L_rel,i = mean_{j != i} (S_ij - T_ij)^2, whose batch mean is L_rel; each replica forms the
+matrix of its own batch.
+
+The teacher (teachers.py) is a run folder (with its head for the KL term), a SavedModel or
+an ONNX file (run on the augmented batch), or an embeddings file (its targets, of the
+unaugmented images, come with the batch: LossInputs.targets). With --distill_missing=skip an
+image without a target (a zero row) drops out of both terms: its L_emb,i is 0 and its pairs
+leave the L_rel means (the batch mean still divides by all B examples).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import keras
+import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from enas_face.config import ConfigError, DistillConfig
-from enas_face import runlog
-from enas_face import spaces
-from enas_face.training import checkpoints
 from enas_face.training.step import ExtraLoss
-
-
-@dataclasses.dataclass
-class Teacher:
-  """images float [N, S, S, 3] in [0, 255] -> (unit embeddings [N, D_t], logits or None)."""
-  embed: object
-  head: object | None
-  image_size: int
-  embedding_dim: int
-  num_classes: int | None
-  source: str
-
-  def __call__(self, images):
-    if images.shape[1] != self.image_size:
-      images = tf.image.resize(images, (self.image_size, self.image_size))
-    raw = tf.cast(self.embed(images), tf.float32)
-    logits = None if self.head is None else tf.stop_gradient(self.head(raw))
-    return tf.stop_gradient(tf.math.l2_normalize(raw, axis=-1)), logits
-
-
-def is_saved_model(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
-def load_teacher(path: str, flag: str = "--distill_from") -> Teacher:
-  """The teacher at `path`: a run folder trained by --mode=fixed, or a SavedModel folder
-  (RUN/saved_model from --mode=export, or any with a uint8 serving_default signature).
-  ConfigError naming `flag` when it is neither or has no checkpoint."""
-  if not os.path.isdir(path):
-    raise ConfigError(f"{flag}={path}: no such folder (a run folder trained with --mode=fixed, "
-                      "or an exported SavedModel)")
-  if is_saved_model(path):
-    return _saved_model_teacher(path, flag)
-  if not os.path.isfile(os.path.join(path, runlog.CONFIG)):
-    raise ConfigError(f"{flag}={path}: neither a run folder (no {runlog.CONFIG}) nor a SavedModel "
-                      "(no saved_model.pb)")
-  run = checkpoints.load_run(path, flag)
-  logging.info("teacher: %s (%s)", run.checkpoint, spaces.of(run.config.model).describe(run.config.arc))
-  child, head = run.child, run.head
-  return Teacher(lambda images: child(images, training=False),
-                 (lambda e: head(e)) if head is not None else None,
-                 run.config.model.image_size, run.config.model.embedding_dim,
-                 run.num_classes, run.checkpoint)
-
-
-def _saved_model_teacher(path: str, flag: str) -> Teacher:
-  loaded = tf.saved_model.load(path)
-  serve = loaded.signatures.get("serving_default")
-  if serve is None:
-    raise ConfigError(f"{flag}={path}: the SavedModel has no serving_default signature")
-  (name, spec), = serve.structured_input_signature[1].items()
-  if spec.dtype != tf.uint8 or spec.shape.rank != 4 or spec.shape[1] is None:
-    raise ConfigError(f"{flag}={path}: serving_default takes {spec}; expected uint8 images "
-                      "[N, S, S, 3] (as --mode=export writes)")
-  output = next(iter(serve.structured_outputs))
-  dim = int(serve.structured_outputs[output].shape[-1])
-
-  def embed(images):
-    pixels = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-    return serve(**{name: pixels})[output]
-
-  return Teacher(embed, None, int(spec.shape[1]), dim, None, path)
+from enas_face.training.teachers import Teacher, load_teacher, training_targets, unit_targets
 
 
 class Projection(keras.layers.Layer):
@@ -112,12 +62,37 @@ class Projection(keras.layers.Layer):
     return embeddings if self.dense is None else self.dense(embeddings)
 
 
+def relational_loss(student_embeddings, teacher_embeddings, has_target=None):
+  """L_rel,i = m_i sum_{j != i} m_j (S_ij - T_ij)^2 / sum_{j != i} m_j, [N]: S, T the cosine
+  matrices of the student's and the teacher's embeddings, m 1 where a row has a teacher
+  target (all rows by default)."""
+  s = tf.math.l2_normalize(tf.cast(student_embeddings, tf.float32), axis=-1)
+  t = tf.math.l2_normalize(tf.cast(teacher_embeddings, tf.float32), axis=-1)
+  n = tf.shape(s)[0]
+  m = tf.ones([n], tf.float32) if has_target is None else tf.cast(has_target, tf.float32)
+  weights = (1.0 - tf.eye(n, dtype=tf.float32)) * m[None, :]
+  squared = tf.square(tf.matmul(s, s, transpose_b=True) - tf.matmul(t, t, transpose_b=True))
+  per_row = tf.reduce_sum(weights * squared, -1) / tf.maximum(tf.reduce_sum(weights, -1), 1.0)
+  return m * per_row
+
+
 def distillation_loss(config: DistillConfig, teacher: Teacher, projection: Projection,
-                      student_embeddings, student_logits, images):
-  """Per-example w_e (1 - cos(P e_s, e_t)) + alpha T^2 KL(p_t || p_s), [N]."""
-  teacher_embeddings, teacher_logits = teacher(images)
+                      student_embeddings, student_logits, images, targets=None):
+  """Per-example w_e L_emb + w_r L_rel + alpha T^2 KL(p_t || p_s), [N]; `targets` [N, D_t]:
+  an embeddings-file teacher's rows for the batch (zero rows: no target)."""
+  if teacher.precomputed:
+    if targets is None:
+      raise ValueError(f"{teacher.source}: a precomputed teacher needs the batch's targets")
+    teacher_embeddings, has_target = unit_targets(targets)
+    teacher_logits = None
+  else:
+    (teacher_embeddings, teacher_logits), has_target = teacher(images), None
   projected = tf.math.l2_normalize(tf.cast(projection(student_embeddings), tf.float32), axis=-1)
-  loss = config.embedding_weight * (1.0 - tf.reduce_sum(projected * teacher_embeddings, -1))
+  cosine = 1.0 - tf.reduce_sum(projected * teacher_embeddings, -1)
+  loss = config.embedding_weight * (cosine if has_target is None else has_target * cosine)
+  if config.relational_weight > 0:
+    loss += config.relational_weight * relational_loss(student_embeddings, teacher_embeddings,
+                                                       has_target)
   if config.kl_alpha > 0:
     t = config.temperature
     log_p_s = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / t, -1)
@@ -138,16 +113,24 @@ class Distillation:
   def cross_entropy_weight(self) -> float:
     return 1.0 - self.config.kl_alpha
 
-  def loss(self, embeddings, head, images):
+  def loss(self, embeddings, head, images, targets=None):
     """The per-example term for a student's embeddings (its head gives z_s)."""
     logits = head(embeddings) if self.config.kl_alpha > 0 else None
     return distillation_loss(self.config, self.teacher, self.projection, embeddings, logits,
-                             images)
+                             images, targets)
 
   def term(self) -> ExtraLoss:
     return ExtraLoss("distill", 1.0,
-                     lambda inputs: self.loss(inputs.embeddings, inputs.head, inputs.images),
+                     lambda inputs: self.loss(inputs.embeddings, inputs.head, inputs.images,
+                                              inputs.targets),
                      per_example=True, layer=self.projection)
+
+  def training_targets(self, train) -> np.ndarray | None:
+    """An embeddings-file teacher's targets of the training split (teachers.training_targets),
+    None for a teacher that runs on the batch."""
+    if not self.teacher.precomputed:
+      return None
+    return training_targets(self.teacher, train, self.config.missing)
 
 
 def build(config: DistillConfig, student_dim: int, num_classes: int,
@@ -156,12 +139,12 @@ def build(config: DistillConfig, student_dim: int, num_classes: int,
   ConfigError naming --distill_kl_alpha when the KL term has no teacher logits to match."""
   if not config.teacher:
     return None
-  teacher = load_teacher(config.teacher, flag)
+  teacher = load_teacher(config.teacher, flag, config.input_mean, config.input_std)
   if config.kl_alpha > 0:
     if teacher.head is None:
       raise ConfigError(f"--distill_kl_alpha={config.kl_alpha} needs the teacher's logits, "
-                        f"but {flag}={config.teacher} is a SavedModel (embeddings only); use a "
-                        "run folder or --distill_kl_alpha=0")
+                        f"but {flag}={config.teacher} is a {teacher.kind} teacher (embeddings "
+                        "only); use a run folder or --distill_kl_alpha=0")
     if teacher.num_classes != num_classes:
       raise ConfigError(f"--distill_kl_alpha={config.kl_alpha}: the teacher's head has "
                         f"{teacher.num_classes} classes, this run's data {num_classes}; the KL "

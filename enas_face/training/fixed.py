@@ -144,6 +144,8 @@ def train(config: RunConfig, dataset: FaceDataset,
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=extra,
       cross_entropy_weight=cross_entropy_weight)
+  targets = (state.distillation.training_targets(dataset.train)
+             if state.distillation is not None else None)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
   pair_extractor = EmbeddingExtractor(state.child, config.eval.batch_size, config.eval.flip_test)
   best_set, best_metric = best_selection(config, dataset)
@@ -159,7 +161,7 @@ def train(config: RunConfig, dataset: FaceDataset,
         placement, lambda context: pipeline.train_dataset(
             dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed, epoch=epoch,
             random_flip=config.data.random_flip, pad=config.data.pad, cutout=config.data.cutout,
-            input_context=context), dataset.streamed)
+            input_context=context, targets=targets), dataset.streamed)
     return loop.run_epoch(train_step, batches,
                           steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief)
 

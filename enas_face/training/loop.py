@@ -91,13 +91,14 @@ class EpochResult:
 def run_epoch(train_step: Callable, batches: Iterable, num_steps: int, batch_size: int,
               epoch: int, run_dir: str, verbose: bool,
               step_args: Callable[[int], tuple] = lambda step: ()) -> EpochResult:
-  """Calls `train_step(images, labels, *step_args(step))` on every batch; stops at a
+  """Calls `train_step(images, labels[, targets], *step_args(step))` on every batch (targets:
+  a batch's precomputed teacher embeddings, when the pipeline carries them); stops at a
   non-finite loss (check_finite)."""
   progbar = keras.utils.Progbar(num_steps, stateful_metrics=["lr"], verbose=1 if verbose else 0)
   losses, accuracies, lr = [], [], float("nan")
   tic = time.perf_counter()
-  for step, (images, labels) in enumerate(batches):
-    loss, acc, lr = (float(v) for v in train_step(images, labels, *step_args(step)))
+  for step, (images, labels, *targets) in enumerate(batches):
+    loss, acc, lr = (float(v) for v in train_step(images, labels, *targets, *step_args(step)))
     check_finite(loss, epoch + 1, step + 1, run_dir)
     losses.append(loss)
     accuracies.append(acc)

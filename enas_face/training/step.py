@@ -28,12 +28,14 @@ from enas_face.training import schedules
 
 @dataclasses.dataclass(frozen=True)
 class LossInputs:
-  """What an extra loss term may read: the batch, the child's output and the head."""
+  """What an extra loss term may read: the batch, the child's output and the head; targets:
+  the batch's precomputed teacher embeddings [B, D_t] when the pipeline carries them."""
   images: tf.Tensor
   labels: tf.Tensor
   embeddings: tf.Tensor
   logits: tf.Tensor
   head: keras.layers.Layer
+  targets: tf.Tensor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +98,13 @@ class TaskLoss:
   def variables(self) -> list:
     return self.head.trainable_variables + extra_variables(self.extra)
 
-  def __call__(self, images, labels, embeddings, step):
+  def __call__(self, images, labels, embeddings, step, targets=None):
     logits, scores = self.head.training_logits(embeddings, labels, step=step)
     per_example = self.cross_entropy(tf.one_hot(labels, self.num_classes, dtype=tf.float32),
                                      tf.cast(logits, tf.float32))
     loss = self.cross_entropy_weight * tf.nn.compute_average_loss(
         per_example, global_batch_size=self.global_batch_size)
-    inputs = LossInputs(images, labels, embeddings, logits, self.head)
+    inputs = LossInputs(images, labels, embeddings, logits, self.head, targets)
     for term in self.extra:
       value = tf.cast(term.fn(inputs), tf.float32)
       loss += term.weight * (
@@ -151,23 +153,25 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   Returns (loss, batch accuracy, learning rate); the accuracy is the argmax of
   the head's scores (no margin). With `takes_arc` (the shared child) the step is
   `train_step(images, labels, arc)`, arc an int32 tensor shared by every
-  replica, so a new architecture does not retrace.
+  replica, so a new architecture does not retrace; else `train_step(images, labels[,
+  targets])`, targets the batch's precomputed teacher embeddings (LossInputs.targets).
   """
   strategy = strategy or tf.distribute.get_strategy()
   task_loss = TaskLoss(head, num_classes, label_smoothing, global_batch_size, extra,
                        cross_entropy_weight)
   variables = child.trainable_variables + task_loss.variables
 
-  def replica_step(images, labels, **child_kwargs):
+  def replica_step(images, labels, targets=None, **child_kwargs):
     with tf.GradientTape() as tape:
       embeddings = child(images, training=True, **child_kwargs)
-      loss, scores = task_loss(images, labels, embeddings, optimizer.iterations)
+      loss, scores = task_loss(images, labels, embeddings, optimizer.iterations, targets)
     gradients = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(gradients, variables))
     return loss, batch_accuracy(scores, labels) / global_batch_size
 
-  def step(images, labels, **child_kwargs):
-    loss, correct = strategy.run(replica_step, args=(images, labels), kwargs=child_kwargs)
+  def step(images, labels, targets=None, **child_kwargs):
+    args = (images, labels) if targets is None else (images, labels, targets)
+    loss, correct = strategy.run(replica_step, args=args, kwargs=child_kwargs)
     total = tf.distribute.ReduceOp.SUM
     return (strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None),
             optimizer.learning_rate)

@@ -37,6 +37,7 @@ def test_load_dataset_applies_it_to_the_training_split_only():
   truth = noisy.report["label_noise"]
   assert len(truth["label_noise_indices"]) == round(0.25 * len(clean.train))
   assert np.array_equal(noisy.train.images, clean.train.images)
+  assert (noisy.train.paths is None) == (clean.train.paths is None)
   assert (noisy.train.labels != clean.train.labels).sum() == len(truth["label_noise_indices"])
   assert np.array_equal(noisy.val.labels, clean.val.labels)
   assert "label_noise" not in clean.report

@@ -45,6 +45,6 @@ def with_label_noise(dataset: FaceDataset, fraction: float, seed: int) -> FaceDa
   if not isinstance(dataset.train, LabelledImages):
     raise ValueError("label noise needs the training split in memory (not streamed)")
   labels, truth = flip_labels(dataset.train.labels, dataset.num_classes, fraction, seed)
-  return dataclasses.replace(dataset, train=LabelledImages(dataset.train.images,
-                                                           labels.astype(np.int32)),
+  return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train,
+                                                                labels=labels.astype(np.int32)),
                              report={**dataset.report, "label_noise": truth})

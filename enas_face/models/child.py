@@ -231,6 +231,14 @@ class SharedChild(_ChildBase):
 
     return self._forward(images, layer_sum, training, dropblock_training)
 
+  def conditional_variables(self) -> list[tuple[tuple[tuple[int, int], ...], list]]:
+    """(condition, trainable variables) of every module only some architectures run
+    (enas_macro.module_conditions: it runs iff arc[p] == v for some (p, v) of the
+    condition): the candidates a step may leave untaken (--shared_update=taken)."""
+    conditions = enas_macro.module_conditions(self.config.num_layers, self.config.num_reductions)
+    return [(condition, self.module(key).trainable_variables)
+            for key, condition in conditions.items()]
+
   def build_for_input(self) -> "SharedChild":
     """Creates every candidate's weights (a switch would only build the taken branch)."""
     size = self.config.image_size

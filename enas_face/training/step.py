@@ -21,9 +21,10 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from enas_face.config import HeadConfig, RunConfig, TrainConfig
+from enas_face.config import SHARED_UPDATES, HeadConfig, RunConfig, TrainConfig
 from enas_face.models import heads
 from enas_face.training import schedules
+from enas_face.training import shared_update as shared_update_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +144,8 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
                     optimizer: keras.optimizers.Optimizer, label_smoothing: float,
                     num_classes: int, global_batch_size: int,
                     strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False,
-                    extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0):
+                    extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0,
+                    shared_update: str = "all"):
   """One SGD step on L above (TaskLoss of `extra` and `cross_entropy_weight`).
 
   B is the global batch: each replica sums its own examples' losses and divides
@@ -151,19 +153,35 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   Returns (loss, batch accuracy, learning rate); the accuracy is the argmax of
   the head's scores (no margin). With `takes_arc` (the shared child) the step is
   `train_step(images, labels, arc)`, arc an int32 tensor shared by every
-  replica, so a new architecture does not retrace.
+  replica, so a new architecture does not retrace. `shared_update` (--shared_update, with
+  `takes_arc`): "all" applies the optimizer to every variable; "taken" only to those the
+  step's architecture ran (shared_update.TakenUpdate: same arithmetic, same optimizer state).
   """
   strategy = strategy or tf.distribute.get_strategy()
   task_loss = TaskLoss(head, num_classes, label_smoothing, global_batch_size, extra,
                        cross_entropy_weight)
   variables = child.trainable_variables + task_loss.variables
+  if shared_update not in SHARED_UPDATES:
+    raise ValueError(f"--shared_update={shared_update!r}; expected one of "
+                     f"{', '.join(SHARED_UPDATES)}")
+  taken_update = None
+  if shared_update == "taken":
+    if not takes_arc or not hasattr(child, "conditional_variables"):
+      raise ValueError(f"--shared_update=taken needs a weight-sharing child that takes the "
+                       f"architecture (SharedChild), not {type(child).__name__}")
+    with strategy.scope():
+      taken_update = shared_update_lib.TakenUpdate(optimizer, variables,
+                                                   child.conditional_variables())
 
   def replica_step(images, labels, **child_kwargs):
     with tf.GradientTape() as tape:
       embeddings = child(images, training=True, **child_kwargs)
       loss, scores = task_loss(images, labels, embeddings, optimizer.iterations)
     gradients = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(gradients, variables))
+    if taken_update is None:
+      optimizer.apply_gradients(zip(gradients, variables))
+    else:
+      taken_update(gradients, child_kwargs["arc"])
     return loss, batch_accuracy(scores, labels) / global_batch_size
 
   def step(images, labels, **child_kwargs):

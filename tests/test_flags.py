@@ -238,3 +238,12 @@ def test_the_old_strategy_flag_still_sets_the_distribution_strategy():
   old["strategy"] = old.pop("distribution_strategy")
   assert spaces.config_from_json(old) == config
   assert spaces.config_from_json(old).search.strategy == "multi_trial"
+
+
+def test_shared_update_is_validated_and_names_the_flag():
+  assert parse("--mode=search", "--shared_update=taken").search.shared_update == "taken"
+  assert parse().search.shared_update == "all"
+  with pytest.raises(flags.IllegalFlagValueError, match="shared_update"):
+    parse("--shared_update=untaken")
+  with pytest.raises(ConfigError, match="--shared_update=taken .*--search_strategy=multi_trial"):
+    parse("--mode=search", "--search_strategy=multi_trial", "--shared_update=taken")

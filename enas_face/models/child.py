@@ -181,8 +181,9 @@ class SharedChild(_ChildBase):
   graph serves every architecture: layer i runs `switch(op_i, candidates)` and each
   skip j is `cond(bit_ij, nonlinear_ij(R(h_j)), 0)`. Only the chosen branches
   execute; the others get zero gradients (so momentum and decoupled weight decay
-  still move their weights, as original ENAS applied L2 to all weights every step)
-  and keep their BatchNorm statistics. Every reduction of every earlier layer is
+  still move their weights, as original ENAS applied L2 to all weights every step,
+  unless --shared_update=taken: `conditional_variables`) and keep their BatchNorm
+  statistics. Every reduction of every earlier layer is
   computed, as in ENAS (running the skip-only reductions inside the skip's
   branch instead measured slower: shared/fixed throughput 0.74 against 0.84). Call as `child(images, arc=arc, training=...)`: Keras 3
   needs the architecture as a keyword argument.

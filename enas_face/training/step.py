@@ -123,7 +123,8 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int, epochs: int) -> ker
   """SGD(momentum, decoupled weight decay) on warmup + Eq. 6 over `epochs` epochs.
 
   Keras's `weight_decay` is decoupled (w <- w - lr wd w every step) and applies
-  to all trainable weights, as original ENAS applied L2 to all weights.
+  to all trainable weights, as original ENAS applied L2 to all weights (the one-shot
+  search with --shared_update=taken: to those the step ran, shared_update.py).
   """
   schedule = schedules.WarmupSharpenedCosine(
       train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,

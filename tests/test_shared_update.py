@@ -11,6 +11,8 @@ and numpy's (v wd) lr then differs by an ulp here and there.)
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -37,12 +39,12 @@ ARCS = [[0, 2, 0, 3, 0, 1], [1, 3, 1, 0, 1, 0], [3, 2, 1, 1, 0, 0], [0, 0, 0, 3,
 NEVER_RUN = ("layer0_avgpool3x3", "layer1_sep5x5", "layer2_avgpool3x3")
 
 
-def build(seed=1):
+def build(seed=1, train=TRAIN):
   keras.utils.set_random_seed(seed)
   child = SharedChild(MODEL, name="child").build_for_input()
   head = heads.SoftmaxHead(NUM_CLASSES, name="head")
   head.build((None, MODEL.embedding_dim))
-  optimizer = train_lib.make_optimizer(TRAIN, steps_per_epoch=2, epochs=TRAIN.epochs)
+  optimizer = train_lib.make_optimizer(train, steps_per_epoch=2, epochs=train.epochs)
   optimizer.build(child.trainable_variables + head.trainable_variables)
   return child, head, optimizer
 
@@ -67,21 +69,26 @@ def numpy_sgd(weights, slots, gradients, moved, lr, momentum, decay):
   lr, momentum, decay = np.float32(lr), np.float32(momentum), np.float32(decay)
   for k in moved:
     w = weights[k] - weights[k] * (decay * lr)
-    slots[k] = slots[k] * momentum - gradients[k] * lr
-    weights[k] = w + slots[k]
+    if momentum:
+      slots[k] = slots[k] * momentum - gradients[k] * lr
+      weights[k] = w + slots[k]
+    else:
+      weights[k] = w - gradients[k] * lr
 
 
 def slot_of(optimizer, variable):
   return optimizer.momentums[optimizer._get_variable_index(variable)]  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("mode", ["all", "taken"])
-def test_the_update_equals_numpy_keras_sgd_and_taken_leaves_untaken_candidates_alone(mode):
+@pytest.mark.parametrize("mode, momentum", [("all", 0.9), ("taken", 0.9), ("taken", 0.0)])
+def test_the_update_equals_numpy_keras_sgd_and_taken_leaves_untaken_candidates_alone(
+    mode, momentum):
   """Four steps with given gradients (zero for what the architecture did not run, as the
   switch's gradient is): `taken` moves exactly the variables run at each step, bit for bit
   as numpy's Keras SGD on them; `all` (optimizer.apply_gradients) moves every variable
   as numpy's Keras SGD on all of them."""
-  child, head, optimizer = build()
+  train = dataclasses.replace(TRAIN, momentum=momentum)
+  child, head, optimizer = build(train=train)
   variables = child.trainable_variables + head.trainable_variables
   update = shared_update.TakenUpdate(optimizer, variables, child.conditional_variables())
 
@@ -106,14 +113,15 @@ def test_the_update_equals_numpy_keras_sgd_and_taken_leaves_untaken_candidates_a
                  else np.zeros_like(w) for v, w in zip(variables, weights)]
     lr = step([tf.constant(g) for g in gradients], tf.constant(arc, tf.int32)).numpy()
     moved = [k for k, v in enumerate(variables) if mode == "all" or id(v) in ran]
-    numpy_sgd(weights, slots, gradients, moved, lr, TRAIN.momentum, TRAIN.weight_decay)
+    numpy_sgd(weights, slots, gradients, moved, lr, momentum, TRAIN.weight_decay)
     assert int(optimizer.iterations) == t + 1
   never = [k for k, v in enumerate(variables) if id(v) not in ever_run]
   assert {variables[k].path for k in never} == {
       v.path for key in NEVER_RUN for v in child.module(key).trainable_variables}
   for k, v in enumerate(variables):
     np.testing.assert_array_equal(v.numpy(), weights[k], err_msg=v.path)
-    np.testing.assert_array_equal(slot_of(optimizer, v).numpy(), slots[k], err_msg=v.path)
+    if momentum:
+      np.testing.assert_array_equal(slot_of(optimizer, v).numpy(), slots[k], err_msg=v.path)
   for k in never:  # decay moves them under `all` (but a zero BN beta: 0 - 0 wd lr = 0)
     moved = not np.array_equal(variables[k].numpy(), start[k])
     assert moved == (mode == "all" and bool(np.any(start[k]))), variables[k].path
@@ -211,6 +219,11 @@ def test_bad_shared_update_values_and_combinations_name_the_flag():
   with pytest.raises(ValueError, match="--shared_update=taken needs a weight-sharing child"):
     train_lib.make_train_step(fixed, head, optimizer, 0.0, NUM_CLASSES, BATCH,
                               shared_update="taken")
+  constrained = keras.Variable(np.ones(2, np.float32), name="nonneg")
+  constrained.constraint = keras.constraints.NonNeg()
+  with pytest.raises(ValueError, match="--shared_update=taken does not apply variable "
+                                       "constraints"):
+    shared_update.TakenUpdate(keras.optimizers.SGD(), [constrained], [])
   adam = keras.optimizers.Adam()
   with pytest.raises(ValueError, match="--shared_update=taken reproduces Keras SGD"):
     train_lib.make_train_step(child, head, adam, 0.0, NUM_CLASSES, BATCH, takes_arc=True,

@@ -6,15 +6,19 @@ t before the step, the decay first:
 
     v <- v - v (wd lr);   m <- m mu - g lr;   v <- v + m;   t <- t + 1 once per step
 
-(v <- v - g lr without momentum; Keras writes the decay (v wd) lr, and inside a tf.function
-grappler folds the two scalars first, so both modes compute v (wd lr)). --shared_update=all is Keras's own apply_gradients on
-every variable: a candidate the step's architecture did not run has g = 0, yet momentum and
-decay still move it and the update costs as much as for a taken one. `TakenUpdate` applies
-the same arithmetic, op for op, to the variables every architecture runs and, inside one
-`tf.switch_case` per op decision and one `tf.cond` per skip bit (or per skip-only
-reduction: OR of its skips' bits), to the candidates the architecture ran; the others and
-their momentum stay bit-identical, as in PyTorch ENAS ports where their gradient is None.
-It reads the optimizer's own schedule, momentum slots and iteration counter, so
+(v <- v - g lr without momentum. Keras writes the decay (v wd) lr; inside a tf.function
+grappler multiplies the two scalars first, so Keras computes v (wd lr) too.)
+
+--shared_update=all is Keras's own apply_gradients on every variable: a candidate the
+step's architecture did not run has g = 0, yet momentum and decay still move it and its
+update costs as much as a taken one's. `TakenUpdate` computes the same numbers, bit for
+bit, for the variables every architecture runs and, inside one `tf.switch_case` per op
+decision and one `tf.cond` per skip bit (or per skip-only reduction: OR of its skips'
+bits), for the candidates the architecture ran; the others and their momentum stay
+bit-identical, as in PyTorch ENAS ports where their gradient is None. It is also leaner
+where it updates: lr and wd lr once per step (Keras's decay evaluates the schedule once
+per variable) and momentum in one fused kernel per variable (ResourceApplyKerasMomentum).
+It uses the optimizer's own schedule, momentum slots and iteration counter, so
 checkpoints and resume see the same optimizer either way.
 
 Under a tf.distribute strategy the gradients are summed over the replicas first (as Keras
@@ -67,6 +71,10 @@ class TakenUpdate:
     if not optimizer.built:
       optimizer.build(variables)
     self.optimizer, self.variables = optimizer, list(variables)
+    constrained = [v.path for v in self.variables if v.constraint is not None]
+    if constrained:  # Keras's apply would project them after the step
+      raise ValueError(f"{SHARED_UPDATE_FLAG}=taken does not apply variable constraints; "
+                       f"constrained: {', '.join(constrained)}")
     index = {id(v): k for k, v in enumerate(self.variables)}
     by_condition = collections.defaultdict(list)
     for condition, module_variables in conditional:
@@ -94,36 +102,46 @@ class TakenUpdate:
         self.conds.append((((position, value),), ks))
       else:
         self.switches.append((position, branches))
-    self.momentum = optimizer.momentum
-    self.slots = [optimizer.momentums[optimizer._get_variable_index(v)]  # pylint: disable=protected-access
-                  if optimizer.momentum else None for v in self.variables]
+    try:
+      indices = [optimizer._get_variable_index(v) for v in self.variables]  # pylint: disable=protected-access
+    except KeyError as e:
+      raise ValueError(f"{SHARED_UPDATE_FLAG}=taken: the optimizer was built on other "
+                       f"variables than the train step's ({e})") from e
+    self.slots = [optimizer.momentums[i] if optimizer.momentum else None for i in indices]
     self.decays = [optimizer.weight_decay is not None
                    and optimizer._use_weight_decay(v)  # pylint: disable=protected-access
                    for v in self.variables]
+    self.dtypes = sorted({_tf_variable(v).dtype for v in self.variables}, key=str)
 
-  def _apply(self, ks, gradients, lr) -> None:
-    """The Keras SGD arithmetic on the variables `ks` (same results, bit for bit)."""
+  def _apply(self, ks, gradients, scalars) -> None:
+    """The Keras SGD step on the variables `ks`; scalars[dtype] = (lr, wd lr, mu)."""
     for k in ks:
       if gradients[k] is None:  # Keras skips a variable without a gradient altogether
         continue
       variable, slot = _tf_variable(self.variables[k]), self.slots[k]
-      lr_k = tf.cast(lr, variable.dtype)
+      lr, decay, momentum = scalars[variable.dtype]
       gradient = tf.cast(gradients[k], variable.dtype)
       if self.decays[k]:
-        variable.assign_sub(variable * (tf.cast(self.optimizer.weight_decay, variable.dtype)
-                                        * lr_k))
+        variable.assign_sub(variable * decay)
       if slot is None:
-        variable.assign_sub(gradient * lr_k)
-      else:  # m <- m mu - g lr; v <- v + m in one kernel (Keras's two assignments: 5 ops)
+        variable.assign_sub(gradient * lr)
+      else:  # m <- m mu - g lr; v <- v + m in one kernel (Keras: two assignments, 5 ops)
         tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=_tf_variable(slot).handle, lr=lr_k, grad=gradient,
-            momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=False)
+            var=variable.handle, accum=_tf_variable(slot).handle, lr=lr, grad=gradient,
+            momentum=momentum, use_nesterov=False)
 
   def __call__(self, gradients, arc) -> None:
+    """Inside the replica function, where `optimizer.apply_gradients` would be."""
     gradients = list(gradients)
     if len(gradients) != len(self.variables):
       raise ValueError(f"{len(gradients)} gradients for {len(self.variables)} variables")
-    lr = self.optimizer.learning_rate  # schedule(t), t before this step, read once
+    optimizer = self.optimizer
+    learning_rate = optimizer.learning_rate  # schedule(t), t before this step, read once
+    scalars = {}
+    for dtype in self.dtypes:  # built here: a tensor made inside a branch stays there
+      lr = tf.cast(learning_rate, dtype)
+      scalars[dtype] = (lr, tf.cast(optimizer.weight_decay or 0.0, dtype) * lr,
+                        tf.cast(optimizer.momentum, dtype))
     if tf.distribute.has_strategy():  # sum over replicas, as Keras's apply does
       present = [k for k, g in enumerate(gradients) if g is not None]
       summed = tf.distribute.get_replica_context().all_reduce(
@@ -131,15 +149,15 @@ class TakenUpdate:
       for k, g in zip(present, summed):
         gradients[k] = g
     arc = tf.cast(arc, tf.int32)
-    self._apply(self.always, gradients, lr)
+    self._apply(self.always, gradients, scalars)
     for position, branches in self.switches:
-      cases = [lambda ks=branches.get(value, []): self._apply(ks, gradients, lr)
+      cases = [lambda ks=branches.get(value, []): self._apply(ks, gradients, scalars)
                for value in range(max(branches) + 1)]
       tf.switch_case(arc[position], cases, default=lambda: None)
     for condition, ks in self.conds:
       taken = tf.reduce_any(tf.stack([tf.equal(arc[p], v) for p, v in condition]))
-      tf.cond(taken, lambda ks=ks: self._apply(ks, gradients, lr), lambda: None)
-    self.optimizer.iterations.assign_add(1)
+      tf.cond(taken, lambda ks=ks: self._apply(ks, gradients, scalars), lambda: None)
+    optimizer.iterations.assign_add(1)
 
 
 def _tf_variable(variable):

@@ -24,6 +24,10 @@ STREAM_MODES = ("auto", "always", "never")
 # search/differentiable.py: its own loop). tests/test_flags.py: each has its implementation.
 ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE = "one_shot", "multi_trial", "differentiable"
 SEARCH_STRATEGIES = (ONE_SHOT, MULTI_TRIAL, DIFFERENTIABLE)
+# --shared_update: what a one-shot training step updates (training/shared_update.py): every
+# variable (Keras SGD; untaken candidates get zero gradients, so momentum and weight decay
+# still move them) or only the variables of the candidates its architecture ran.
+SHARED_UPDATES = ("all", "taken")
 # Where training runs (distribute.make_placement).
 DISTRIBUTION_STRATEGIES = ("default", "mirrored", "multi_worker")
 # --cost_target 0 with a latency cost model (ms): this target.
@@ -338,6 +342,7 @@ class SearchConfig:
   num_ranked: int = 10
   latency_cache: str = ""  # JSONL of measured latencies; default RUN_DIR/latency_cache.jsonl
   strategy: str = ONE_SHOT  # SEARCH_STRATEGIES
+  shared_update: str = "all"  # SHARED_UPDATES: one_shot training of the shared child
   reward_metric: str = "classification"  # classification | verification | verification_auc
   reward_batches: int = 1  # classification minibatches per reward; 0 = the whole split
   reward_identities: int = 0  # training identities held out for verification rewards
@@ -355,6 +360,16 @@ class SearchConfig:
   flops_tolerance: float = 0.05
   tau_max: float = 5.0  # Gumbel temperature, cosine from tau_max to tau_min
   tau_min: float = 0.1
+
+
+  def validate(self) -> None:
+    if self.shared_update not in SHARED_UPDATES:
+      raise ConfigError(f"--shared_update={self.shared_update!r}; expected one of "
+                        f"{', '.join(SHARED_UPDATES)}")
+    if self.shared_update != "all" and self.strategy != ONE_SHOT:
+      raise ConfigError(f"--shared_update={self.shared_update} applies to the one-shot "
+                        f"search's shared child; --search_strategy={self.strategy} has none "
+                        "(leave --shared_update=all)")
 
 
 DISTILL_MISSING = ("error", "skip")

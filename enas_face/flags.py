@@ -25,8 +25,9 @@ from enas_face.search import warmup  # numpy: the warm-up's schedules
 from enas_face.spaces import enas_macro
 from enas_face.spaces import mobilefacenet
 from enas_face.config import (ALIGN_MODES, DEFAULT_TARGET_MS, DIFFERENTIABLE,
-                              DISTILL_MISSING, DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS, EXPORT_FORMATS, HEADS,
-                              MULTI_TRIAL, ONE_SHOT, QUALITY_NETS, SEARCH_STRATEGIES, STREAM_MODES, ConfigError,
+                              DISTILL_MISSING, DISTRIBUTION_STRATEGIES, EMBEDDING_HEADS,
+                              EXPORT_FORMATS, HEADS, MULTI_TRIAL, ONE_SHOT, QUALITY_NETS,
+                              SEARCH_STRATEGIES, SHARED_UPDATES, STREAM_MODES, ConfigError,
                               DataConfig, DistillConfig, EvalConfig, HeadConfig, ModelConfig,
                               PHOTO_MODES, PHOTO_OUTPUTS, PhotoConfig, RunConfig,
                               SearchConfig, SetConfig, TrainConfig, flag_of)
@@ -372,6 +373,13 @@ flags.DEFINE_enum("search_strategy", ONE_SHOT, SEARCH_STRATEGIES,
                   "the shared weights; multi_trial: every sample trained from scratch for "
                   "--trial_epochs, then rewarded (spaces without a shared model, and decisions "
                   "that do not change a forward pass).")
+flags.DEFINE_enum("shared_update", "all", SHARED_UPDATES,
+                  "one_shot: what a child training step updates. all: every weight of the "
+                  "shared child (Keras SGD; candidates the step's architecture did not run get "
+                  "zero gradients, yet momentum and weight decay still move them, as ENAS's L2 "
+                  "did); taken: only the candidates it ran (weights, momentum, decay) and what "
+                  "every architecture runs (stem, layer BNs, main-path reductions, head); the "
+                  "others stay as they are, as in PyTorch ENAS ports, and the update is cheaper.")
 flags.DEFINE_float("arch_lr", 1e-3, "differentiable: Adam learning rate of the width/depth "
                    "distributions' logits (TAS: 1e-3).", lower_bound=0.0)
 flags.DEFINE_float("arch_weight_decay", 1e-3, "differentiable: weight decay of the logits (TAS: "
@@ -564,6 +572,7 @@ def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
 
 def _check_search(search: SearchConfig, model: ModelConfig, num_folds: int) -> None:
   """Search settings that only make sense together."""
+  search.validate()
   if search.strategy == DIFFERENTIABLE:
     if not spaces.of(model).has_supernet:
       raise ConfigError(f"--search_strategy=differentiable needs a width/depth supernet, which "

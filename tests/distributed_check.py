@@ -20,6 +20,12 @@ weights after the steps:
           ("ghost batches"); trainable weights are compared (moving statistics
           are per replica by construction).
 
+`--shared_update=taken` trains the shared child with --shared_update=taken in both (each
+replica updates its own copy from the summed gradients); every run also reports the
+largest difference between the replicas' copies of the trainable weights and momentum
+slots (replica_spread_max_abs: 0 when they stay equal) and how far the weights of the
+modules no step's architecture ran have moved (untaken_moved_max_abs).
+
 `--gaps` also reports what the other choice would give: the fixed child with
 per-replica BatchNorm and the shared child against the plain whole-batch step.
 The result is one line, `RESULT {json}`, with per comparison the losses and the
@@ -47,6 +53,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--batch", type=int, default=16, help="global batch")
   parser.add_argument("--children", default="fixed,shared")
+  parser.add_argument("--shared_update", default="all", choices=("all", "taken"),
+                      help="the shared child's update (--shared_update), in both the mirrored "
+                           "step and the one-device reference")
   parser.add_argument("--gaps", action="store_true",
                       help="also measure the alternative BatchNorm choice of each child")
   args = parser.parse_args()
@@ -58,6 +67,7 @@ def main() -> None:
 
   from enas_face.models import heads
   from enas_face.spaces import enas_macro
+  from enas_face.training import shared_update
   from enas_face.training import step as train_lib
   from enas_face.models.child import FixedChild, SharedChild
   from enas_face.config import ModelConfig, TrainConfig
@@ -101,6 +111,8 @@ def main() -> None:
     variables = child.trainable_variables + head.trainable_variables
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)
     part = batch // replicas
+    taken = (shared_update.TakenUpdate(optimizer, variables, child.conditional_variables())
+             if args.shared_update == "taken" else None)
 
     @tf.function
     def step(x, y, arc):
@@ -110,7 +122,11 @@ def main() -> None:
           logits = head(child(x[r * part:(r + 1) * part], arc=arc, training=True), training=True)
           loss += tf.reduce_sum(loss_fn(tf.one_hot(y[r * part:(r + 1) * part], num_classes),
                                         logits)) / batch
-      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      gradients = tape.gradient(loss, variables)
+      if taken is None:
+        optimizer.apply_gradients(zip(gradients, variables))
+      else:
+        taken(gradients, arc)
       return loss, 0.0, optimizer.learning_rate
 
     return step
@@ -123,8 +139,10 @@ def main() -> None:
     if ghost:
       step = ghost_step(child, head, optimizer)
     else:
-      step = train_lib.make_train_step(child, head, optimizer, 0.0, num_classes, batch,
-                                   placement.strategy, takes_arc=kind == "shared")
+      step = train_lib.make_train_step(
+          child, head, optimizer, 0.0, num_classes, batch, placement.strategy,
+          takes_arc=kind == "shared",
+          shared_update=args.shared_update if kind == "shared" else "all")
     losses = []
     for (x, y), arc in zip(batches, arcs):
       ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
@@ -133,10 +151,22 @@ def main() -> None:
         losses.append(float(step(xs, ys, *extra)[0]))
     variables = child.weights + head.weights if kind == "fixed" else (
         child.trainable_weights + head.trainable_weights)
-    return losses, {v.path: np.asarray(v.numpy()) for v in variables}
+    # Every replica's copy of every trainable weight and momentum slot must stay equal.
+    spread = 0.0
+    for v in child.trainable_weights + head.trainable_weights:
+      for tracked in (v, optimizer.momentums[optimizer._get_variable_index(v)]):  # pylint: disable=protected-access
+        copies = [np.asarray(c) for c in placement.strategy.experimental_local_results(
+            tracked.value)]
+        spread = max([spread] + [float(np.max(np.abs(c - copies[0]))) for c in copies])
+    untaken = set()
+    if kind == "shared":  # modules no step's architecture ran
+      for condition, module_variables in child.conditional_variables():
+        if not any(arc[p] == value for arc in arcs for p, value in condition):
+          untaken |= {v.path for v in module_variables}
+    return losses, {v.path: np.asarray(v.numpy()) for v in variables}, spread, untaken
 
   def compare(reference, other):
-    (ref_losses, ref_weights), (losses, weights) = reference, other
+    (ref_losses, ref_weights), (losses, weights) = reference[:2], other[:2]
     report = {"losses": losses, "reference_losses": ref_losses,
               "loss_max_abs": max(abs(a - b) for a, b in zip(ref_losses, losses)),
               "loss_max_rel": max(abs(a - b) / abs(a) for a, b in zip(ref_losses, losses)),
@@ -151,16 +181,20 @@ def main() -> None:
     return report
 
   result = {"replicas": replicas, "steps": args.steps, "global_batch": batch,
-            "rtol": RTOL, "atol": ATOL}
+            "rtol": RTOL, "atol": ATOL, "shared_update": args.shared_update}
   for kind in args.children.split(","):
     start = build(kind, default)
     initial = {v.path: np.asarray(v.numpy()) for v in start[0].weights + start[1].weights}
     synchronized = kind == "fixed"
     reference = train_steps(kind, default, start, ghost=not synchronized)
+    run = train_steps(kind, mirrored, start, synchronized=synchronized)
     entry = {"weights_moved_max_abs": max(float(np.max(np.abs(w - initial[n])))
                                           for n, w in reference[1].items()),
-             "mirrored": compare(reference, train_steps(kind, mirrored, start,
-                                                        synchronized=synchronized))}
+             "mirrored": dict(compare(reference, run), replica_spread_max_abs=run[2],
+                              untaken_weights=len(run[3]),
+                              untaken_moved_max_abs=max(
+                                  [0.0] + [float(np.max(np.abs(run[1][n] - initial[n])))
+                                           for n in run[3]]))}
     if args.gaps and kind == "fixed":
       entry["gap_per_replica_batch_norm"] = compare(
           reference, train_steps(kind, mirrored, start, synchronized=False))

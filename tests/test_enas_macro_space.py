@@ -347,3 +347,25 @@ def test_module_has_no_framework_imports():
   source = pathlib.Path(enas_macro.__file__).read_text()
   for name in ("tensorflow", "keras", "absl"):
     assert f"import {name}" not in source and f"from {name}" not in source
+
+
+# ---------------------------------------------------------------- module conditions
+@pytest.mark.parametrize("num_layers,num_reductions", [(1, 0), (3, 1), (5, 2), (6, 3), (8, 3)])
+def test_module_conditions_say_which_modules_an_architecture_runs(num_layers, num_reductions):
+  """A module with a condition runs (is in `modules`) iff the encoding meets it; every
+  module without one runs in every architecture."""
+  from enas_face.config import ModelConfig
+  config = ModelConfig(image_size=32, base_filters=4, embedding_dim=8, num_layers=num_layers,
+                       num_reductions=num_reductions)
+  conditions = enas_macro.module_conditions(num_layers, num_reductions)
+  every = {m.key for m in enas_macro.every_module(config)}
+  assert set(conditions) <= every
+  rng = np.random.default_rng(num_layers)
+  arcs = [sample_uniform(num_layers, rng) for _ in range(200)]
+  arcs += [Architecture((0,) * num_layers, tuple((0,) * i for i in range(num_layers)))]
+  for arc in arcs:
+    encoding = arc.to_ints()
+    ran = {m.key for m in enas_macro.modules(config, arc)}
+    for key in every:
+      expected = key not in conditions or any(encoding[p] == v for p, v in conditions[key])
+      assert (key in ran) == expected, (arc.to_string(), key)

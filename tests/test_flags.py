@@ -267,3 +267,12 @@ def test_tunas_warmup_flags_reach_the_search_config():
 def test_bad_tunas_warmup_flags_name_the_flag(argv, message):
   with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace(".", r"\.")):
     parse(*TUNAS, *argv)
+
+
+def test_shared_update_is_validated_and_names_the_flag():
+  assert parse("--mode=search", "--shared_update=taken").search.shared_update == "taken"
+  assert parse().search.shared_update == "all"
+  with pytest.raises(flags.IllegalFlagValueError, match="shared_update"):
+    parse("--shared_update=untaken")
+  with pytest.raises(ConfigError, match="--shared_update=taken .*--search_strategy=multi_trial"):
+    parse("--mode=search", "--search_strategy=multi_trial", "--shared_update=taken")

@@ -181,8 +181,9 @@ class SharedChild(_ChildBase):
   graph serves every architecture: layer i runs `switch(op_i, candidates)` and each
   skip j is `cond(bit_ij, nonlinear_ij(R(h_j)), 0)`. Only the chosen branches
   execute; the others get zero gradients (so momentum and decoupled weight decay
-  still move their weights, as original ENAS applied L2 to all weights every step)
-  and keep their BatchNorm statistics. Every reduction of every earlier layer is
+  still move their weights, as original ENAS applied L2 to all weights every step,
+  unless --shared_update=taken: `conditional_variables`) and keep their BatchNorm
+  statistics. Every reduction of every earlier layer is
   computed, as in ENAS (running the skip-only reductions inside the skip's
   branch instead measured slower: shared/fixed throughput 0.74 against 0.84). Call as `child(images, arc=arc, training=...)`: Keras 3
   needs the architecture as a keyword argument.
@@ -230,6 +231,14 @@ class SharedChild(_ChildBase):
       return total
 
     return self._forward(images, layer_sum, training, dropblock_training)
+
+  def conditional_variables(self) -> list[tuple[tuple[tuple[int, int], ...], list]]:
+    """(condition, trainable variables) of every module only some architectures run
+    (enas_macro.module_conditions: it runs iff arc[p] == v for some (p, v) of the
+    condition): the candidates a step may leave untaken (--shared_update=taken)."""
+    conditions = enas_macro.module_conditions(self.config.num_layers, self.config.num_reductions)
+    return [(condition, self.module(key).trainable_variables)
+            for key, condition in conditions.items()]
 
   def build_for_input(self) -> "SharedChild":
     """Creates every candidate's weights (a switch would only build the taken branch)."""

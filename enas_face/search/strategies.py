@@ -112,7 +112,7 @@ class OneShot:
     self.train_step = train_lib.make_train_step(
         self.child, self.head, self.optimizer, train.label_smoothing, dataset.num_classes,
         train.batch_size, placement.strategy, takes_arc=True,
-        extra=train_lib.extra_losses(config.head))
+        extra=train_lib.extra_losses(config.head), shared_update=config.search.shared_update)
     self.accuracy_step = make_accuracy_step(self.child, self.head)
     self.embed_step = make_embed_step(self.child)
     self.mean = None

@@ -359,6 +359,32 @@ def reduction_pairs(arc: Architecture, num_reductions: int) -> set[tuple[int, in
           for s in range(stages[source] + 1, target + 1)}
 
 
+def module_conditions(num_layers: int, num_reductions: int
+                      ) -> dict[str, tuple[tuple[int, int], ...]]:
+  """When each optional module runs, read off the ENAS encoding e: key -> ((p, v), ...),
+  the module runs iff e[p] == v for at least one pair (the keys of `modules`):
+
+      layer{i}_{op}    e[op_position(i)] == id(op)
+      layer{i}_skip{j} e[skip_position(i, j)] == 1
+      reduce{j}_to{s}  OR over i with s_i >= s of e[skip_position(i, j)] == 1, for the
+                       reductions only skips need (s > s_{j+1}, j < L-1)
+
+  Modules every architecture runs (input, layer BNs, main-path reductions, head) are absent.
+  """
+  stages = layer_stages(num_layers, num_reductions)
+  out = {}
+  for i in range(num_layers):
+    for op_id, op_name in enumerate(OPS):
+      out[f"layer{i}_{op_name}"] = ((op_position(i), op_id),)
+    for j in range(i):
+      out[f"layer{i}_skip{j}"] = ((skip_position(i, j), 1),)
+  for j in range(num_layers - 1):
+    for s in range(stages[j + 1] + 1, num_reductions + 1):
+      out[f"reduce{j}_to{s}"] = tuple((skip_position(i, j), 1)
+                                      for i in range(j + 1, num_layers) if stages[i] >= s)
+  return out
+
+
 def op_position(layer: int) -> int:
   """Position of layer i's op id in the ENAS encoding: i + i(i-1)/2."""
   return layer + layer * (layer - 1) // 2

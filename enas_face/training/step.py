@@ -21,9 +21,10 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from enas_face.config import HeadConfig, RunConfig, TrainConfig
+from enas_face.config import SHARED_UPDATES, HeadConfig, RunConfig, TrainConfig
 from enas_face.models import heads
 from enas_face.training import schedules
+from enas_face.training import shared_update as shared_update_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +125,8 @@ def make_optimizer(train: TrainConfig, steps_per_epoch: int, epochs: int) -> ker
   """SGD(momentum, decoupled weight decay) on warmup + Eq. 6 over `epochs` epochs.
 
   Keras's `weight_decay` is decoupled (w <- w - lr wd w every step) and applies
-  to all trainable weights, as original ENAS applied L2 to all weights.
+  to all trainable weights, as original ENAS applied L2 to all weights (the one-shot
+  search with --shared_update=taken: to those the step ran, shared_update.py).
   """
   schedule = schedules.WarmupSharpenedCosine(
       train.lr_max, train.lr_min, warmup_steps=train.warmup_epochs * steps_per_epoch,
@@ -145,7 +147,8 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
                     optimizer: keras.optimizers.Optimizer, label_smoothing: float,
                     num_classes: int, global_batch_size: int,
                     strategy: tf.distribute.Strategy | None = None, takes_arc: bool = False,
-                    extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0):
+                    extra: list[ExtraLoss] | tuple = (), cross_entropy_weight: float = 1.0,
+                    shared_update: str = "all"):
   """One SGD step on L above (TaskLoss of `extra` and `cross_entropy_weight`).
 
   B is the global batch: each replica sums its own examples' losses and divides
@@ -155,18 +158,35 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   `train_step(images, labels, arc)`, arc an int32 tensor shared by every
   replica, so a new architecture does not retrace; else `train_step(images, labels[,
   targets])`, targets the batch's precomputed teacher embeddings (LossInputs.targets).
+  `shared_update` (--shared_update, with `takes_arc`): "all" applies the optimizer to every
+  variable; "taken" only to those the step's architecture ran (shared_update.TakenUpdate:
+  same arithmetic, same optimizer state).
   """
   strategy = strategy or tf.distribute.get_strategy()
   task_loss = TaskLoss(head, num_classes, label_smoothing, global_batch_size, extra,
                        cross_entropy_weight)
   variables = child.trainable_variables + task_loss.variables
+  if shared_update not in SHARED_UPDATES:
+    raise ValueError(f"--shared_update={shared_update!r}; expected one of "
+                     f"{', '.join(SHARED_UPDATES)}")
+  taken_update = None
+  if shared_update == "taken":
+    if not takes_arc or not hasattr(child, "conditional_variables"):
+      raise ValueError(f"--shared_update=taken needs a weight-sharing child that takes the "
+                       f"architecture (SharedChild), not {type(child).__name__}")
+    with strategy.scope():
+      taken_update = shared_update_lib.TakenUpdate(optimizer, variables,
+                                                   child.conditional_variables())
 
   def replica_step(images, labels, targets=None, **child_kwargs):
     with tf.GradientTape() as tape:
       embeddings = child(images, training=True, **child_kwargs)
       loss, scores = task_loss(images, labels, embeddings, optimizer.iterations, targets)
     gradients = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(gradients, variables))
+    if taken_update is None:
+      optimizer.apply_gradients(zip(gradients, variables))
+    else:
+      taken_update(gradients, child_kwargs["arc"])
     return loss, batch_accuracy(scores, labels) / global_batch_size
 
   def step(images, labels, targets=None, **child_kwargs):

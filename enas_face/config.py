@@ -361,7 +361,6 @@ class SearchConfig:
   tau_max: float = 5.0  # Gumbel temperature, cosine from tau_max to tau_min
   tau_min: float = 0.1
 
-
   def validate(self) -> None:
     if self.shared_update not in SHARED_UPDATES:
       raise ConfigError(f"--shared_update={self.shared_update!r}; expected one of "

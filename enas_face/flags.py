@@ -390,9 +390,9 @@ flags.DEFINE_string("distill_from", "", "A teacher to distil from: a run folder 
                     "an exported SavedModel (uint8 images -> embeddings), an .onnx model (the "
                     "onnx extra), or a teacher embeddings .jsonl file written by "
                     "tools/teacher_embeddings.py (precomputed targets; the way dlib's model "
-                    "folder teaches: the dlib extra). --mode=fixed and "
-                    "--search_strategy=differentiable (not an embeddings file); "
-                    "--mode=evaluate_teacher; empty = no teacher.")
+                    "folder teaches: the dlib extra). --mode=fixed, "
+                    "--search_strategy=differentiable and --mode=evaluate_teacher; empty = no "
+                    "teacher.")
 flags.DEFINE_alias("teacher_run_dir", "distill_from")
 flags.DEFINE_float("distill_embedding_weight", 1.0, "w_e of the embedding term "
                    "w_e (1 - cos(P e_student, e_teacher)).", lower_bound=0.0)
@@ -740,12 +740,7 @@ def _check_teacher(distill: DistillConfig, mode: str) -> None:
       raise ConfigError("--mode=evaluate_teacher needs --distill_from (the teacher to verify "
                         "--pairs with)")
     return
-  kind = teacher_files.teacher_kind(distill.teacher)
-  if kind == "embeddings" and mode == "search":
-    raise ConfigError(f"--distill_from={distill.teacher}: an embeddings file teaches "
-                      "--mode=fixed only (the differentiable search splits the training data "
-                      "in halves without its targets); search with a run, SavedModel or ONNX "
-                      "teacher")
+  teacher_files.teacher_kind(distill.teacher)
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face.data.cleaning import CleaningSettings
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
@@ -106,7 +107,7 @@ def test_proxy_embeddings_are_found_by_pixels_and_missing_images_name_the_flag(t
   images = rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
   vectors = rng.standard_normal((6, 3)).astype(np.float32)
   path = str(tmp_path / "proxy.npz")
-  cleaning.ProxyEmbeddings(cleaning.image_keys(images), vectors, "test").save(path)
+  cleaning.ProxyEmbeddings(keys.pixel_hashes(images), vectors, "test").save(path)
   loaded = cleaning.ProxyEmbeddings.load(path)
   order = [4, 0, 2]
   np.testing.assert_array_equal(loaded.lookup(images[order]), vectors[order])
@@ -123,7 +124,7 @@ def test_a_cleaning_that_leaves_one_identity_is_degenerate(tmp_path):
   images = (np.arange(len(labels), dtype=np.uint8)[:, None, None, None]
             * np.ones((1, 2, 2, 3), np.uint8))
   path = str(tmp_path / "proxy.npz")
-  cleaning.ProxyEmbeddings(cleaning.image_keys(images), e, "test").save(path)
+  cleaning.ProxyEmbeddings(keys.pixel_hashes(images), e, "test").save(path)
   part = LabelledImages(images, labels.astype(np.int32))
   pairs = VerificationPairs(images[:2], np.array([[0, 1]]), np.array([True]), 1)
   dataset = FaceDataset("toy", part, part, part, 4, pairs)

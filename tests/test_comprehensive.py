@@ -12,6 +12,7 @@ import pytest
 from absl import flags
 
 from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face import flags as enas_flags
 from enas_face.models import heads
 from enas_face import spaces
@@ -131,7 +132,7 @@ def tiny_dataset():
 def test_each_cleaning_decision_reaches_the_training_data(parse, tmp_path):
   dataset, e = tiny_dataset()
   path = str(tmp_path / "proxy.npz")
-  cleaning.ProxyEmbeddings(cleaning.image_keys(dataset.train.images), e, "test").save(path)
+  cleaning.ProxyEmbeddings(keys.pixel_hashes(dataset.train.images), e, "test").save(path)
   config = parse("--search_space=data_only", f"--cleaning_embeddings={path}")
   space = spaces.of(config.model)
 

@@ -114,9 +114,10 @@ def test_student_retrains_with_distillation_from_the_search(search_run, teacher,
 def write_teacher_file(path: str, config, keep=None, dim: int = 5) -> list[str]:
   """A teacher embeddings file (random unit targets) of the training images of `config`'s
   data, keyed as training looks them up; `keep`: how many of them. Returns the keys."""
+  from enas_face.data import keys as image_keys
   from enas_face.data import load_dataset, teacher_files
   train = load_dataset(config.data).train
-  keys = teacher_files.image_keys(train.images, train.paths)
+  keys = image_keys.image_keys(train.images, train.paths)
   rng = np.random.default_rng(0)
   writer = teacher_files.EmbeddingsWriter(path, teacher_files.header("test", "run", dim, {}))
   writer.append([teacher_files.record(k, "crop", rng.normal(size=dim)) for k in keys[:keep]])

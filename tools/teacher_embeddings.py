@@ -57,6 +57,7 @@ from enas_face import flags as enas_flags  # noqa: E402  (defines the data and t
 from enas_face import runlog  # noqa: E402
 from enas_face import runtimes  # noqa: E402
 from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.data import keys as image_keys  # noqa: E402
 from enas_face.data import sources  # noqa: E402
 from enas_face.data import teacher_files  # noqa: E402
 
@@ -121,7 +122,7 @@ def list_items(dataset, splits, train_root, pair_roots) -> list[Item]:
   for part, root in parts:
     if not isinstance(part.images, np.ndarray):
       raise ConfigError("the training split streams from disk; add --stream=never")
-    for key, image, has_path in zip(teacher_files.image_keys(part.images, part.paths),
+    for key, image, has_path in zip(image_keys.image_keys(part.images, part.paths),
                                     part.images, [part.paths is not None] * len(part.images)):
       if key in seen:
         continue

@@ -29,13 +29,13 @@ retraining: `ProxyEmbeddings.lookup` finds every image by its pixels.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
 
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import keys
 from enas_face import runlog
 
 DUPLICATE_ACTIONS = ("merge", "drop")
@@ -201,12 +201,6 @@ def apply(dataset: FaceDataset, result: CleaningResult) -> FaceDataset:
 # --------------------------------------------------------------------------- proxy embeddings
 
 
-def image_keys(images: np.ndarray) -> np.ndarray:
-  """sha1 of each image's pixels (shape and bytes): the key of its proxy embedding."""
-  return np.array([hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
-                   .hexdigest() for image in images])
-
-
 @dataclasses.dataclass(frozen=True)
 class ProxyEmbeddings:
   """Unit proxy embeddings by image key; `source` says which model made them."""
@@ -238,7 +232,7 @@ class ProxyEmbeddings:
     """The embeddings of `images` [N, ...], found by their pixels; ConfigError when some are
     missing (the file was made for other data)."""
     index = {key: i for i, key in enumerate(self.keys)}
-    wanted = image_keys(images)
+    wanted = keys.pixel_hashes(images)
     missing = [i for i, key in enumerate(wanted) if key not in index]
     if missing:
       raise ConfigError(

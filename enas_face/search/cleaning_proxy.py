@@ -10,6 +10,7 @@ import numpy as np
 
 from enas_face.data.base import FaceDataset
 from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face.training import fixed
 
 
@@ -41,10 +42,10 @@ def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.nda
 def save_embeddings(child, images: np.ndarray, batch_size: int, source: str,
                     path: str) -> cleaning.ProxyEmbeddings:
   """Embeds each distinct image (by key) with `child` (embed_all) and saves them at `path`."""
-  keys = cleaning.image_keys(images)
-  _, first = np.unique(keys, return_index=True)
+  hashes = keys.pixel_hashes(images)
+  _, first = np.unique(hashes, return_index=True)
   first = np.sort(first)
-  result = cleaning.ProxyEmbeddings(keys[first], embed_all(child, images[first], batch_size),
+  result = cleaning.ProxyEmbeddings(hashes[first], embed_all(child, images[first], batch_size),
                                     source, os.path.abspath(path))
   result.save(path)
   return result

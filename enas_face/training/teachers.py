@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face.config import ConfigError, EvalConfig
+from enas_face.data import keys
 from enas_face.data import teacher_files
 from enas_face.data.base import LabelledImages
 from enas_face.evaluation import verification
@@ -189,7 +190,7 @@ def pair_report(teacher: Teacher, pair_sets: dict, eval_config: EvalConfig) -> d
   reports = {}
   for name, pairs in pair_sets.items():
     if teacher.precomputed:
-      embeddings, found = teacher.file.lookup(teacher_files.image_keys(pairs.images,
+      embeddings, found = teacher.file.lookup(keys.image_keys(pairs.images,
                                                                        pairs.paths))
       if not found.all():
         reports[name] = {"num_pairs": int(len(pairs)), "num_images": int(len(found)),

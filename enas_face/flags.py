@@ -428,10 +428,12 @@ flags.DEFINE_float("trial_gpus", 0.0, "multi_trial on Ray: GPUs each trial asks 
 flags.DEFINE_integer("cleaning_proxy_epochs", 3, "Comprehensive/data_only search: epochs of "
                      "the proxy model (default architecture, softmax, raw data) whose embeddings "
                      "the data-cleaning decisions use.", lower_bound=1)
-flags.DEFINE_string("cleaning_embeddings", "", "Proxy embeddings of the training images "
-                    "(.npz, by image content) that data cleaning uses: a search writes "
-                    "RUN_DIR/cleaning/proxy_embeddings.npz; --mode=fixed takes it from the "
-                    "--arc_file a comprehensive search wrote when not given.")
+flags.DEFINE_string("cleaning_embeddings", "", "Embeddings of the training images that data "
+                    "cleaning uses: a proxy's .npz (by image content; a search without this "
+                    "flag trains one into RUN_DIR/cleaning/proxy_embeddings.npz) or a teacher "
+                    "embeddings .jsonl from tools/teacher_embeddings.py (by image key: source "
+                    "path or pixel hash). --mode=fixed takes it from the --arc_file a "
+                    "comprehensive search wrote when not given.")
 flags.DEFINE_enum("reward_metric", "classification", REWARD_METRICS,
                   "What the reward's Acc is: classification = top-1 of the head on validation "
                   "images of the training identities; verification = 10-fold accuracy (or "
@@ -550,7 +552,15 @@ def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
 def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
   """--cleaning_embeddings, else the file named by the --arc_file a comprehensive search wrote."""
   if flag_values.cleaning_embeddings:
-    return os.path.abspath(flag_values.cleaning_embeddings)
+    path = flag_values.cleaning_embeddings
+    if not os.path.isfile(path):
+      raise ConfigError(f"--cleaning_embeddings={path}: no such file (a proxy's .npz, or a "
+                        f"teacher embeddings {teacher_files.EXTENSION} from "
+                        f"{teacher_files.TOOL})")
+    if not path.lower().endswith((".npz", teacher_files.EXTENSION)):
+      raise ConfigError(f"--cleaning_embeddings={path}: expected a proxy's .npz or a teacher "
+                        f"embeddings {teacher_files.EXTENSION} file")
+    return os.path.abspath(path)
   if flag_values.arc_file:
     try:
       with open(flag_values.arc_file, encoding="utf-8") as handle:

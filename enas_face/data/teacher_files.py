@@ -171,11 +171,12 @@ class TeacherEmbeddings:
     return out, found
 
   def targets(self, images: np.ndarray, paths: np.ndarray | None, what: str,
-              missing: str = "error", flag: str = "--distill_from"
+              missing: str = "error", flag: str = "--distill_from", remedy: str = ""
               ) -> tuple[np.ndarray, np.ndarray]:
     """(targets [N, D], found [N]) of a split's images by their keys. missing="error":
     ConfigError naming the file, `what` and the count of images without an embedding (the
-    first keys and their statuses); "skip": they come back with found False."""
+    first keys and their statuses) and `remedy` (default: the tool, or
+    --distill_missing=skip); "skip": they come back with found False."""
     wanted = keys.image_keys(images, paths)
     targets, found = self.lookup(wanted)
     if missing == "error" and not found.all():
@@ -183,9 +184,10 @@ class TeacherEmbeddings:
       shown = ", ".join(f"{k} ({self.statuses.get(k, 'not in the file')})" for k in absent[:5])
       raise ConfigError(
           f"{flag}={self.path}: {len(absent)} of {len(wanted)} {what} have no teacher embedding "
-          f"there (first: {shown}{' ...' if len(absent) > 5 else ''}); run "
-          "tools/teacher_embeddings.py with this run's data flags to add them, or pass "
-          "--distill_missing=skip to train those images without the distillation terms")
+          f"there (first: {shown}{' ...' if len(absent) > 5 else ''}); "
+          + (remedy or "run tools/teacher_embeddings.py with this run's data flags to add "
+             "them, or pass --distill_missing=skip to train those images without the "
+             "distillation terms"))
     return targets, found
 
 

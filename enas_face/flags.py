@@ -115,6 +115,16 @@ flags.DEFINE_float("heldout_fraction", 0.1, "Real data without --pairs: fraction
                    upper_bound=0.9)
 flags.DEFINE_boolean("exclude_pair_identities", True, "With --pairs=lfw:..., never train on an "
                      "identity named in the pairs file (the LFW protocol).")
+flags.DEFINE_string("unlabelled", "", "Images without identity labels that only the "
+                    "distillation terms see (needs --distill_from; --mode=fixed): a comma-"
+                    "separated list of small_identities (the --dataset's identities with fewer "
+                    "than --min_images_per_identity images), folder:DIR (face images at any "
+                    "depth; a first-level subfolder names the person), tfrecord:DIR (aligned "
+                    "records). Never an image of a person named by --pairs or held out for "
+                    "pairs, nor one whose pixels are a pair's or a labelled image's.")
+flags.DEFINE_integer("unlabelled_batch_size", 0, "With --unlabelled: unlabelled images in each "
+                     "training step beside the --batch_size labelled ones (0 = --batch_size).",
+                     lower_bound=0)
 flags.DEFINE_enum("stream", "auto", STREAM_MODES, "tfrecord:/insightface: data: 'always' streams "
                   "the training split from disk (bounded memory), 'never' decodes it into memory; "
                   "'auto' streams when the decoded training images would exceed "
@@ -651,6 +661,33 @@ def _dataset_value(value: str) -> str:
   return spec.kind if spec.kind == "synthetic" else f"{spec.kind}:{spec.path}"
 
 
+def _unlabelled_value(value: str) -> str:
+  """--unlabelled with its sources checked and their paths made absolute."""
+  return ",".join(spec.value() for spec in sources.parse_unlabelled_spec(value))
+
+
+def _check_unlabelled(data: DataConfig, distill: DistillConfig, mode: str) -> None:
+  """--unlabelled needs a teacher (its images have no labels: only the distillation terms
+  see them), --mode=fixed (or the tools' modes that read the data), and a real --dataset
+  for small_identities."""
+  if not data.unlabelled:
+    return
+  if not distill.teacher:
+    raise ConfigError(f"--unlabelled={data.unlabelled}: unlabelled images are seen by the "
+                      "distillation terms only; give a teacher with --distill_from")
+  if mode == "search":
+    raise ConfigError(f"--unlabelled={data.unlabelled}: unlabelled images teach --mode=fixed "
+                      "(the differentiable search does not mix them in yet)")
+  if sources.SMALL_IDENTITIES in data.unlabelled.split(",") and data.dataset == "synthetic":
+    raise ConfigError(f"--unlabelled={data.unlabelled}: {sources.SMALL_IDENTITIES} needs a real "
+                      "--dataset (folder:, tfrecord:, insightface:): the synthetic faces have "
+                      "no identities below --min_images_per_identity")
+  if data.stream == "always":
+    raise ConfigError(f"--unlabelled={data.unlabelled} with --stream=always: unlabelled images "
+                      "are mixed in from memory beside an in-memory training split; use "
+                      "--stream=never")
+
+
 def _pairs_value(value: str) -> str:
   """--pairs with its sets checked and their paths made absolute."""
   return ",".join(spec.value() for spec in sources.parse_pairs_spec(value))
@@ -775,7 +812,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       DataConfig, fv, seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
       pairs=_pairs_value(fv.pairs), detect_retries=_detect_retries(fv),
       cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir, runlog.DATA_CACHE_DIR)),
-      cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset))
+      cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset),
+      unlabelled=_unlabelled_value(fv.unlabelled))
   if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:
     raise ConfigError(f"--synthetic_label_noise={data.synthetic_label_noise} + "
                       f"--synthetic_outliers={data.synthetic_outliers} must be < 1")
@@ -816,6 +854,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   distill = from_flags(DistillConfig, fv, teacher=_abspath(fv.distill_from))
   distill.validate()
   _check_teacher(distill, fv.mode)
+  _check_unlabelled(data, distill, fv.mode)
   if distill.teacher and fv.mode == "search" and search.strategy != DIFFERENTIABLE:
     raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")

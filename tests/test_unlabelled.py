@@ -271,3 +271,15 @@ def test_an_embeddings_file_teaches_unlabelled_images_the_tool_embedded(
   assert result.returncode == 2
   assert "12 of 12 unlabelled images have no teacher embedding" in result.stderr
   assert "--teacher_splits=unlabelled" in result.stderr
+
+
+def test_keys_that_two_images_share_are_found(faces, tmp_path):
+  """folder:A/x.png and folder:B/x.png (other pixels) share a key, as does an unlabelled file
+  named like a labelled one: an embeddings file could hold only one embedding for them."""
+  from enas_face.data import unlabelled
+  for name, value in (("a", 951), ("b", 952)):
+    write_image(tmp_path / name / "x.png", value)
+  write_image(tmp_path / "b" / "t0" / "t0_0001.png", 953)  # a labelled image's path
+  dataset = load(faces, f"folder:{tmp_path / 'a'},folder:{tmp_path / 'b'}")
+  assert unlabelled.key_clashes(dataset) == ["t0/t0_0001.png", "x.png"]
+  assert unlabelled.key_clashes(load(faces, "small_identities")) == []

@@ -238,6 +238,14 @@ def write_embeddings(config: RunConfig, output: str, splits=("train", "pairs"),
                          if photos_dir else "")
   from enas_face.data import load_dataset  # TensorFlow
   dataset = load_dataset(config.data)
+  if "unlabelled" in splits:
+    from enas_face.data import unlabelled
+    clashes = unlabelled.key_clashes(dataset)
+    if clashes:
+      raise ConfigError(f"--unlabelled={config.data.unlabelled}: {len(clashes)} unlabelled "
+                        "images share their key (path in their source) with another image "
+                        f"(first: {clashes[:3]}); one file holds one embedding a key: rename "
+                        "them")
   items = list_items(dataset, splits, train_root, pair_roots, extra_roots)
   head = teacher_files.header(config.distill.teacher, kind, teacher.embedding_dim,
                               teacher.settings)

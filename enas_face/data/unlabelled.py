@@ -19,6 +19,11 @@ An image is left out, and counted in report["unlabelled"], when
     image (train, val or test: a test image never trains; a labelled one is labelled);
   - its pixels repeat an earlier unlabelled image's.
 A flat folder names no person: only the pixel rule guards it.
+
+Keys (data/keys.py) are paths relative to each source, so two sources can give different
+images one key (folder:A/x.jpg and folder:B/x.jpg, or an unlabelled file whose relative path
+is a labelled image's): `key_clashes` finds them; an embeddings-file teacher, which holds one
+embedding per key, refuses them (training/fixed.py, tools/teacher_embeddings.py).
 """
 from __future__ import annotations
 
@@ -97,6 +102,24 @@ def _tfrecord(path: str, config: DataConfig):
   images, labels, paths = tfrecord.load_arrays(path, config.image_size)
   return images, list(paths), [names.get(int(label)) for label in labels], {
       "records": int(len(paths))}
+
+
+def key_clashes(dataset: FaceDataset) -> list[str]:
+  """Keys an unlabelled image shares with another image of the run (labelled, pair or
+  unlabelled) whose pixels differ (equal pixels are left out already), sorted."""
+  if dataset.unlabelled is None:
+    return []
+  others = {}
+  parts = [dataset.train, dataset.val, dataset.test, *dataset.pair_sets.values()]
+  for part in parts:
+    for key in keys.image_keys(part.images, part.paths):
+      others[key] = others.get(key, 0) + 1
+  extra = dataset.unlabelled
+  mine = keys.image_keys(extra.images, extra.paths)
+  counts = {}
+  for key in mine:
+    counts[key] = counts.get(key, 0) + 1
+  return sorted(k for k, n in counts.items() if n > 1 or k in others)
 
 
 def attach(dataset: FaceDataset, config: DataConfig, pair_identities: frozenset[str],

@@ -224,6 +224,15 @@ def unlabelled_setup(config: RunConfig, dataset: FaceDataset, distillation, num_
   if distillation is None:
     raise ConfigError(f"--unlabelled={config.data.unlabelled}: unlabelled images are seen by "
                       "the distillation terms only; give a teacher with --distill_from")
+  if distillation.teacher.precomputed:
+    from enas_face.data import unlabelled as unlabelled_lib
+    clashes = unlabelled_lib.key_clashes(dataset)
+    if clashes:
+      raise ConfigError(
+          f"--unlabelled={config.data.unlabelled}: {len(clashes)} unlabelled images share their "
+          f"key (path in their source) with another image of the run (first: {clashes[:3]}), "
+          f"so --distill_from={distillation.teacher.source} holds one embedding for both; "
+          "rename the files or use a teacher that runs on the batch")
   batch = config.data.unlabelled_batch_size or config.train.batch_size
   if batch % num_replicas:
     raise ConfigError(f"--unlabelled_batch_size={batch} must be a multiple of the "

@@ -4,6 +4,10 @@
         --runs_root=runs/bench_teacher_synthetic --seeds=0,1
     python bench/bench_teacher.py --flagfile=flags/teacher_nas_lfw_view1.cfg \\
         --runs_root=runs/bench_teacher_lfw --seeds=0,1
+    # a strong external teacher: dlib's embeddings file (tools/teacher_embeddings.py)
+    python bench/bench_teacher.py --flagfile=flags/teacher_nas_lfw_view1.cfg \\
+        --runs_root=runs/bench_teacher_lfw_dlib --teacher=runs/teachers/lfw_view1_dlib.jsonl \\
+        --budget_flops=19.86e6 --seeds=0,1
 
 The flagfile holds the data, input size, embedding and optimiser flags shared by every run.
 Steps (each in RUNS_ROOT/<step>; finished steps are reused, interrupted ones resume):
@@ -16,7 +20,11 @@ Steps (each in RUNS_ROOT/<step>; finished steps are reused, interrupted ones res
                  both searches also take --search_flags (default --arch_lr=0.05: TAS's 1e-3
                  is meant for hundreds of epochs; in 8 epochs of 10 steps the probabilities stay
                  within 0.122-0.128 of uniform, measured);
-and, once per seed of --seeds (initialisation and shuffling; the data are fixed):
+With --teacher (an external teacher: a teacher embeddings .jsonl such as dlib's, a SavedModel
+or an .onnx) no teacher is trained: its row is its own verification of the pairs
+(--mode=evaluate_teacher), T is --budget_flops, (c) is left out (no architecture to scale)
+and the distillation defaults to the embedding and relational terms (no KL: no logits).
+Then, once per seed of --seeds (initialisation and shuffling; the data are fixed):
   (a) search_teacher's argmax retrained with --distill_from=teacher (embedding cosine +
       KL, --distill_flags);
   (b) search_plain's argmax retrained without distillation;
@@ -49,6 +57,9 @@ from enas_face.config import RunConfig  # noqa: E402
 from enas_face import spaces  # noqa: E402
 from passthrough import main_command, read_json, run_step, split_passthrough  # noqa: E402
 
+RUN_DISTILL = "--distill_kl_alpha=0.9 --distill_temperature=4 --distill_embedding_weight=1"
+EXTERNAL_DISTILL = ("--distill_kl_alpha=0 --distill_embedding_weight=1 "
+                    "--distill_relational_weight=1")
 LABELS = {"teacher": "teacher (ENAS macro, wide)",
           "a": "(a) teacher-guided search, retrained with distillation",
           "b": "(b) same search without teacher (TAS-like), no distillation",
@@ -99,6 +110,21 @@ def latencies(run_dirs: dict[str, str], rounds: int = 30, warmup: int = 10) -> d
   return {name: float(np.median(values)) for name, values in samples.items()}
 
 
+def teacher_row(run_dir: str) -> dict:
+  """The row of an external teacher: its verification of the primary pair set
+  (RUN_DIR/teacher_metrics.json of --mode=evaluate_teacher); no FLOPs, parameters or
+  latency."""
+  report = read_json(os.path.join(run_dir, runlog.TEACHER_METRICS))
+  primary = report["pair_sets"][report["pair_set_names"][0]]
+  return {"row": "teacher", "label": f"teacher ({report['teacher_kind']}: "
+                                     f"{os.path.basename(report['teacher'])})",
+          "accuracy_mean": float(primary["verification_accuracy"]), "accuracy_std": 0.0,
+          "accuracies": [float(primary["verification_accuracy"])],
+          "fold_std_mean": float(primary["verification_std"]),
+          "tar_far_1e3": float(primary["tar_at_far_1e-3"]), "flops": None, "params": None,
+          "architecture": report["teacher"], "space": None, "seeds": 1, "latency_ms": None}
+
+
 def row(name: str, run_dirs: list[str]) -> dict:
   metrics = [read_json(os.path.join(d, runlog.METRICS)) for d in run_dirs]
   accuracy = [m["verification_accuracy"] for m in metrics]
@@ -117,10 +143,13 @@ def table(rows: list[dict], target: float) -> str:
            "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 | "
            "MFLOPs (x T) | params | latency ms (batch 1) |", "|---|---|---|---|---|---|---|"]
   for r in rows:
+    cost = ("n/a" if r["flops"] is None else
+            f"{r['flops'] / 1e6:.2f} ({r['flops'] / target:.2f})")
+    params = "n/a" if r["params"] is None else f"{r['params']:,}"
+    latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
     lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
                  f"({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) | {r['fold_std_mean']:.4f} "
-                 f"| {r['tar_far_1e3']:.4f} | {r['flops'] / 1e6:.2f} ({r['flops'] / target:.2f}) "
-                 f"| {r['params']:,} | {r['latency_ms']:.2f} |")
+                 f"| {r['tar_far_1e3']:.4f} | {cost} | {params} | {latency} |")
   lines.append("")
   lines += [f"- {r['row']}: {r['architecture']}" for r in rows if r["space"] == "mobilefacenet"]
   return "\n".join(lines) + "\n"
@@ -142,9 +171,18 @@ def main() -> None:
                       help="flags of both searches only (TAS's --arch_lr=1e-3 is meant for "
                       "hundreds of epochs: in 8 epochs of 10 steps the logits barely move)")
   parser.add_argument("--retrain_epochs", type=int, default=12)
-  parser.add_argument("--distill_flags", default="--distill_kl_alpha=0.9 "
-                      "--distill_temperature=4 --distill_embedding_weight=1")
+  parser.add_argument("--distill_flags", default=None,
+                      help=f"retraining (a)'s distillation (default {RUN_DISTILL!r}; with "
+                      f"--teacher {EXTERNAL_DISTILL!r})")
+  parser.add_argument("--teacher", default="", help="an external teacher instead of training "
+                      "one (an embeddings .jsonl, a SavedModel, an .onnx); needs --budget_flops")
+  parser.add_argument("--budget_flops", type=float, default=0.0,
+                      help="T in FLOPs (with --teacher; else --budget_fraction of the teacher's)")
   args = parser.parse_args(argv)
+  if args.teacher and args.budget_flops <= 0:
+    parser.error("--teacher needs --budget_flops (an external teacher's FLOPs are not known)")
+  distill_flags = (args.distill_flags if args.distill_flags is not None else
+                   EXTERNAL_DISTILL if args.teacher else RUN_DISTILL).split()
   root = os.path.abspath(args.runs_root)
   seeds = [int(s) for s in args.seeds.split(",")]
   flagfile = f"--flagfile={os.path.abspath(args.flagfile)}"
@@ -157,10 +195,16 @@ def main() -> None:
     return run_dir
 
   teacher_flags = args.teacher_flags.split()
-  teacher = step("teacher", "--mode=fixed", *teacher_flags, f"--epochs={args.teacher_epochs}")
-  teacher_config = spaces.load_config(os.path.join(teacher, runlog.CONFIG))
-  target = float(round(args.budget_fraction * read_json(os.path.join(teacher, runlog.METRICS))[
-      "flops"]))
+  if args.teacher:
+    teacher = os.path.abspath(args.teacher)
+    evaluated = step("teacher", "--mode=evaluate_teacher", f"--distill_from={teacher}",
+                     done=runlog.TEACHER_METRICS)
+    teacher_config, target = None, float(args.budget_flops)
+  else:
+    teacher = step("teacher", "--mode=fixed", *teacher_flags, f"--epochs={args.teacher_epochs}")
+    teacher_config = spaces.load_config(os.path.join(teacher, runlog.CONFIG))
+    target = float(round(args.budget_fraction * read_json(os.path.join(teacher,
+                                                                       runlog.METRICS))["flops"]))
   student = ["--search_space=mobilefacenet", f"--width_multiplier={args.supernet_width}"]
   search = ["--mode=search", "--search_strategy=differentiable", "--cost_model=flops",
             f"--cost_target={target}", f"--search_epochs={args.search_epochs}",
@@ -168,17 +212,20 @@ def main() -> None:
   guided = step("search_teacher", *student, *search, f"--teacher_run_dir={teacher}",
                 done=runlog.SEARCH_SUMMARY)
   plain = step("search_plain", *student, *search, done=runlog.SEARCH_SUMMARY)
-  base_filters = closest_base_filters(teacher_config, target)
-  width = closest_width(teacher_config.model, target)
+  base_filters = closest_base_filters(teacher_config, target) if teacher_config else None
+  student_model = spaces.load_config(os.path.join(plain, runlog.CONFIG)).model
+  width = closest_width(student_model, target)
   guided_arcs = f"--arc_file={os.path.join(guided, runlog.ARCS_RANKED)}"
   variants = {
-      "a": [*student, guided_arcs, f"--distill_from={teacher}", *args.distill_flags.split()],
+      "a": [*student, guided_arcs, f"--distill_from={teacher}", *distill_flags],
       "b": [*student, f"--arc_file={os.path.join(plain, runlog.ARCS_RANKED)}"],
       "c": [*teacher_flags, f"--base_filters={base_filters}"],
       "d": [*student, guided_arcs],
       "e": ["--search_space=mobilefacenet", f"--width_multiplier={width}"],
   }
-  runs = {"teacher": [teacher]}
+  if teacher_config is None:
+    del variants["c"]
+  runs = {} if args.teacher else {"teacher": [teacher]}
   for name, flags in variants.items():
     runs[name] = [step(f"{name}_s{seed}", "--mode=fixed", *flags, f"--seed={seed}",
                        f"--epochs={args.retrain_epochs}") for seed in seeds]
@@ -186,6 +233,8 @@ def main() -> None:
   timed = latencies({name: dirs[0] for name, dirs in runs.items()})
   for r in rows:
     r["latency_ms"] = timed[r["row"]]
+  if args.teacher:
+    rows.insert(0, teacher_row(evaluated))
   searches = {name: read_json(os.path.join(d, runlog.SEARCH_SUMMARY))
               for name, d in (("search_teacher", guided), ("search_plain", plain))}
   text = table(rows, target)
@@ -193,7 +242,8 @@ def main() -> None:
       f"- {name}: {s['best']['description']} ({s['best']['flops'] / 1e6:.2f} MFLOPs), "
       f"search {len(runlog.read(os.path.join(folder(name), runlog.DISTRIBUTIONS)))} epochs"
       for name, s in searches.items()) + "\n"
-  text += (f"- (c) base_filters={base_filters}; (e) width_multiplier={width}; supernet width "
+  text += ("- " + (f"(c) base_filters={base_filters}; " if base_filters else "")
+           + f"(e) width_multiplier={width}; supernet width "
            f"{args.supernet_width} ({searches['search_plain']['supernet_flops'] / 1e6:.2f} "
            "MFLOPs)\n")
   runlog.write_text(os.path.join(root, "teacher_table.md"), text)

@@ -122,6 +122,11 @@ class DataConfig:
   # Data cleaning (the comprehensive spaces): proxy embeddings of the training images
   # (cleaning.py); "" in a search = RUN_DIR/cleaning/proxy_embeddings.npz, trained first.
   cleaning_embeddings: str = ""
+  # Images without identity labels for the distillation terms only (data/unlabelled.py):
+  # small_identities, folder:DIR, tfrecord:DIR, comma-separated; "" = none. Each training
+  # step mixes a batch of them (unlabelled_batch_size, 0 = --batch_size) into the labelled one.
+  unlabelled: str = ""
+  unlabelled_batch_size: int = 0
 
   def scaled_to_input(self, pixels_at_112: int) -> int:
     """round(pixels * image_size / 112): the paper's augmentation sizes at this input."""

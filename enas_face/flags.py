@@ -116,6 +116,16 @@ flags.DEFINE_float("heldout_fraction", 0.1, "Real data without --pairs: fraction
                    upper_bound=0.9)
 flags.DEFINE_boolean("exclude_pair_identities", True, "With --pairs=lfw:..., never train on an "
                      "identity named in the pairs file (the LFW protocol).")
+flags.DEFINE_string("unlabelled", "", "Images without identity labels that only the "
+                    "distillation terms see (needs --distill_from; --mode=fixed): a comma-"
+                    "separated list of small_identities (the --dataset's identities with fewer "
+                    "than --min_images_per_identity images), folder:DIR (face images at any "
+                    "depth; a first-level subfolder names the person), tfrecord:DIR (aligned "
+                    "records). Never an image of a person named by --pairs or held out for "
+                    "pairs, nor one whose pixels are a pair's or a labelled image's.")
+flags.DEFINE_integer("unlabelled_batch_size", 0, "With --unlabelled: unlabelled images in each "
+                     "training step beside the --batch_size labelled ones (0 = --batch_size).",
+                     lower_bound=0)
 flags.DEFINE_enum("stream", "auto", STREAM_MODES, "tfrecord:/insightface: data: 'always' streams "
                   "the training split from disk (bounded memory), 'never' decodes it into memory; "
                   "'auto' streams when the decoded training images would exceed "
@@ -398,9 +408,9 @@ flags.DEFINE_string("distill_from", "", "A teacher to distil from: a run folder 
                     "an exported SavedModel (uint8 images -> embeddings), an .onnx model (the "
                     "onnx extra), or a teacher embeddings .jsonl file written by "
                     "tools/teacher_embeddings.py (precomputed targets; the way dlib's model "
-                    "folder teaches: the dlib extra). --mode=fixed and "
-                    "--search_strategy=differentiable (not an embeddings file); "
-                    "--mode=evaluate_teacher; empty = no teacher.")
+                    "folder teaches: the dlib extra). --mode=fixed, "
+                    "--search_strategy=differentiable and --mode=evaluate_teacher; empty = no "
+                    "teacher.")
 flags.DEFINE_alias("teacher_run_dir", "distill_from")
 flags.DEFINE_float("distill_embedding_weight", 1.0, "w_e of the embedding term "
                    "w_e (1 - cos(P e_student, e_teacher)).", lower_bound=0.0)
@@ -436,10 +446,12 @@ flags.DEFINE_float("trial_gpus", 0.0, "multi_trial on Ray: GPUs each trial asks 
 flags.DEFINE_integer("cleaning_proxy_epochs", 3, "Comprehensive/data_only search: epochs of "
                      "the proxy model (default architecture, softmax, raw data) whose embeddings "
                      "the data-cleaning decisions use.", lower_bound=1)
-flags.DEFINE_string("cleaning_embeddings", "", "Proxy embeddings of the training images "
-                    "(.npz, by image content) that data cleaning uses: a search writes "
-                    "RUN_DIR/cleaning/proxy_embeddings.npz; --mode=fixed takes it from the "
-                    "--arc_file a comprehensive search wrote when not given.")
+flags.DEFINE_string("cleaning_embeddings", "", "Embeddings of the training images that data "
+                    "cleaning uses: a proxy's .npz (by image content; a search without this "
+                    "flag trains one into RUN_DIR/cleaning/proxy_embeddings.npz) or a teacher "
+                    "embeddings .jsonl from tools/teacher_embeddings.py (by image key: source "
+                    "path or pixel hash). --mode=fixed takes it from the --arc_file a "
+                    "comprehensive search wrote when not given.")
 flags.DEFINE_enum("reward_metric", "classification", REWARD_METRICS,
                   "What the reward's Acc is: classification = top-1 of the head on validation "
                   "images of the training identities; verification = 10-fold accuracy (or "
@@ -558,7 +570,15 @@ def _samples(flag_values: flags.FlagValues, model: ModelConfig) -> list:
 def _cleaning_embeddings(flag_values: flags.FlagValues) -> str:
   """--cleaning_embeddings, else the file named by the --arc_file a comprehensive search wrote."""
   if flag_values.cleaning_embeddings:
-    return os.path.abspath(flag_values.cleaning_embeddings)
+    path = flag_values.cleaning_embeddings
+    if not os.path.isfile(path):
+      raise ConfigError(f"--cleaning_embeddings={path}: no such file (a proxy's .npz, or a "
+                        f"teacher embeddings {teacher_files.EXTENSION} from "
+                        f"{teacher_files.TOOL})")
+    if not path.lower().endswith((".npz", teacher_files.EXTENSION)):
+      raise ConfigError(f"--cleaning_embeddings={path}: expected a proxy's .npz or a teacher "
+                        f"embeddings {teacher_files.EXTENSION} file")
+    return os.path.abspath(path)
   if flag_values.arc_file:
     try:
       with open(flag_values.arc_file, encoding="utf-8") as handle:
@@ -648,6 +668,33 @@ def _dataset_value(value: str) -> str:
   """--dataset with its paths checked and made absolute (a run folder resumes from any cwd)."""
   spec = sources.parse_dataset_spec(value)
   return spec.kind if spec.kind == "synthetic" else f"{spec.kind}:{spec.path}"
+
+
+def _unlabelled_value(value: str) -> str:
+  """--unlabelled with its sources checked and their paths made absolute."""
+  return ",".join(spec.value() for spec in sources.parse_unlabelled_spec(value))
+
+
+def _check_unlabelled(data: DataConfig, distill: DistillConfig, mode: str) -> None:
+  """--unlabelled needs a teacher (its images have no labels: only the distillation terms
+  see them), --mode=fixed (or the tools' modes that read the data), and a real --dataset
+  for small_identities."""
+  if not data.unlabelled:
+    return
+  if not distill.teacher:
+    raise ConfigError(f"--unlabelled={data.unlabelled}: unlabelled images are seen by the "
+                      "distillation terms only; give a teacher with --distill_from")
+  if mode == "search":
+    raise ConfigError(f"--unlabelled={data.unlabelled}: unlabelled images teach --mode=fixed "
+                      "(the differentiable search does not mix them in yet)")
+  if sources.SMALL_IDENTITIES in data.unlabelled.split(",") and data.dataset == "synthetic":
+    raise ConfigError(f"--unlabelled={data.unlabelled}: {sources.SMALL_IDENTITIES} needs a real "
+                      "--dataset (folder:, tfrecord:, insightface:): the synthetic faces have "
+                      "no identities below --min_images_per_identity")
+  if data.stream == "always":
+    raise ConfigError(f"--unlabelled={data.unlabelled} with --stream=always: unlabelled images "
+                      "are mixed in from memory beside an in-memory training split; use "
+                      "--stream=never")
 
 
 def _pairs_value(value: str) -> str:
@@ -749,12 +796,7 @@ def _check_teacher(distill: DistillConfig, mode: str) -> None:
       raise ConfigError("--mode=evaluate_teacher needs --distill_from (the teacher to verify "
                         "--pairs with)")
     return
-  kind = teacher_files.teacher_kind(distill.teacher)
-  if kind == "embeddings" and mode == "search":
-    raise ConfigError(f"--distill_from={distill.teacher}: an embeddings file teaches "
-                      "--mode=fixed only (the differentiable search splits the training data "
-                      "in halves without its targets); search with a run, SavedModel or ONNX "
-                      "teacher")
+  teacher_files.teacher_kind(distill.teacher)
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
@@ -779,7 +821,8 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
       DataConfig, fv, seed=fv.seed if fv.data_seed < 0 else fv.data_seed,
       pairs=_pairs_value(fv.pairs), detect_retries=_detect_retries(fv),
       cache_dir=os.path.abspath(fv.cache_dir or os.path.join(fv.run_dir, runlog.DATA_CACHE_DIR)),
-      cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset))
+      cleaning_embeddings=_cleaning_embeddings(fv), dataset=_dataset_value(fv.dataset),
+      unlabelled=_unlabelled_value(fv.unlabelled))
   if data.synthetic_label_noise + data.synthetic_outliers >= 1.0:
     raise ConfigError(f"--synthetic_label_noise={data.synthetic_label_noise} + "
                       f"--synthetic_outliers={data.synthetic_outliers} must be < 1")
@@ -820,6 +863,7 @@ def config_from_flags(flag_values: flags.FlagValues) -> RunConfig:
   distill = from_flags(DistillConfig, fv, teacher=_abspath(fv.distill_from))
   distill.validate()
   _check_teacher(distill, fv.mode)
+  _check_unlabelled(data, distill, fv.mode)
   if distill.teacher and fv.mode == "search" and search.strategy != DIFFERENTIABLE:
     raise ConfigError(f"--distill_from with --search_strategy={search.strategy}: only the "
                       "differentiable search distils (or retrain with --mode=fixed --distill_from)")

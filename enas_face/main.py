@@ -319,6 +319,11 @@ def _load_dataset(config: RunConfig, chief: bool = True):
     if flipped:
       print(f"data: --label_noise: {len(flipped['label_noise_indices'])} of {len(dataset.train)} "
             "training labels flipped (the truth in RUN_DIR/data_report.json: label_noise)")
+    extra = dataset.report.get("unlabelled")
+    if extra:
+      print(f"data: --unlabelled: {extra['images']} images for the distillation terms ("
+            + "; ".join(f"{s['source']}: {s['kept']} of {s['read']}" for s in extra["sources"])
+            + "; what was left out and why in RUN_DIR/data_report.json: unlabelled)")
     noise = dataset.report.get("synthetic_noise")
     if noise:
       print(f"data: injected noise: {len(noise['label_noise_indices'])} training images with a "

@@ -49,3 +49,20 @@ def test_scaled_mobilefacenet_lands_on_the_budget(bench):
     width = bench.closest_width(model, target)
     scaled = dataclasses.replace(model, search_space="mobilefacenet", width_multiplier=width)
     assert space.flops(scaled, space.default(scaled)) == pytest.approx(target, rel=0.03)
+
+
+def test_an_external_teachers_row_is_its_own_pair_accuracy(bench, tmp_path):
+  """--teacher: the teacher row reads --mode=evaluate_teacher's report; no FLOPs, parameters
+  or latency (n/a in the table)."""
+  from enas_face import runlog
+  runlog.write_json(str(tmp_path / runlog.TEACHER_METRICS), {
+      "teacher": "/t/lfw_dlib.jsonl", "teacher_kind": "embeddings",
+      "pair_set_names": ["pairsDevTest"],
+      "pair_sets": {"pairsDevTest": {"verification_accuracy": 0.98, "verification_std": 0.01,
+                                     "tar_at_far_1e-3": 0.9, "num_pairs": 1000}}})
+  row = bench.teacher_row(str(tmp_path))
+  assert row["accuracy_mean"] == 0.98 and row["flops"] is None
+  assert row["label"] == "teacher (embeddings: lfw_dlib.jsonl)"
+  line = bench.table([row], 20e6).splitlines()[4]
+  assert line == ("| teacher (embeddings: lfw_dlib.jsonl) | 0.9800 +- 0.0000 (1 seed) | 0.0100 | "
+                  "0.9000 | n/a | n/a | n/a |")

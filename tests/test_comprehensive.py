@@ -12,6 +12,7 @@ import pytest
 from absl import flags
 
 from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face import flags as enas_flags
 from enas_face.models import heads
 from enas_face import spaces
@@ -131,7 +132,7 @@ def tiny_dataset():
 def test_each_cleaning_decision_reaches_the_training_data(parse, tmp_path):
   dataset, e = tiny_dataset()
   path = str(tmp_path / "proxy.npz")
-  cleaning.ProxyEmbeddings(cleaning.image_keys(dataset.train.images), e, "test").save(path)
+  cleaning.ProxyEmbeddings(keys.pixel_hashes(dataset.train.images), e, "test").save(path)
   config = parse("--search_space=data_only", f"--cleaning_embeddings={path}")
   space = spaces.of(config.model)
 
@@ -280,3 +281,15 @@ def test_clean_dataset_tool_removes_what_the_rule_says(joint_search, tmp_path):
   missing = subprocess.run([sys.executable, "tools/clean_dataset.py", *TINY, f"--recipe={recipe}",
                             f"--output_dir={out}"], cwd=ROOT, capture_output=True, text=True, env=ENV)
   assert missing.returncode == 2 and "--proxy_run_dir" in missing.stderr.splitlines()[-1]
+
+
+def test_cleaning_embeddings_flag_takes_a_proxy_or_a_teacher_file(parse, tmp_path):
+  with pytest.raises(ConfigError, match="--cleaning_embeddings=.*none.npz: no such file"):
+    parse(f"--cleaning_embeddings={tmp_path / 'none.npz'}")
+  (tmp_path / "e.txt").write_text("")
+  with pytest.raises(ConfigError, match=r"--cleaning_embeddings=.*e.txt: expected a proxy's "
+                                        r"\.npz or a teacher embeddings \.jsonl"):
+    parse(f"--cleaning_embeddings={tmp_path / 'e.txt'}")
+  (tmp_path / "t.jsonl").write_text("")
+  assert parse(f"--cleaning_embeddings={tmp_path / 't.jsonl'}").data.cleaning_embeddings == str(
+      tmp_path / "t.jsonl")

@@ -111,6 +111,47 @@ def test_student_retrains_with_distillation_from_the_search(search_run, teacher,
   assert [h["epoch"] for h in read_jsonl(os.path.join(run_dir, "train_history.jsonl"))] == [1, 2]
 
 
+def write_teacher_file(path: str, config, keep=None, dim: int = 5) -> list[str]:
+  """A teacher embeddings file (random unit targets) of the training images of `config`'s
+  data, keyed as training looks them up; `keep`: how many of them. Returns the keys."""
+  from enas_face.data import keys as image_keys
+  from enas_face.data import load_dataset, teacher_files
+  train = load_dataset(config.data).train
+  keys = image_keys.image_keys(train.images, train.paths)
+  rng = np.random.default_rng(0)
+  writer = teacher_files.EmbeddingsWriter(path, teacher_files.header("test", "run", dim, {}))
+  writer.append([teacher_files.record(k, "crop", rng.normal(size=dim)) for k in keys[:keep]])
+  return keys
+
+
+@pytest.mark.slow
+def test_search_with_an_embeddings_file_teacher(parse, main_in_process, tmp_path):
+  """An embeddings-file teacher guides the differentiable search: each half's targets ride
+  beside its images (embedding + relational terms), the 8 -> 5 projection is checkpointed;
+  a file without some training images is refused naming it and the count."""
+  path = str(tmp_path / "teacher.jsonl")
+  keys = write_teacher_file(path, parse(*STUDENT, *SEARCH))
+  run_dir = str(tmp_path / "search")
+  args = [*DATA, *STUDENT, *SEARCH, "--search_epochs=1", f"--distill_from={path}",
+          "--distill_relational_weight=0.5"]
+  result = main_in_process(*args, f"--run_dir={run_dir}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  summary = read_json(os.path.join(run_dir, "search_summary.json"))
+  assert summary["teacher"] == path
+  [record] = read_jsonl(os.path.join(run_dir, "distributions.jsonl"))
+  assert np.isfinite(record["loss"]) and np.isfinite(record["arch_loss"])
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  names = [n for n, _ in tf.train.list_variables(os.path.join(run_dir, "checkpoints", "ckpt-1"))]
+  assert any(n.startswith("distill/") for n in names)
+  partial = str(tmp_path / "partial.jsonl")
+  write_teacher_file(partial, parse(*STUDENT, *SEARCH), keep=len(keys) - 3)
+  result = main_in_process(*args[:-2], f"--distill_from={partial}",
+                           f"--run_dir={tmp_path / 'refused'}")
+  assert result.returncode == 2
+  assert f"--distill_from={partial}: 3 of {len(keys)} training images have no teacher " \
+         "embedding" in result.stderr
+
+
 @pytest.fixture
 def parse():
   values = flags.FLAGS
@@ -130,10 +171,11 @@ def test_flag_errors_name_the_flag(parse, tmp_path):
   with pytest.raises(ConfigError, match="--cost_model=flops and --cost_target"):
     parse(*STUDENT, "--mode=search", "--search_strategy=differentiable", "--cost_model=params",
           "--cost_target=1e5")
+  (tmp_path / "config.json").write_text("{}")  # a run folder, as far as the flags can tell
   with pytest.raises(ConfigError, match="only the differentiable search distils"):
     parse(*STUDENT, "--mode=search", "--search_strategy=multi_trial", "--cost_model=flops",
           "--cost_target=1e6", f"--distill_from={tmp_path}")
-  with pytest.raises(ConfigError, match="--distill_from=.*no such folder"):
+  with pytest.raises(ConfigError, match="--distill_from=.*no such file or folder"):
     parse(*STUDENT, "--mode=fixed", f"--distill_from={tmp_path / 'none'}")
   with pytest.raises(ConfigError, match="--distill_kl_alpha=1.0 must be in"):
     parse(*STUDENT, "--mode=fixed", "--distill_kl_alpha=1.0")

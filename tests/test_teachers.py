@@ -15,6 +15,7 @@ from conftest import SHARED_DATA, TINY_FIXED_RUN, in_ci
 from enas_face import runlog
 from enas_face import runtimes
 from enas_face.config import ConfigError
+from enas_face.data import keys as image_keys
 from enas_face.data import teacher_files
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -141,11 +142,11 @@ def test_embeddings_file_lookup_resume_and_refusals(tmp_path):
 
 def test_keys_are_source_paths_else_a_hash_of_the_pixels():
   images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-  assert teacher_files.image_keys(images, np.array(["x/1.jpg", "y/2.png"])) == ["x/1.jpg",
+  assert image_keys.image_keys(images, np.array(["x/1.jpg", "y/2.png"])) == ["x/1.jpg",
                                                                                  "y/2.png"]
-  keys = teacher_files.image_keys(images)
+  keys = image_keys.image_keys(images)
   assert keys[0].startswith("sha1:") and len(set(keys)) == 2
-  assert keys[1] == teacher_files.content_key(images[1])
+  assert keys[1] == image_keys.content_key(images[1])
 
 
 def test_aligned_records_keep_their_source_paths(tmp_path):

@@ -13,8 +13,9 @@ of the search). --recipe is a search's final_config.json or arcs_ranked.json (th
 entry), one comprehensive sample ({"cleaning": {...}, ...}) or bare settings
 ({"outlier_threshold": 0.3, "merge_threshold": 0.9, "duplicate_action": "merge",
 "min_images": 3}; enas_face/data/cleaning.py has the rules). The proxy embeddings are
---cleaning_embeddings, else the recipe's, else made with --proxy_run_dir's network (and
-saved as OUTPUT_DIR/proxy_embeddings.npz).
+--cleaning_embeddings (a proxy's .npz, or a teacher embeddings .jsonl written by
+tools/teacher_embeddings.py: dlib, an ONNX model, any run), else the recipe's, else made with
+--proxy_run_dir's network (and saved as OUTPUT_DIR/proxy_embeddings.npz).
 
 Writes OUTPUT_DIR/cleaning_manifest.json: the settings, counts by reason, merged identity
 pairs and every removed training image (index in the training split, label, reason, cosine
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> None:
                           "names them, or --proxy_run_dir")
       path = proxy_from_run(FLAGS.proxy_run_dir, dataset.train.images,
                             os.path.join(FLAGS.output_dir, cleaning.EMBEDDINGS_NAME))
-    embeddings = cleaning.ProxyEmbeddings.load(path).lookup(dataset.train.images)
+    embeddings = cleaning.load_embeddings(path).split_embeddings(dataset.train)
   except ConfigError as error:
     cli.fail(str(error))
   result = cleaning.clean(embeddings, dataset.train.labels, dataset.num_classes, settings)

@@ -9,9 +9,10 @@
     # then train (and see the teacher's own accuracy on --pairs in metrics.json):
     python -m enas_face.main --flagfile=... --mode=fixed --distill_from=runs/teachers/lfw_dlib.jsonl
 
-The images are the run's: the data flags (--dataset, --pairs, --image_size, --data_seed, ...)
-load the dataset exactly as training does, and --teacher_splits says which of its images to
-embed (default the training split and every --pairs set). Each image is keyed as training
+The images are the run's: the data flags (--dataset, --pairs, --unlabelled, --image_size,
+--data_seed, ...) load the dataset exactly as training does, and --teacher_splits says which
+of its images to embed (default the training split and every --pairs set; `unlabelled`: the
+--unlabelled images, which a training run with this file as its teacher needs too). Each image is keyed as training
 looks it up (enas_face/data/teacher_files.py): its path in its source when the reader keeps
 one (an aligned record's image/path, a folder's file, an LFW pairs image), else a hash of
 its pixels (synthetic faces, .bin pairs).
@@ -21,11 +22,13 @@ its pixels (synthetic faces, .bin pairs).
 - dlib's model (a folder with its two .dat files; the dlib extra) makes its own face chip
   from the original photo, SOURCE_ROOT/key: SOURCE_ROOT is --photos_dir, else the dataset's
   source (folder:DIR itself; tfrecord:DIR's manifest "source", the folder
-  tools/align_dataset.py read; an lfw: pairs set's images folder, or its manifest's source).
-  An image without a source path (a hash key) is its own photo. dlib's HOG detector finds
-  the face ("detected"); where it finds none, --teacher_on_no_face=whole_image gives its
-  landmark model the whole photo as the face box ("whole_image"), skip records "no_face"
-  and no embedding. An unreadable photo is "unreadable" (no embedding).
+  tools/align_dataset.py read; an lfw: pairs set's images folder, or its manifest's source;
+  an --unlabelled folder: itself, a tfrecord: folder's manifest source, small_identities the
+  dataset's). An image without a source path (a hash key) is its own photo. dlib's HOG
+  detector finds the face ("detected"); where it finds none,
+  --teacher_on_no_face=whole_image gives its landmark model the whole photo as the face box
+  ("whole_image"), skip records "no_face" and no embedding. An unreadable photo is
+  "unreadable" (no embedding).
 
 The file is appended in chunks of --chunk_size images (runlog.append): a rerun with the same
 teacher and settings skips the keys done (a killed run loses at most its last chunk; a
@@ -57,10 +60,11 @@ from enas_face import flags as enas_flags  # noqa: E402  (defines the data and t
 from enas_face import runlog  # noqa: E402
 from enas_face import runtimes  # noqa: E402
 from enas_face.config import ConfigError, RunConfig  # noqa: E402
+from enas_face.data import keys as image_keys  # noqa: E402
 from enas_face.data import sources  # noqa: E402
 from enas_face.data import teacher_files  # noqa: E402
 
-SPLITS = ("train", "val", "test", "pairs")
+SPLITS = ("train", "val", "test", "pairs", "unlabelled")
 
 
 def define_flags() -> None:
@@ -69,7 +73,8 @@ def define_flags() -> None:
   flags.DEFINE_string("teacher_file", None, "The teacher embeddings file (.jsonl) to write or "
                       "resume.")
   flags.DEFINE_list("teacher_splits", ["train", "pairs"], "Which images of the run to embed: "
-                    f"any of {', '.join(SPLITS)} (pairs: every --pairs set).")
+                    f"any of {', '.join(SPLITS)} (pairs: every --pairs set; unlabelled: "
+                    "--unlabelled's images).")
   flags.DEFINE_string("photos_dir", "", "dlib: the folder the images' source paths are "
                       "relative to (default: the dataset's and each pairs set's own source).")
   flags.DEFINE_enum("teacher_on_no_face", "whole_image", runtimes.DLIB_NO_FACE, "dlib: a "
@@ -92,15 +97,17 @@ class Item:
   photo: str | None
 
 
+def of_folder(folder: str) -> str:
+  """The photo root of a folder: an aligned folder's manifest source, else the folder."""
+  path = os.path.join(folder, sources.MANIFEST)
+  if os.path.isfile(path):
+    return runlog.read_json(path, {}).get("source") or folder
+  return folder
+
+
 def photo_roots(config: RunConfig, photos_dir: str) -> tuple[str | None, dict]:
   """(the training data's photo root, {pairs set name: its root}), None where there is none
   (synthetic faces, insightface records, .bin pairs); --photos_dir overrides all."""
-  def of_folder(folder: str) -> str:
-    path = os.path.join(folder, sources.MANIFEST)
-    if os.path.isfile(path):
-      return runlog.read_json(path, {}).get("source") or folder
-    return folder
-
   if photos_dir:
     root = os.path.abspath(photos_dir)
     return root, {spec.name: root for spec in sources.parse_pairs_spec(config.data.pairs)}
@@ -111,17 +118,36 @@ def photo_roots(config: RunConfig, photos_dir: str) -> tuple[str | None, dict]:
   return train_root, pair_roots
 
 
-def list_items(dataset, splits, train_root, pair_roots) -> list[Item]:
-  """The images of the chosen splits and pair sets, each key once, in order."""
+def unlabelled_roots(config: RunConfig, photos_dir: str, train_root: str | None) -> dict:
+  """{--unlabelled source value: its photo root}: small_identities the training data's, a
+  folder: itself, a tfrecord: folder its manifest's source; --photos_dir overrides all."""
+  roots = {}
+  for spec in sources.parse_unlabelled_spec(config.data.unlabelled):
+    roots[spec.value()] = (os.path.abspath(photos_dir) if photos_dir else
+                           train_root if spec.kind == sources.SMALL_IDENTITIES else
+                           of_folder(spec.path))
+  return roots
+
+
+def list_items(dataset, splits, train_root, pair_roots, extra_roots=None) -> list[Item]:
+  """The images of the chosen splits, pair sets and unlabelled sources (`extra_roots`: their
+  photo roots by source), each key once, in order."""
   parts = [(getattr(dataset, name), train_root) for name in ("train", "val", "test")
            if name in splits]
   if "pairs" in splits:
     parts += [(pairs, pair_roots.get(name)) for name, pairs in dataset.pair_sets.items()]
+  if "unlabelled" in splits:
+    extra = dataset.unlabelled
+    if extra is None:
+      raise ConfigError("--teacher_splits=unlabelled: no --unlabelled images (give the "
+                        "training run's --unlabelled)")
+    parts += [(extra.take(extra.origins == index), (extra_roots or {}).get(source))
+              for index, source in enumerate(extra.sources)]
   items, seen = [], set()
   for part, root in parts:
     if not isinstance(part.images, np.ndarray):
       raise ConfigError("the training split streams from disk; add --stream=never")
-    for key, image, has_path in zip(teacher_files.image_keys(part.images, part.paths),
+    for key, image, has_path in zip(image_keys.image_keys(part.images, part.paths),
                                     part.images, [part.paths is not None] * len(part.images)):
       if key in seen:
         continue
@@ -207,11 +233,20 @@ def write_embeddings(config: RunConfig, output: str, splits=("train", "pairs"),
                       f"{teacher_files.EXTENSION}")
   kind = teacher_files.teacher_kind(config.distill.teacher)
   train_root, pair_roots = photo_roots(config, photos_dir)
+  extra_roots = unlabelled_roots(config, photos_dir, train_root)
   teacher = make_teacher(config, kind, on_no_face, upsample, os.path.abspath(photos_dir)
                          if photos_dir else "")
   from enas_face.data import load_dataset  # TensorFlow
   dataset = load_dataset(config.data)
-  items = list_items(dataset, splits, train_root, pair_roots)
+  if "unlabelled" in splits:
+    from enas_face.data import unlabelled
+    clashes = unlabelled.key_clashes(dataset)
+    if clashes:
+      raise ConfigError(f"--unlabelled={config.data.unlabelled}: {len(clashes)} unlabelled "
+                        "images share their key (path in their source) with another image "
+                        f"(first: {clashes[:3]}); one file holds one embedding a key: rename "
+                        "them")
+  items = list_items(dataset, splits, train_root, pair_roots, extra_roots)
   head = teacher_files.header(config.distill.teacher, kind, teacher.embedding_dim,
                               teacher.settings)
   writer = teacher_files.EmbeddingsWriter(output, head, "--teacher_file")

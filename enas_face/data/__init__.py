@@ -2,7 +2,8 @@
 
 `load_dataset(config)` reads --dataset (synthetic, folder:, tfrecord:,
 insightface:) and --pairs (a list of lfw: and bin: sets, or pairs from held-out
-identities): the first set is `dataset.pairs`, all of them `dataset.pair_sets`.
+identities): the first set is `dataset.pairs`, all of them `dataset.pair_sets`; and
+--unlabelled's images (data/unlabelled.py): `dataset.unlabelled`.
 """
 from __future__ import annotations
 
@@ -19,16 +20,21 @@ from enas_face.data import sources
 
 def load_dataset(config: DataConfig) -> FaceDataset:
   """The dataset named by --dataset, with the verification pairs of --pairs (identities named
-  by any lfw: set are the ones excluded from training), and --label_noise's flipped labels."""
+  by any lfw: set are the ones excluded from training), --label_noise's flipped labels and
+  --unlabelled's images."""
   from enas_face.data import label_noise
-  dataset = _load_dataset(config)
+  from enas_face.data import unlabelled
+  dataset, pair_identities, collection = _load_dataset(config)
   if config.label_noise > 0 and not isinstance(dataset.train, LabelledImages):
     raise ConfigError(f"--label_noise={config.label_noise} needs the training images in memory; "
                       "this dataset streams from disk: add --stream=never")
-  return label_noise.with_label_noise(dataset, config.label_noise, config.seed)
+  dataset = label_noise.with_label_noise(dataset, config.label_noise, config.seed)
+  return unlabelled.attach(dataset, config, pair_identities, collection, decode_files)
 
 
-def _load_dataset(config: DataConfig) -> FaceDataset:
+def _load_dataset(config: DataConfig):
+  """(dataset, the identities the --pairs sets name, the in-memory collection it was assembled
+  from or None: synthetic or streamed)."""
   if config.dataset == "synthetic":
     from enas_face.data import synthetic
     return synthetic.make_synthetic_dataset(
@@ -39,7 +45,7 @@ def _load_dataset(config: DataConfig) -> FaceDataset:
         num_pairs=config.num_pairs, num_folds=config.num_folds,
         image_size=config.image_size, seed=config.seed,
         label_noise=config.synthetic_label_noise, outliers=config.synthetic_outliers,
-        near_duplicates=config.synthetic_near_duplicates)
+        near_duplicates=config.synthetic_near_duplicates), frozenset(), None
   from enas_face.data import real
   spec = sources.parse_dataset_spec(config.dataset)
   with _errors_name_the_flag(f"--dataset={config.dataset}"):
@@ -57,7 +63,8 @@ def _load_dataset(config: DataConfig) -> FaceDataset:
       dataset = stream.load_streamed(source, config, config.dataset, primary, pair_identities)
   else:
     dataset = real.assemble(collection, config, config.dataset, primary, pair_identities)
-  return dataclasses.replace(dataset, pair_sets=pair_sets) if pair_sets else dataset
+  dataset = dataclasses.replace(dataset, pair_sets=pair_sets) if pair_sets else dataset
+  return dataset, pair_identities, collection
 
 
 def _stream_source(spec: sources.DatasetSpec, config: DataConfig):

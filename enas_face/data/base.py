@@ -71,6 +71,37 @@ class VerificationPairs:
     return int(self.pairs.shape[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class UnlabelledImages:
+  """Face images without identity labels, seen by the distillation terms only
+  (data/unlabelled.py, --unlabelled).
+
+  images: uint8 [N, S, S, 3]; paths: str [N], each image's path in its source (the key of
+  its teacher embedding; data/keys.py), or None; origins: int [N], the index in `sources`
+  (the --unlabelled source values) of the source each image came from.
+  """
+  images: np.ndarray
+  paths: np.ndarray | None
+  origins: np.ndarray
+  sources: tuple[str, ...]
+
+  def __post_init__(self):
+    if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+      raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} "
+                       f"{self.images.shape}")
+    if self.origins.shape != (self.images.shape[0],):
+      raise ValueError(f"origins must have shape ({self.images.shape[0]},), got "
+                       f"{self.origins.shape}")
+    _check_paths(self, self.images.shape[0])
+
+  def __len__(self) -> int:
+    return int(self.images.shape[0])
+
+  def take(self, rows) -> "UnlabelledImages":
+    return UnlabelledImages(self.images[rows], None if self.paths is None else self.paths[rows],
+                            self.origins[rows], self.sources)
+
+
 def _check_paths(container, count: int) -> None:
   """paths as a str array of `count` entries (or None)."""
   if container.paths is None:
@@ -92,7 +123,8 @@ class FaceDataset:
   which has no image array: code that needs training images in memory uses `train_sample`).
   `pairs` is the primary set (the first of --pairs, or the held-out/synthetic pairs);
   `pair_sets` maps every set's name to its pairs, in order, the primary first (left
-  empty, it becomes {"heldout": pairs}).
+  empty, it becomes {"heldout": pairs}). `unlabelled`: images without labels for the
+  distillation terms (--unlabelled), or None.
   """
   name: str
   train: LabelledImages  # or data.stream.StreamedImages
@@ -102,6 +134,7 @@ class FaceDataset:
   pairs: VerificationPairs
   report: dict = dataclasses.field(default_factory=dict)  # what the reader kept and rejected
   pair_sets: dict = dataclasses.field(default_factory=dict)  # name -> VerificationPairs
+  unlabelled: UnlabelledImages | None = None
 
   def __post_init__(self):
     if not self.pair_sets:

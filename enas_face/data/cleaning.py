@@ -20,22 +20,33 @@ the rules run in this order on the training split:
      images of dropped identities go too; their images are not filtered one by one).
 Centres and their similarities are computed once, on the uncleaned training split.
 
-The proxy embeddings (made by cleaning_proxy.py, which trains and embeds) are centred over
-the embedded images first (without it a briefly trained network's embeddings share one
-direction and every cosine is near 1; our choice). They are stored per image content (sha1 of the pixels), so one file serves
-the search's training data (without its reward identities) and the full training data of the
-retraining: `ProxyEmbeddings.lookup` finds every image by its pixels.
+The embeddings come from one of two files (`load_embeddings`, --cleaning_embeddings):
+
+  * a proxy's .npz (made by cleaning_proxy.py, which trains a network briefly and embeds):
+    unit embeddings centred over the embedded images, e_i = normalise(u_i - mean_j u_j)
+    (without it a briefly trained network's embeddings share one direction and every cosine
+    is near 1; our choice), stored per image content (sha1 of the pixels), so one file serves
+    the search's training data (without its reward identities) and the full training data of
+    the retraining: `ProxyEmbeddings.lookup` finds every image by its pixels;
+  * a teacher embeddings .jsonl (tools/teacher_embeddings.py: dlib, an ONNX model, any run),
+    each training image found by its key (data/keys.py: its source path, else the sha1 of its
+    pixels). Its raw embeddings t_i are centred the same way, over the split being cleaned:
+    e_i = normalise(v_i - mean_j v_j), v_i = normalise(t_i). Centring keeps the rules'
+    thresholds on one scale for both files (unrelated faces near cosine 0); a strong
+    teacher's embeddings also share a direction (docs/comprehensive-search.md has what was
+    measured).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
 
 from enas_face.config import ConfigError
 from enas_face.data.base import FaceDataset, LabelledImages
+from enas_face.data import keys
+from enas_face.data import teacher_files
 from enas_face import runlog
 
 DUPLICATE_ACTIONS = ("merge", "drop")
@@ -201,10 +212,10 @@ def apply(dataset: FaceDataset, result: CleaningResult) -> FaceDataset:
 # --------------------------------------------------------------------------- proxy embeddings
 
 
-def image_keys(images: np.ndarray) -> np.ndarray:
-  """sha1 of each image's pixels (shape and bytes): the key of its proxy embedding."""
-  return np.array([hashlib.sha1(str(image.shape).encode() + np.ascontiguousarray(image).tobytes())
-                   .hexdigest() for image in images])
+def centred(embeddings: np.ndarray) -> np.ndarray:
+  """e_i = normalise(v_i - mean_j v_j), v_i = normalise(x_i), [N, D]."""
+  vectors = unit(embeddings)
+  return unit(vectors - vectors.mean(axis=0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +249,7 @@ class ProxyEmbeddings:
     """The embeddings of `images` [N, ...], found by their pixels; ConfigError when some are
     missing (the file was made for other data)."""
     index = {key: i for i, key in enumerate(self.keys)}
-    wanted = image_keys(images)
+    wanted = keys.pixel_hashes(images)
     missing = [i for i, key in enumerate(wanted) if key not in index]
     if missing:
       raise ConfigError(
@@ -247,15 +258,48 @@ class ProxyEmbeddings:
           "data (another --dataset, --image_size or data seed?)")
     return self.embeddings[[index[key] for key in wanted]]
 
+  def split_embeddings(self, split: LabelledImages, flag: str = "--cleaning_embeddings"
+                       ) -> np.ndarray:
+    """The (already centred) embeddings of a training split's images, [N, D]."""
+    return self.lookup(split.images, flag)
 
-_LOADED: dict[str, ProxyEmbeddings] = {}
+
+@dataclasses.dataclass(frozen=True)
+class TeacherProxy:
+  """A teacher embeddings file as the cleaning's proxy (module docstring)."""
+  file: teacher_files.TeacherEmbeddings
+
+  @property
+  def path(self) -> str:
+    return self.file.path
+
+  def split_embeddings(self, split: LabelledImages, flag: str = "--cleaning_embeddings"
+                       ) -> np.ndarray:
+    """centred() of the teacher's embeddings of a training split's images, found by their
+    keys; ConfigError naming `flag`, the file and the count when some have none."""
+    targets, _ = self.file.targets(
+        split.images, split.paths, "training images", "error", flag,
+        remedy="run tools/teacher_embeddings.py with this run's data flags (--teacher_splits="
+               "train) to add them")
+    return centred(targets).astype(np.float32)
 
 
-def load_cached(path: str) -> ProxyEmbeddings:
-  """ProxyEmbeddings.load, once per process and file version."""
+def load_embeddings(path: str, flag: str = "--cleaning_embeddings"):
+  """The cleaning's embeddings file: a teacher embeddings .jsonl (TeacherProxy), else a
+  proxy's .npz (ProxyEmbeddings); ConfigError naming `flag` when it is neither."""
+  if path.lower().endswith(teacher_files.EXTENSION):
+    return TeacherProxy(teacher_files.TeacherEmbeddings.load(path, flag))
+  return ProxyEmbeddings.load(path, flag)
+
+
+_LOADED: dict[str, object] = {}
+
+
+def load_cached(path: str):
+  """load_embeddings, once per process and file version."""
   key = f"{os.path.abspath(path)}:{os.path.getmtime(path) if os.path.exists(path) else 0}"
   if key not in _LOADED:
-    _LOADED[key] = ProxyEmbeddings.load(path)
+    _LOADED[key] = load_embeddings(path)
   return _LOADED[key]
 
 
@@ -269,8 +313,9 @@ def clean_dataset(dataset: FaceDataset, settings: CleaningSettings,
                       f"for --dataset={dataset.name}")
   if not embeddings_path:
     raise ConfigError("this sample cleans the training data but no --cleaning_embeddings file "
-                      "is given (the search's RUN_DIR/cleaning/proxy_embeddings.npz)")
-  embeddings = load_cached(embeddings_path).lookup(dataset.train.images)
+                      "is given (the search's RUN_DIR/cleaning/proxy_embeddings.npz, or a "
+                      "teacher embeddings .jsonl)")
+  embeddings = load_cached(embeddings_path).split_embeddings(dataset.train)
   result = clean(embeddings, dataset.train.labels, dataset.num_classes, settings)
   if result.num_classes < 2:
     raise DegenerateCleaning(f"cleaning {settings.to_json()} leaves {result.num_classes} "

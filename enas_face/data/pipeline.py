@@ -103,6 +103,43 @@ def train_dataset(split, batch_size: int, mean: np.ndarray, *, seed: int,
                            pad=pad, cutout=cutout, augment=augment)
 
 
+def unlabelled_rows(count: int, seed: int, start: int, size: int) -> np.ndarray:
+  """Positions start .. start + size - 1 of an endless stream over `count` unlabelled images:
+  pass p (positions p count .. (p + 1) count - 1) is a permutation seeded by (seed, p), so each
+  image comes once a pass and a position always holds the same image (resume-safe)."""
+  first, last = start // count, (start + size - 1) // count
+  stream = np.concatenate([np.random.default_rng([seed, 0x5EED, p]).permutation(count)
+                           for p in range(first, last + 1)])
+  offset = start - first * count
+  return stream[offset:offset + size]
+
+
+def unlabelled_dataset(images: np.ndarray, batch_size: int, mean: np.ndarray, *, seed: int,
+                       epoch: int, steps: int, random_flip: bool = True, pad: int = 0,
+                       cutout: int = 0, augment: bool = True,
+                       targets: np.ndarray | None = None) -> tf.data.Dataset:
+  """Epoch `epoch`'s `steps` batches of unlabelled images, {"images": float32 [B_u, S, S, 3]
+  [, "targets": [B_u, D]]}: stream positions e n .. (e + 1) n - 1, n = steps B_u, of
+  unlabelled_rows (the stream goes on across epochs), augmented as the labelled images with
+  seeds from (seed, position)."""
+  size = steps * batch_size
+  rows = unlabelled_rows(len(images), seed, epoch * size, size)
+  extra = () if targets is None else (np.asarray(targets, np.float32)[rows],)
+  ds = tf.data.Dataset.from_tensor_slices((images[rows], np.full(size, -1, np.int32),
+                                           np.arange(epoch * size, (epoch + 1) * size,
+                                                     dtype=np.int64), *extra))
+  ds = augment_and_batch(ds, batch_size, mean, seed=seed + 1, epoch=0, random_flip=random_flip,
+                         pad=pad, cutout=cutout, augment=augment)
+  return ds.map(lambda images, _, *rest: {"images": images,
+                                          **({"targets": rest[0]} if rest else {})})
+
+
+def with_unlabelled(labelled: tf.data.Dataset, unlabelled: tf.data.Dataset) -> tf.data.Dataset:
+  """Batches (images, labels[, targets], unlabelled): each labelled batch with the next
+  unlabelled one (a dict, unlabelled_dataset's), as the train step takes them."""
+  return tf.data.Dataset.zip((labelled, unlabelled)).map(lambda batch, extra: (*batch, extra))
+
+
 def eval_dataset(images: np.ndarray, batch_size: int) -> tf.data.Dataset:
   """Batches of raw images (float32, no augmentation), in order."""
   ds = tf.data.Dataset.from_tensor_slices(images)

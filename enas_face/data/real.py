@@ -88,16 +88,24 @@ def heldout_pairs(images: np.ndarray, labels: np.ndarray, config: DataConfig,
 
 @dataclasses.dataclass(frozen=True)
 class IdentityChoice:
-  """Which identities are trained on and which are held out for pairs (None: --pairs given)."""
+  """Which identities are trained on and which are held out for pairs (None: --pairs given);
+  too_few: those below --min_images_per_identity (not trained on; not those excluded for
+  the pairs)."""
   usable: np.ndarray            # original labels trained on, sorted
   heldout: np.ndarray | None    # original labels held out for verification pairs
   report: dict
+  too_few: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
   def relabel(self, num_labels: int) -> np.ndarray:
     """int64 [num_labels]: original label -> training label 0..C-1, or -1 if not trained on."""
     table = np.full(num_labels, -1, dtype=np.int64)
     table[self.usable] = np.arange(len(self.usable))
     return table
+
+
+def named_in_pairs(names: list[str], pair_identities: frozenset[str]) -> set[int]:
+  """The labels of the identities whose name a --pairs set names."""
+  return {i for i, n in enumerate(names) if n in pair_identities}
 
 
 def choose_identities(counts: np.ndarray, names: list[str], config: DataConfig, name: str,
@@ -110,7 +118,7 @@ def choose_identities(counts: np.ndarray, names: list[str], config: DataConfig, 
   `hold_out` (no --pairs), round(heldout_fraction * K) (at least 2) of the remaining K
   identities, chosen with config.seed, are held out for pairs.
   """
-  excluded = {i for i, n in enumerate(names) if config.exclude_pair_identities and n in pair_identities}
+  excluded = named_in_pairs(names, pair_identities) if config.exclude_pair_identities else set()
   too_few = {i for i, c in enumerate(counts)
              if i not in excluded and 0 < c < config.min_images_per_identity}
   usable = np.array([i for i, c in enumerate(counts)
@@ -134,7 +142,7 @@ def choose_identities(counts: np.ndarray, names: list[str], config: DataConfig, 
   if len(usable) < 2:
     raise ConfigError(f"{name}: only {len(usable)} identities left to train on "
                       f"(--min_images_per_identity={config.min_images_per_identity})")
-  return IdentityChoice(usable, heldout, report)
+  return IdentityChoice(usable, heldout, report, np.array(sorted(too_few), dtype=np.int64))
 
 
 def assemble(collection: LabelledCollection, config: DataConfig, name: str,

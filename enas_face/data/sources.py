@@ -2,8 +2,10 @@
 
 Pure Python (no TensorFlow), so a wrong path fails before the slow import:
 
-    --dataset = synthetic | folder:DIR | tfrecord:DIR | insightface:DIR_OR_REC
-    --pairs   = (empty) | SET[,SET...],  SET = lfw:PAIRS_TXT,IMAGES_DIR | bin:FILE.bin
+    --dataset    = synthetic | folder:DIR | tfrecord:DIR | insightface:DIR_OR_REC
+    --pairs      = (empty) | SET[,SET...],  SET = lfw:PAIRS_TXT,IMAGES_DIR | bin:FILE.bin
+    --unlabelled = (empty) | SOURCE[,SOURCE...],
+                   SOURCE = small_identities | folder:DIR | tfrecord:DIR
 
 folder:DIR holds one subfolder of images per identity; tfrecord:DIR is the
 output of tools/align_dataset.py (manifest.json + shards); insightface: is a
@@ -13,6 +15,9 @@ TFRecord folder of the same images. A --pairs list splits on the commas that
 start a new `kind:` token (the comma inside lfw:PAIRS_TXT,IMAGES_DIR stays);
 each set is named by its file's stem (bin:.../cfp_fp.bin -> cfp_fp,
 lfw:.../pairsDevTest.txt,DIR -> pairsDevTest), _2, _3, ... on clashes.
+--unlabelled's sources (data/unlabelled.py): the --dataset's own identities below
+--min_images_per_identity, a folder of face images (any depth; a first-level subfolder is
+read as an identity's name), an aligned TFRecord folder.
 """
 from __future__ import annotations
 
@@ -97,6 +102,52 @@ def parse_dataset_spec(value: str) -> DatasetSpec:
   index = _require_file(os.path.splitext(rec)[0] + ".idx", flag,
                         f"the RecordIO index beside {os.path.basename(rec)}")
   return DatasetSpec(kind, rec, index)
+
+
+UNLABELLED_KINDS = ("small_identities", "folder", "tfrecord")
+SMALL_IDENTITIES = "small_identities"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlabelledSpec:
+  kind: str               # UNLABELLED_KINDS
+  path: str = ""          # folder: / tfrecord: folder
+
+  def value(self) -> str:
+    """The source in --unlabelled syntax (absolute paths)."""
+    return self.kind if not self.path else f"{self.kind}:{self.path}"
+
+
+def parse_unlabelled_spec(value: str) -> list[UnlabelledSpec]:
+  """The UnlabelledSpecs of an --unlabelled value, each once, in order ([] when empty);
+  ConfigError naming --unlabelled when a source is malformed or its folder is missing."""
+  if not value:
+    return []
+  flag = f"--unlabelled={value}"
+  specs = []
+  for item in value.split(","):
+    kind, _, path = item.strip().partition(":")
+    if kind not in UNLABELLED_KINDS:
+      raise ConfigError(f"{flag}: unknown source {item!r}; expected a comma-separated list of "
+                        f"{SMALL_IDENTITIES}, folder:DIR, tfrecord:DIR")
+    if kind == SMALL_IDENTITIES:
+      if path:
+        raise ConfigError(f"{flag}: '{SMALL_IDENTITIES}' takes no path")
+      spec = UnlabelledSpec(kind)
+    elif not path:
+      raise ConfigError(f"{flag}: missing the path after '{kind}:'")
+    elif kind == "folder":
+      spec = UnlabelledSpec(kind, _require_dir(os.path.expanduser(path), flag,
+                                               "a folder of face images"))
+    else:
+      folder = _require_dir(os.path.expanduser(path), flag,
+                            "a folder written by tools/align_dataset.py")
+      _require_file(os.path.join(folder, MANIFEST), flag,
+                    "its manifest.json, written by tools/align_dataset.py")
+      spec = UnlabelledSpec(kind, folder)
+    if spec not in specs:
+      specs.append(spec)
+  return specs
 
 
 # A comma followed by `word:` starts the next set; a Windows drive (C:) is one letter.

@@ -25,7 +25,7 @@ is dropped on reading and cut on resuming):
     {"key": "sha1:3f2a...", "status": "crop", "embedding": [...]}
     {"key": "Zico/Zico_0002.jpg", "status": "no_face"}
 
-A key is the image's path in its source when the data reader knows it (`image_keys`: a
+A key is the image's path in its source when the data reader knows it (data/keys.py: a
 folder's file relative to its root, an aligned record's image/path, an LFW pairs file's
 image; '/'-separated), else "sha1:" + the sha1 of its pixels at the run's image size
 (synthetic faces, .bin pairs). The stored embedding is the teacher's raw output (dlib's is
@@ -42,7 +42,7 @@ import os
 import numpy as np
 
 from enas_face.config import ConfigError
-from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face import runlog
 from enas_face import runtimes
 
@@ -54,7 +54,6 @@ TEACHER_KINDS = ("run", "saved_model", "onnx", "dlib", "embeddings")
 ONLINE_KINDS = ("run", "saved_model", "onnx")
 WITH_EMBEDDING = ("crop", "detected", "whole_image")
 WITHOUT_EMBEDDING = ("no_face", "unreadable")
-CONTENT_PREFIX = "sha1:"
 TOOL = "tools/teacher_embeddings.py"
 
 
@@ -97,18 +96,6 @@ def dlib_needs_the_tool(path: str, flag: str = "--distill_from") -> ConfigError:
       f"python {TOOL} --distill_from={path} --teacher_file=TEACHER.jsonl with this run's data "
       "flags (it reports the teacher's accuracy on --pairs too), then "
       "--distill_from=TEACHER.jsonl")
-
-
-def content_key(image: np.ndarray) -> str:
-  """"sha1:" + the sha1 of the image's shape and pixels (cleaning.image_keys)."""
-  return CONTENT_PREFIX + str(cleaning.image_keys(image[None])[0])
-
-
-def image_keys(images: np.ndarray, paths: np.ndarray | None = None) -> list[str]:
-  """Each image's key: its source path when known, else content_key (module docstring)."""
-  if paths is not None:
-    return [str(p) for p in paths]
-  return [CONTENT_PREFIX + str(k) for k in cleaning.image_keys(images)] if len(images) else []
 
 
 def header(teacher: str, kind: str, embedding_dim: int, settings: dict) -> dict:
@@ -184,21 +171,23 @@ class TeacherEmbeddings:
     return out, found
 
   def targets(self, images: np.ndarray, paths: np.ndarray | None, what: str,
-              missing: str = "error", flag: str = "--distill_from"
+              missing: str = "error", flag: str = "--distill_from", remedy: str = ""
               ) -> tuple[np.ndarray, np.ndarray]:
     """(targets [N, D], found [N]) of a split's images by their keys. missing="error":
     ConfigError naming the file, `what` and the count of images without an embedding (the
-    first keys and their statuses); "skip": they come back with found False."""
-    keys = image_keys(images, paths)
-    targets, found = self.lookup(keys)
+    first keys and their statuses) and `remedy` (default: the tool, or
+    --distill_missing=skip); "skip": they come back with found False."""
+    wanted = keys.image_keys(images, paths)
+    targets, found = self.lookup(wanted)
     if missing == "error" and not found.all():
-      absent = [keys[i] for i in np.flatnonzero(~found)]
+      absent = [wanted[i] for i in np.flatnonzero(~found)]
       shown = ", ".join(f"{k} ({self.statuses.get(k, 'not in the file')})" for k in absent[:5])
       raise ConfigError(
-          f"{flag}={self.path}: {len(absent)} of {len(keys)} {what} have no teacher embedding "
-          f"there (first: {shown}{' ...' if len(absent) > 5 else ''}); run "
-          "tools/teacher_embeddings.py with this run's data flags to add them, or pass "
-          "--distill_missing=skip to train those images without the distillation terms")
+          f"{flag}={self.path}: {len(absent)} of {len(wanted)} {what} have no teacher embedding "
+          f"there (first: {shown}{' ...' if len(absent) > 5 else ''}); "
+          + (remedy or "run tools/teacher_embeddings.py with this run's data flags to add "
+             "them, or pass --distill_missing=skip to train those images without the "
+             "distillation terms"))
     return targets, found
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from enas_face.data.base import FaceDataset
 from enas_face.data import cleaning
+from enas_face.data import keys
 from enas_face.training import fixed
 
 
@@ -20,8 +21,7 @@ def embed_all(child, images: np.ndarray, batch_size: int) -> np.ndarray:
   Centring removes the direction every embedding of a briefly trained network shares (raw
   cosines to a centre were 0.8-0.95 for clean and mislabelled images alike on the noisy
   synthetic benchmark; centred, the clean median is 0.72 and the mislabelled one 0.08)."""
-  vectors = cleaning.unit(fixed.EmbeddingExtractor(child, batch_size)(images))
-  return cleaning.unit(vectors - vectors.mean(axis=0)).astype(np.float32)
+  return cleaning.centred(fixed.EmbeddingExtractor(child, batch_size)(images)).astype(np.float32)
 
 
 def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.ndarray],
@@ -41,10 +41,10 @@ def proxy_embeddings(proxy_config, train_on: FaceDataset, embed: Sequence[np.nda
 def save_embeddings(child, images: np.ndarray, batch_size: int, source: str,
                     path: str) -> cleaning.ProxyEmbeddings:
   """Embeds each distinct image (by key) with `child` (embed_all) and saves them at `path`."""
-  keys = cleaning.image_keys(images)
-  _, first = np.unique(keys, return_index=True)
+  hashes = keys.pixel_hashes(images)
+  _, first = np.unique(hashes, return_index=True)
   first = np.sort(first)
-  result = cleaning.ProxyEmbeddings(keys[first], embed_all(child, images[first], batch_size),
+  result = cleaning.ProxyEmbeddings(hashes[first], embed_all(child, images[first], batch_size),
                                     source, os.path.abspath(path))
   result.save(path)
   return result

@@ -20,7 +20,9 @@ The task loss L is the training seam's (training/step.py TaskLoss, the loss of -
     L = w_CE CE(head(e, y), y) + w_R RegularFace(W) + L_distill
 
 with the --head's CE, RegularFace on its class weights W when --regularface_weight = w_R > 0,
-and with --distill_from the distillation term (distill.py; then w_CE = 1 - alpha). Using the
+and with --distill_from the distillation term (distill.py; then w_CE = 1 - alpha). A teacher
+embeddings file (precomputed targets) is looked up for each half's images by their keys and
+its targets ride through the input pipeline beside them, as in fixed training. Using the
 teacher during the search is the seed's teacher guidance as we implement it (inferred:
 METHODS.md §4); without a teacher this is TAS-like search.
 
@@ -154,17 +156,21 @@ def flops_loss(expected, sign, weight: float):
   return weight * sign * tf.math.log(expected)
 
 
-def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, LabelledImages]:
-  """Two disjoint halves of the training split: each identity's images shuffled (seeded)
-  and dealt alternately, so both halves hold every identity with 2+ images."""
+def half_rows(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """The rows of two disjoint halves of a training split: each identity's images shuffled
+  (seeded) and dealt alternately, so both halves hold every identity with 2+ images."""
   rng = np.random.default_rng(seed)
   first, second = [], []
-  for label in np.unique(train.labels):
-    members = rng.permutation(np.flatnonzero(train.labels == label))
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
     first.extend(members[0::2])
     second.extend(members[1::2])
-  parts = (np.sort(np.array(first, int)), np.sort(np.array(second, int)))
-  return tuple(train.take(p) for p in parts)
+  return np.sort(np.array(first, int)), np.sort(np.array(second, int))
+
+
+def split_halves(train: LabelledImages, seed: int) -> tuple[LabelledImages, LabelledImages]:
+  """The two halves of `half_rows` (images, labels and paths)."""
+  return tuple(train.take(rows) for rows in half_rows(train.labels, seed))
 
 
 def make_steps(supernet: keras.Model, distributions: Distributions,
@@ -173,33 +179,34 @@ def make_steps(supernet: keras.Model, distributions: Distributions,
   """(weight_step, arch_step): the alternating updates on L = task_loss of the supernet's
   embeddings e = supernet(x, m), m = distributions.sample(tau, seed).
 
-      weight_step(x, y, tau, seed) -> (L, batch accuracy, lr): w <- SGD(dL/dw), m held fixed,
-        w the supernet's weights and task_loss.variables (head, distillation projection);
-      arch_step(x, y, tau, seed, sign) -> (L, E[FLOPs]): a <- Adam(d(L + L_F)/da),
+      weight_step(x, y, tau, seed[, t]) -> (L, batch accuracy, lr): w <- SGD(dL/dw), m held
+        fixed, w the supernet's weights and task_loss.variables (head, distillation projection);
+      arch_step(x, y, tau, seed, sign[, t]) -> (L, E[FLOPs]): a <- Adam(d(L + L_F)/da),
         L_F = flops_weight * sign * log E[FLOPs].
 
+  t: the batch's precomputed teacher embeddings (an embeddings-file teacher; LossInputs.targets).
   Both return L before their update (one device: B the batch); the head's margin schedule
   reads optimizer.iterations.
   """
   weight_variables = supernet.trainable_variables + task_loss.variables
 
-  def loss_on(images, labels, mix):
+  def loss_on(images, labels, mix, targets):
     embeddings = supernet(images, mix=mix, training=True)
-    return task_loss(images, labels, embeddings, optimizer.iterations)
+    return task_loss(images, labels, embeddings, optimizer.iterations, targets)
 
   @tf.function
-  def weight_step(images, labels, tau, seed):
+  def weight_step(images, labels, tau, seed, targets=None):
     mix = tf.stop_gradient(distributions.sample(tau, seed))
     with tf.GradientTape() as tape:
-      loss, scores = loss_on(images, labels, mix)
+      loss, scores = loss_on(images, labels, mix, targets)
     optimizer.apply_gradients(zip(tape.gradient(loss, weight_variables), weight_variables))
     accuracy = train_lib.batch_accuracy(scores, labels) / tf.cast(tf.shape(labels)[0], tf.float32)
     return loss, accuracy, optimizer.learning_rate
 
   @tf.function
-  def arch_step(images, labels, tau, seed, sign):
+  def arch_step(images, labels, tau, seed, sign, targets=None):
     with tf.GradientTape() as tape:
-      loss, _ = loss_on(images, labels, distributions.sample(tau, seed))
+      loss, _ = loss_on(images, labels, distributions.sample(tau, seed), targets)
       expected = expected_flops(model_config, distributions.probabilities())
       total = loss + flops_loss(expected, sign, flops_weight)
     gradients = tape.gradient(total, [distributions.logits])
@@ -262,7 +269,8 @@ def search(config: RunConfig, dataset: FaceDataset,
   if dataset.streamed:
     raise ConfigError("--search_strategy=differentiable splits the training split in two "
                       "halves in memory; use --stream=never")
-  half_a, half_b = split_halves(dataset.train, config.data.seed)
+  rows = half_rows(dataset.train.labels, config.data.seed)
+  half_a, half_b = (dataset.train.take(r) for r in rows)
   batch = train_cfg.batch_size
   steps = loop.steps_per_epoch(batch, min(len(half_a.labels), len(half_b.labels)), 1)
   built = create_state(config, dataset.num_classes, steps, placement)
@@ -284,32 +292,40 @@ def search(config: RunConfig, dataset: FaceDataset,
   def argmax_flops() -> int:
     return space.flops(model_cfg, distributions.argmax_sample())
 
+  # An embeddings-file teacher: the split's targets (looked up by key), each half's beside its
+  # images (as in fixed training); a teacher that runs on the batch needs none.
+  targets = distillation.training_targets(dataset.train) if distillation is not None else None
+  targets_a, targets_b = (None, None) if targets is None else (targets[r] for r in rows)
+
   def both_halves(index: int):
-    def batches(part, offset):
+    def batches(part, offset, targets):
       return pipeline.train_dataset(part, batch, mean, seed=train_cfg.seed + offset, epoch=index,
                                     random_flip=config.data.random_flip, pad=config.data.pad,
-                                    cutout=config.data.cutout).take(steps)
-    return zip(batches(half_a, 0), batches(half_b, 7919))
+                                    cutout=config.data.cutout, targets=targets).take(steps)
+    return zip(batches(half_a, 0, targets_a), batches(half_b, 7919, targets_b))
 
   def train_epoch(index: int) -> loop.EpochResult:
     tau = temperature(index, search_cfg.epochs, search_cfg.tau_max, search_cfg.tau_min)
     state.update(tau=tau, arch_losses=[], signs=[])
     tau_t = tf.constant(tau, tf.float32)
 
-    def combined_step(images_a, labels_a, images_b, labels_b, step):
+    def combined_step(a, b, step):
+      """a, b: (images, labels[, targets]) of half A (weights) and half B (logits)."""
       seed = tf.constant([train_cfg.seed, index * 100003 + 2 * step], tf.int32)
-      loss, accuracy, lr = weight_step(images_a, labels_a, tau_t, seed)
+      loss, accuracy, lr = weight_step(*a[:2], tau_t, seed, *a[2:])
       sign = flops_loss_sign(argmax_flops(), search_cfg.cost_target, search_cfg.flops_tolerance)
-      arch_loss, _ = arch_step(images_b, labels_b, tau_t, seed + [0, 1],
-                               tf.constant(sign, tf.float32))
+      arch_loss, _ = arch_step(*b[:2], tau_t, seed + [0, 1], tf.constant(sign, tf.float32),
+                               *b[2:])
       state["arch_losses"].append(float(arch_loss))
       state["signs"].append(sign)
       return loss, accuracy, lr
 
-    flat = (((a[0], b[0]), (a[1], b[1])) for a, b in both_halves(index))
+    # run_epoch unpacks (images, labels, *targets) per batch: each slot holds both halves'.
+    flat = (tuple(zip(a, b)) for a, b in both_halves(index))
     return loop.run_epoch(
-        lambda images, labels, step: combined_step(images[0], labels[0], images[1], labels[1],
-                                                   step),
+        lambda images, labels, *rest: combined_step(
+            (images[0], labels[0], *(t[0] for t in rest[:-1])),
+            (images[1], labels[1], *(t[1] for t in rest[:-1])), rest[-1]),
         flat, steps, batch, index, config.run_dir, placement.is_chief,
         step_args=lambda step: (step,))
 

@@ -25,6 +25,18 @@ a teacher whose embedding space is unrelated to the student's. Per example it is
 L_rel,i = mean_{j != i} (S_ij - T_ij)^2, whose batch mean is L_rel; each replica forms the
 matrix of its own batch.
 
+Unlabelled images (--unlabelled, data/unlabelled.py): each step mixes a batch U of B_u of them
+into the labelled batch L of B. They have no label, so no CE; every distillation term runs
+over L u U (the on-the-fly teachers embed U too; an embeddings file's targets for U come with
+it), and the relational term's matrices span both batches:
+
+    L = (1 - alpha) (1/B) sum_{i in L} CE_i
+        + (1/(B + B_u)) sum_{i in L u U} (w_e L_emb,i + w_r L_rel,i + alpha T^2 KL_i)
+
+(the KL term too when alpha > 0: a same-identities teacher's soft labels are defined for any
+face, Hinton et al. 2015's transfer set; our choice). Without unlabelled images U is empty and
+this is the equation above.
+
 The teacher (teachers.py) is a run folder (with its head for the KL term), a SavedModel or
 an ONNX file (run on the augmented batch), or an embeddings file (its targets, of the
 unaugmented images, come with the batch: LossInputs.targets). With --distill_missing=skip an
@@ -41,7 +53,8 @@ import tensorflow as tf
 
 from enas_face.config import ConfigError, DistillConfig
 from enas_face.training.step import ExtraLoss
-from enas_face.training.teachers import Teacher, load_teacher, training_targets, unit_targets
+from enas_face.training.teachers import (Teacher, load_teacher, training_targets, unit_targets,
+                                         unlabelled_targets)
 
 
 class Projection(keras.layers.Layer):
@@ -120,10 +133,12 @@ class Distillation:
                              images, targets)
 
   def term(self) -> ExtraLoss:
-    return ExtraLoss("distill", 1.0,
-                     lambda inputs: self.loss(inputs.embeddings, inputs.head, inputs.images,
-                                              inputs.targets),
-                     per_example=True, layer=self.projection)
+    """The per-example term over the labelled rows and the step's unlabelled ones."""
+    def fn(inputs):
+      images, embeddings, targets = inputs.with_unlabelled()
+      return self.loss(embeddings, inputs.head, images, targets)
+    return ExtraLoss("distill", 1.0, fn, per_example=True, layer=self.projection,
+                     unlabelled=True)
 
   def training_targets(self, train) -> np.ndarray | None:
     """An embeddings-file teacher's targets of the training split (teachers.training_targets),
@@ -131,6 +146,14 @@ class Distillation:
     if not self.teacher.precomputed:
       return None
     return training_targets(self.teacher, train, self.config.missing)
+
+  def unlabelled_targets(self, unlabelled):
+    """(the unlabelled images that teach, their targets or None for a teacher that runs on
+    the batch): an embeddings file's targets by key; with --distill_missing=skip the images
+    it has none for are left out (teachers.unlabelled_targets)."""
+    if not self.teacher.precomputed:
+      return unlabelled, None
+    return unlabelled_targets(self.teacher, unlabelled, self.config.missing)
 
 
 def build(config: DistillConfig, student_dim: int, num_classes: int,

@@ -140,12 +140,14 @@ def train(config: RunConfig, dataset: FaceDataset,
     checkpoints.initialize_child(state.child, train_cfg.init_checkpoint)
     state.child.standardize.set_statistics(*pipeline.split_statistics(dataset.train))
   extra, cross_entropy_weight = train_lib.run_terms(config.head, state.distillation)
+  targets = (state.distillation.training_targets(dataset.train)
+             if state.distillation is not None else None)
+  unlabelled, unlabelled_targets, unlabelled_batch = unlabelled_setup(
+      config, dataset, state.distillation, placement.num_replicas)
   train_step = train_lib.make_train_step(
       state.child, state.head, state.optimizer, train_cfg.label_smoothing, dataset.num_classes,
       train_cfg.batch_size, placement.strategy, extra=extra,
-      cross_entropy_weight=cross_entropy_weight)
-  targets = (state.distillation.training_targets(dataset.train)
-             if state.distillation is not None else None)
+      cross_entropy_weight=cross_entropy_weight, unlabelled_batch_size=unlabelled_batch)
   extractor = EmbeddingExtractor(state.child, config.eval.batch_size)
   pair_extractor = EmbeddingExtractor(state.child, config.eval.batch_size, config.eval.flip_test)
   best_set, best_metric = best_selection(config, dataset)
@@ -156,12 +158,21 @@ def train(config: RunConfig, dataset: FaceDataset,
   writer = (tf.summary.create_file_writer(os.path.join(config.run_dir, runlog.TENSORBOARD_DIR))
             if chief else None)
 
+  def batches_of(epoch: int, context):
+    labelled = pipeline.train_dataset(
+        dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed, epoch=epoch,
+        random_flip=config.data.random_flip, pad=config.data.pad, cutout=config.data.cutout,
+        input_context=context, targets=targets)
+    if unlabelled is None:
+      return labelled
+    return pipeline.with_unlabelled(labelled, pipeline.unlabelled_dataset(
+        unlabelled.images, unlabelled_batch, mean, seed=train_cfg.seed, epoch=epoch,
+        steps=steps_per_epoch, random_flip=config.data.random_flip, pad=config.data.pad,
+        cutout=config.data.cutout, targets=unlabelled_targets))
+
   def train_epoch(epoch: int) -> loop.EpochResult:
     batches = distribute.distribute_training_data(
-        placement, lambda context: pipeline.train_dataset(
-            dataset.train, train_cfg.batch_size, mean, seed=train_cfg.seed, epoch=epoch,
-            random_flip=config.data.random_flip, pad=config.data.pad, cutout=config.data.cutout,
-            input_context=context, targets=targets), dataset.streamed)
+        placement, lambda context: batches_of(epoch, context), dataset.streamed)
     return loop.run_epoch(train_step, batches,
                           steps_per_epoch, train_cfg.batch_size, epoch, config.run_dir, chief)
 
@@ -201,6 +212,35 @@ def train(config: RunConfig, dataset: FaceDataset,
     writer.flush()
   placement.cleanup(config.run_dir)
   return state
+
+
+def unlabelled_setup(config: RunConfig, dataset: FaceDataset, distillation, num_replicas: int):
+  """(the unlabelled images that teach, their precomputed targets or None, the global
+  unlabelled batch B_u), or (None, None, 0) without --unlabelled. ConfigError naming
+  --unlabelled without a teacher, --unlabelled_batch_size when it does not split over the
+  replicas."""
+  if dataset.unlabelled is None:
+    return None, None, 0
+  if distillation is None:
+    raise ConfigError(f"--unlabelled={config.data.unlabelled}: unlabelled images are seen by "
+                      "the distillation terms only; give a teacher with --distill_from")
+  if distillation.teacher.precomputed:
+    from enas_face.data import unlabelled as unlabelled_lib
+    clashes = unlabelled_lib.key_clashes(dataset)
+    if clashes:
+      raise ConfigError(
+          f"--unlabelled={config.data.unlabelled}: {len(clashes)} unlabelled images share their "
+          f"key (path in their source) with another image of the run (first: {clashes[:3]}), "
+          f"so --distill_from={distillation.teacher.source} holds one embedding for both; "
+          "rename the files or use a teacher that runs on the batch")
+  batch = config.data.unlabelled_batch_size or config.train.batch_size
+  if batch % num_replicas:
+    raise ConfigError(f"--unlabelled_batch_size={batch} must be a multiple of the "
+                      f"{num_replicas} replicas")
+  images, targets = distillation.unlabelled_targets(dataset.unlabelled)
+  logging.info("unlabelled: %d images, %d in each step beside %d labelled (distillation only)",
+               len(images), batch, config.train.batch_size)
+  return images, targets, batch
 
 
 def prepare_training(config: RunConfig, dataset: FaceDataset,

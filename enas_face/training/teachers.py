@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from enas_face.config import ConfigError, EvalConfig
+from enas_face.data import keys
 from enas_face.data import teacher_files
 from enas_face.data.base import LabelledImages
 from enas_face.evaluation import verification
@@ -157,6 +158,25 @@ def training_targets(teacher: Teacher, train, missing: str = "error") -> np.ndar
   return targets
 
 
+def unlabelled_targets(teacher: Teacher, unlabelled, missing: str = "error"):
+  """(the unlabelled images with a target, their targets [N', D_t]) of an embeddings-file
+  teacher, by key. ConfigError naming the file and the count it lacks (missing="error");
+  missing="skip" leaves those images out (an unlabelled image without a target teaches
+  nothing)."""
+  targets, found = teacher.file.targets(
+      unlabelled.images, unlabelled.paths, "unlabelled images", missing,
+      remedy=f"run {TOOL} with this run's data flags and --teacher_splits=unlabelled to add "
+             "them, or pass --distill_missing=skip to leave those images out")
+  if not found.all():
+    logging.warning("teacher: %d of %d unlabelled images have no embedding in %s; left out "
+                    "(--distill_missing=skip)", int((~found).sum()), len(found), teacher.source)
+    if not found.any():
+      raise ConfigError(f"--distill_from={teacher.source}: none of the {len(found)} unlabelled "
+                        f"images has a teacher embedding there; run {TOOL} with "
+                        "--teacher_splits=unlabelled")
+  return unlabelled.take(found), targets[found]
+
+
 class _CropEmbedder:
   """Batched e_t(x), or e_t(x) + e_t(flip(x)) (the student's test-time flip), of a crop
   teacher, through one traced function."""
@@ -189,7 +209,7 @@ def pair_report(teacher: Teacher, pair_sets: dict, eval_config: EvalConfig) -> d
   reports = {}
   for name, pairs in pair_sets.items():
     if teacher.precomputed:
-      embeddings, found = teacher.file.lookup(teacher_files.image_keys(pairs.images,
+      embeddings, found = teacher.file.lookup(keys.image_keys(pairs.images,
                                                                        pairs.paths))
       if not found.all():
         reports[name] = {"num_pairs": int(len(pairs)), "num_images": int(len(found)),

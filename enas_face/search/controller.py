@@ -107,7 +107,35 @@ def _bernoulli_kl(p, target: float):
   return p * tf.math.log(p / target) + (1.0 - p) * tf.math.log((1.0 - p) / (1.0 - target))
 
 
-class Controller(keras.Model):
+class _PolicySampling:
+  """sample() and evaluate() of a policy with `unroll(arcs=None, seeds=None, batch_size)`
+  -> (ControllerSample of [B] fields, extra), `rng` (a tf.random.Generator) and
+  `_num_draws` (seeds one sample takes)."""
+
+  @tf.function(autograph=False)
+  def _sample_graph(self) -> ControllerSample:
+    result, _ = self.unroll(seeds=self.rng.make_seeds(self._num_draws), batch_size=1)
+    return ControllerSample(*(value[0] for value in result))
+
+  def sample(self) -> ControllerSample:
+    """Draw one architecture: arc [n] and scalar log p, H, num_skips, skip penalty."""
+    return self._sample_graph()
+
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  def evaluate_batch(self, arcs) -> ControllerSample:
+    """Teacher-forced statistics of arcs [B, n] (each of shape [B]); differentiable in the
+    policy's weights."""
+    return self.unroll(arcs=arcs)[0]
+
+  def evaluate(self, arc) -> ControllerSample:
+    """log p, H, num_skips, penalty of the given arc [n] (scalars) or arcs [B, n] ([B])."""
+    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
+    if arc.shape.rank == 1:
+      return ControllerSample(*(value[0] for value in self.evaluate_batch(arc[None, :])))
+    return self.evaluate_batch(arc)
+
+
+class Controller(_PolicySampling, keras.Model):
   """The ENAS controller: one LSTMCell driven through the decision list.
 
   Output projections (each group's w_soft kernel and bias, v_attn kernel) start at zero, so
@@ -258,30 +286,6 @@ class Controller(keras.Model):
     """One draw per categorical decision and one per layer's block of skip bits."""
     return len(self._plan)
 
-  # -------------------------------------------------------------- public API
-  @tf.function(autograph=False)
-  def _sample_graph(self) -> ControllerSample:
-    seeds = self.rng.make_seeds(self._num_draws)
-    result, _ = self.unroll(seeds=seeds, batch_size=1)
-    return ControllerSample(*(value[0] for value in result))
-
-  def sample(self) -> ControllerSample:
-    """Draw one architecture: arc [n] and scalar log p, H, num_skips, skip penalty."""
-    return self._sample_graph()
-
-  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
-  def evaluate_batch(self, arcs) -> ControllerSample:
-    """Teacher-forced statistics of arcs [B, n] (each of shape [B]); differentiable in the weights."""
-    return self.unroll(arcs=arcs)[0]
-
-  def evaluate(self, arc) -> ControllerSample:
-    """Teacher-forced log p, H, num_skips, penalty of the given arc [n] (scalars) or arcs [B, n] ([B])."""
-    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
-    if arc.shape.rank == 1:
-      result = self.evaluate_batch(arc[None, :])
-      return ControllerSample(*(value[0] for value in result))
-    return self.evaluate_batch(arc)
-
   def call(self, arcs):
     """Keras entry point: evaluate_batch(arcs).log_prob."""
     return self.unroll(arcs=tf.cast(arcs, tf.int32))[0].log_prob
@@ -302,7 +306,7 @@ class Controller(keras.Model):
     return self._decision_tuple
 
 
-class CategoricalController(tf.Module):
+class CategoricalController(_PolicySampling, tf.Module):
   """TuNAS's independent categorical policy (Bender et al. 2020; `independent_sample` of its
   released code): logits z_k per decision k, zero at the start (exactly uniform), nothing
   shared between decisions:
@@ -377,26 +381,7 @@ class CategoricalController(tf.Module):
     return (ControllerSample(arcs, log_prob, entropy * ones, num_skips, penalty * ones),
             tf.tile(p_skip[None], [batch, 1]))
 
-  @tf.function(autograph=False)
-  def _sample_graph(self) -> ControllerSample:
-    result, _ = self.unroll(seeds=self.rng.make_seeds(1), batch_size=1)
-    return ControllerSample(*(value[0] for value in result))
-
-  def sample(self) -> ControllerSample:
-    """Draw one architecture: arc [n] and scalar log p, H, num_skips, skip penalty."""
-    return self._sample_graph()
-
-  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32)])
-  def evaluate_batch(self, arcs) -> ControllerSample:
-    """Statistics of arcs [B, n] (each of shape [B]); differentiable in the logits."""
-    return self.unroll(arcs=arcs)[0]
-
-  def evaluate(self, arc) -> ControllerSample:
-    """log p, H, num_skips, penalty of the given arc [n] (scalars) or arcs [B, n] ([B])."""
-    arc = tf.convert_to_tensor(arc, dtype=tf.int32)
-    if arc.shape.rank == 1:
-      return ControllerSample(*(value[0] for value in self.evaluate_batch(arc[None, :])))
-    return self.evaluate_batch(arc)
+  _num_draws = 1  # one seed pair draws every decision at once
 
 
 class RandomSampler(tf.Module):

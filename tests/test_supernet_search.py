@@ -56,13 +56,12 @@ def test_tunas_recipe_searches_the_supernet_one_shot(tunas_run):
 @pytest.mark.slow
 def test_tunas_search_resumes_after_a_lost_checkpoint(tiny_tunas_search, main_in_process,
                                                      tmp_path):
-  """A kill after epoch 2's controller steps but before its checkpoint: the rerun redoes
-  epoch 2 from epoch 1's checkpoint (policy, its random stream, baseline, supernet) and
-  draws the same first architectures."""
+  """A kill after epoch 3's controller steps but before its checkpoint: the rerun redoes
+  epoch 3 from epoch 2's checkpoint (policy, its random stream, baseline, supernet; the
+  warm-up over) and draws the same architectures."""
   run_dir = tiny_tunas_search.run_dir
   copy = tiny_tunas_search.copy(str(tmp_path / "copy"))
   lose_last_checkpoint(copy, 3)
-  lose_last_checkpoint(copy, 2)
   args = [a for a in tiny_tunas_search.args if not a.startswith("--run_dir=")]
   result = main_in_process(*args, f"--run_dir={copy}", tiny_tunas_search.same_data())
   assert result.returncode == 0, result.stderr[-4000:]
@@ -71,7 +70,7 @@ def test_tunas_search_resumes_after_a_lost_checkpoint(tiny_tunas_search, main_in
   resumed = read_jsonl(os.path.join(copy, "sampled_arcs.jsonl"))
   key = lambda r: (r["epoch"], r["step"], r["sample_index"])  # noqa: E731
   assert [key(r) for r in resumed] == [key(r) for r in original]  # no gap, no duplicate
-  first = lambda log: [r["arc"] for r in log if r["step"] == 3]  # noqa: E731
+  first = lambda log: [r["arc"] for r in log if r["epoch"] == 3]  # noqa: E731
   assert first(resumed) == first(original)
 
 
@@ -129,11 +128,12 @@ def test_enas_one_shot_search_runs_on_the_supernet(tiny_tunas_search, main_in_pr
                                "--reward=", "--cost_penalty", "--entropy", "--baseline",
                                "--search_epochs"))]
   run_dir = str(tmp_path / "enas")
-  result = main_in_process(*args, "--search_epochs=2", "--controller_hidden=16",
+  result = main_in_process(*args, "--search_epochs=1", "--warmup_epochs=0",
+                           "--controller_hidden=16",
                            f"--run_dir={run_dir}", tiny_tunas_search.same_data())
   assert result.returncode == 0, result.stderr[-4000:]
   records = read_jsonl(os.path.join(run_dir, "sampled_arcs.jsonl"))
-  assert len(records) == 2 * 2 * 2 and {r["sampler"] for r in records} == {"enas"}
+  assert len(records) == 1 * 2 * 2 and {r["sampler"] for r in records} == {"enas"}
   assert all(0.0 <= r["score"] <= 1.0 and r["cost"] > 0 for r in records)
   summary = read_json(os.path.join(run_dir, "search_summary.json"))
   assert (summary["strategy"], summary["controller_warmup_epochs"]) == ("one_shot", 0)

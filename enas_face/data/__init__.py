@@ -15,6 +15,7 @@ import numpy as np
 
 from enas_face.config import ConfigError, DataConfig
 from enas_face.data.base import FaceDataset, LabelledImages, VerificationPairs
+from enas_face.data import label_noise
 from enas_face.data import sources
 
 

@@ -111,9 +111,7 @@ class ControllerProposer:
     from enas_face import config as config_lib
     from enas_face.search import loop
     model = config_lib.ModelConfig(search_space="mobilefacenet", image_size=32)
-    if table.space_sizes(model) != table.sizes:
-      model = None
-    if model is None:  # a toy table: its own decisions
+    if table.space_sizes(model) != table.sizes:  # e.g. a toy table with its own decisions
       raise ValueError("the RL controllers replay the mobilefacenet table only")
     run = config_lib.RunConfig(
         mode="search", run_dir="", arc=None, model=model, data=config_lib.DataConfig(),

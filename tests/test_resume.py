@@ -5,9 +5,9 @@ checkpoint, --deterministic, and the stop at a NaN/inf loss.
 The runs use MirroredStrategy over 2 logical CPUs (as the paper's multi-GPU
 setting would), so they also show that a mirrored run resumes and reproduces.
 Both the fixed run and the search are killed in their last epoch (3 of 3): the kill
-waits for the checkpoint of the previous epoch, measures how long one epoch took
-and sleeps a fraction of that, so it lands inside the epoch on a fast or a loaded
-machine; each test asserts that it did.
+waits for the checkpoint of the previous epoch, measures the CPU seconds one epoch
+took and lets the run spend a fraction of that, so it lands inside the epoch on a fast
+or a loaded machine; each test asserts that it did.
 """
 import glob
 import json
@@ -55,28 +55,41 @@ def checkpoint(run_dir, number):
   return os.path.join(run_dir, "checkpoints", f"ckpt-{number}.index")
 
 
-def wait_for(path, process, timeout=240):
-  """Seconds until `path` exists; fails if the process ends first."""
-  tic = time.time()
+def cpu_seconds(process) -> float:
+  """User + system CPU seconds of `process`, all its threads (Linux /proc/<pid>/stat)."""
+  with open(f"/proc/{process.pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(path, process, timeout=240, poll=0.01):
+  """CPU seconds `process` spent until `path` exists; fails if the process ends first."""
+  tic, cpu = time.time(), cpu_seconds(process)
   while not os.path.exists(path):
     assert process.poll() is None, f"the run ended (code {process.returncode}) before {path}"
     assert time.time() - tic < timeout, f"no {path} after {timeout} s"
-    time.sleep(0.05)
-  return time.time() - tic
+    time.sleep(poll)
+  return cpu_seconds(process) - cpu
 
 
 def kill_inside_epoch(process, run_dir, epoch, fraction):
-  """SIGKILLs `process` `fraction` of an epoch into `epoch` (>= 3: the duration of one
-  epoch is measured between the checkpoints of the two before; epoch 1 includes tracing)."""
+  """SIGKILLs `process` `fraction` of an epoch into `epoch` (>= 3: the cost of one epoch
+  is measured between the checkpoints of the two before; epoch 1 includes tracing).
+
+  The cost is counted in the process's own CPU seconds, not wall seconds: the other run
+  of the fixture (or any other load on the machine) slows both alike, so the kill lands
+  at the same point of the epoch on an idle or a loaded machine."""
   wait_for(checkpoint(run_dir, epoch - 2), process)
-  duration = wait_for(checkpoint(run_dir, epoch - 1), process)
-  time.sleep(fraction * duration)
+  epoch_cpu = wait_for(checkpoint(run_dir, epoch - 1), process)
+  start = cpu_seconds(process)
+  while process.poll() is None and cpu_seconds(process) - start < fraction * epoch_cpu:
+    time.sleep(0.01)
   alive = process.poll() is None
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert alive, "the run ended before it could be killed"
   assert not os.path.exists(checkpoint(run_dir, epoch)), f"killed after epoch {epoch} ended"
-  return duration
+  return epoch_cpu
 
 
 def read_jsonl(path):

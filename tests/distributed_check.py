@@ -19,12 +19,13 @@ weights after the steps:
           losses of the replicas' slices, each normalised with its own statistics
           ("ghost batches"); trainable weights are compared (moving statistics
           are per replica by construction).
+  shared_taken  the same with --shared_update=taken in both (each replica updates its
+          own copy from the summed gradients).
 
-`--shared_update=taken` trains the shared child with --shared_update=taken in both (each
-replica updates its own copy from the summed gradients); every run also reports the
-largest difference between the replicas' copies of the trainable weights and momentum
-slots (replica_spread_max_abs: 0 when they stay equal) and how far the weights of the
-modules no step's architecture ran have moved (untaken_moved_max_abs).
+Every run also reports the largest difference between the replicas' copies of the
+trainable weights and momentum slots (replica_spread_max_abs: 0 when they stay equal)
+and how far the weights of the modules no step's architecture ran have moved
+(untaken_moved_max_abs).
 
 `--gaps` also reports what the other choice would give: the fixed child with
 per-replica BatchNorm and the shared child against the plain whole-batch step.
@@ -52,10 +53,9 @@ def main() -> None:
   parser.add_argument("--replicas", type=int, default=2)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--batch", type=int, default=16, help="global batch")
-  parser.add_argument("--children", default="fixed,shared")
-  parser.add_argument("--shared_update", default="all", choices=("all", "taken"),
-                      help="the shared child's update (--shared_update), in both the mirrored "
-                           "step and the one-device reference")
+  parser.add_argument("--children", default="fixed,shared,shared_taken",
+                      help="comma-separated: fixed, shared (--shared_update=all), shared_taken "
+                           "(--shared_update=taken, in the mirrored step and the reference)")
   parser.add_argument("--gaps", action="store_true",
                       help="also measure the alternative BatchNorm choice of each child")
   args = parser.parse_args()
@@ -90,6 +90,7 @@ def main() -> None:
   replicas = mirrored.num_replicas
 
   def build(kind: str, placement, start=None):
+    kind = "shared" if kind == "shared_taken" else kind
     with placement.strategy.scope():
       keras.utils.set_random_seed(1)
       child = (FixedChild(model, fixed_arc, name="child") if kind == "fixed"
@@ -105,14 +106,14 @@ def main() -> None:
       head.set_weights(start[1].get_weights())
     return child, head, optimizer
 
-  def ghost_step(child, head, optimizer):
+  def ghost_step(child, head, optimizer, update):
     """One device: sum over the replicas' slices of sum(CE) / global batch, BatchNorm
     statistics per slice; one SGD step on the gradient of the sum."""
     variables = child.trainable_variables + head.trainable_variables
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)
     part = batch // replicas
     taken = (shared_update.TakenUpdate(optimizer, variables, child.conditional_variables())
-             if args.shared_update == "taken" else None)
+             if update == "taken" else None)
 
     @tf.function
     def step(x, y, arc):
@@ -133,16 +134,18 @@ def main() -> None:
 
   def train_steps(kind, placement, start, ghost=False, synchronized=True):
     """Losses and weights after `steps` steps from `start`."""
+    update = "taken" if kind == "shared_taken" else "all"
+    kind = "shared" if kind == "shared_taken" else kind
     child, head, optimizer = build(kind, placement, start)
     if not synchronized:
       distribute.per_replica_batch_norm(child)
     if ghost:
-      step = ghost_step(child, head, optimizer)
+      step = ghost_step(child, head, optimizer, update)
     else:
       step = train_lib.make_train_step(
           child, head, optimizer, 0.0, num_classes, batch, placement.strategy,
           takes_arc=kind == "shared",
-          shared_update=args.shared_update if kind == "shared" else "all")
+          shared_update=update)
     losses = []
     for (x, y), arc in zip(batches, arcs):
       ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
@@ -181,7 +184,7 @@ def main() -> None:
     return report
 
   result = {"replicas": replicas, "steps": args.steps, "global_batch": batch,
-            "rtol": RTOL, "atol": ATOL, "shared_update": args.shared_update}
+            "rtol": RTOL, "atol": ATOL}
   for kind in args.children.split(","):
     start = build(kind, default)
     initial = {v.path: np.asarray(v.numpy()) for v in start[0].weights + start[1].weights}

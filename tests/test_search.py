@@ -1,11 +1,9 @@
-"""The search end to end on tiny settings: outputs, kill-and-resume continuity,
+"""The search end to end on tiny settings: outputs, the log's continuity,
 the random baseline, and the top-k hand-off to fixed training."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -38,40 +36,19 @@ def read_log(run_dir):
 
 
 @pytest.fixture(scope="module")
-def resumed_search(tmp_path_factory):
-  """A search killed (SIGKILL) after its first checkpoint, then rerun to the end."""
+def search_run(tmp_path_factory, main_in_process):
+  """A search run to the end, in-process (a kill and resume of the search from the command
+  line is tests/test_resume.py's)."""
   run_dir = str(tmp_path_factory.mktemp("search") / "enas")
-  args = ["--mode=search", f"--run_dir={run_dir}", f"--search_epochs={EPOCHS}", *TINY]
-  process = subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-  # A checkpoint counts once the `checkpoint` index file (written atomically after the
-  # data files) names it; a kill before that resumes from the start, correctly.
-  state = os.path.join(run_dir, "checkpoints", "checkpoint")
-
-  def first_checkpoint_recorded():
-    try:
-      with open(state) as f:
-        return "ckpt-1" in f.read()
-    except OSError:
-      return False
-
-  deadline = time.time() + 300
-  while not first_checkpoint_recorded() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
-  killed_after_epoch_one = process.poll() is None
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert killed_after_epoch_one, "the search ended before it could be interrupted"
-  result = run(*args)
+  result = main_in_process("--mode=search", f"--run_dir={run_dir}",
+                           f"--search_epochs={EPOCHS}", *TINY)
   assert result.returncode == 0, result.stderr[-4000:]
-  assert "resuming search from" in result.stderr
   return run_dir
 
 
 @pytest.mark.slow
-def test_resumed_search_log_is_continuous(resumed_search):
-  records = read_log(resumed_search)
+def test_search_log_has_every_step_once(search_run):
+  records = read_log(search_run)
   keys = [(r["epoch"], r["step"], r["sample_index"]) for r in records]
   expected = [(e, (e - 1) * STEPS + s, q) for e in range(1, EPOCHS + 1)
               for s in range(1, STEPS + 1) for q in range(SAMPLES)]
@@ -79,13 +56,13 @@ def test_resumed_search_log_is_continuous(resumed_search):
   for r in records:
     enas_macro.Architecture.from_string(r["arc"], num_layers=5)
     assert 0.0 <= r["score"] <= 1.0 and r["latency_ms"] > 0 and r["space"] == "enas_macro"
-  checkpoints = sorted(os.listdir(os.path.join(resumed_search, "checkpoints")))
+  checkpoints = sorted(os.listdir(os.path.join(search_run, "checkpoints")))
   assert "ckpt-3.index" in checkpoints
 
 
 @pytest.mark.slow
-def test_search_writes_ranking_plot_and_summary(resumed_search):
-  with open(os.path.join(resumed_search, "arcs_ranked.json")) as f:
+def test_search_writes_ranking_plot_and_summary(search_run):
+  with open(os.path.join(search_run, "arcs_ranked.json")) as f:
     ranked = json.load(f)
   entries = ranked["architectures"]
   assert 1 <= len(entries) <= 3
@@ -93,29 +70,29 @@ def test_search_writes_ranking_plot_and_summary(resumed_search):
   assert accuracies == sorted(accuracies, reverse=True)
   for e in entries:
     assert e["latency_ms"] > 0 and e["params"] > 0 and e["flops"] > 0
-  arcs = spaces.load_samples(os.path.join(resumed_search, "arcs_ranked.json"),
+  arcs = spaces.load_samples(os.path.join(search_run, "arcs_ranked.json"),
                              spaces.get("enas_macro"), None)
   assert [a.to_string() for a in arcs] == [e["encoding"] for e in entries]
-  with open(os.path.join(resumed_search, "accuracy_vs_cost.png"), "rb") as f:
+  with open(os.path.join(search_run, "accuracy_vs_cost.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  with open(os.path.join(resumed_search, "search_summary.json")) as f:
+  with open(os.path.join(search_run, "search_summary.json")) as f:
     summary = json.load(f)
   assert summary["rewarded_samples"] == EPOCHS * STEPS * SAMPLES
-  assert os.path.isdir(os.path.join(resumed_search, "tensorboard"))
+  assert os.path.isdir(os.path.join(search_run, "tensorboard"))
 
 
 @pytest.mark.slow
-def test_top_k_from_the_ranked_file(resumed_search, main_in_process, tmp_path):
+def test_top_k_from_the_ranked_file(search_run, main_in_process, tmp_path):
   run_dir = str(tmp_path / "top2")
   result = main_in_process("--mode=fixed", f"--run_dir={run_dir}", "--epochs=2", "--top_k=2",
-                           f"--arc_file={os.path.join(resumed_search, 'arcs_ranked.json')}", *TINY)
+                           f"--arc_file={os.path.join(search_run, 'arcs_ranked.json')}", *TINY)
   if "lists 1 sample" in result.stderr:
     pytest.skip("the tiny search ranked a single distinct architecture")
   assert result.returncode == 0, result.stderr[-4000:]
   with open(os.path.join(run_dir, "comparison.json")) as f:
     rows = json.load(f)
   assert [r["rank"] for r in rows] == [1, 2]
-  ranked = json.load(open(os.path.join(resumed_search, "arcs_ranked.json")))["architectures"]
+  ranked = json.load(open(os.path.join(search_run, "arcs_ranked.json")))["architectures"]
   assert [r["arc"] for r in rows] == [e["encoding"] for e in ranked[:2]]  # trained in rank order
   for rank, row in enumerate(rows, 1):
     assert os.path.exists(os.path.join(run_dir, f"top{rank}", "saved_model", "saved_model.pb"))

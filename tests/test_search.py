@@ -104,7 +104,7 @@ def test_top_k_from_the_ranked_file(search_run, main_in_process, tmp_path):
 def test_random_search_baseline_writes_the_same_outputs(main_in_process, tmp_path):
   run_dir = str(tmp_path / "random")
   result = main_in_process("--mode=search", "--controller=random", f"--run_dir={run_dir}",
-                           "--search_epochs=1", *TINY)
+                           "--search_epochs=1", *TINY, "--warmup_epochs=0")
   assert result.returncode == 0, result.stderr[-4000:]
   records = read_log(run_dir)
   assert len(records) == STEPS * SAMPLES and {r["sampler"] for r in records} == {"random"}

@@ -67,6 +67,30 @@ def test_local_search_restarts_after_a_local_optimum():
   assert len(set(seen)) == len(seen)
 
 
+def test_local_search_on_an_exhausted_table_answers_after_a_few_draws():
+  """A table of 3 rows, every one tried: each ask gives up after `repair` draws (not
+  max_draws) and repeats a row."""
+  rows = [(0, 0), (1, 1), (2, 2)]
+  draws = []
+
+  def draw(rng):
+    draws.append(1)
+    return rows[int(rng.integers(len(rows)))]
+
+  def nearest(encoding, parent):
+    return min((r for r in rows if r != parent), key=lambda r: sum(abs(a - b) for a, b in
+                                                                   zip(r, encoding)))
+
+  proposer = proposers.make_proposer("local_search", (3, 3), np.random.default_rng(0),
+                                     repair=10, draw=draw, project=nearest)
+  for step in range(12):
+    encoding = proposer.ask()
+    assert encoding in rows
+    proposer.tell(encoding, -float(step))
+  assert {e for e, _ in proposer.history} == set(rows)
+  assert len(draws) <= 12 * 11
+
+
 def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match="unknown proposer 'annealing'"):
     proposers.make_proposer("annealing", SIZES, np.random.default_rng(0))

@@ -114,7 +114,8 @@ class RegularizedEvolution(Proposer):
 
 class LocalSearch(Proposer):
   """Neighbours of the current run's best, untried ones first; when every neighbour of it is
-  tried without improvement (a local optimum), a new run starts from a random sample."""
+  tried without improvement (a local optimum), a new run starts from a random sample, an
+  untried one if `repair` draws find one."""
 
   def __init__(self, sizes, rng, in_band=None, **kwargs):
     super().__init__(sizes, rng, in_band, **kwargs)
@@ -151,7 +152,7 @@ class LocalSearch(Proposer):
         if candidate not in tried:
           return candidate
     self.run, self.centre, self.queue = [], None, []  # a start, or a restart
-    for _ in range(self.max_draws):
+    for _ in range(self.repair):  # a small space (a table) may have nothing left untried
       candidate = self.random()
       if candidate not in tried:
         return candidate

@@ -27,11 +27,17 @@ of new candidates. The pick is the best full-fidelity score.
 
 Cheap scores: Kendall tau (scipy.stats.kendalltau, tau-b) of each score against the mean
 stand-alone accuracy over the whole table; the seed-noise ceiling is the tau between the
-two seeds' accuracies.
+two seeds' accuracies. With `--supernet_scores` (bench_nas_supernet.py score's file) the
+supernets' scores join the tau table, one column per recipe and BatchNorm mode.
+
+The replay rows are saved to `--out` as they are done (bench/data/nas_replay.json, with the
+table's fingerprint): a rerun on the same table and replay count keeps them, so the long
+replays of the RL controllers (TensorFlow, most of the hour) resume.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -43,6 +49,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from enas_face import runlog  # noqa: E402
 from enas_face.search import proposers  # noqa: E402
 
 PAIR_KEY = "pairs/heldout/verification_accuracy"
@@ -64,6 +71,10 @@ class Table:
     self.accuracy = np.array([[row["seeds"][s]["verification_accuracy"] for s in seeds]
                               for row in self.rows])
     self.mean = self.accuracy.mean(axis=1)
+    # What the replays read: a saved result belongs to this table only if this matches.
+    self.fingerprint = hashlib.sha1(json.dumps(
+        [[row["encoding"], self.accuracy[i].tolist()] for i, row in enumerate(self.rows)]
+    ).encode()).hexdigest()
     width = len(self.rows[0]["encoding"])
     self.sizes = tuple(table.get("decision_sizes") or (
         int(max(row["encoding"][i] for row in self.rows)) + 1 for i in range(width)))
@@ -196,17 +207,39 @@ def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3
   return float(table.mean[table.index[tuple(best)]])
 
 
-def replay_table(table: Table, names, budgets, replays: int) -> list[dict]:
+def replay_row(table: Table, name: str, budget: int, replays: int) -> dict:
+  """`name` (a strategy, "+sh": with successive halving) replayed `replays` times at
+  `budget`: the mean of the pick's accuracy, its 95 % interval, the regret."""
+  base, halving = (name[:-3], True) if name.endswith("+sh") else (name, False)
+  run = replay_halving if halving else replay
+  found = np.array([run(table, base, budget, seed) for seed in range(replays)])
+  half = 1.96 * found.std(ddof=1) / np.sqrt(replays)
+  return {"strategy": name, "budget": budget, "mean": float(found.mean()),
+          "ci95": [float(found.mean() - half), float(found.mean() + half)],
+          "regret": float(table.mean.max() - found.mean())}
+
+
+def replay_table(table: Table, names, budgets, replays: int, out: str | None = None,
+                 on_row=None) -> list[dict]:
+  """Every strategy x budget (replay_row). With `out`, each row is saved as it is done and a
+  rerun keeps the saved rows of the same table and replay count (the RL controllers take
+  most of an hour here)."""
+  saved = {}
+  if out:
+    previous = runlog.read_json(out, default={}) or {}
+    if previous.get("table") == table.fingerprint and previous.get("replays") == replays:
+      saved = {(r["strategy"], r["budget"]): r for r in previous.get("rows", [])}
   rows = []
   for name in names:
     for budget in budgets:
-      base, halving = (name[:-3], True) if name.endswith("+sh") else (name, False)
-      run = replay_halving if halving else replay
-      found = np.array([run(table, base, budget, seed) for seed in range(replays)])
-      half = 1.96 * found.std(ddof=1) / np.sqrt(replays)
-      rows.append({"strategy": name, "budget": budget, "mean": float(found.mean()),
-                   "ci95": [float(found.mean() - half), float(found.mean() + half)],
-                   "regret": float(table.mean.max() - found.mean())})
+      row = saved.get((name, budget)) or replay_row(table, name, budget, replays)
+      rows.append(row)
+      if out:
+        saved[(name, budget)] = row
+        runlog.write_json(out, {"table": table.fingerprint, "replays": replays,
+                                "rows": list(saved.values())})
+      if on_row:
+        on_row(row)
   return rows
 
 
@@ -228,10 +261,28 @@ def score_columns(table: Table) -> dict[str, np.ndarray]:
   return out
 
 
-def tau_table(table: Table) -> list[dict]:
-  rows = [{"score": "seed 0 vs seed 1 (ceiling)",
-           "tau": float(stats.kendalltau(table.accuracy[:, 0], table.accuracy[:, 1])[0])}]
-  for name, values in score_columns(table).items():
+def supernet_columns(table: Table, scores: dict) -> dict[str, np.ndarray]:
+  """The supernet scores of bench_nas_supernet.py's file, one column per recipe and BatchNorm
+  mode that scored every row of the table."""
+  per_row = [scores.get("scores", {}).get(" ".join(str(int(v)) for v in row["encoding"]), {})
+             for row in table.rows]
+  columns = {}
+  for recipe, mode in sorted({(r, m) for entry in per_row for r in entry for m in entry[r]}):
+    if all(mode in entry.get(recipe, {}) for entry in per_row):
+      columns[f"supernet {recipe}, BN {mode}"] = np.array(
+          [entry[recipe][mode] for entry in per_row])
+  return columns
+
+
+def tau_table(table: Table, supernet_scores: dict | None = None) -> list[dict]:
+  """Kendall tau of each cheap score against the mean stand-alone accuracy, after the
+  seed-to-seed tau (the ceiling the seed noise allows; with two seeds or more)."""
+  rows = []
+  if len(table.seeds) > 1:
+    rows.append({"score": "seed 0 vs seed 1 (ceiling)", "tau": float(
+        stats.kendalltau(table.accuracy[:, 0], table.accuracy[:, 1])[0])})
+  columns = dict(score_columns(table), **supernet_columns(table, supernet_scores or {}))
+  for name, values in columns.items():
     rows.append({"score": name, "tau": float(stats.kendalltau(values, table.mean)[0])})
   return rows
 
@@ -244,21 +295,32 @@ def main(argv=None) -> None:
   names = [*proposers.PROPOSERS, *RL_STRATEGIES]
   parser.add_argument("--strategies", default=",".join(
       [*names, *(f"{name}+sh" for name in names)]))
+  parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "nas_replay.json"),
+                      help="the replay rows, saved as they are done; a rerun resumes ('' : "
+                           "none)")
+  parser.add_argument("--supernet_scores",
+                      default=os.path.join(ROOT, "bench", "data", "nas_supernet_scores.json"),
+                      help="bench_nas_supernet.py score's file, for the tau table (if it exists)")
   args = parser.parse_args(argv)
-  with open(args.table) as f:
-    table = Table(json.load(f))
+  table_data = runlog.read_json(args.table)
+  if table_data is None:
+    raise SystemExit(f"--table={args.table}: no such file (bench_nas_table.py collect)")
+  table = Table(table_data)
+  spread = table.accuracy.std(axis=1, ddof=1).mean() if len(table.seeds) > 1 else float("nan")
   print(f"{args.table}: {len(table.rows)} architectures with seeds {table.seeds}; best mean "
         f"{table.mean.max():.4f}, spread (max - min) {table.mean.max() - table.mean.min():.4f}, "
-        f"mean seed std {table.accuracy.std(axis=1, ddof=1).mean():.4f}")
+        f"mean seed std {spread:.4f}")
   print("\n| strategy | k | expected best accuracy | 95 % interval | regret |")
-  print("|---|---|---|---|---|")
-  for row in replay_table(table, args.strategies.split(","),
-                          [int(b) for b in args.budgets.split(",")], args.replays):
-    print(f"| {row['strategy']} | {row['budget']} | {row['mean']:.4f} | "
-          f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} |")
+  print("|---|---|---|---|---|", flush=True)
+  replay_table(table, args.strategies.split(","), [int(b) for b in args.budgets.split(",")],
+               args.replays, out=args.out or None, on_row=lambda row: print(
+                   f"| {row['strategy']} | {row['budget']} | {row['mean']:.4f} | "
+                   f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} |",
+                   flush=True))
+  supernet = runlog.read_json(args.supernet_scores, default=None) if args.supernet_scores else None
   print("\n| score | Kendall tau vs stand-alone accuracy |")
   print("|---|---|")
-  for row in tau_table(table):
+  for row in tau_table(table, supernet):
     print(f"| {row['score']} | {row['tau']:.3f} |")
 
 

@@ -1,6 +1,7 @@
 """bench/bench_nas_replay.py on a toy table: deterministic replays, a planted optimum found,
 Kendall tau of the scores."""
 import itertools
+import json
 import os
 import sys
 
@@ -89,3 +90,33 @@ def test_the_enas_controller_replays_deterministically_on_a_sampled_table():
   first = replay.replay(table, "enas", 10, 4)
   assert first == replay.replay(table, "enas", 10, 4)
   assert first in set(table.mean.tolist())
+
+
+def test_replay_rows_are_saved_and_a_rerun_keeps_them(tmp_path):
+  table, out = toy_table(), str(tmp_path / "replay.json")
+  first = replay.replay_table(table, ["random"], [10, 20], 20, out=out)
+  saved = json.loads(open(out).read())
+  assert saved["table"] == table.fingerprint and saved["replays"] == 20
+  assert saved["rows"] == first
+  saved["rows"][0]["mean"] = 0.5  # a rerun reads the saved row instead of replaying it
+  open(out, "w").write(json.dumps(saved))
+  again = replay.replay_table(table, ["random"], [10, 20], 20, out=out)
+  assert again[0]["mean"] == 0.5 and again[1] == first[1]
+  other = replay.replay_table(table, ["random"], [10], 10, out=out)  # another replay count
+  assert other[0] == replay.replay_table(table, ["random"], [10], 10)[0]
+
+
+def test_tau_table_reads_supernet_scores_and_needs_two_seeds_for_the_ceiling():
+  table = toy_table()
+  scores = {"scores": {" ".join(map(str, row["encoding"])): {
+      "tunas": {"batch": float(table.mean[i]), "recalibrate": -float(table.mean[i])},
+      "enas": {"batch": 0.5}} for i, row in enumerate(table.rows)}}
+  del scores["scores"][" ".join(map(str, table.rows[5]["encoding"]))]["enas"]  # not every row
+  taus = {row["score"]: row["tau"] for row in replay.tau_table(table, scores)}
+  assert taus["supernet tunas, BN batch"] == pytest.approx(1.0)
+  assert taus["supernet tunas, BN recalibrate"] == pytest.approx(-1.0)
+  assert not any(name.startswith("supernet enas") for name in taus)
+  single = replay.Table({"seeds": [0], "architectures": [
+      dict(row, seeds={"0": row["seeds"]["0"]}) for row in table.rows]})
+  names = [row["score"] for row in replay.tau_table(single)]
+  assert names[0] != "seed 0 vs seed 1 (ceiling)" and "flops" in names

@@ -4,7 +4,11 @@
         --budgets=10,20,40
 
 Replay: a strategy asks for architectures; a query returns the stand-alone verification
-accuracy of one of its trained seeds, drawn at random (the noise a real search sees). The
+accuracy of one of its trained seeds, drawn at random at its first query (the noise a real
+search sees). The budget k counts trainings: an architecture asked again is answered with
+the same score for free, as the search's multi_trial trains each distinct sample once (a
+table of 73 rows would otherwise spend much of k = 40 on repeats that a real space of
+millions does not have). The
 table is the space the replay searches (a uniform sample of the band, far smaller than the
 space): a random sample is a uniform row; a mutation or a neighbour (one decision changed)
 is projected to the nearest row other than its parent (L1 distance over the decision
@@ -19,11 +23,13 @@ over seeds. Over R replays (seeds 0..R-1): the mean of that, its 95 % interval (
 
 Successive halving ("<strategy>+sh", multi-fidelity): brackets of eta^2 = 9 candidates
 asked from the strategy and scored after 1 epoch (the table's per-epoch verification
-column of one seed: the score of a 10-epoch run after its first epoch, not a 1-epoch run's),
-the best 3 after 3 epochs, the best 1 after all epochs; each candidate is told the score of
-the last epoch it reached. A bracket costs (9 x 1 + 3 x 3 + 1 x E) / E full trainings; the
-budget k counts full trainings, and what no whole bracket fits is spent on full trainings
-of new candidates. The pick is the best full-fidelity score.
+column of the architecture's seed: the score of a 10-epoch run after its first epoch, not a
+1-epoch run's), the best 3 after 3 epochs, the best 1 after all epochs; each candidate is
+told the score of the last epoch it reached. A bracket costs at most (9 x 1 + 3 x 3 + 1 x E)
+/ E full trainings (a promoted trial resumes: it pays only the rung's extra epochs; a
+candidate trained before pays only what it lacks); the budget k counts full trainings, and
+what no whole bracket fits is spent on full trainings. The pick is the best full-fidelity
+score.
 
 Cheap scores: Kendall tau (scipy.stats.kendalltau, tau-b) of each score against the mean
 stand-alone accuracy over the whole table; the seed-noise ceiling is the tau between the
@@ -101,9 +107,6 @@ class Table:
     from enas_face import spaces
     return tuple(d.num_choices for d in spaces.of(model_config).decisions(model_config))
 
-  def query(self, encoding, rng: np.random.Generator) -> float:
-    return float(self.accuracy[self.index[tuple(encoding)], rng.integers(len(self.seeds))])
-
 
 def make_strategy(table: Table, name: str, seed: int):
   """The proposer (proposers.py) or RL controller `name` over the table's rows."""
@@ -156,53 +159,75 @@ class ControllerProposer:
     return max(self.history, key=lambda item: item[1])
 
 
-def replay(table: Table, name: str, budget: int, seed: int) -> float:
-  """The mean accuracy of the architecture `name` picks after `budget` queries."""
-  rng = np.random.default_rng([seed, 1])
+class Trainings:
+  """What a search has trained so far, on the table: each architecture is trained once, with
+  one seed drawn at random at its first training (the noise a real search sees). train(a, e)
+  returns its verification accuracy after e epochs (the table's per-epoch column; the last:
+  the final accuracy) and charges only the epochs not trained before (a repeated ask of a
+  trained architecture is free, as the search's multi_trial reuses a trial's score, and a
+  trial resumed to the next rung pays only the rung's extra epochs), in full trainings."""
+
+  def __init__(self, table: Table, rng: np.random.Generator):
+    self.table, self.rng = table, rng
+    self.full = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
+    self.seed: dict[tuple, str] = {}
+    self.epochs: dict[tuple, int] = {}
+    self.spent = 0.0
+
+  def train(self, encoding, epochs: int) -> float:
+    encoding = tuple(encoding)
+    if encoding not in self.seed:
+      self.seed[encoding] = self.table.seeds[int(self.rng.integers(len(self.table.seeds)))]
+    epochs = min(epochs, self.full)
+    self.spent += max(0, epochs - self.epochs.get(encoding, 0)) / self.full
+    self.epochs[encoding] = max(epochs, self.epochs.get(encoding, 0))
+    run = self.table.rows[self.table.index[encoding]]["seeds"][self.seed[encoding]]
+    if epochs >= self.full:
+      return float(run["verification_accuracy"])
+    return float(run["epochs"][epochs - 1][PAIR_KEY])
+
+
+def replay(table: Table, name: str, budget: int, seed: int, max_asks: int = 20) -> float:
+  """The mean accuracy of the architecture `name` picks after `budget` full trainings (asks
+  of trained architectures are answered for free, up to max_asks x budget asks)."""
+  trainings = Trainings(table, np.random.default_rng([seed, 1]))
   proposer = make_strategy(table, name, seed)
-  for _ in range(budget):
+  for _ in range(max_asks * budget):
+    if trainings.spent + 1 > budget + 1e-9:
+      break
     encoding = proposer.ask()
-    proposer.tell(encoding, table.query(encoding, rng))
+    proposer.tell(encoding, trainings.train(encoding, trainings.full))
   best = proposer.best()[0]
   return float(table.mean[table.index[best]])
 
 
-def epoch_score(table: Table, encoding, epoch: int, rng: np.random.Generator) -> float:
-  """The verification accuracy after `epoch` epochs of one seed, drawn at random (the last
-  epoch: the final accuracy)."""
-  row = table.rows[table.index[tuple(encoding)]]
-  run = row["seeds"][table.seeds[rng.integers(len(table.seeds))]]
-  if epoch >= len(run["epochs"]):
-    return float(run["verification_accuracy"])
-  return float(run["epochs"][epoch - 1][PAIR_KEY])
-
-
-def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3) -> float:
+def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3,
+                   max_asks: int = 20) -> float:
   """The mean accuracy of the pick of `name` under successive halving (module doc)."""
-  rng = np.random.default_rng([seed, 1])
+  trainings = Trainings(table, np.random.default_rng([seed, 1]))
   proposer = make_strategy(table, name, seed)
-  full = min(len(row["seeds"][s]["epochs"]) for row in table.rows for s in table.seeds)
+  full = trainings.full
   rungs = [(eta * eta, 1), (eta, eta), (1, full)]
-  bracket = sum(n * e for n, e in rungs) / full
-  spent, finals = 0.0, []
-  while spent + bracket <= budget + 1e-9:
+  bracket = sum(n * e for n, e in rungs) / full  # its cost when every candidate is new
+  finals, asks = [], 0
+  while trainings.spent + bracket <= budget + 1e-9 and asks < max_asks * budget:
     alive = [proposer.ask() for _ in range(rungs[0][0])]
+    asks += len(alive)
     for position, (_, epochs) in enumerate(rungs):
-      scores = [(epoch_score(table, a, epochs, rng), a) for a in alive]
+      scores = [(trainings.train(a, epochs), a) for a in alive]
       for score, encoding in scores:
         proposer.tell(encoding, score)
-      spent += len(alive) * epochs / full
       if epochs == full:
         finals += scores
         break
       next_keep = rungs[position + 1][0]
       alive = [a for _, a in sorted(scores, key=lambda item: -item[0])[:next_keep]]
-  while spent + 1 <= budget + 1e-9:  # what no whole bracket fits: full trainings
-    encoding = proposer.ask()
-    score = epoch_score(table, encoding, full, rng)
+  while trainings.spent + 1 <= budget + 1e-9 and asks < max_asks * budget:
+    encoding = proposer.ask()  # what no whole bracket fits: full trainings
+    asks += 1
+    score = trainings.train(encoding, full)
     proposer.tell(encoding, score)
     finals.append((score, encoding))
-    spent += 1
   best = max(finals, key=lambda item: item[0])[1]
   return float(table.mean[table.index[tuple(best)]])
 

@@ -120,3 +120,40 @@ def test_tau_table_reads_supernet_scores_and_needs_two_seeds_for_the_ceiling():
       dict(row, seeds={"0": row["seeds"]["0"]}) for row in table.rows]})
   names = [row["score"] for row in replay.tau_table(single)]
   assert names[0] != "seed 0 vs seed 1 (ceiling)" and "flops" in names
+
+
+def test_trainings_charge_each_epoch_once_and_keep_an_architectures_seed():
+  table = toy_table(noise=0.05)
+  trainings = replay.Trainings(table, np.random.default_rng(0))
+  a = tuple(table.rows[7]["encoding"])
+  first = trainings.train(a, 1)
+  assert trainings.spent == pytest.approx(0.1)  # 1 of 10 epochs
+  trainings.train(a, 3)
+  assert trainings.spent == pytest.approx(0.3)  # resumed: 2 more epochs
+  final = trainings.train(a, 10)
+  assert trainings.spent == pytest.approx(1.0)
+  assert [trainings.train(a, 10) for _ in range(5)] == [final] * 5  # one seed, no new cost
+  assert trainings.train(a, 1) == first and trainings.spent == pytest.approx(1.0)
+  seed = trainings.seed[a]
+  assert final == table.rows[7]["seeds"][seed]["verification_accuracy"]
+
+
+def test_a_strategy_that_repeats_itself_spends_one_training(monkeypatch):
+  table = toy_table()
+  row = tuple(table.rows[3]["encoding"])
+
+  class Stubborn:
+    history = []
+
+    def ask(self):
+      return row
+
+    def tell(self, encoding, score):
+      self.history.append((encoding, score))
+
+    def best(self):
+      return self.history[0]
+
+  monkeypatch.setattr(replay, "make_strategy", lambda *args: Stubborn())
+  assert replay.replay(table, "random", 10, 0, max_asks=3) == table.mean[3]
+  assert len(Stubborn.history) == 30  # gave up after max_asks x budget asks

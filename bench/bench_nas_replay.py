@@ -11,9 +11,10 @@ table of 73 rows would otherwise spend much of k = 40 on repeats that a real spa
 millions does not have). The
 table is the space the replay searches (a uniform sample of the band, far smaller than the
 space): a random sample is a uniform row; a mutation or a neighbour (one decision changed)
-is projected to the nearest row other than its parent (L1 distance over the decision
-indices, each scaled to [0, 1]; ties broken at random), so the mutation-based strategies
-move between similar tabled architectures. The RL controllers ("enas": the LSTM controller
+is projected to the nearest row other than its parent and not yet trained in this replay
+(L1 distance over the decision indices, each scaled to [0, 1]; ties broken at random), so
+the mutation-based strategies move between similar tabled architectures as they would to
+new ones in the space. The RL controllers ("enas": the LSTM controller
 of --controller=enas; "categorical": TuNAS's independent categorical policy) are the search loop's own samplers and REINFORCE trainers (loop.make_sampler),
 updated every Q = --rl_batch answers with the rewards R = accuracy; a drawn architecture is
 answered by its nearest row, and the update uses the drawn one. After k queries the
@@ -92,13 +93,17 @@ class Table:
     """A uniform row."""
     return tuple(self.rows[int(rng.integers(len(self.rows)))]["encoding"])
 
-  def nearest(self, encoding, parent=None, rng: np.random.Generator | None = None) -> tuple:
-    """The row nearest to `encoding` (L1 over indices scaled to [0, 1]) other than `parent`;
-    ties at random."""
+  def nearest(self, encoding, parent=None, rng: np.random.Generator | None = None,
+              avoid=()) -> tuple:
+    """The row nearest to `encoding` (L1 over indices scaled to [0, 1]) other than `parent`
+    and, while any other is left, the rows in `avoid`; ties at random."""
     point = np.asarray(encoding, float) / np.maximum(np.array(self.sizes, float) - 1, 1)
     distance = np.abs(self.points - point).sum(axis=1)
     if parent is not None and tuple(parent) in self.index:
       distance[self.index[tuple(parent)]] = np.inf
+    avoided = [self.index[tuple(a)] for a in avoid if tuple(a) in self.index]
+    if avoided and np.isfinite(np.delete(distance, avoided)).any():
+      distance[avoided] = np.inf
     ties = np.flatnonzero(distance <= distance.min() + 1e-12)
     pick = ties[int((rng or self._tie_rng).integers(len(ties)))]
     return tuple(self.rows[pick]["encoding"])
@@ -108,12 +113,16 @@ class Table:
     return tuple(d.num_choices for d in spaces.of(model_config).decisions(model_config))
 
 
-def make_strategy(table: Table, name: str, seed: int):
-  """The proposer (proposers.py) or RL controller `name` over the table's rows."""
+def make_strategy(table: Table, name: str, seed: int, tried=()):
+  """The proposer (proposers.py) or RL controller `name` over the table's rows. A mutation or
+  a neighbour lands on the nearest row not in `tried` (the replay's trained architectures),
+  while one is left: in the space, one changed decision nearly always makes an untried
+  architecture."""
   if name in RL_STRATEGIES:
     return ControllerProposer(table, name, seed)
-  return proposers.make_proposer(name, table.sizes, np.random.default_rng([seed, 2]),
-                                 draw=table.draw, project=table.nearest)
+  return proposers.make_proposer(
+      name, table.sizes, np.random.default_rng([seed, 2]), draw=table.draw,
+      project=lambda encoding, parent: table.nearest(encoding, parent, avoid=tried))
 
 
 class ControllerProposer:
@@ -191,7 +200,7 @@ def replay(table: Table, name: str, budget: int, seed: int, max_asks: int = 20) 
   """The mean accuracy of the architecture `name` picks after `budget` full trainings (asks
   of trained architectures are answered for free, up to max_asks x budget asks)."""
   trainings = Trainings(table, np.random.default_rng([seed, 1]))
-  proposer = make_strategy(table, name, seed)
+  proposer = make_strategy(table, name, seed, tried=trainings.epochs)
   for _ in range(max_asks * budget):
     if trainings.spent + 1 > budget + 1e-9:
       break
@@ -205,7 +214,7 @@ def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3
                    max_asks: int = 20) -> float:
   """The mean accuracy of the pick of `name` under successive halving (module doc)."""
   trainings = Trainings(table, np.random.default_rng([seed, 1]))
-  proposer = make_strategy(table, name, seed)
+  proposer = make_strategy(table, name, seed, tried=trainings.epochs)
   full = trainings.full
   rungs = [(eta * eta, 1), (eta, eta), (1, full)]
   bracket = sum(n * e for n, e in rungs) / full  # its cost when every candidate is new

@@ -154,6 +154,15 @@ def test_a_strategy_that_repeats_itself_spends_one_training(monkeypatch):
     def best(self):
       return self.history[0]
 
-  monkeypatch.setattr(replay, "make_strategy", lambda *args: Stubborn())
+  monkeypatch.setattr(replay, "make_strategy", lambda *args, **kwargs: Stubborn())
   assert replay.replay(table, "random", 10, 0, max_asks=3) == table.mean[3]
   assert len(Stubborn.history) == 30  # gave up after max_asks x budget asks
+
+
+def test_a_mutation_avoids_trained_rows_while_any_is_left():
+  table = mobilefacenet_table(rows=4)
+  rows = [tuple(r["encoding"]) for r in table.rows]
+  nearest = table.nearest(rows[0], parent=rows[0])
+  rest = [r for r in rows[1:] if r != nearest]
+  assert table.nearest(rows[0], parent=rows[0], avoid={nearest: 1}) in rest
+  assert table.nearest(rows[0], parent=rows[0], avoid=set(rows)) in rows[1:]  # all trained

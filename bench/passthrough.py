@@ -44,12 +44,18 @@ def read_json(path: str, default=None):
 
 
 def read_flagfile(path: str) -> dict:
-  """--name=value lines of a flagfile (comments and blank lines skipped)."""
+  """--name=value lines of a flagfile (comments and blank lines skipped); a nested
+  --flagfile=F line is read in its place (F relative to the repository root, where the
+  benchmarks run enas_face.main), and later lines override earlier ones, as in absl."""
   values = {}
   with open(path) as handle:
     for line in handle:
       line = line.strip()
-      if line.startswith("--") and "=" in line:
+      if line.startswith("--flagfile="):
+        nested = line.split("=", 1)[1]
+        values.update(read_flagfile(nested if os.path.isabs(nested)
+                                    else os.path.join(ROOT, nested)))
+      elif line.startswith("--") and "=" in line:
         name, value = line[2:].split("=", 1)
         values[name] = value
   return values

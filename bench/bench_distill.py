@@ -1,0 +1,261 @@
+"""A strong teacher distilled into small students on real faces (issue 25, table 1): the
+teacher's own accuracy, then each student without a teacher, with the teacher (labelled
+images only), and with the teacher and unlabelled images.
+
+    python tools/teacher_embeddings.py --flagfile=flags/distill_lfw_view1.cfg \\
+        --unlabelled=small_identities --distill_from=../shared/data/models/dlib \\
+        --teacher_splits=train,pairs,unlabelled --teacher_file=runs/teachers/lfw_view1_dlib.jsonl
+    python bench/bench_distill.py --flagfile=flags/distill_lfw_view1.cfg \\
+        --teacher=runs/teachers/lfw_view1_dlib.jsonl --runs_root=runs/bench_distill_lfw \\
+        --seeds=0,1
+
+The flagfile holds the data, pairs, input size and training recipe of every student.
+Students (--students), each within the budget B = --budget_flops (default: a tenth of dlib's
+ResNet, counted by `dlib_resnet_flops`; a student above B is refused):
+  enas           the ENAS macro default child at the flagfile's --base_filters (or
+                 --enas_flags);
+  mobilefacenet  MobileFaceNet at full depth with the --width_multiplier (0.01 steps) whose
+                 FLOPs are closest to B without exceeding it.
+Variants (--variants), each with every seed of --seeds (initialisation and shuffling):
+  none        the flagfile's recipe, no teacher;
+  teacher     + --distill_from=TEACHER with --distill_flags (embedding cosine through a
+              learned projection + the relational term; no KL: an external teacher has no
+              logits);
+  unlabelled  + --unlabelled=small_identities (--unlabelled_flags): images without identity
+              labels, for the distillation terms only.
+The teacher's row is its own verification of the same pairs (--mode=evaluate_teacher).
+Every run lives in RUNS_ROOT/<student>_<variant>_s<seed>; finished runs are reused and an
+interrupted one resumes from its checkpoint, so the table grows a few runs at a time. Then
+the float TFLite batch-1 latency of each student (LiteRT, one thread, median), all measured
+in this process. Prints (and writes RUNS_ROOT/distill_table.md and .json) per row: pair
+verification accuracy (mean +- std over seeds), the mean 10-fold std, TAR@FAR=1e-3, MFLOPs
+and their fraction of the teacher's, parameters and latency. Flags after `--` go to every run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+BENCH = os.path.dirname(os.path.abspath(__file__))
+if BENCH not in sys.path:
+  sys.path.insert(0, BENCH)
+
+from enas_face import runlog, spaces  # noqa: E402
+from enas_face.config import ModelConfig  # noqa: E402
+from passthrough import main_command, read_flagfile, read_json, run_step, split_passthrough  # noqa: E402,E501
+
+STUDENTS = ("enas", "mobilefacenet")
+VARIANTS = ("none", "teacher", "unlabelled")
+DISTILL = "--distill_kl_alpha=0 --distill_embedding_weight=1 --distill_relational_weight=1"
+UNLABELLED = "--unlabelled=small_identities"
+LABELS = {"none": "no teacher", "teacher": "teacher, labelled images",
+          "unlabelled": "teacher, labelled + unlabelled images"}
+
+
+def conv_flops(size: int, channels_in: int, channels_out: int, kernel: int, stride: int,
+               padding: int) -> tuple[int, int]:
+  """(FLOPs, output size) of a square convolution: out = (size + 2 p - k) // s + 1 and
+  FLOPs = 2 out^2 k^2 C_in C_out (a multiply-add counts 2, as spaces/ do)."""
+  out = (size + 2 * padding - kernel) // stride + 1
+  return 2 * out * out * kernel * kernel * channels_in * channels_out, out
+
+
+def dlib_resnet_flops() -> dict:
+  """FLOPs of dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1), counted
+  from its definition in dlib's examples/dnn_face_recognition_ex.cpp: a 150x150 RGB chip,
+  con<32,7,7,2,2>, max_pool<3,3,2,2>, then residual blocks of two 3x3 convolutions (each
+  followed by affine BatchNorm): 3 x 32, [down] + 3 x 64, [down] + 2 x 128, [down] + 2 x 256,
+  [down] 256 channels, where a [down] block's first convolution has stride 2 and its skip
+  is a 2x2 average pool (channels zero-padded, no weights); global average pool and a
+  256 -> 128 fully connected layer. dlib pads a convolution or pool by k // 2 at stride 1
+  and not at all at stride 2. Only convolutions and the fully connected layer are counted
+  (BatchNorm, ReLU, pools and additions add well under 1 %)."""
+  total, convolutions = 0, 0
+  flops, size = conv_flops(150, 3, 32, 7, 2, 0)
+  total, convolutions = total + flops, convolutions + 1
+  size = (size - 3) // 2 + 1  # max_pool<3,3,2,2>, no padding
+  channels, sizes = 32, [size]
+  for width, blocks, down in ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True),
+                              (256, 1, True)):
+    for block in range(blocks):
+      stride = 2 if down and block == 0 else 1
+      first, size = conv_flops(size, channels, width, 3, stride, 0 if stride == 2 else 1)
+      second, size = conv_flops(size, width, width, 3, 1, 1)
+      total, convolutions, channels = total + first + second, convolutions + 2, width
+    sizes.append(size)
+  total += 2 * 256 * 128
+  return {"flops": int(total), "convolutions": convolutions, "input_size": 150,
+          "stage_sizes": sizes}
+
+
+def closest_width_within(model: ModelConfig, budget: float) -> float:
+  """The largest MobileFaceNet --width_multiplier (0.01 steps) whose full network has at most
+  `budget` FLOPs."""
+  space = spaces.get("mobilefacenet")
+
+  def flops(width: float) -> float:
+    scaled = dataclasses.replace(model, search_space="mobilefacenet", width_multiplier=width)
+    return space.flops(scaled, space.default(scaled))
+
+  fitting = [w for w in np.round(np.arange(0.05, 2.0, 0.01), 2) if flops(float(w)) <= budget]
+  if not fitting:
+    raise SystemExit(f"--budget_flops={budget:g}: no MobileFaceNet width fits")
+  return float(max(fitting))
+
+
+def model_of(flagfile: str) -> ModelConfig:
+  """The flagfile's input size and embedding (what students' FLOPs are counted on)."""
+  flags = read_flagfile(flagfile)
+  fields = {name: type(getattr(ModelConfig(), name))(flags[name])
+            for name in ("image_size", "embedding_dim", "base_filters", "num_layers",
+                         "num_reductions", "stem_stride") if name in flags}
+  return ModelConfig(**fields)
+
+
+def student_flags(name: str, model: ModelConfig, budget: float, enas_flags: str) -> list[str]:
+  """The flags of student `name`, refused (SystemExit naming the flag) above the budget."""
+  if name == "mobilefacenet":
+    return ["--search_space=mobilefacenet",
+            f"--width_multiplier={closest_width_within(model, budget)}"]
+  flags = ["--search_space=enas_macro", *enas_flags.split()]
+  overrides = {f[2:].split("=", 1)[0]: f.split("=", 1)[1] for f in flags if "=" in f}
+  scaled = dataclasses.replace(model, search_space="enas_macro", **{
+      k: int(v) for k, v in overrides.items() if k in ("base_filters", "num_layers")})
+  space = spaces.of(scaled)
+  flops = space.flops(scaled, space.default(scaled))
+  if flops > budget:
+    raise SystemExit(f"--enas_flags={enas_flags!r}: the ENAS student has {flops / 1e6:.1f} "
+                     f"MFLOPs, above --budget_flops={budget:g}")
+  return flags
+
+
+def tflite_latencies(run_dirs: dict[str, str], repeats: int = 50) -> dict[str, float]:
+  """Median batch-1 ms of each run's float TFLite network (LiteRT, one thread)."""
+  from enas_face.costs import tflite  # pylint: disable=import-outside-toplevel
+  out = {}
+  for name, run_dir in run_dirs.items():
+    config = spaces.load_config(os.path.join(run_dir, runlog.CONFIG))
+    out[name] = float(tflite.TFLiteLatency(config.model, warmup=5, repeats=repeats,
+                                           num_threads=1)(config.arc))
+  return out
+
+
+def student_row(student: str, variant: str, run_dirs: list[str]) -> dict:
+  metrics = [read_json(os.path.join(d, runlog.METRICS)) for d in run_dirs]
+  accuracy = [float(m["verification_accuracy"]) for m in metrics]
+  config = spaces.load_config(os.path.join(run_dirs[0], runlog.CONFIG))
+  return {"row": f"{student}_{variant}", "label": f"{student}: {LABELS[variant]}",
+          "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": float(np.std(accuracy)),
+          "accuracies": accuracy,
+          "fold_std_mean": float(np.mean([m["verification_std"] for m in metrics])),
+          "tar_far_1e3": float(np.mean([m["tar_at_far_1e-3"] for m in metrics])),
+          "flops": int(metrics[0]["flops"]), "params": int(metrics[0]["params"]),
+          "architecture": spaces.of(config.model).describe(config.arc), "seeds": len(run_dirs)}
+
+
+def teacher_row(run_dir: str, flops: int | None) -> dict:
+  """The teacher's verification of the primary pair set (--mode=evaluate_teacher)."""
+  report = read_json(os.path.join(run_dir, runlog.TEACHER_METRICS))
+  primary = report["pair_sets"][report["pair_set_names"][0]]
+  return {"row": "teacher", "label": f"teacher ({report['teacher_kind']}: "
+                                     f"{os.path.basename(report['teacher'])})",
+          "accuracy_mean": float(primary["verification_accuracy"]), "accuracy_std": 0.0,
+          "accuracies": [float(primary["verification_accuracy"])],
+          "fold_std_mean": float(primary["verification_std"]),
+          "tar_far_1e3": float(primary["tar_at_far_1e-3"]), "flops": flops, "params": None,
+          "architecture": report["teacher"], "seeds": 1, "latency_ms": None}
+
+
+def table(rows: list[dict], teacher_flops: float, budget: float) -> str:
+  lines = [f"Budget B = {budget / 1e6:.2f} MFLOPs ({budget / teacher_flops:.3f} of the "
+           f"teacher's {teacher_flops / 1e6:.1f})", "",
+           "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 | "
+           "MFLOPs (x teacher) | params | TFLite ms (batch 1) |", "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    cost = ("n/a" if r["flops"] is None else
+            f"{r['flops'] / 1e6:.2f} ({r['flops'] / teacher_flops:.3f})")
+    params = "n/a" if r["params"] is None else f"{r['params']:,}"
+    latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
+    seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+    lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
+                 f"({seeds}) | {r['fold_std_mean']:.4f} | {r['tar_far_1e3']:.4f} | {cost} | "
+                 f"{params} | {latency} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+  argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--flagfile", required=True)
+  parser.add_argument("--teacher", required=True,
+                      help="the teacher (--distill_from): an embeddings .jsonl, a SavedModel, "
+                           "an .onnx, dlib's model folder or an enas_face run")
+  parser.add_argument("--runs_root", required=True)
+  parser.add_argument("--seeds", default="0,1")
+  parser.add_argument("--students", default=",".join(STUDENTS))
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--teacher_flops", type=float, default=0.0,
+                      help="the teacher's FLOPs (default: dlib's ResNet, dlib_resnet_flops)")
+  parser.add_argument("--budget_flops", type=float, default=0.0,
+                      help="the students' FLOPs budget (default: a tenth of the teacher's)")
+  parser.add_argument("--enas_flags", default="", help="the ENAS student's own flags")
+  parser.add_argument("--distill_flags", default=DISTILL)
+  parser.add_argument("--unlabelled_flags", default=UNLABELLED)
+  args = parser.parse_args(argv)
+  for name, given, allowed in (("students", args.students, STUDENTS),
+                               ("variants", args.variants, VARIANTS)):
+    unknown = set(given.split(",")) - set(allowed)
+    if unknown:
+      parser.error(f"--{name}={given}: unknown {sorted(unknown)}; choose from {allowed}")
+  if not os.path.exists(args.teacher):
+    parser.error(f"--teacher={args.teacher}: no such file or folder")
+  teacher_flops = args.teacher_flops or dlib_resnet_flops()["flops"]
+  budget = args.budget_flops or teacher_flops / 10
+  model = model_of(args.flagfile)
+  root, teacher = os.path.abspath(args.runs_root), os.path.abspath(args.teacher)
+  flagfile = f"--flagfile={os.path.abspath(args.flagfile)}"
+  students = {name: student_flags(name, model, budget, args.enas_flags)
+              for name in args.students.split(",")}
+  variants = {"none": [], "teacher": [f"--distill_from={teacher}", *args.distill_flags.split()],
+              "unlabelled": [f"--distill_from={teacher}", *args.distill_flags.split(),
+                             *args.unlabelled_flags.split()]}
+
+  def step(name: str, *flags: str, done: str = runlog.METRICS) -> str:
+    run_dir = os.path.join(root, name)
+    run_step(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
+             os.path.join(run_dir, done), os.path.join(root, "logs", f"{name}.log"))
+    return run_dir
+
+  evaluated = step("teacher", "--mode=evaluate_teacher", f"--distill_from={teacher}",
+                   done=runlog.TEACHER_METRICS)
+  runs = {}
+  for student, flags in students.items():
+    for variant in args.variants.split(","):
+      runs[(student, variant)] = [
+          step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
+               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))]
+  rows = [student_row(s, v, dirs) for (s, v), dirs in runs.items()]
+  timed = tflite_latencies({r["row"]: dirs[0] for r, dirs in zip(rows, runs.values())})
+  for r in rows:
+    r["latency_ms"] = timed[r["row"]]
+  rows.insert(0, teacher_row(evaluated, int(teacher_flops)))
+  text = table(rows, teacher_flops, budget)
+  text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
+  runlog.write_text(os.path.join(root, "distill_table.md"), text)
+  runlog.write_json(os.path.join(root, "distill_table.json"), {
+      "teacher_flops": teacher_flops, "budget_flops": budget, "rows": rows,
+      "students": students, "variants": variants,
+      "commands": {"flagfile": args.flagfile, "teacher": args.teacher, "extra": extra}})
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

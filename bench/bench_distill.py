@@ -49,6 +49,7 @@ if BENCH not in sys.path:
 
 from enas_face import runlog, spaces  # noqa: E402
 from enas_face.config import ModelConfig  # noqa: E402
+from bench_teacher import cost_cells, teacher_row  # noqa: E402
 from passthrough import main_command, read_flagfile, read_json, run_step, split_passthrough  # noqa: E402,E501
 
 STUDENTS = ("enas", "mobilefacenet")
@@ -160,29 +161,13 @@ def student_row(student: str, variant: str, run_dirs: list[str]) -> dict:
           "architecture": spaces.of(config.model).describe(config.arc), "seeds": len(run_dirs)}
 
 
-def teacher_row(run_dir: str, flops: int | None) -> dict:
-  """The teacher's verification of the primary pair set (--mode=evaluate_teacher)."""
-  report = read_json(os.path.join(run_dir, runlog.TEACHER_METRICS))
-  primary = report["pair_sets"][report["pair_set_names"][0]]
-  return {"row": "teacher", "label": f"teacher ({report['teacher_kind']}: "
-                                     f"{os.path.basename(report['teacher'])})",
-          "accuracy_mean": float(primary["verification_accuracy"]), "accuracy_std": 0.0,
-          "accuracies": [float(primary["verification_accuracy"])],
-          "fold_std_mean": float(primary["verification_std"]),
-          "tar_far_1e3": float(primary["tar_at_far_1e-3"]), "flops": flops, "params": None,
-          "architecture": report["teacher"], "seeds": 1, "latency_ms": None}
-
-
 def table(rows: list[dict], teacher_flops: float, budget: float) -> str:
   lines = [f"Budget B = {budget / 1e6:.2f} MFLOPs ({budget / teacher_flops:.3f} of the "
            f"teacher's {teacher_flops / 1e6:.1f})", "",
            "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 | "
            "MFLOPs (x teacher) | params | TFLite ms (batch 1) |", "|---|---|---|---|---|---|---|"]
   for r in rows:
-    cost = ("n/a" if r["flops"] is None else
-            f"{r['flops'] / 1e6:.2f} ({r['flops'] / teacher_flops:.3f})")
-    params = "n/a" if r["params"] is None else f"{r['params']:,}"
-    latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
+    cost, params, latency = cost_cells(r, teacher_flops, digits=3)
     seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
     lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
                  f"({seeds}) | {r['fold_std_mean']:.4f} | {r['tar_far_1e3']:.4f} | {cost} | "
@@ -246,7 +231,7 @@ def main(argv=None) -> None:
   timed = tflite_latencies({r["row"]: dirs[0] for r, dirs in zip(rows, runs.values())})
   for r in rows:
     r["latency_ms"] = timed[r["row"]]
-  rows.insert(0, teacher_row(evaluated, int(teacher_flops)))
+  rows.insert(0, dict(teacher_row(evaluated), flops=int(teacher_flops)))
   text = table(rows, teacher_flops, budget)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
   runlog.write_text(os.path.join(root, "distill_table.md"), text)

@@ -138,15 +138,21 @@ def row(name: str, run_dirs: list[str]) -> dict:
           "space": config.model.search_space, "seeds": len(run_dirs)}
 
 
+def cost_cells(r: dict, reference: float, digits: int) -> tuple[str, str, str]:
+  """A row's "MFLOPs (x reference)", parameters and latency cells ("n/a" when unknown)."""
+  cost = ("n/a" if r["flops"] is None else
+          f"{r['flops'] / 1e6:.2f} ({r['flops'] / reference:.{digits}f})")
+  params = "n/a" if r["params"] is None else f"{r['params']:,}"
+  latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
+  return cost, params, latency
+
+
 def table(rows: list[dict], target: float) -> str:
   lines = [f"FLOPs budget T = {target / 1e6:.2f} MFLOPs", "",
            "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 | "
            "MFLOPs (x T) | params | latency ms (batch 1) |", "|---|---|---|---|---|---|---|"]
   for r in rows:
-    cost = ("n/a" if r["flops"] is None else
-            f"{r['flops'] / 1e6:.2f} ({r['flops'] / target:.2f})")
-    params = "n/a" if r["params"] is None else f"{r['params']:,}"
-    latency = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
+    cost, params, latency = cost_cells(r, target, digits=2)
     lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
                  f"({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}) | {r['fold_std_mean']:.4f} "
                  f"| {r['tar_far_1e3']:.4f} | {cost} | {params} | {latency} |")

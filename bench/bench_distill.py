@@ -194,6 +194,8 @@ def main(argv=None) -> None:
   parser.add_argument("--enas_flags", default="", help="the ENAS student's own flags")
   parser.add_argument("--distill_flags", default=DISTILL)
   parser.add_argument("--unlabelled_flags", default=UNLABELLED)
+  parser.add_argument("--plan", action="store_true",
+                      help="print the budget, the students and the runs, and run nothing")
   args = parser.parse_args(argv)
   for name, given, allowed in (("students", args.students, STUDENTS),
                                ("variants", args.variants, VARIANTS)):
@@ -212,6 +214,19 @@ def main(argv=None) -> None:
   variants = {"none": [], "teacher": [f"--distill_from={teacher}", *args.distill_flags.split()],
               "unlabelled": [f"--distill_from={teacher}", *args.distill_flags.split(),
                              *args.unlabelled_flags.split()]}
+
+  if args.plan:
+    print(f"teacher {teacher_flops / 1e6:.1f} MFLOPs, budget {budget / 1e6:.2f} MFLOPs")
+    for name, flags in students.items():
+      config = dataclasses.replace(model, search_space=flags[0].split("=", 1)[1], **{
+          f[2:].split("=", 1)[0]: type(getattr(model, f[2:].split("=", 1)[0]))(
+              f.split("=", 1)[1]) for f in flags[1:]})
+      space = spaces.of(config)
+      print(f"student {name}: {' '.join(flags)}: "
+            f"{space.flops(config, space.default(config)) / 1e6:.2f} MFLOPs")
+    print(f"{len(students) * len(args.variants.split(',')) * len(args.seeds.split(','))} "
+          f"runs of {args.flagfile} in {root}, and the teacher's evaluation")
+    return
 
   def step(name: str, *flags: str, done: str = runlog.METRICS) -> str:
     run_dir = os.path.join(root, name)

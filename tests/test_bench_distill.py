@@ -120,3 +120,14 @@ def test_unknown_students_or_a_missing_teacher_are_named(tmp_path, capsys):
   with pytest.raises(SystemExit):
     bench.main([flagfile, f"--teacher={tmp_path / 'none.jsonl'}", f"--runs_root={tmp_path}"])
   assert f"--teacher={tmp_path / 'none.jsonl'}: no such file" in capsys.readouterr().err
+
+
+def test_plan_prints_the_budget_and_students_and_runs_nothing(monkeypatch, tmp_path, capsys):
+  monkeypatch.setattr(bench, "run_step", lambda *a: pytest.fail("--plan ran something"))
+  bench.main([f"--flagfile={os.path.join(ROOT, 'flags', 'distill_lfw_view1.cfg')}",
+              f"--teacher={tmp_path}", f"--runs_root={tmp_path / 'runs'}", "--plan"])
+  printed = capsys.readouterr().out
+  assert "teacher 508.7 MFLOPs, budget 50.87 MFLOPs" in printed
+  assert "student enas: --search_space=enas_macro: 46.90 MFLOPs" in printed
+  assert "--width_multiplier=0.28: 48.08 MFLOPs" in printed
+  assert not os.path.exists(tmp_path / "runs")

@@ -289,3 +289,58 @@ def test_save_bin_checks_its_input(tmp_path):
   with pytest.raises(ValueError, match="image 0 is str"):
     vf.save_bin(str(tmp_path / "x.bin"), ["a", b"b"], [True])
   assert not os.listdir(tmp_path)
+
+
+# --- a larger set from the people of a pairs file (tools/make_pairs.py) ----------------------
+
+def test_people_pairs_are_every_same_pair_and_as_many_distinct_different_ones(tmp_path):
+  images = {"Ann": [1, 2, 3], "Bob": [1, 2], "Cid": [4]}
+  entries = vf.people_pairs(images, np.random.default_rng(0))
+  same = [e for e in entries if e.is_same]
+  different = [e for e in entries if not e.is_same]
+  assert {(e.first, e.second) for e in same} == {
+      (("Ann", 1), ("Ann", 2)), (("Ann", 1), ("Ann", 3)), (("Ann", 2), ("Ann", 3)),
+      (("Bob", 1), ("Bob", 2))}
+  assert len(different) == 4
+  assert all(e.first[0] != e.second[0] for e in different)
+  assert len({tuple(sorted((e.first, e.second))) for e in different}) == 4
+  assert entries == vf.people_pairs(images, np.random.default_rng(0))  # seeded
+  path = tmp_path / "pairs.txt"
+  path.write_text(vf.format_lfw_pairs(entries))
+  assert vf.parse_lfw_pairs(str(path)) == entries  # the header "4" checks the counts
+
+
+def test_people_pairs_cap_and_refusals():
+  images = {"Ann": list(range(1, 11)), "Bob": [1, 2, 3, 4]}
+  capped = vf.people_pairs(images, np.random.default_rng(1), max_same_per_person=5)
+  assert sum(e.is_same and e.first[0] == "Ann" for e in capped) == 5
+  assert sum(e.is_same and e.first[0] == "Bob" for e in capped) == 5  # C(4, 2) = 6, capped
+  with pytest.raises(ValueError, match="45 same-person pairs but only 0 different-person"):
+    vf.people_pairs({"Ann": list(range(1, 11))}, np.random.default_rng(0))
+  with pytest.raises(ValueError, match="as many same as different"):
+    vf.format_lfw_pairs(capped[:3])
+
+
+def test_make_pairs_tool_writes_a_set_of_the_pairs_files_people(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  lfw = tmp_path / "lfw"
+  for name, count in (("Ann_A", 3), ("Bob_B", 2), ("Cid_C", 2), ("Outsider", 5)):
+    (lfw / name).mkdir(parents=True)
+    for i in range(1, count + 1):
+      (lfw / name / f"{name}_{i:04d}.jpg").write_bytes(b"")
+  (tmp_path / "people.txt").write_text("1\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t1\n")
+  output = tmp_path / "out" / "pairs.txt"
+  result = subprocess.run([sys.executable, os.path.join(root, "tools", "make_pairs.py"),
+                           f"--people_from={tmp_path / 'people.txt'}", f"--images={lfw}",
+                           f"--output={output}"], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  assert "4 same + 4 different pairs of 2 people (5 images" in result.stdout
+  entries = vf.parse_lfw_pairs(str(output))
+  assert vf.identities_in_pairs(entries) == {"Ann_A", "Bob_B"}  # never Cid_C or Outsider
+  (tmp_path / "people.txt").write_text("1\nAnn_A\t1\t2\nAnn_A\t1\tZed_Z\t1\n")
+  result = subprocess.run([sys.executable, os.path.join(root, "tools", "make_pairs.py"),
+                           f"--people_from={tmp_path / 'people.txt'}", f"--images={lfw}",
+                           f"--output={output}"], capture_output=True, text=True)
+  assert result.returncode != 0 and "no images of 1 of the 2 people" in result.stderr

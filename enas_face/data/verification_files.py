@@ -171,6 +171,50 @@ def resolve_lfw_pairs(path: str, available: Callable[[str], bool] | Collection[s
   return image_paths, pairs, np.array([entry.is_same for entry in entries], dtype=bool)
 
 
+def people_pairs(images: dict[str, Sequence[int]], rng: np.random.Generator,
+                 max_same_per_person: int = 0) -> list[PairEntry]:
+  """A larger test set from a set of people: every same-person pair of each person's images
+  (at most `max_same_per_person` of them, drawn at random; 0: all), then as many
+  different-person pairs, each two images drawn uniformly from all the images, of two
+  different people, no pair twice. `images`: person -> image numbers (1-based)."""
+  same = []
+  for name in sorted(images):
+    numbers = sorted(images[name])
+    person = [PairEntry((name, a), (name, b), True)
+              for i, a in enumerate(numbers) for b in numbers[i + 1:]]
+    if 0 < max_same_per_person < len(person):
+      person = [person[i] for i in sorted(rng.choice(len(person), max_same_per_person,
+                                                     replace=False))]
+    same += person
+  pool = [(name, number) for name in sorted(images) for number in sorted(images[name])]
+  possible = (len(pool) ** 2 - sum(len(v) ** 2 for v in images.values())) // 2
+  if len(same) > possible:
+    raise ValueError(f"{len(same)} same-person pairs but only {possible} different-person "
+                     "pairs exist among these images")
+  seen, different = set(), []
+  while len(different) < len(same):
+    first, second = (pool[int(i)] for i in rng.integers(len(pool), size=2))
+    key = tuple(sorted((first, second)))
+    if first[0] != second[0] and key not in seen:
+      seen.add(key)
+      different.append(PairEntry(first, second, False))
+  return same + different
+
+
+def format_lfw_pairs(entries: Sequence[PairEntry]) -> str:
+  """The View 1 text of `entries` (N same pairs, then N different): the header "N", then one
+  pair a line; parse_lfw_pairs reads it back."""
+  same = [e for e in entries if e.is_same]
+  different = [e for e in entries if not e.is_same]
+  if len(same) != len(different):
+    raise ValueError(f"a View 1 file needs as many same as different pairs, got {len(same)} "
+                     f"and {len(different)}")
+  lines = [str(len(same))]
+  lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[1]}" for e in same]
+  lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[0]}\t{e.second[1]}" for e in different]
+  return "\n".join(lines) + "\n"
+
+
 # --- InsightFace .bin -------------------------------------------------------------------------
 
 

@@ -99,11 +99,10 @@ def dlib_resnet_flops() -> dict:
 def closest_width_within(model: ModelConfig, budget: float) -> float:
   """The largest MobileFaceNet --width_multiplier (0.01 steps) whose full network has at most
   `budget` FLOPs."""
-  space = spaces.get("mobilefacenet")
 
   def flops(width: float) -> float:
-    scaled = dataclasses.replace(model, search_space="mobilefacenet", width_multiplier=width)
-    return space.flops(scaled, space.default(scaled))
+    return default_flops(student_model(model, ["--search_space=mobilefacenet",
+                                               f"--width_multiplier={width}"]))
 
   fitting = [w for w in np.round(np.arange(0.05, 2.0, 0.01), 2) if flops(float(w)) <= budget]
   if not fitting:
@@ -120,17 +119,27 @@ def model_of(flagfile: str) -> ModelConfig:
   return ModelConfig(**fields)
 
 
+def student_model(model: ModelConfig, flags: list[str]) -> ModelConfig:
+  """`model` with those of a student's --name=value flags that are ModelConfig fields applied
+  (typed as the fields; the others do not change the network's FLOPs)."""
+  values = dict(f[2:].split("=", 1) for f in flags if "=" in f)
+  return dataclasses.replace(model, **{name: type(getattr(model, name))(value)
+                                       for name, value in values.items() if hasattr(model, name)})
+
+
+def default_flops(model: ModelConfig) -> float:
+  """FLOPs of the space's default architecture at `model`."""
+  space = spaces.of(model)
+  return space.flops(model, space.default(model))
+
+
 def student_flags(name: str, model: ModelConfig, budget: float, enas_flags: str) -> list[str]:
   """The flags of student `name`, refused (SystemExit naming the flag) above the budget."""
   if name == "mobilefacenet":
     return ["--search_space=mobilefacenet",
             f"--width_multiplier={closest_width_within(model, budget)}"]
   flags = ["--search_space=enas_macro", *enas_flags.split()]
-  overrides = {f[2:].split("=", 1)[0]: f.split("=", 1)[1] for f in flags if "=" in f}
-  scaled = dataclasses.replace(model, search_space="enas_macro", **{
-      k: int(v) for k, v in overrides.items() if k in ("base_filters", "num_layers")})
-  space = spaces.of(scaled)
-  flops = space.flops(scaled, space.default(scaled))
+  flops = default_flops(student_model(model, flags))
   if flops > budget:
     raise SystemExit(f"--enas_flags={enas_flags!r}: the ENAS student has {flops / 1e6:.1f} "
                      f"MFLOPs, above --budget_flops={budget:g}")
@@ -218,12 +227,8 @@ def main(argv=None) -> None:
   if args.plan:
     print(f"teacher {teacher_flops / 1e6:.1f} MFLOPs, budget {budget / 1e6:.2f} MFLOPs")
     for name, flags in students.items():
-      config = dataclasses.replace(model, search_space=flags[0].split("=", 1)[1], **{
-          f[2:].split("=", 1)[0]: type(getattr(model, f[2:].split("=", 1)[0]))(
-              f.split("=", 1)[1]) for f in flags[1:]})
-      space = spaces.of(config)
       print(f"student {name}: {' '.join(flags)}: "
-            f"{space.flops(config, space.default(config)) / 1e6:.2f} MFLOPs")
+            f"{default_flops(student_model(model, flags)) / 1e6:.2f} MFLOPs")
     print(f"{len(students) * len(args.variants.split(',')) * len(args.seeds.split(','))} "
           f"runs of {args.flagfile} in {root}, and the teacher's evaluation")
     return

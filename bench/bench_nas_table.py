@@ -24,7 +24,11 @@ uniform sample of the space at 32x32). The plan (WORK_DIR/plan.json, drawn once 
 Each is trained with every --seeds seed (`python -m enas_face.main --mode=fixed`, one run
 folder per architecture and seed, WORK_DIR/runs/<id>_s<seed>); a run with metrics.json is
 done, an interrupted one resumes from its checkpoint. `build` works through the plan
-seed-major (every architecture at seed 0 first) until --hours have passed.
+seed-major (every architecture at seed 0 first) until --hours have passed. Each finished run
+is appended to --results (bench/data/nas_table_runs.jsonl, committed with the code): the run
+folders are scratch, the results file is the table's memory, so a fresh clone on another
+machine goes on where the last one stopped (the plan is redrawn from --plan_seed and checked
+against the recorded encodings).
 
 `collect` writes the table: per architecture its encoding, description, FLOPs, params,
 TFLite batch-1 latency (LiteRT, 1 thread, median of 20), jacob_cov at initialisation per
@@ -55,6 +59,7 @@ from enas_face.spaces import mobilefacenet  # noqa: E402
 
 FLAGFILE = os.path.join(ROOT, "flags", "nas_table_synthetic.cfg")
 TABLE = os.path.join(ROOT, "bench", "data", "nas_table.json")
+RESULTS = os.path.join(ROOT, "bench", "data", "nas_table_runs.jsonl")
 FORMAT_VERSION = 1
 
 
@@ -63,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("command", choices=("plan", "build", "collect", "compare"))
   parser.add_argument("--work_dir", default="runs/nas_table")
   parser.add_argument("--table", default=TABLE)
+  parser.add_argument("--results", default=RESULTS,
+                      help="one JSON line per finished run (committed: a new machine resumes "
+                           "the table from it, without the run folders)")
   parser.add_argument("--target_mflops", type=float, default=12.0)
   parser.add_argument("--band_low", type=float, default=0.8, help="band: [low T, T]")
   parser.add_argument("--archs", type=int, default=64, help="sampled architectures")
@@ -165,8 +173,16 @@ def build(args, plan: dict) -> None:
   seeds = [int(s) for s in args.seeds.split(",")]
   deadline = time.time() + 3600 * args.hours
   space = mobilefacenet.MobileFaceNetSpace()
+  results = recorded_runs(args, plan)
+  for entry in plan["architectures"]:  # finished in a run folder before it was recorded
+    for seed in seeds:
+      if (entry["id"], seed) not in results:
+        record = run_record(entry, seed, run_dir(args, entry, seed))
+        if record is not None:
+          runlog.append(args.results, [record])
+          results[(entry["id"], seed)] = record
   todo = [(entry, seed) for seed in seeds for entry in selected(args, plan)
-          if not os.path.exists(os.path.join(run_dir(args, entry, seed), runlog.METRICS))]
+          if (entry["id"], seed) not in results]
   shard, shards = (int(part) for part in args.shard.split("/"))
   print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do"
         + (f"; shard {shard}/{shards} takes {len(todo[shard::shards])}" if shards > 1 else ""),
@@ -193,6 +209,39 @@ def build(args, plan: dict) -> None:
           f"{'done' if code == 0 else f'exit {code}'} in {time.time() - tic:.0f} s", flush=True)
     if code != 0:
       sys.exit(f"error: {folder}: the run failed (exit {code}); see {folder}/bench.log")
+    runlog.append(args.results, [run_record(entry, seed, folder)])
+
+
+def run_record(entry: dict, seed: int, folder: str) -> dict | None:
+  """What the table keeps of a finished run (None if `folder` holds no finished run): the
+  final verification accuracy (mean and 10-fold std) and per epoch the training loss, the
+  training and validation classification accuracy and the verification accuracy."""
+  metrics = runlog.read_json(os.path.join(folder, runlog.METRICS))
+  if metrics is None:
+    return None
+  history = runlog.read(os.path.join(folder, runlog.TRAIN_HISTORY))
+  return {"id": entry["id"], "seed": seed, "encoding": entry["encoding"],
+          "verification_accuracy": metrics["verification_accuracy"],
+          "verification_std": metrics["verification_std"],
+          "epochs": [{key: h.get(key) for key in
+                      ("epoch", "loss", "train_accuracy", "val_accuracy",
+                       "pairs/heldout/verification_accuracy", "seconds")}
+                     for h in history]}
+
+
+def recorded_runs(args, plan: dict) -> dict:
+  """{(id, seed): record} of --results; a record whose encoding is not its plan entry's is an
+  error (the file was built from another plan: another --plan_seed or --target_mflops)."""
+  encodings = {entry["id"]: entry["encoding"] for entry in plan["architectures"]}
+  runs = {}
+  for record in runlog.read(args.results):
+    if encodings.get(record["id"]) != record["encoding"]:
+      sys.exit(f"error: {args.results}: run {record['id']} seed {record['seed']} has "
+               f"encoding {record['encoding']}, the plan {encodings.get(record['id'])}: the "
+               "file belongs to another plan (--plan_seed, --target_mflops); use another "
+               "--results")
+    runs[(record["id"], int(record["seed"]))] = record
+  return runs
 
 
 def selected(args, plan: dict) -> list[dict]:
@@ -215,14 +264,17 @@ def compare(args, plan: dict) -> dict:
   out = []
   print("| id | role | MFLOPs | params | accuracy per seed | mean +- std |")
   print("|---|---|---|---|---|---|")
+  results = recorded_runs(args, plan)
   for entry in selected(args, plan):
     accuracies = []
     for seed in seeds:
-      metrics = runlog.read_json(os.path.join(run_dir(args, entry, seed), runlog.METRICS))
-      if metrics is None:
-        sys.exit(f"error: {run_dir(args, entry, seed)} has no metrics.json: build it first "
+      record = results.get((entry["id"], seed)) or run_record(
+          entry, seed, run_dir(args, entry, seed))
+      if record is None:
+        sys.exit(f"error: {entry['id']} seed {seed} is neither in {args.results} nor finished "
+                 f"in {run_dir(args, entry, seed)}: build it first "
                  f"(build --only={entry['id']} --seeds={seed})")
-      accuracies.append(float(metrics["verification_accuracy"]))
+      accuracies.append(float(record["verification_accuracy"]))
     row = {"id": entry["id"], "role": entry["role"], "encoding": entry["encoding"],
            "flops": entry["flops"], "params": entry.get("params"), "seeds": seeds,
            "accuracies": accuracies, "mean": float(np.mean(accuracies)),
@@ -280,21 +332,15 @@ def collect(args, plan: dict) -> dict:
   covs = {a["id"]: a.get("jacob_cov") for a in previous.get("architectures", [])}
   images = None
   rows = []
+  results = recorded_runs(args, plan)
   for entry in plan["architectures"]:
     row = dict(entry, seeds={})
     for seed in seeds:
-      folder = run_dir(args, entry, seed)
-      metrics = runlog.read_json(os.path.join(folder, runlog.METRICS))
-      if metrics is None:
-        continue
-      history = runlog.read(os.path.join(folder, runlog.TRAIN_HISTORY))
-      row["seeds"][str(seed)] = {
-          "verification_accuracy": metrics["verification_accuracy"],
-          "verification_std": metrics["verification_std"],
-          "epochs": [{key: h.get(key) for key in
-                      ("epoch", "loss", "train_accuracy", "val_accuracy",
-                       "pairs/heldout/verification_accuracy", "seconds")}
-                     for h in history]}
+      record = results.get((entry["id"], seed)) or run_record(
+          entry, seed, run_dir(args, entry, seed))
+      if record is not None:
+        row["seeds"][str(seed)] = {key: record[key] for key in
+                                   ("verification_accuracy", "verification_std", "epochs")}
     if not row["seeds"]:
       continue
     row["tflite_latency_ms"] = latencies.get(entry["id"]) or tflite_latency_ms(

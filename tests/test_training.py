@@ -69,7 +69,7 @@ def _step_loss(extra):
   images = tf.random.stateless_uniform([8, 16, 16, 3], seed=[3, 4])
   labels = tf.range(8, dtype=tf.int32)
   initial_regularface = float(heads.regularface_loss(head.class_weights))
-  loss, accuracy, _ = step(images, labels)
+  loss, accuracy, _, _ = step(images, labels)
   return float(loss), float(accuracy), initial_regularface
 
 
@@ -115,8 +115,13 @@ def test_train_step_loss_is_the_seam_loss():
   np.testing.assert_allclose(float(seam), reference, rtol=1e-5)
   step = train_lib.make_train_step(child, head, optimizer, 0.1, 8, 8, extra=extra,
                                    cross_entropy_weight=0.6)
-  loss, _, _ = step(images, labels)
+  loss, _, _, terms = step(images, labels)
   np.testing.assert_allclose(float(loss), float(seam), rtol=1e-6)
+  # The step's terms: each weighted part, summing to L (what the history logs per epoch).
+  assert sorted(terms) == ["cross_entropy", "norm", "regularface"]
+  np.testing.assert_allclose(sum(float(v) for v in terms.values()), float(loss), rtol=1e-6)
+  np.testing.assert_allclose(float(terms["regularface"]),
+                             0.5 * (w.T @ w - 3 * np.eye(8)).max(-1).mean(), rtol=1e-5)
   assert ce_weight == 1.0 and [term.name for term in extra] == ["regularface", "norm"]
 
 

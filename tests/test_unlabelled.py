@@ -190,6 +190,13 @@ def test_the_loss_over_labelled_and_unlabelled_rows_against_numpy():
   per_row = 0.7 * (1 - (s * t).sum(1)) + 2.0 * relational_reference(embeddings, targets,
                                                                      np.ones(b + u))
   assert float(total - base) == pytest.approx(per_row.sum() / (b + u), rel=1e-5)
+  # each component on its own (what the history logs as loss/distill/embedding, ...)
+  _, _, terms = mixed.with_terms(images[:b], labels, tf.constant(embeddings[:b]), 0,
+                                 tf.constant(targets[:b]), rows)
+  assert sorted(terms) == ["cross_entropy", "distill/embedding", "distill/relational"]
+  assert float(terms["cross_entropy"]) == pytest.approx(float(base), rel=1e-6)
+  assert float(terms["distill/embedding"]) == pytest.approx(
+      0.7 * (1 - (s * t).sum(1)).sum() / (b + u), rel=1e-5)
   # without unlabelled rows the same term is over the B labelled ones
   alone, _ = mixed(images[:b], labels, tf.constant(embeddings[:b]), 0, tf.constant(targets[:b]))
   per_row = 0.7 * (1 - (s[:b] * t[:b]).sum(1)) + 2.0 * relational_reference(
@@ -229,6 +236,10 @@ def test_an_on_the_fly_teacher_distils_unlabelled_images_and_resumes(
   assert "train step traced: 8 labelled + 4 unlabelled images a step" in result.stderr
   history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
   assert [h["epoch"] for h in history] == [1, 2]
+  terms = {k: v for k, v in history[0].items() if k.startswith("loss/")}
+  assert sorted(terms) == ["loss/cross_entropy", "loss/distill/embedding",
+                           "loss/distill/relational"]
+  assert sum(terms.values()) == pytest.approx(history[0]["loss"], rel=1e-4)
   lose_last_checkpoint(run_dir, 2)
   result = main_in_process(*args)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -93,6 +93,14 @@ def distillation_loss(config: DistillConfig, teacher: Teacher, projection: Proje
                       student_embeddings, student_logits, images, targets=None):
   """Per-example w_e L_emb + w_r L_rel + alpha T^2 KL(p_t || p_s), [N]; `targets` [N, D_t]:
   an embeddings-file teacher's rows for the batch (zero rows: no target)."""
+  return tf.add_n(list(distillation_terms(config, teacher, projection, student_embeddings,
+                                          student_logits, images, targets).values()))
+
+
+def distillation_terms(config: DistillConfig, teacher: Teacher, projection: Projection,
+                       student_embeddings, student_logits, images, targets=None) -> dict:
+  """The weighted per-example terms of distillation_loss, [N] each: {"embedding": w_e L_emb,
+  "relational": w_r L_rel (when w_r > 0), "kl": alpha T^2 KL (when alpha > 0)}."""
   if teacher.precomputed:
     if targets is None:
       raise ValueError(f"{teacher.source}: a precomputed teacher needs the batch's targets")
@@ -102,17 +110,18 @@ def distillation_loss(config: DistillConfig, teacher: Teacher, projection: Proje
     (teacher_embeddings, teacher_logits), has_target = teacher(images), None
   projected = tf.math.l2_normalize(tf.cast(projection(student_embeddings), tf.float32), axis=-1)
   cosine = 1.0 - tf.reduce_sum(projected * teacher_embeddings, -1)
-  loss = config.embedding_weight * (cosine if has_target is None else has_target * cosine)
+  terms = {"embedding": config.embedding_weight * (
+      cosine if has_target is None else has_target * cosine)}
   if config.relational_weight > 0:
-    loss += config.relational_weight * relational_loss(student_embeddings, teacher_embeddings,
-                                                       has_target)
+    terms["relational"] = config.relational_weight * relational_loss(
+        student_embeddings, teacher_embeddings, has_target)
   if config.kl_alpha > 0:
     t = config.temperature
     log_p_s = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / t, -1)
     log_p_t = tf.nn.log_softmax(tf.cast(teacher_logits, tf.float32) / t, -1)
     kl = tf.reduce_sum(tf.exp(log_p_t) * (log_p_t - log_p_s), -1)
-    loss += config.kl_alpha * t * t * kl
-  return loss
+    terms["kl"] = config.kl_alpha * t * t * kl
+  return terms
 
 
 @dataclasses.dataclass
@@ -133,10 +142,13 @@ class Distillation:
                              images, targets)
 
   def term(self) -> ExtraLoss:
-    """The per-example term over the labelled rows and the step's unlabelled ones."""
+    """The per-example term over the labelled rows and the step's unlabelled ones, as its
+    components (distillation_terms: each is logged, "loss/distill/embedding", ...)."""
     def fn(inputs):
       images, embeddings, targets = inputs.with_unlabelled()
-      return self.loss(embeddings, inputs.head, images, targets)
+      logits = inputs.head(embeddings) if self.config.kl_alpha > 0 else None
+      return distillation_terms(self.config, self.teacher, self.projection, embeddings,
+                                logits, images, targets)
     return ExtraLoss("distill", 1.0, fn, per_example=True, layer=self.projection,
                      unlabelled=True)
 

@@ -185,6 +185,8 @@ def train(config: RunConfig, dataset: FaceDataset,
     record = {"epoch": epoch + 1, "loss": result.loss, "train_accuracy": result.accuracy,
               "val_accuracy": val_acc, "lr": result.lr, "seconds": result.seconds,
               "images_per_second": result.images_per_second, "replicas": placement.num_replicas}
+    if len(result.terms) > 1:  # the loss's terms, when it has more than the cross-entropy
+      record.update({f"loss/{name}": value for name, value in result.terms.items()})
     logging.info("epoch %d/%d  loss %.4f  train acc %.3f  val acc %.3f  %.0f img/s",
                  epoch + 1, train_cfg.epochs, record["loss"], record["train_accuracy"],
                  val_acc, result.images_per_second)
@@ -200,7 +202,7 @@ def train(config: RunConfig, dataset: FaceDataset,
       for key in ("loss", "train_accuracy", "val_accuracy", "lr", "images_per_second"):
         tf.summary.scalar(key, record[key])
       for key, value in record.items():
-        if key.startswith("pairs/"):
+        if key.startswith(("pairs/", "loss/")):
           tf.summary.scalar(key, value)
     return [record]
 

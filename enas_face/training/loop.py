@@ -86,6 +86,7 @@ class EpochResult:
   lr: float  # at the last step
   seconds: float
   images_per_second: float
+  terms: dict = dataclasses.field(default_factory=dict)  # {term: mean over steps}, sum = loss
 
 
 def run_epoch(train_step: Callable, batches: Iterable, num_steps: int, batch_size: int,
@@ -93,19 +94,23 @@ def run_epoch(train_step: Callable, batches: Iterable, num_steps: int, batch_siz
               step_args: Callable[[int], tuple] = lambda step: ()) -> EpochResult:
   """Calls `train_step(images, labels[, targets], *step_args(step))` on every batch (targets:
   a batch's precomputed teacher embeddings, when the pipeline carries them); stops at a
-  non-finite loss (check_finite)."""
+  non-finite loss (check_finite). The step returns (loss, accuracy, lr[, {term: value}])."""
   progbar = keras.utils.Progbar(num_steps, stateful_metrics=["lr"], verbose=1 if verbose else 0)
-  losses, accuracies, lr = [], [], float("nan")
+  losses, accuracies, lr, terms = [], [], float("nan"), {}
   tic = time.perf_counter()
   for step, (images, labels, *targets) in enumerate(batches):
-    loss, acc, lr = (float(v) for v in train_step(images, labels, *targets, *step_args(step)))
+    loss, acc, lr, *rest = train_step(images, labels, *targets, *step_args(step))
+    loss, acc, lr = float(loss), float(acc), float(lr)
     check_finite(loss, epoch + 1, step + 1, run_dir)
     losses.append(loss)
     accuracies.append(acc)
+    for name, value in (rest[0] if rest else {}).items():
+      terms.setdefault(name, []).append(float(value))
     progbar.update(step + 1, [("loss", loss), ("acc", acc), ("lr", lr)])
   seconds = time.perf_counter() - tic
   return EpochResult(float(np.mean(losses)), float(np.mean(accuracies)), lr, seconds,
-                     num_steps * batch_size / seconds)
+                     num_steps * batch_size / seconds,
+                     {name: float(np.mean(values)) for name, values in terms.items()})
 
 
 def run_epochs(*, epoch: tf.Variable, epochs: int, manager: tf.train.CheckpointManager,

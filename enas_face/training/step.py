@@ -74,7 +74,9 @@ class LossInputs:
 class ExtraLoss:
   """weight * fn(inputs): a scalar (per_example=False) or a [B] vector (per_example=True);
   unlabelled=True: the vector is [B + B_u] over LossInputs.with_unlabelled()'s rows,
-  averaged over B + B_u. `layer`'s trainable weights (distillation's projection) train with
+  averaged over B + B_u. fn may return a dict of such values instead (the term's components,
+  e.g. distillation's embedding and relational parts): the term is their sum, and each is
+  logged on its own. `layer`'s trainable weights (distillation's projection) train with
   the child's."""
   name: str
   weight: float
@@ -138,20 +140,32 @@ class TaskLoss:
 
   def __call__(self, images, labels, embeddings, step, targets=None,
                unlabelled: UnlabelledRows | None = None):
+    loss, scores, _ = self.with_terms(images, labels, embeddings, step, targets, unlabelled)
+    return loss, scores
+
+  def with_terms(self, images, labels, embeddings, step, targets=None,
+                 unlabelled: UnlabelledRows | None = None):
+    """(L, the head's scores, {name: this replica's share of each weighted term}): the
+    terms sum to L; "cross_entropy" is w_CE CE, an extra term is "<name>" or, when its fn
+    returns components, "<name>/<component>"."""
     logits, scores = self.head.training_logits(embeddings, labels, step=step)
     per_example = self.cross_entropy(tf.one_hot(labels, self.num_classes, dtype=tf.float32),
                                      tf.cast(logits, tf.float32))
-    loss = self.cross_entropy_weight * tf.nn.compute_average_loss(
-        per_example, global_batch_size=self.global_batch_size)
+    terms = {"cross_entropy": self.cross_entropy_weight * tf.nn.compute_average_loss(
+        per_example, global_batch_size=self.global_batch_size)}
     inputs = LossInputs(images, labels, embeddings, logits, self.head, targets, unlabelled)
     for term in self.extra:
-      value = tf.cast(term.fn(inputs), tf.float32)
       rows = self.global_batch_size + (
           self.unlabelled_batch_size if term.unlabelled and unlabelled is not None else 0)
-      loss += term.weight * (
-          tf.nn.compute_average_loss(value, global_batch_size=rows)
-          if term.per_example else tf.nn.scale_regularization_loss(value))
-    return loss, scores
+      values = term.fn(inputs)
+      parts = ({f"{term.name}/{key}": value for key, value in values.items()}
+               if isinstance(values, dict) else {term.name: values})
+      for name, value in parts.items():
+        value = tf.cast(value, tf.float32)
+        terms[name] = term.weight * (
+            tf.nn.compute_average_loss(value, global_batch_size=rows)
+            if term.per_example else tf.nn.scale_regularization_loss(value))
+    return tf.add_n(list(terms.values())), scores, terms
 
 
 def run_task_loss(config: RunConfig, head: keras.layers.Layer, num_classes: int,
@@ -193,8 +207,8 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
 
   B is the global batch: each replica sums its own examples' losses and divides
   by B, and the optimiser sums the replicas' gradients (Keras all-reduce).
-  Returns (loss, batch accuracy, learning rate); the accuracy is the argmax of
-  the head's scores (no margin). With `takes_arc` (the shared child) the step is
+  Returns (loss, batch accuracy, learning rate, {term: its part of the loss}) (TaskLoss.
+  with_terms); the accuracy is the argmax of the head's scores (no margin). With `takes_arc` (the shared child) the step is
   `train_step(images, labels, arc)`, arc an int32 tensor shared by every
   replica, so a new architecture does not retrace; else `train_step(images, labels[,
   targets][, unlabelled])`, targets the batch's precomputed teacher embeddings
@@ -232,13 +246,14 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
         count = tf.shape(images)[0]
         embeddings = both[:count]
         rows = UnlabelledRows(unlabelled["images"], both[count:], unlabelled.get("targets"))
-      loss, scores = task_loss(images, labels, embeddings, optimizer.iterations, targets, rows)
+      loss, scores, terms = task_loss.with_terms(images, labels, embeddings,
+                                                 optimizer.iterations, targets, rows)
     gradients = tape.gradient(loss, variables)
     if taken_update is None:
       optimizer.apply_gradients(zip(gradients, variables))
     else:
       taken_update(gradients, child_kwargs["arc"])
-    return loss, batch_accuracy(scores, labels) / global_batch_size
+    return loss, batch_accuracy(scores, labels) / global_batch_size, terms
 
   def step(images, labels, *rest, **child_kwargs):
     """rest: (targets,), (unlabelled,) or (targets, unlabelled); unlabelled is the dict."""
@@ -247,10 +262,11 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
     args = (images, labels) if targets is None else (images, labels, targets)
     kwargs = dict(child_kwargs, **({"unlabelled": unlabelled} if unlabelled is not None else {}))
 
-    loss, correct = strategy.run(replica_step, args=args, kwargs=kwargs)
+    loss, correct, terms = strategy.run(replica_step, args=args, kwargs=kwargs)
     total = tf.distribute.ReduceOp.SUM
     return (strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None),
-            optimizer.learning_rate)
+            optimizer.learning_rate,
+            {name: strategy.reduce(total, value, axis=None) for name, value in terms.items()})
 
   if takes_arc:
     return tf.function(lambda images, labels, arc: step(images, labels, arc=arc))

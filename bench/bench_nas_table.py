@@ -173,6 +173,7 @@ def build(args, plan: dict) -> None:
   seeds = [int(s) for s in args.seeds.split(",")]
   deadline = time.time() + 3600 * args.hours
   space = mobilefacenet.MobileFaceNetSpace()
+  os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
   results = recorded_runs(args, plan)
   for entry in plan["architectures"]:  # finished in a run folder before it was recorded
     for seed in seeds:

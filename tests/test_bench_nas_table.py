@@ -17,7 +17,7 @@ import bench_nas_table as bench  # noqa: E402  pylint: disable=wrong-import-posi
 def args_for(tmp_path, command, work="work", *extra):
   return bench.parse_args([command, f"--work_dir={tmp_path / work}",
                            f"--table={tmp_path / 'table.json'}",
-                           f"--results={tmp_path / 'runs.jsonl'}", "--archs=3", "--uniform=2",
+                           f"--results={tmp_path / 'data' / 'runs.jsonl'}", "--archs=3", "--uniform=2",
                            "--seeds=0,1", *extra])
 
 

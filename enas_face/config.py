@@ -382,8 +382,8 @@ DISTILL_MISSING = ("error", "skip")
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
   """Distillation from a trained teacher (distill.py): fixed training and the width/depth
-  search. L = (1 - kl_alpha) CE + embedding_weight (1 - cos) + relational_weight L_rel
-  + kl_alpha T^2 KL."""
+  search. L = cross_entropy_weight (1 - kl_alpha) CE + embedding_weight (1 - cos)
+  + relational_weight L_rel + kl_alpha T^2 KL."""
   # A run folder, SavedModel folder, .onnx file, dlib's model folder (through an embeddings
   # file only) or a teacher embeddings file (data/teacher_files.py); "" = no distillation.
   teacher: str = ""
@@ -391,6 +391,9 @@ class DistillConfig:
   kl_alpha: float = 0.0
   temperature: float = 4.0
   relational_weight: float = 0.0
+  # Scales the classification term under distillation (0: the teacher's terms alone; the
+  # head then never trains). Our choice, for small labelled sets where CE overfits.
+  cross_entropy_weight: float = 1.0
   # An embeddings file without some training images: "error", or "skip" (they train without
   # the distillation terms).
   missing: str = "error"
@@ -401,6 +404,11 @@ class DistillConfig:
   def validate(self) -> None:
     if self.embedding_weight < 0:
       raise ConfigError(f"--distill_embedding_weight={self.embedding_weight} must be >= 0")
+    if self.cross_entropy_weight < 0:
+      raise ConfigError(f"--distill_ce_weight={self.cross_entropy_weight} must be >= 0")
+    if self.cross_entropy_weight != 1.0 and not self.teacher:
+      raise ConfigError(f"--distill_ce_weight={self.cross_entropy_weight} scales the "
+                        "classification term beside a teacher's; give one with --distill_from")
     if self.relational_weight < 0:
       raise ConfigError(f"--distill_relational_weight={self.relational_weight} must be >= 0")
     if self.missing not in DISTILL_MISSING:
@@ -459,6 +467,7 @@ FLAG_RENAMES: dict[type, dict[str, str]] = {
     DistillConfig: {"teacher": "distill_from", "embedding_weight": "distill_embedding_weight",
                     "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature",
                     "relational_weight": "distill_relational_weight",
+                    "cross_entropy_weight": "distill_ce_weight",
                     "missing": "distill_missing", "input_mean": "teacher_input_mean",
                     "input_std": "teacher_input_std"},
 }

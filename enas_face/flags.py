@@ -417,6 +417,10 @@ flags.DEFINE_float("distill_embedding_weight", 1.0, "w_e of the embedding term "
 flags.DEFINE_float("distill_relational_weight", 0.0, "w_r of the relational term: the mean over "
                    "batch pairs i != j of (cos(e_s_i, e_s_j) - cos(e_t_i, e_t_j))^2 (after "
                    "Tung & Mori 2019; no projection); 0 = off.", lower_bound=0.0)
+flags.DEFINE_float("distill_ce_weight", 1.0, "With --distill_from: the classification "
+                   "(cross-entropy) term's weight, times (1 - --distill_kl_alpha); 0 = the "
+                   "teacher's terms alone (the head does not train; val accuracy is then "
+                   "chance).", lower_bound=0.0)
 flags.DEFINE_enum("distill_missing", "error", DISTILL_MISSING, "A teacher embeddings file "
                   "without some training images: error (naming the file and the count), or "
                   "skip (those images train without the distillation terms).")

@@ -119,3 +119,18 @@ def test_bad_teachers_are_refused_by_flag(teacher_run, tmp_path):
   spaces.save_config(dataclasses.replace(config, run_dir=str(empty)), str(empty / "config.json"))
   with pytest.raises(ConfigError, match="no checkpoint yet"):
     teachers.load_teacher(str(empty))
+
+
+def test_ce_weight_scales_the_classification_term_and_is_refused_without_a_teacher(
+    teacher_run):
+  """w_CE = --distill_ce_weight (1 - alpha); 0 leaves the teacher's terms alone; the flag
+  without a teacher, or below 0, is an error naming it."""
+  run_dir, _, dataset, _ = teacher_run
+  for weight, alpha, expected in ((1.0, 0.0, 1.0), (0.0, 0.0, 0.0), (0.5, 0.9, 0.05)):
+    built = distill.build(DistillConfig(teacher=run_dir, cross_entropy_weight=weight,
+                                        kl_alpha=alpha), 8, dataset.num_classes)
+    assert built.cross_entropy_weight == pytest.approx(expected)
+  with pytest.raises(ConfigError, match="--distill_ce_weight=0.0 .*--distill_from"):
+    DistillConfig(cross_entropy_weight=0.0).validate()
+  with pytest.raises(ConfigError, match="--distill_ce_weight=-1.0 must be >= 0"):
+    DistillConfig(teacher=run_dir, cross_entropy_weight=-1.0).validate()

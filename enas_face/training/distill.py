@@ -1,7 +1,7 @@
 """Distillation from a trained teacher: the extra loss term of fixed training and of the
 width/depth search (one term, training/step.py's seam).
 
-    L = (1 - alpha) CE  +  w_e L_emb  +  w_r L_rel  +  alpha T^2 KL(softmax(z_t / T) || softmax(z_s / T))
+    L = w_c (1 - alpha) CE  +  w_e L_emb  +  w_r L_rel  +  alpha T^2 KL(softmax(z_t / T) || softmax(z_s / T))
 
     L_emb,i = 1 - cos(P e_s,i, t_i)
     L_rel   = 1 / |{(i, j): i != j}|  sum_{i != j} (cos(e_s,i, e_s,j) - cos(t_i, t_j))^2
@@ -13,7 +13,8 @@ up to a factor 2. z_s = head_s(e_s) and z_t = head_t(t): both heads' inference l
 (s cos for a margin head, e W + b for softmax; no margin), which needs a teacher run with
 the same classes. METHODS.md §4: the KL form and alpha = 0.9, T = 4 are TAS's retraining
 loss; the embedding term and using it in the search too are our choices (the seed's
-teacher guidance is not published).
+teacher guidance is not published), as is w_c (--distill_ce_weight, default 1; 0 trains on
+the teacher's terms alone).
 
 L_rel is relational (similarity-preserving) distillation after Tung & Mori, ICCV 2019
 ("Similarity-Preserving Knowledge Distillation"): the student's batch similarity matrix
@@ -133,7 +134,8 @@ class Distillation:
 
   @property
   def cross_entropy_weight(self) -> float:
-    return 1.0 - self.config.kl_alpha
+    """w_CE = --distill_ce_weight (1 - alpha)."""
+    return self.config.cross_entropy_weight * (1.0 - self.config.kl_alpha)
 
   def loss(self, embeddings, head, images, targets=None):
     """The per-example term for a student's embeddings (its head gives z_s)."""

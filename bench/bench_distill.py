@@ -24,10 +24,12 @@ Variants (--variants), each with every seed of --seeds (initialisation and shuff
   unlabelled  + --unlabelled=small_identities (--unlabelled_flags): images without identity
               labels, for the distillation terms only.
 The teacher's row is its own verification of the same pairs (--mode=evaluate_teacher).
-Every run lives in RUNS_ROOT/<student>_<variant>_s<seed>; finished runs are reused and an
-interrupted one resumes from its checkpoint, so the table grows a few runs at a time. Then
-the float TFLite batch-1 latency of each student (LiteRT, one thread, median), all measured
-in this process. Prints (and writes RUNS_ROOT/distill_table.md and .json) per row: pair
+Every run lives in RUNS_ROOT/<student>_<variant>_s<seed>; an interrupted one resumes from
+its checkpoint. A finished run is recorded in --results (bench/data/distill_runs.jsonl,
+committed: its metrics, FLOPs, parameters, architecture and the float TFLite batch-1 latency
+of its network, LiteRT, one thread, median, measured when it finished), keyed by its
+command (passthrough.run_key: the flagfile's contents, the teacher's file name, the flags),
+so the table grows a few runs at a time, on any machine. Prints (and writes RUNS_ROOT/distill_table.md and .json) per row: pair
 verification accuracy (mean +- std over seeds), the mean 10-fold std, TAR@FAR=1e-3, MFLOPs
 and their fraction of the teacher's, parameters and latency. Flags after `--` go to every run.
 """
@@ -50,8 +52,10 @@ if BENCH not in sys.path:
 from enas_face import runlog, spaces  # noqa: E402
 from enas_face.config import ModelConfig  # noqa: E402
 from bench_teacher import cost_cells, teacher_row  # noqa: E402
-from passthrough import main_command, read_flagfile, read_json, run_step, split_passthrough  # noqa: E402,E501
+from passthrough import (RunRecords, main_command, read_flagfile, read_json, run_step,  # noqa: E402
+                         split_passthrough)
 
+RESULTS = os.path.join(ROOT, "bench", "data", "distill_runs.jsonl")
 STUDENTS = ("enas", "mobilefacenet")
 VARIANTS = ("none", "teacher", "unlabelled")
 DISTILL = "--distill_kl_alpha=0 --distill_embedding_weight=1 --distill_relational_weight=1"
@@ -157,17 +161,29 @@ def tflite_latencies(run_dirs: dict[str, str], repeats: int = 50) -> dict[str, f
   return out
 
 
-def student_row(student: str, variant: str, run_dirs: list[str]) -> dict:
-  metrics = [read_json(os.path.join(d, runlog.METRICS)) for d in run_dirs]
-  accuracy = [float(m["verification_accuracy"]) for m in metrics]
-  config = spaces.load_config(os.path.join(run_dirs[0], runlog.CONFIG))
+def run_summary(run_dir: str) -> dict:
+  """What the table keeps of a finished student run (its record in --results)."""
+  metrics = read_json(os.path.join(run_dir, runlog.METRICS))
+  config = spaces.load_config(os.path.join(run_dir, runlog.CONFIG))
+  return {"verification_accuracy": float(metrics["verification_accuracy"]),
+          "verification_std": float(metrics["verification_std"]),
+          "tar_at_far_1e-3": float(metrics["tar_at_far_1e-3"]),
+          "flops": int(metrics["flops"]), "params": int(metrics["params"]),
+          "architecture": spaces.of(config.model).describe(config.arc),
+          "latency_ms": tflite_latencies({"run": run_dir})["run"]}
+
+
+def student_row(student: str, variant: str, records: list[dict]) -> dict:
+  """The row of one student and variant over its seeds' records (run_summary)."""
+  accuracy = [r["verification_accuracy"] for r in records]
   return {"row": f"{student}_{variant}", "label": f"{student}: {LABELS[variant]}",
           "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": float(np.std(accuracy)),
           "accuracies": accuracy,
-          "fold_std_mean": float(np.mean([m["verification_std"] for m in metrics])),
-          "tar_far_1e3": float(np.mean([m["tar_at_far_1e-3"] for m in metrics])),
-          "flops": int(metrics[0]["flops"]), "params": int(metrics[0]["params"]),
-          "architecture": spaces.of(config.model).describe(config.arc), "seeds": len(run_dirs)}
+          "fold_std_mean": float(np.mean([r["verification_std"] for r in records])),
+          "tar_far_1e3": float(np.mean([r["tar_at_far_1e-3"] for r in records])),
+          "flops": records[0]["flops"], "params": records[0]["params"],
+          "architecture": records[0]["architecture"], "seeds": len(records),
+          "latency_ms": records[0]["latency_ms"]}
 
 
 def table(rows: list[dict], teacher_flops: float, budget: float) -> str:
@@ -193,6 +209,8 @@ def main(argv=None) -> None:
                       help="the teacher (--distill_from): an embeddings .jsonl, a SavedModel, "
                            "an .onnx, dlib's model folder or an enas_face run")
   parser.add_argument("--runs_root", required=True)
+  parser.add_argument("--results", default=RESULTS,
+                      help="the finished runs' records (committed; see the module doc)")
   parser.add_argument("--seeds", default="0,1")
   parser.add_argument("--students", default=",".join(STUDENTS))
   parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -233,27 +251,31 @@ def main(argv=None) -> None:
           f"runs of {args.flagfile} in {root}, and the teacher's evaluation")
     return
 
-  def step(name: str, *flags: str, done: str = runlog.METRICS) -> str:
+  records = RunRecords(args.results)
+
+  def step(name: str, *flags: str, done: str = runlog.METRICS, summary=run_summary) -> dict:
+    """The run's record: from --results, or made by running it (or reading its finished
+    folder) and recorded."""
     run_dir = os.path.join(root, name)
-    run_step(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
-             os.path.join(run_dir, done), os.path.join(root, "logs", f"{name}.log"))
-    return run_dir
+    command = main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra)
+    record = records.get(command)
+    if record is None:
+      run_step(command, os.path.join(run_dir, done), os.path.join(root, "logs", f"{name}.log"))
+      record = records.add(command, dict(summary(run_dir), name=name))
+    return record
 
   evaluated = step("teacher", "--mode=evaluate_teacher", f"--distill_from={teacher}",
-                   done=runlog.TEACHER_METRICS)
-  runs = {}
+                   done=runlog.TEACHER_METRICS, summary=teacher_row)
+  rows = [dict(evaluated, flops=int(teacher_flops))]
   for student, flags in students.items():
     for variant in args.variants.split(","):
-      runs[(student, variant)] = [
+      rows.append(student_row(student, variant, [
           step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
-               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))]
-  rows = [student_row(s, v, dirs) for (s, v), dirs in runs.items()]
-  timed = tflite_latencies({r["row"]: dirs[0] for r, dirs in zip(rows, runs.values())})
-  for r in rows:
-    r["latency_ms"] = timed[r["row"]]
-  rows.insert(0, dict(teacher_row(evaluated), flops=int(teacher_flops)))
+               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))]))
+  rows[0] = {key: value for key, value in rows[0].items() if key not in ("key", "name")}
   text = table(rows, teacher_flops, budget)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
+  os.makedirs(root, exist_ok=True)
   runlog.write_text(os.path.join(root, "distill_table.md"), text)
   runlog.write_json(os.path.join(root, "distill_table.json"), {
       "teacher_flops": teacher_flops, "budget_flops": budget, "rows": rows,

@@ -59,3 +59,44 @@ def read_flagfile(path: str) -> dict:
         name, value = line[2:].split("=", 1)
         values[name] = value
   return values
+
+
+def run_key(command: list[str]) -> str:
+  """A run's identity across machines and clones: its arguments after the interpreter,
+  without --run_dir, each path reduced to its part under the repository (the flagfile) or
+  its base name (a teacher file elsewhere), and the flagfile's own lines appended (its
+  contents, not its path, decide the run)."""
+  parts = []
+  for arg in command[1:]:
+    if arg.startswith("--run_dir="):
+      continue
+    name, sep, value = arg.partition("=")
+    if sep and os.path.isabs(value):
+      value = (os.path.relpath(value, ROOT) if value.startswith(ROOT + os.sep)
+               else os.path.basename(value.rstrip(os.sep)))
+      if name == "--flagfile" and os.path.exists(arg.partition("=")[2]):
+        value += "{" + ",".join(f"{k}={v}" for k, v in
+                                sorted(read_flagfile(arg.partition("=")[2]).items())) + "}"
+    parts.append(f"{name}{sep}{value}")
+  return " ".join(parts)
+
+
+class RunRecords:
+  """A benchmark's committed memory (bench/data/*.jsonl, one record per finished run, keyed
+  by run_key): run folders are scratch that a new machine does not have; a run whose key is
+  recorded is not run again, and its row is rebuilt from the record."""
+
+  def __init__(self, path: str):
+    from enas_face import runlog  # pylint: disable=import-outside-toplevel
+    self.path, self._runlog = path, runlog
+    self.records = {r["key"]: r for r in runlog.read(path)}
+
+  def get(self, command: list[str]) -> dict | None:
+    return self.records.get(run_key(command))
+
+  def add(self, command: list[str], record: dict) -> dict:
+    record = dict(record, key=run_key(command))
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._runlog.append(self.path, [record])
+    self.records[record["key"]] = record
+    return record

@@ -86,10 +86,13 @@ def test_main_runs_every_student_variant_and_seed_and_writes_the_table(
   teacher = tmp_path / "dlib.jsonl"
   teacher.write_text("{}\n")
   root = tmp_path / "runs"
-  bench.main([f"--flagfile={os.path.join(ROOT, 'flags', 'distill_lfw_view1.cfg')}",
-              f"--teacher={teacher}", f"--runs_root={root}", "--seeds=0,1",
-              "--", "--epochs=1"])
+  results = tmp_path / "data" / "distill_runs.jsonl"
+  arguments = [f"--flagfile={os.path.join(ROOT, 'flags', 'distill_lfw_view1.cfg')}",
+               f"--teacher={teacher}", f"--results={results}", "--seeds=0,1", "--",
+               "--epochs=1"]
+  bench.main([f"--runs_root={root}", *arguments])
   assert len(commands) == 1 + 2 * 3 * 2
+  assert len(runlog.read(str(results))) == 1 + 2 * 3 * 2
   assert "--mode=evaluate_teacher" in commands[0]
   fixed = commands[1:]
   assert all(c[-1] == "--epochs=1" and "--mode=fixed" in c for c in fixed)
@@ -108,6 +111,19 @@ def test_main_runs_every_student_variant_and_seed_and_writes_the_table(
   printed = capsys.readouterr().out
   assert "| enas: teacher, labelled + unlabelled images |" in printed
   assert "Budget B = 50.87 MFLOPs (0.100 of the teacher's 508.7)" in printed
+  # Another machine: no run folders, the committed records; nothing runs, the same table.
+  moved = tmp_path / "elsewhere"
+  moved.mkdir()
+  teacher.rename(moved / "dlib.jsonl")
+  arguments[1] = f"--teacher={moved / 'dlib.jsonl'}"
+  bench.main([f"--runs_root={tmp_path / 'fresh'}", *arguments])
+  assert len(commands) == 1 + 2 * 3 * 2
+  again = json.loads((tmp_path / "fresh" / "distill_table.json").read_text())
+  assert again["rows"] == saved["rows"]
+  # Other flags after `--` make other runs (the teacher's evaluation too: they reach it).
+  bench.main([f"--runs_root={tmp_path / 'other'}", "--students=enas", "--variants=none",
+              *arguments[:-1], "--epochs=2"])
+  assert len(commands) == 1 + 2 * 3 * 2 + 3
 
 
 def test_unknown_students_or_a_missing_teacher_are_named(tmp_path, capsys):

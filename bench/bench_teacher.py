@@ -10,7 +10,9 @@
         --budget_flops=19.86e6 --seeds=0,1
 
 The flagfile holds the data, input size, embedding and optimiser flags shared by every run.
-Steps (each in RUNS_ROOT/<step>; finished steps are reused, interrupted ones resume):
+Steps (each in RUNS_ROOT/<step>; finished steps are reused, interrupted ones resume; each
+finished step's small result files go to --results, bench/data/teacher_runs.jsonl, committed,
+so a new machine restores them instead of running the step again):
   teacher        --mode=fixed on the ENAS macro default architecture at --teacher_flags
                  (wide: --base_filters=48), --teacher_epochs;
   budget         T = --budget_fraction x the teacher's FLOPs;
@@ -55,7 +57,12 @@ if ROOT not in sys.path:
 from enas_face import runlog  # noqa: E402
 from enas_face.config import RunConfig  # noqa: E402
 from enas_face import spaces  # noqa: E402
-from passthrough import main_command, read_json, run_step, split_passthrough  # noqa: E402
+from passthrough import RunRecords, main_command, read_json, split_passthrough  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "data", "teacher_runs.jsonl")
+# What a finished step leaves that the table reads (kept in --results, restored on a new machine).
+KEEP = (runlog.METRICS, runlog.CONFIG, runlog.TEACHER_METRICS, runlog.SEARCH_SUMMARY,
+        runlog.ARCS_RANKED, runlog.DISTRIBUTIONS)
 
 RUN_DISTILL = "--distill_kl_alpha=0.9 --distill_temperature=4 --distill_embedding_weight=1"
 EXTERNAL_DISTILL = ("--distill_kl_alpha=0 --distill_embedding_weight=1 "
@@ -167,6 +174,9 @@ def main() -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--flagfile", required=True)
   parser.add_argument("--runs_root", required=True)
+  parser.add_argument("--results", default=RESULTS,
+                      help="finished steps' result files, committed (a new machine restores "
+                           "them instead of rerunning; passthrough.RunRecords)")
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--teacher_flags", default="--search_space=enas_macro --base_filters=48")
   parser.add_argument("--teacher_epochs", type=int, default=15)
@@ -194,10 +204,12 @@ def main() -> None:
   flagfile = f"--flagfile={os.path.abspath(args.flagfile)}"
   folder = lambda *parts: os.path.join(root, *parts)  # noqa: E731
 
+  records = RunRecords(args.results, roots=(root,))
+
   def step(name: str, *flags: str, done: str = runlog.METRICS) -> str:
     run_dir = folder(name)
-    run_step(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
-             os.path.join(run_dir, done), folder("logs", f"{name}.log"))
+    records.run(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
+                os.path.join(run_dir, done), folder("logs", f"{name}.log"), KEEP)
     return run_dir
 
   teacher_flags = args.teacher_flags.split()

@@ -61,18 +61,20 @@ def read_flagfile(path: str) -> dict:
   return values
 
 
-def run_key(command: list[str]) -> str:
+def run_key(command: list[str], roots: tuple[str, ...] = ()) -> str:
   """A run's identity across machines and clones: its arguments after the interpreter,
   without --run_dir, each path reduced to its part under the repository (the flagfile) or
-  its base name (a teacher file elsewhere), and the flagfile's own lines appended (its
-  contents, not its path, decide the run)."""
+  under one of `roots` (the benchmark's runs root: another step's output), else to its base
+  name (a teacher file elsewhere), and the flagfile's own lines appended (its contents, not
+  its path, decide the run)."""
   parts = []
   for arg in command[1:]:
     if arg.startswith("--run_dir="):
       continue
     name, sep, value = arg.partition("=")
     if sep and os.path.isabs(value):
-      value = (os.path.relpath(value, ROOT) if value.startswith(ROOT + os.sep)
+      under = [r for r in (ROOT, *roots) if value.startswith(r.rstrip(os.sep) + os.sep)]
+      value = (os.path.relpath(value, max(under, key=len)) if under
                else os.path.basename(value.rstrip(os.sep)))
       if name == "--flagfile" and os.path.exists(arg.partition("=")[2]):
         value += "{" + ",".join(f"{k}={v}" for k, v in
@@ -86,17 +88,43 @@ class RunRecords:
   by run_key): run folders are scratch that a new machine does not have; a run whose key is
   recorded is not run again, and its row is rebuilt from the record."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, roots: tuple[str, ...] = ()):
     from enas_face import runlog  # pylint: disable=import-outside-toplevel
-    self.path, self._runlog = path, runlog
+    self.path, self.roots, self._runlog = path, tuple(roots), runlog
     self.records = {r["key"]: r for r in runlog.read(path)}
 
   def get(self, command: list[str]) -> dict | None:
-    return self.records.get(run_key(command))
+    return self.records.get(run_key(command, self.roots))
 
   def add(self, command: list[str], record: dict) -> dict:
-    record = dict(record, key=run_key(command))
+    record = dict(record, key=run_key(command, self.roots))
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
     self._runlog.append(self.path, [record])
     self.records[record["key"]] = record
     return record
+
+  def run(self, command: list[str], done: str, log: str, keep: tuple[str, ...] = ()) -> float:
+    """run_step with a memory: a recorded run is not run again, and its `keep` files (small
+    JSON or JSONL results in its run folder: metrics, config, a search's ranking) are written back
+    into a folder that lacks them, so the benchmark reads them as from a finished run; a run
+    that finishes is recorded with those files. Returns run_step's seconds (0 when reused)."""
+    run_dir = os.path.dirname(done)
+    record = self.get(command)
+    if record is not None:
+      os.makedirs(run_dir, exist_ok=True)
+      for name, content in record["files"].items():
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+          if name.endswith(".jsonl"):
+            self._runlog.append(path, content)
+          else:
+            self._runlog.write_json(path, content)
+      return 0.0
+    seconds = run_step(command, done, log)
+    files = {}
+    for name in keep:
+      path = os.path.join(run_dir, name)
+      if os.path.exists(path):
+        files[name] = self._runlog.read(path) if name.endswith(".jsonl") else read_json(path)
+    self.add(command, {"files": files})
+    return seconds

@@ -173,10 +173,12 @@ def run_summary(run_dir: str) -> dict:
           "latency_ms": tflite_latencies({"run": run_dir})["run"]}
 
 
-def student_row(student: str, variant: str, records: list[dict]) -> dict:
-  """The row of one student and variant over its seeds' records (run_summary)."""
+def student_row(student: str, variant: str, records: list[dict], note: str = "") -> dict:
+  """The row of one student and variant over its seeds' records (run_summary); `note` is
+  appended to its label (the distillation flags, when not the defaults)."""
   accuracy = [r["verification_accuracy"] for r in records]
-  return {"row": f"{student}_{variant}", "label": f"{student}: {LABELS[variant]}",
+  label = f"{student}: {LABELS[variant]}" + (f" ({note})" if note else "")
+  return {"row": f"{student}_{variant}", "label": label,
           "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": float(np.std(accuracy)),
           "accuracies": accuracy,
           "fold_std_mean": float(np.mean([r["verification_std"] for r in records])),
@@ -269,9 +271,10 @@ def main(argv=None) -> None:
   rows = [dict(evaluated, flops=int(teacher_flops))]
   for student, flags in students.items():
     for variant in args.variants.split(","):
+      note = args.distill_flags if variant != "none" and args.distill_flags != DISTILL else ""
       rows.append(student_row(student, variant, [
           step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
-               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))]))
+               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))], note))
   rows[0] = {key: value for key, value in rows[0].items() if key not in ("key", "name")}
   text = table(rows, teacher_flops, budget)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])

@@ -81,8 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--hours", type=float, default=1.0, help="build: stop after this long")
   parser.add_argument("--latency_repeats", type=int, default=20)
   parser.add_argument("--shard", default="0/1",
-                      help="build: i/n takes every n-th run of the to-do list from the i-th, so "
-                           "n builds can run side by side (e.g. 0/2 and 1/2 with --threads=1)")
+                      help="build: i/n takes the architectures whose number is i mod n, so n "
+                           "builds can run side by side, started at any time (e.g. 0/2 and 1/2 "
+                           "with --threads=1)")
   parser.add_argument("--only", default="",
                       help="build, compare: only these architecture ids (comma-separated)")
   parser.add_argument("--threads", type=int, default=0,
@@ -185,10 +186,10 @@ def build(args, plan: dict) -> None:
   todo = [(entry, seed) for seed in seeds for entry in selected(args, plan)
           if (entry["id"], seed) not in results]
   shard, shards = (int(part) for part in args.shard.split("/"))
+  mine = [(entry, seed) for entry, seed in todo if shard_of(entry) % shards == shard]
   print(f"{len(todo)} of {len(seeds) * len(plan['architectures'])} runs to do"
-        + (f"; shard {shard}/{shards} takes {len(todo[shard::shards])}" if shards > 1 else ""),
-        flush=True)
-  todo = todo[shard::shards]
+        + (f"; shard {shard}/{shards} takes {len(mine)}" if shards > 1 else ""), flush=True)
+  todo = mine
   env = dict(os.environ)
   if args.threads:
     env.update(TF_NUM_INTRAOP_THREADS=str(args.threads), TF_NUM_INTEROP_THREADS="1",
@@ -211,6 +212,13 @@ def build(args, plan: dict) -> None:
     if code != 0:
       sys.exit(f"error: {folder}: the run failed (exit {code}); see {folder}/bench.log")
     runlog.append(args.results, [run_record(entry, seed, folder)])
+
+
+def shard_of(entry: dict) -> int:
+  """The architecture's number in the plan (a007 -> 7): shard i of n takes the architectures
+  whose number is i mod n, whatever is left to do, so shards started at different times
+  never share a run."""
+  return int(entry["id"][1:])
 
 
 def run_record(entry: dict, seed: int, folder: str) -> dict | None:

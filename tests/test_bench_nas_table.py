@@ -102,3 +102,16 @@ def test_compare_reads_the_recorded_accuracies(tmp_path, trainings):
   with pytest.raises(SystemExit, match="a000 seed 2.*build --only=a000 --seeds=2"):
     bench.compare(args_for(tmp_path, "compare", "fresh", "--only=a000", "--seeds=2"),
                   bench.load_plan(fresh))
+
+
+def test_shards_started_at_different_times_never_share_a_run(tmp_path, trainings):
+  args = args_for(tmp_path, "build", "work", "--hours=1", "--shard=0/2", "--only=a000,a001")
+  plan = bench.load_plan(args)
+  bench.build(args, plan)  # shard 0 first: a000 at both seeds
+  assert sorted(trainings) == [("a000_s0", 0), ("a000_s1", 1)]
+  # shard 1 starts later, with less left to do: it takes a001 only, never a000
+  bench.build(args_for(tmp_path, "build", "work", "--hours=1", "--shard=1/2"), plan)
+  assert sorted(trainings)[:2] == [("a000_s0", 0), ("a000_s1", 1)]
+  assert {name for name, _ in trainings[2:]} == {
+      f"{e['id']}_s{seed}" for e in plan["architectures"] if int(e["id"][1:]) % 2 == 1
+      for seed in (0, 1)}

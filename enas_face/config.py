@@ -394,6 +394,10 @@ class DistillConfig:
   # Scales the classification term under distillation (0: the teacher's terms alone; the
   # head then never trains). Our choice, for small labelled sets where CE overfits.
   cross_entropy_weight: float = 1.0
+  # An embeddings file's targets centred on their training mean before use (t - mu): a
+  # teacher whose space is not centred (dlib: cos 0.83 between random faces) otherwise
+  # teaches mostly its mean direction. Our choice.
+  centre_targets: bool = True
   # An embeddings file without some training images: "error", or "skip" (they train without
   # the distillation terms).
   missing: str = "error"
@@ -468,6 +472,7 @@ FLAG_RENAMES: dict[type, dict[str, str]] = {
                     "kl_alpha": "distill_kl_alpha", "temperature": "distill_temperature",
                     "relational_weight": "distill_relational_weight",
                     "cross_entropy_weight": "distill_ce_weight",
+                    "centre_targets": "distill_centre_targets",
                     "missing": "distill_missing", "input_mean": "teacher_input_mean",
                     "input_std": "teacher_input_std"},
 }

@@ -134,3 +134,22 @@ def test_ce_weight_scales_the_classification_term_and_is_refused_without_a_teach
     DistillConfig(cross_entropy_weight=0.0).validate()
   with pytest.raises(ConfigError, match="--distill_ce_weight=-1.0 must be >= 0"):
     DistillConfig(teacher=run_dir, cross_entropy_weight=-1.0).validate()
+
+
+def test_file_targets_are_centred_on_the_training_mean(monkeypatch):
+  """--distill_centre_targets: t - mu, mu the mean of the training images' targets (rows
+  without a target neither count nor move); unlabelled targets take the same mu."""
+  train = np.array([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]], np.float32)  # the last: no target
+  unlabelled = np.array([[2.0, 2.0]], np.float32)
+  monkeypatch.setattr(distill, "training_targets", lambda teacher, split, missing: train)
+  monkeypatch.setattr(distill, "unlabelled_targets",
+                      lambda teacher, split, missing: ("images", unlabelled))
+  teacher = teachers.Teacher(None, None, 0, 2, None, "file", "embeddings", object())
+  centred = distill.Distillation(DistillConfig(teacher="file"), teacher,
+                                 distill.Projection(2, 2))
+  np.testing.assert_allclose(centred.training_targets(None), [[-1, -1], [1, 1], [0, 0]])
+  assert centred.unlabelled_targets(None)[1].tolist() == [[0.0, -1.0]]  # mu = (2, 3)
+  raw = distill.Distillation(DistillConfig(teacher="file", centre_targets=False), teacher,
+                             distill.Projection(2, 2))
+  np.testing.assert_array_equal(raw.training_targets(None), train)
+  np.testing.assert_array_equal(raw.unlabelled_targets(None)[1], unlabelled)

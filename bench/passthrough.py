@@ -97,7 +97,11 @@ class RunRecords:
     return self.records.get(run_key(command, self.roots))
 
   def add(self, command: list[str], record: dict) -> dict:
-    record = dict(record, key=run_key(command, self.roots))
+    """Appends the run's record, with its key and the code version (HEAD) it ran with: a
+    record is not invalidated by later code, so its provenance stays with it."""
+    version = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=ROOT, check=False).stdout.strip()
+    record = dict(record, key=run_key(command, self.roots), code_version=version)
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
     self._runlog.append(self.path, [record])
     self.records[record["key"]] = record

@@ -63,6 +63,7 @@ def test_a_recorded_run_is_restored_not_rerun(tmp_path, monkeypatch):
   assert again.run(moved, str(tmp_path / "b" / "metrics.json"), "log", keep) == 0.0
   assert len(started) == 1
   assert json.load(open(tmp_path / "b" / "arcs_ranked.json")) == [[1, 2]]
+  assert len(runlog.read(results)[0]["code_version"]) == 40
   assert json.load(open(tmp_path / "b" / "metrics.json"))["verification_accuracy"] == 0.9
   assert runlog.read(str(tmp_path / "b" / "history.jsonl")) == [{"epoch": 1}]
   assert not os.path.exists(tmp_path / "b" / "missing.json")

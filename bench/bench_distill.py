@@ -275,7 +275,8 @@ def main(argv=None) -> None:
       rows.append(student_row(student, variant, [
           step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
                f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))], note))
-  rows[0] = {key: value for key, value in rows[0].items() if key not in ("key", "name")}
+  rows[0] = {key: value for key, value in rows[0].items()
+             if key not in ("key", "name", "code_version")}
   text = table(rows, teacher_flops, budget)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
   os.makedirs(root, exist_ok=True)

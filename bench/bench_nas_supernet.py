@@ -39,7 +39,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bench.passthrough import main_command, split_passthrough  # noqa: E402
+from bench.passthrough import code_version, main_command, split_passthrough  # noqa: E402
 from enas_face import runlog  # noqa: E402
 
 RECIPES = ("enas", "tunas")
@@ -176,8 +176,7 @@ def score(args) -> dict:
       args.metric, args.recalibration_images):
     previous = {}  # other scores: start afresh
   out = {"format": "enas_face_nas_supernet_scores", "version": FORMAT_VERSION,
-         "code_version": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                                        text=True, cwd=ROOT).stdout.strip(),
+         "code_version": code_version(),
          "table": os.path.abspath(args.table), "metric": args.metric,
          "recalibration_images": args.recalibration_images,
          "runs": dict(previous.get("runs", {})),

@@ -52,7 +52,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench.passthrough import main_command, read_flagfile  # noqa: E402
+from bench.passthrough import code_version, main_command, read_flagfile  # noqa: E402
 from enas_face.config import ModelConfig  # noqa: E402
 from enas_face import runlog  # noqa: E402
 from enas_face.spaces import mobilefacenet  # noqa: E402
@@ -238,6 +238,12 @@ def run_record(entry: dict, seed: int, folder: str) -> dict | None:
                      for h in history]}
 
 
+def finished_run(args, results: dict, entry: dict, seed: int) -> dict | None:
+  """The run's record: from --results (recorded_runs), else from its finished folder, else
+  None."""
+  return results.get((entry["id"], seed)) or run_record(entry, seed, run_dir(args, entry, seed))
+
+
 def recorded_runs(args, plan: dict) -> dict:
   """{(id, seed): record} of --results; a record whose encoding is not its plan entry's is an
   error (the file was built from another plan: another --plan_seed or --target_mflops)."""
@@ -277,8 +283,7 @@ def compare(args, plan: dict) -> dict:
   for entry in selected(args, plan):
     accuracies = []
     for seed in seeds:
-      record = results.get((entry["id"], seed)) or run_record(
-          entry, seed, run_dir(args, entry, seed))
+      record = finished_run(args, results, entry, seed)
       if record is None:
         sys.exit(f"error: {entry['id']} seed {seed} is neither in {args.results} nor finished "
                  f"in {run_dir(args, entry, seed)}: build it first "
@@ -345,8 +350,7 @@ def collect(args, plan: dict) -> dict:
   for entry in plan["architectures"]:
     row = dict(entry, seeds={})
     for seed in seeds:
-      record = results.get((entry["id"], seed)) or run_record(
-          entry, seed, run_dir(args, entry, seed))
+      record = finished_run(args, results, entry, seed)
       if record is not None:
         row["seeds"][str(seed)] = {key: record[key] for key in
                                    ("verification_accuracy", "verification_std", "epochs")}
@@ -360,11 +364,9 @@ def collect(args, plan: dict) -> dict:
                            for seed in seeds}
     row["jacob_cov"] = covs[entry["id"]]
     rows.append(row)
-  version = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
   with open(FLAGFILE) as f:
     flags = [line.strip() for line in f if line.startswith("--")]
-  table = {"format": "enas_face_nas_table", "version": FORMAT_VERSION, "code_version": version,
+  table = {"format": "enas_face_nas_table", "version": FORMAT_VERSION, "code_version": code_version(),
            "flags": flags, "space": plan["space"], "target_flops": plan["target_flops"],
            "band": plan["band"], "plan_seed": plan["plan_seed"], "seeds": seeds,
            "decision_sizes": [d.num_choices for d in mobilefacenet.MobileFaceNetSpace()

@@ -61,6 +61,12 @@ def read_flagfile(path: str) -> dict:
   return values
 
 
+def code_version() -> str:
+  """The repository's HEAD commit ("" outside a git checkout): a result's provenance."""
+  return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                        check=False).stdout.strip()
+
+
 def run_key(command: list[str], roots: tuple[str, ...] = ()) -> str:
   """A run's identity across machines and clones: its arguments after the interpreter,
   without --run_dir, each path reduced to its part under the repository (the flagfile) or
@@ -71,14 +77,14 @@ def run_key(command: list[str], roots: tuple[str, ...] = ()) -> str:
   for arg in command[1:]:
     if arg.startswith("--run_dir="):
       continue
-    name, sep, value = arg.partition("=")
-    if sep and os.path.isabs(value):
-      under = [r for r in (ROOT, *roots) if value.startswith(r.rstrip(os.sep) + os.sep)]
-      value = (os.path.relpath(value, max(under, key=len)) if under
-               else os.path.basename(value.rstrip(os.sep)))
-      if name == "--flagfile" and os.path.exists(arg.partition("=")[2]):
-        value += "{" + ",".join(f"{k}={v}" for k, v in
-                                sorted(read_flagfile(arg.partition("=")[2]).items())) + "}"
+    name, sep, path = arg.partition("=")
+    value = path
+    if sep and os.path.isabs(path):
+      under = [r for r in (ROOT, *roots) if path.startswith(r.rstrip(os.sep) + os.sep)]
+      value = (os.path.relpath(path, max(under, key=len)) if under
+               else os.path.basename(path.rstrip(os.sep)))
+      if name == "--flagfile" and os.path.exists(path):
+        value += "{" + ",".join(f"{k}={v}" for k, v in sorted(read_flagfile(path).items())) + "}"
     parts.append(f"{name}{sep}{value}")
   return " ".join(parts)
 
@@ -99,9 +105,7 @@ class RunRecords:
   def add(self, command: list[str], record: dict) -> dict:
     """Appends the run's record, with its key and the code version (HEAD) it ran with: a
     record is not invalidated by later code, so its provenance stays with it."""
-    version = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=ROOT, check=False).stdout.strip()
-    record = dict(record, key=run_key(command, self.roots), code_version=version)
+    record = dict(record, key=run_key(command, self.roots), code_version=code_version())
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
     self._runlog.append(self.path, [record])
     self.records[record["key"]] = record

@@ -41,12 +41,13 @@ this is the equation above.
 The teacher (teachers.py) is a run folder (with its head for the KL term), a SavedModel or
 an ONNX file (run on the augmented batch), or an embeddings file (its targets, of the
 unaugmented images, come with the batch: LossInputs.targets). An embeddings file's targets
-are centred, t <- t - mu with mu their mean over the training images (--distill_centre_targets,
-our choice): L_emb and L_rel compare directions, and a space that is not centred puts every
-face near one direction (dlib: cosine 0.83 +- 0.03 between random LFW faces, -0.01 +- 0.17
-once centred), so without it matching the mean direction already leaves L_emb at 0.09. With --distill_missing=skip an
-image without a target (a zero row) drops out of both terms: its L_emb,i is 0 and its pairs
-leave the L_rel means (the batch mean still divides by all B examples).
+are centred, t <- t - mu with mu their mean over the training images
+(--distill_centre_targets, our choice): L_emb and L_rel compare directions, and a space that
+is not centred puts every face near one direction (dlib: cosine 0.83 +- 0.03 between random
+LFW faces, -0.01 +- 0.17 once centred), so without it matching the mean direction already
+leaves L_emb at 0.09. With --distill_missing=skip an image without a target (a zero row)
+drops out of both terms: its L_emb,i is 0 and its pairs leave the L_rel means (the batch
+mean still divides by all B examples).
 """
 from __future__ import annotations
 
@@ -135,32 +136,34 @@ class Distillation:
   config: DistillConfig
   teacher: Teacher
   projection: Projection
+  # mu of --distill_centre_targets: the mean target of the training images (set by
+  # training_targets; the unlabelled images' targets are centred on the same mu).
+  target_mean: np.ndarray | None = None
 
   @property
   def cross_entropy_weight(self) -> float:
     """w_CE = --distill_ce_weight (1 - alpha)."""
     return self.config.cross_entropy_weight * (1.0 - self.config.kl_alpha)
 
-  def loss(self, embeddings, head, images, targets=None):
-    """The per-example term for a student's embeddings (its head gives z_s)."""
+  def terms(self, embeddings, head, images, targets=None) -> dict:
+    """The per-example terms for a student's embeddings (distillation_terms; its head
+    gives z_s)."""
     logits = head(embeddings) if self.config.kl_alpha > 0 else None
-    return distillation_loss(self.config, self.teacher, self.projection, embeddings, logits,
-                             images, targets)
+    return distillation_terms(self.config, self.teacher, self.projection, embeddings, logits,
+                              images, targets)
+
+  def loss(self, embeddings, head, images, targets=None):
+    """The per-example term for a student's embeddings: the sum of its terms."""
+    return tf.add_n(list(self.terms(embeddings, head, images, targets).values()))
 
   def term(self) -> ExtraLoss:
     """The per-example term over the labelled rows and the step's unlabelled ones, as its
-    components (distillation_terms: each is logged, "loss/distill/embedding", ...)."""
+    components (each is logged: "loss/distill/embedding", ...)."""
     def fn(inputs):
       images, embeddings, targets = inputs.with_unlabelled()
-      logits = inputs.head(embeddings) if self.config.kl_alpha > 0 else None
-      return distillation_terms(self.config, self.teacher, self.projection, embeddings,
-                                logits, images, targets)
+      return self.terms(embeddings, inputs.head, images, targets)
     return ExtraLoss("distill", 1.0, fn, per_example=True, layer=self.projection,
                      unlabelled=True)
-
-  # mu of --distill_centre_targets: the mean target of the training images (set by
-  # training_targets; the unlabelled images' targets are centred on the same mu).
-  target_mean: np.ndarray | None = None
 
   def training_targets(self, train) -> np.ndarray | None:
     """An embeddings-file teacher's targets of the training split (teachers.training_targets),

@@ -208,7 +208,8 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   B is the global batch: each replica sums its own examples' losses and divides
   by B, and the optimiser sums the replicas' gradients (Keras all-reduce).
   Returns (loss, batch accuracy, learning rate, {term: its part of the loss}) (TaskLoss.
-  with_terms); the accuracy is the argmax of the head's scores (no margin). With `takes_arc` (the shared child) the step is
+  with_terms); the accuracy is the argmax of the head's scores (no margin). With
+  `takes_arc` (the shared child) the step is
   `train_step(images, labels, arc)`, arc an int32 tensor shared by every
   replica, so a new architecture does not retrace; else `train_step(images, labels[,
   targets][, unlabelled])`, targets the batch's precomputed teacher embeddings

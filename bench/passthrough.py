@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from enas_face import runlog
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -95,7 +97,6 @@ class RunRecords:
   recorded is not run again, and its row is rebuilt from the record."""
 
   def __init__(self, path: str, roots: tuple[str, ...] = ()):
-    from enas_face import runlog  # pylint: disable=import-outside-toplevel
     self.path, self.roots, self._runlog = path, tuple(roots), runlog
     self.records = {r["key"]: r for r in runlog.read(path)}
 

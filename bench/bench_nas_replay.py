@@ -20,7 +20,9 @@ updated every Q = --rl_batch answers with the rewards R = accuracy; a drawn arch
 answered by its nearest row, and the update uses the drawn one. After k queries the
 strategy's pick is its best-scoring architecture; what counts is that pick's mean accuracy
 over seeds. Over R replays (seeds 0..R-1): the mean of that, its 95 % interval (mean +-
-1.96 sd / sqrt(R)), and the regret: the table's best mean minus the mean found.
+1.96 sd / sqrt(R)), the regret: the table's best mean minus the mean found, and the
+architectures picked most often with their share of the replays (what one search would most
+likely return: the candidate to retrain with more seeds).
 
 Successive halving ("<strategy>+sh", multi-fidelity): brackets of eta^2 = 9 candidates
 asked from the strategy and scored after 1 epoch (the table's per-epoch verification
@@ -44,6 +46,7 @@ replays of the RL controllers (TensorFlow, most of the hour) resume.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -88,6 +91,11 @@ class Table:
     self.points = np.array([row["encoding"] for row in self.rows], float) / np.maximum(
         np.array(self.sizes, float) - 1, 1)
     self._tie_rng = np.random.default_rng(0)
+
+  def name(self, encoding) -> str:
+    """The row's id (a007), or its encoding when the table has no ids."""
+    row = self.rows[self.index[tuple(encoding)]]
+    return row.get("id") or " ".join(str(int(v)) for v in row["encoding"])
 
   def draw(self, rng: np.random.Generator) -> tuple:
     """A uniform row."""
@@ -199,6 +207,11 @@ class Trainings:
 def replay(table: Table, name: str, budget: int, seed: int, max_asks: int = 20) -> float:
   """The mean accuracy of the architecture `name` picks after `budget` full trainings (asks
   of trained architectures are answered for free, up to max_asks x budget asks)."""
+  return float(table.mean[table.index[pick(table, name, budget, seed, max_asks)]])
+
+
+def pick(table: Table, name: str, budget: int, seed: int, max_asks: int = 20) -> tuple:
+  """The encoding `name` picks after `budget` full trainings (replay)."""
   trainings = Trainings(table, np.random.default_rng([seed, 1]))
   proposer = make_strategy(table, name, seed, tried=trainings.epochs)
   for _ in range(max_asks * budget):
@@ -206,13 +219,18 @@ def replay(table: Table, name: str, budget: int, seed: int, max_asks: int = 20) 
       break
     encoding = proposer.ask()
     proposer.tell(encoding, trainings.train(encoding, trainings.full))
-  best = proposer.best()[0]
-  return float(table.mean[table.index[best]])
+  return tuple(proposer.best()[0])
 
 
 def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3,
                    max_asks: int = 20) -> float:
   """The mean accuracy of the pick of `name` under successive halving (module doc)."""
+  return float(table.mean[table.index[pick_halving(table, name, budget, seed, eta, max_asks)]])
+
+
+def pick_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3,
+                 max_asks: int = 20) -> tuple:
+  """The encoding `name` picks under successive halving (module doc)."""
   trainings = Trainings(table, np.random.default_rng([seed, 1]))
   proposer = make_strategy(table, name, seed, tried=trainings.epochs)
   full = trainings.full
@@ -237,20 +255,24 @@ def replay_halving(table: Table, name: str, budget: int, seed: int, eta: int = 3
     score = trainings.train(encoding, full)
     proposer.tell(encoding, score)
     finals.append((score, encoding))
-  best = max(finals, key=lambda item: item[0])[1]
-  return float(table.mean[table.index[tuple(best)]])
+  return tuple(max(finals, key=lambda item: item[0])[1])
 
 
 def replay_row(table: Table, name: str, budget: int, replays: int) -> dict:
   """`name` (a strategy, "+sh": with successive halving) replayed `replays` times at
-  `budget`: the mean of the pick's accuracy, its 95 % interval, the regret."""
+  `budget`: the mean of the pick's accuracy, its 95 % interval, the regret, and the
+  architectures picked most often (id and share of the replays: what one search would
+  most likely return)."""
   base, halving = (name[:-3], True) if name.endswith("+sh") else (name, False)
-  run = replay_halving if halving else replay
-  found = np.array([run(table, base, budget, seed) for seed in range(replays)])
+  run = pick_halving if halving else pick
+  picks = [run(table, base, budget, seed) for seed in range(replays)]
+  found = np.array([table.mean[table.index[p]] for p in picks])
   half = 1.96 * found.std(ddof=1) / np.sqrt(replays)
+  counts = collections.Counter(table.name(p) for p in picks)
   return {"strategy": name, "budget": budget, "mean": float(found.mean()),
           "ci95": [float(found.mean() - half), float(found.mean() + half)],
-          "regret": float(table.mean.max() - found.mean())}
+          "regret": float(table.mean.max() - found.mean()),
+          "picks": [{"id": i, "share": n / replays} for i, n in counts.most_common(3)]}
 
 
 def replay_table(table: Table, names, budgets, replays: int, out: str | None = None,
@@ -344,12 +366,13 @@ def main(argv=None) -> None:
   print(f"{args.table}: {len(table.rows)} architectures with seeds {table.seeds}; best mean "
         f"{table.mean.max():.4f}, spread (max - min) {table.mean.max() - table.mean.min():.4f}, "
         f"mean seed std {spread:.4f}")
-  print("\n| strategy | k | expected best accuracy | 95 % interval | regret |")
-  print("|---|---|---|---|---|", flush=True)
+  print("\n| strategy | k | expected best accuracy | 95 % interval | regret | most frequent pick |")
+  print("|---|---|---|---|---|---|", flush=True)
   replay_table(table, args.strategies.split(","), [int(b) for b in args.budgets.split(",")],
                args.replays, out=args.out or None, on_row=lambda row: print(
                    f"| {row['strategy']} | {row['budget']} | {row['mean']:.4f} | "
-                   f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} |",
+                   f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} | "
+                   f"{row['picks'][0]['id']} ({row['picks'][0]['share']:.0%}) |",
                    flush=True))
   supernet = runlog.read_json(args.supernet_scores, default=None) if args.supernet_scores else None
   print("\n| score | Kendall tau vs stand-alone accuracy |")

@@ -37,6 +37,10 @@ def test_replays_are_deterministic_and_evolution_beats_random_on_a_planted_optim
   for row in rows.values():
     assert row["ci95"][0] <= row["mean"] <= row["ci95"][1]
     assert row["regret"] == pytest.approx(table.mean.max() - row["mean"])
+    shares = [p["share"] for p in row["picks"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+  # what one search most likely returns: evolution's most frequent pick is the planted optimum
+  assert rows[("evolution", 40)]["picks"][0]["id"] == "3 1 2"
 
 
 def test_tau_of_scores_and_the_seed_ceiling():

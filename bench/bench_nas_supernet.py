@@ -2,14 +2,16 @@
 
     python bench/bench_nas_supernet.py train --recipe=enas --work_dir=runs/nas_supernet
     python bench/bench_nas_supernet.py train --recipe=tunas --work_dir=runs/nas_supernet
+    python bench/bench_nas_supernet.py train --recipe=enas_taken --work_dir=runs/nas_supernet
     python bench/bench_nas_supernet.py score --table=bench/data/nas_table.json \\
         --work_dir=runs/nas_supernet        # -> bench/data/nas_supernet_scores.json
 
 train: one one-shot search on the MobileFaceNet supernet over the table's space and data,
 `python -m enas_face.main --flagfile=flags/nas_table_supernet_<recipe>.cfg
 --run_dir=WORK_DIR/<recipe>` (enas: the LSTM controller from the first epoch; tunas: the
-categorical policy, controller and path dropout warm-up, absolute-value reward; the
-flagfiles say what each sets). Rerun the same command to resume: the search goes on after
+categorical policy, controller and path dropout warm-up, absolute-value reward; enas_taken:
+enas with --shared_update=taken, untaken blocks and width rows left alone; the flagfiles say
+what each sets). Rerun the same command to resume: the search goes on after
 its last finished epoch; a finished one is left alone. Flags after `--` go to the search.
 
 score: every architecture of --table (bench_nas_table.py's table, or its plan.json while the
@@ -42,7 +44,7 @@ from scipy import stats  # noqa: E402
 from bench.passthrough import code_version, main_command, split_passthrough  # noqa: E402
 from enas_face import runlog  # noqa: E402
 
-RECIPES = ("enas", "tunas")
+RECIPES = ("enas", "tunas", "enas_taken")
 SCORES = os.path.join(ROOT, "bench", "data", "nas_supernet_scores.json")
 TABLE = os.path.join(ROOT, "bench", "data", "nas_table.json")
 FORMAT_VERSION = 1
@@ -80,7 +82,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--recalibration_images", type=int, default=256)
   args = parser.parse_args(own)
   if args.command == "train" and not args.recipe:
-    parser.error("train needs --recipe=enas|tunas")
+    parser.error(f"train needs --recipe={'|'.join(RECIPES)}")
   return args, passthrough
 
 

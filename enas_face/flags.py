@@ -388,8 +388,10 @@ flags.DEFINE_enum("shared_update", "all", SHARED_UPDATES,
                   "shared child (Keras SGD; candidates the step's architecture did not run get "
                   "zero gradients, yet momentum and weight decay still move them, as ENAS's L2 "
                   "did); taken: only the candidates it ran (weights, momentum, decay) and what "
-                  "every architecture runs (stem, layer BNs, main-path reductions, head); the "
-                  "others stay as they are, as in PyTorch ENAS ports, and the update is cheaper.")
+                  "every architecture runs (stem, layer BNs, main-path reductions, head; in the "
+                  "mobilefacenet supernet: the blocks within its depths and its widths' affine "
+                  "rows, the sliced kernels as a whole); the others stay as they are, as in "
+                  "PyTorch ENAS ports, and the update is cheaper.")
 flags.DEFINE_float("arch_lr", 1e-3, "differentiable: Adam learning rate of the width/depth "
                    "distributions' logits (TAS: 1e-3).", lower_bound=0.0)
 flags.DEFINE_float("arch_weight_decay", 1e-3, "differentiable: weight decay of the logits (TAS: "

@@ -109,3 +109,9 @@ def test_score_writes_each_architectures_scores_and_kendall_tau(tiny_tunas_searc
   (tmp_path / "other.json").write_text(json.dumps(other))
   with pytest.raises(SystemExit, match="--image_size=16, the table with --image_size=32"):
     bench.main([*argv[:1], f"--table={tmp_path / 'other.json'}", *argv[2:]])
+
+
+def test_enas_taken_is_the_enas_recipe_with_taken_updates():
+  enas, taken = (read_flagfile(bench.flagfile(r)) for r in ("enas", "enas_taken"))
+  assert taken.pop("shared_update") == "taken" and "shared_update" not in enas
+  assert taken == enas

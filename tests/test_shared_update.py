@@ -228,3 +228,107 @@ def test_bad_shared_update_values_and_combinations_name_the_flag():
   with pytest.raises(ValueError, match="--shared_update=taken reproduces Keras SGD"):
     train_lib.make_train_step(child, head, adam, 0.0, NUM_CLASSES, BATCH, takes_arc=True,
                               shared_update="taken")
+
+
+# The MobileFaceNet supernet: its candidates are the blocks beyond a stage's depth
+# (conditional_variables) and the rows of each unit's per-width affine (row_variables).
+SUPERNET = ModelConfig(image_size=16, embedding_dim=8, search_space="mobilefacenet",
+                       width_multiplier=0.25)
+
+
+def build_supernet(seed=1):
+  from enas_face.models import builders  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(seed)
+  child = builders.build_shared(SUPERNET, name="child")
+  head = heads.SoftmaxHead(NUM_CLASSES, name="head")
+  head.build((None, SUPERNET.embedding_dim))
+  optimizer = train_lib.make_optimizer(TRAIN, steps_per_epoch=2, epochs=TRAIN.epochs)
+  optimizer.build(child.trainable_variables + head.trainable_variables)
+  return child, head, optimizer
+
+
+def supernet_arcs(child, count, seed=0):
+  """Random architectures whose depth choices stay below the largest (some blocks never run)."""
+  from enas_face import spaces  # pylint: disable=import-outside-toplevel
+  decisions = spaces.get("mobilefacenet").decisions(SUPERNET)
+  rng = np.random.default_rng(seed)
+  return [[int(rng.integers(max(1, d.num_choices - 1) if "depth" in d.name else d.num_choices))
+           for d in decisions] for _ in range(count)]
+
+
+def test_the_mobilefacenet_supernet_taken_step_moves_only_the_blocks_and_affine_rows_it_ran():
+  """Given gradients (zero where the architecture did not run, as the step's are): `taken`
+  moves the blocks the arc ran and row arc[position] of each per-width affine, bit for bit
+  as numpy's Keras SGD on exactly those rows; every other block and row (and its momentum)
+  stays as it was."""
+  child, head, optimizer = build_supernet()
+  variables = child.trainable_variables + head.trainable_variables
+  rows = child.row_variables()
+  update = shared_update.TakenUpdate(optimizer, variables, child.conditional_variables(), rows)
+  row_position = {id(v): p for p, v in rows}
+  assert rows and child.conditional_variables()
+
+  @tf.function
+  def step(gradients, arc):
+    lr = optimizer.learning_rate
+    update(gradients, arc)
+    return lr
+
+  rng = np.random.default_rng(3)
+  weights = [v.numpy() for v in variables]
+  slots = [np.zeros_like(w) for w in weights]
+  start = [w.copy() for w in weights]
+  arcs = supernet_arcs(child, 3)
+  for arc in arcs:
+    skipped = {id(v) for condition, vs in child.conditional_variables()
+               if not any(arc[p] == value for p, value in condition) for v in vs}
+    gradients = []
+    for v, w in zip(variables, weights):
+      g = np.zeros_like(w) if id(v) in skipped else rng.normal(0, 0.1, w.shape).astype(np.float32)
+      if id(v) in row_position:  # the other candidates' rows are multiplied by 0
+        g[np.arange(len(g)) != arc[row_position[id(v)]]] = 0
+      gradients.append(g)
+    lr = step([tf.constant(g) for g in gradients], tf.constant(arc, tf.int32)).numpy()
+    for k, v in enumerate(variables):
+      if id(v) in skipped:
+        continue
+      if id(v) in row_position:  # numpy's step on the taken row alone
+        r = arc[row_position[id(v)]]
+        w, m = weights[k][r:r + 1], slots[k][r:r + 1]
+        ws, ms = [w.copy()], [m.copy()]
+        numpy_sgd(ws, ms, [gradients[k][r:r + 1]], [0], lr, TRAIN.momentum, TRAIN.weight_decay)
+        weights[k][r], slots[k][r] = ws[0][0], ms[0][0]
+      else:
+        numpy_sgd(weights, slots, gradients, [k], lr, TRAIN.momentum, TRAIN.weight_decay)
+  for k, v in enumerate(variables):
+    np.testing.assert_array_equal(v.numpy(), weights[k], err_msg=v.path)
+    np.testing.assert_array_equal(slot_of(optimizer, v).numpy(), slots[k], err_msg=v.path)
+  # something stayed: a block no arc ran, and the affine rows of widths no arc chose
+  condition_of = {id(v): condition for condition, vs in child.conditional_variables()
+                  for v in vs}
+  never = [k for k, v in enumerate(variables) if id(v) in condition_of and not any(
+      arc[p] == value for arc in arcs for p, value in condition_of[id(v)])]
+  assert never and all(np.array_equal(variables[k].numpy(), start[k]) for k in never)
+  for position, v in rows:
+    k = next(i for i, u in enumerate(variables) if u is v)
+    untouched = sorted(set(range(len(start[k]))) - {arc[position] for arc in arcs})
+    if untouched and np.any(start[k][untouched]):
+      np.testing.assert_array_equal(v.numpy()[untouched], start[k][untouched], err_msg=v.path)
+
+
+def test_a_taken_train_step_trains_the_mobilefacenet_supernet():
+  """Through make_train_step on real batches: finite losses, the shared stem trains, a block
+  beyond every arc's depth keeps its weights under `taken` and decays under `all`."""
+  data = batches(3)
+  for mode in ("taken", "all"):
+    child, head, optimizer = build_supernet()
+    arcs = supernet_arcs(child, 3)
+    start = {v.path: v.numpy() for v in child.trainable_variables}
+    images = [(tf.image.resize(x, (SUPERNET.image_size, SUPERNET.image_size)), y) for x, y in data]
+    losses = train(child, head, optimizer, mode, images, arcs)
+    assert all(np.isfinite(losses))
+    stem = child.stem_conv.conv.kernel
+    assert not np.array_equal(stem.numpy(), start[stem.path])
+    last = child.block_names[0][-1]
+    kernel = getattr(child, f"{last}_expand").conv.kernel
+    assert np.array_equal(kernel.numpy(), start[kernel.path]) == (mode == "taken"), mode

@@ -179,6 +179,33 @@ class MobileFaceNet(keras.Model):
     self(K.zeros((1, size, size, 3)), mix=mix, training=False)
     return self
 
+  def conditional_variables(self) -> list[tuple[tuple[tuple[int, int], ...], list]]:
+    """(condition, trainable variables) of the blocks only some architectures run: block b
+    >= 1 of a stage runs iff the stage's depth choice is b or more (the step's cond). The
+    candidates a step may leave untaken (--shared_update=taken, with row_variables)."""
+    if not self.supernet:
+      return []
+    out = []
+    for stage, names in zip(space.STAGES, self.block_names):
+      position = self._rows[f"{stage.name}_depth"]
+      for b, prefix in enumerate(names[1:], start=1):
+        condition = tuple((position, v) for v in range(b, len(names)))
+        variables = [v for unit in ("expand", "dw", "project")
+                     for v in getattr(self, f"{prefix}_{unit}").trainable_variables]
+        out.append((condition, variables))
+    return out
+
+  def row_variables(self) -> list[tuple[int, object]]:
+    """(position, variable): the per-width affine [K, C] of each unit, whose row arc[position]
+    alone is the taken candidate (the other rows are multiplied by 0). The kernels are
+    shared by every width (sliced), so they are not candidates: they update as a whole, as
+    a slicing supernet's tensor does."""
+    if not self.supernet:
+      return []
+    return [(self._rows[unit_decision(name)], weight)
+            for name, unit in self.units().items() if unit.candidates
+            for weight in (unit.gamma, unit.beta)]
+
   def units(self) -> dict[str, ConvUnit]:
     """Every ConvUnit by attribute name."""
     return {name: layer for name, layer in vars(self).items() if isinstance(layer, ConvUnit)}

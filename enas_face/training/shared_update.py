@@ -21,6 +21,11 @@ per variable) and momentum in one fused kernel per variable (ResourceApplyKerasM
 It uses the optimizer's own schedule, momentum slots and iteration counter, so
 checkpoints and resume see the same optimizer either way.
 
+A supernet whose candidates are rows of one variable (the MobileFaceNet supernet's
+per-width affine [K, C]: row j serves width candidate j) declares them as `rows`:
+(position, variable) pairs; only row arc[position] of such a variable moves (the same
+step, on that row: a sparse momentum kernel, ResourceSparseApplyKerasMomentum).
+
 Under a tf.distribute strategy the gradients are summed over the replicas first (as Keras
 does) and each replica updates its own copy of the variables (Keras variables aggregate
 "none": an assignment in replica context writes the local copy); every replica sees the
@@ -62,11 +67,13 @@ class TakenUpdate:
   called inside the train step where `optimizer.apply_gradients` would be.
 
   `conditional`: (condition, trainable variables) per module only some architectures run
-  (SharedChild.conditional_variables); every other variable updates every step.
+  (a supernet's conditional_variables); every other variable updates every step.
+  `rows`: (position, variable) whose row arc[position] alone is the taken candidate (a
+  supernet's row_variables).
   """
 
   def __init__(self, optimizer: keras.optimizers.Optimizer, variables,
-               conditional: list[tuple[Condition, list]]):
+               conditional: list[tuple[Condition, list]], rows=()):
     check_optimizer(optimizer)
     if not optimizer.built:
       optimizer.build(variables)
@@ -83,6 +90,12 @@ class TakenUpdate:
           raise ValueError(f"{SHARED_UPDATE_FLAG}=taken: candidate variable {v.path} is not "
                            "among the trained variables")
         by_condition[tuple(condition)].append(index[id(v)])
+    self.row_position = {}
+    for position, v in rows:
+      if id(v) not in index:
+        raise ValueError(f"{SHARED_UPDATE_FLAG}=taken: candidate variable {v.path} is not "
+                         "among the trained variables")
+      self.row_position[index[id(v)]] = int(position)
     taken_somewhere = {k for ks in by_condition.values() for k in ks}
     self.always = [k for k in range(len(self.variables)) if k not in taken_somewhere]
     # Conditions on one position with several values share a switch (an op decision);
@@ -113,7 +126,7 @@ class TakenUpdate:
                    for v in self.variables]
     self.dtypes = sorted({_tf_variable(v).dtype for v in self.variables}, key=str)
 
-  def _apply(self, ks, gradients, scalars) -> None:
+  def _apply(self, ks, gradients, scalars, arc) -> None:
     """The Keras SGD step on the variables `ks`; scalars[dtype] = (lr, wd lr, mu)."""
     for k in ks:
       if gradients[k] is None:  # Keras skips a variable without a gradient altogether
@@ -121,6 +134,9 @@ class TakenUpdate:
       variable, slot = _tf_variable(self.variables[k]), self.slots[k]
       lr, decay, momentum = scalars[variable.dtype]
       gradient = tf.cast(gradients[k], variable.dtype)
+      if k in self.row_position:
+        self._apply_row(k, arc[self.row_position[k]], gradient, lr, decay, momentum)
+        continue
       if self.decays[k]:
         variable.assign_sub(variable * decay)
       if slot is None:
@@ -129,6 +145,21 @@ class TakenUpdate:
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=_tf_variable(slot).handle, lr=lr, grad=gradient,
             momentum=momentum, use_nesterov=False)
+
+  def _apply_row(self, k, row, gradient, lr, decay, momentum) -> None:
+    """The step above on row `row` of variable k alone; its other rows and theirs in the
+    momentum slot stay as they are."""
+    variable, slot = _tf_variable(self.variables[k]), self.slots[k]
+    row = tf.reshape(tf.cast(row, tf.int32), [1])
+    if self.decays[k]:
+      variable.scatter_sub(tf.IndexedSlices(tf.gather(variable, row) * decay, row))
+    gradient = tf.gather(gradient, row)
+    if slot is None:
+      variable.scatter_sub(tf.IndexedSlices(gradient * lr, row))
+    else:
+      tf.raw_ops.ResourceSparseApplyKerasMomentum(
+          var=variable.handle, accum=_tf_variable(slot).handle, lr=lr, grad=gradient,
+          indices=row, momentum=momentum, use_nesterov=False)
 
   def __call__(self, gradients, arc) -> None:
     """Inside the replica function, where `optimizer.apply_gradients` would be."""
@@ -149,14 +180,14 @@ class TakenUpdate:
       for k, g in zip(present, summed):
         gradients[k] = g
     arc = tf.cast(arc, tf.int32)
-    self._apply(self.always, gradients, scalars)
+    self._apply(self.always, gradients, scalars, arc)
     for position, branches in self.switches:
-      cases = [lambda ks=branches.get(value, []): self._apply(ks, gradients, scalars)
+      cases = [lambda ks=branches.get(value, []): self._apply(ks, gradients, scalars, arc)
                for value in range(max(branches) + 1)]
       tf.switch_case(arc[position], cases, default=lambda: None)
     for condition, ks in self.conds:
       taken = tf.reduce_any(tf.stack([tf.equal(arc[p], v) for p, v in condition]))
-      tf.cond(taken, lambda ks=ks: self._apply(ks, gradients, scalars), lambda: None)
+      tf.cond(taken, lambda ks=ks: self._apply(ks, gradients, scalars, arc), lambda: None)
     optimizer.iterations.assign_add(1)
 
 

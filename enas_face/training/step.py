@@ -230,10 +230,12 @@ def make_train_step(child: keras.Model, head: keras.layers.Layer,
   if shared_update == "taken":
     if not takes_arc or not hasattr(child, "conditional_variables"):
       raise ValueError(f"--shared_update=taken needs a weight-sharing child that takes the "
-                       f"architecture (SharedChild), not {type(child).__name__}")
+                       f"architecture (SharedChild, the MobileFaceNet supernet), not "
+                       f"{type(child).__name__}")
     with strategy.scope():
+      rows = child.row_variables() if hasattr(child, "row_variables") else ()
       taken_update = shared_update_lib.TakenUpdate(optimizer, variables,
-                                                   child.conditional_variables())
+                                                   child.conditional_variables(), rows)
 
   def replica_step(images, labels, targets=None, unlabelled=None, **child_kwargs):
     with tf.GradientTape() as tape:

@@ -73,18 +73,22 @@ def run_key(command: list[str], roots: tuple[str, ...] = ()) -> str:
   """A run's identity across machines and clones: its arguments after the interpreter,
   without --run_dir, each path reduced to its part under the repository (the flagfile) or
   under one of `roots` (the benchmark's runs root: another step's output), else to its base
-  name (a teacher file elsewhere), and the flagfile's own lines appended (its contents, not
-  its path, decide the run)."""
+  name (a teacher file elsewhere; a dataset's "tfrecord:/path" keeps its scheme), and the
+  flagfile's own lines appended (its contents, not its path, decide the run)."""
   parts = []
   for arg in command[1:]:
     if arg.startswith("--run_dir="):
       continue
-    name, sep, path = arg.partition("=")
-    value = path
+    name, sep, value = arg.partition("=")
+    scheme, path = "", value
+    if sep and not os.path.isabs(value) and ":" in value:  # --dataset=tfrecord:/a/path
+      head, _, tail = value.partition(":")
+      if os.path.isabs(tail):
+        scheme, path = head + ":", tail
     if sep and os.path.isabs(path):
       under = [r for r in (ROOT, *roots) if path.startswith(r.rstrip(os.sep) + os.sep)]
-      value = (os.path.relpath(path, max(under, key=len)) if under
-               else os.path.basename(path.rstrip(os.sep)))
+      value = scheme + (os.path.relpath(path, max(under, key=len)) if under
+                        else os.path.basename(path.rstrip(os.sep)))
       if name == "--flagfile" and os.path.exists(path):
         value += "{" + ",".join(f"{k}={v}" for k, v in sorted(read_flagfile(path).items())) + "}"
     parts.append(f"{name}{sep}{value}")

@@ -40,6 +40,17 @@ def test_paths_under_the_runs_root_keep_their_folder(tmp_path):
   assert "search_plain/arcs_ranked.json" in key(retrain(here, "search_plain"), here)
 
 
+def test_a_dataset_path_after_its_scheme_is_reduced_like_any_path(tmp_path):
+  """--dataset=tfrecord:/abs/path: the path under a root keeps its folder, the scheme stays."""
+  def train(root):
+    return passthrough.main_command(f"--dataset=tfrecord:{root / 'set_dlib' / 'records'}")
+  key = lambda root: passthrough.run_key(train(root), (str(root),))  # noqa: E731
+  assert key(tmp_path / "here") == key(tmp_path / "there")
+  assert "--dataset=tfrecord:set_dlib/records" in key(tmp_path / "here")
+  assert passthrough.run_key(passthrough.main_command("--dataset=synthetic")).endswith(
+      "--dataset=synthetic")
+
+
 def test_a_recorded_run_is_restored_not_rerun(tmp_path, monkeypatch):
   started = []
 

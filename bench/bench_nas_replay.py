@@ -49,6 +49,7 @@ import argparse
 import collections
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 
@@ -125,12 +126,14 @@ def make_strategy(table: Table, name: str, seed: int, tried=()):
   """The proposer (proposers.py) or RL controller `name` over the table's rows. A mutation or
   a neighbour lands on the nearest row not in `tried` (the replay's trained architectures),
   while one is left: in the space, one changed decision nearly always makes an untried
-  architecture."""
+  architecture. Ties go by the replay's own generator, so a replay's result does not depend
+  on the replays before it (or on the process that runs it)."""
   if name in RL_STRATEGIES:
     return ControllerProposer(table, name, seed)
+  ties = np.random.default_rng([seed, 4])
   return proposers.make_proposer(
       name, table.sizes, np.random.default_rng([seed, 2]), draw=table.draw,
-      project=lambda encoding, parent: table.nearest(encoding, parent, avoid=tried))
+      project=lambda encoding, parent: table.nearest(encoding, parent, ties, avoid=tried))
 
 
 class ControllerProposer:
@@ -276,27 +279,43 @@ def replay_row(table: Table, name: str, budget: int, replays: int) -> dict:
 
 
 def replay_table(table: Table, names, budgets, replays: int, out: str | None = None,
-                 on_row=None) -> list[dict]:
-  """Every strategy x budget (replay_row). With `out`, each row is saved as it is done and a
-  rerun keeps the saved rows of the same table and replay count (the RL controllers take
-  most of an hour here)."""
+                 on_row=None, workers: int = 1) -> list[dict]:
+  """Every strategy x budget (replay_row), in the order given. With `out`, each row is saved
+  as it is done and a rerun keeps the saved rows of the same table and replay count (the RL
+  controllers take most of an hour here). `workers` > 1 replays the missing rows in that
+  many processes (a row is the same whichever process replays it: its replays are seeded)."""
   saved = {}
   if out:
     previous = runlog.read_json(out, default={}) or {}
     if previous.get("table") == table.fingerprint and previous.get("replays") == replays:
       saved = {(r["strategy"], r["budget"]): r for r in previous.get("rows", [])}
+  cells = [(name, budget) for name in names for budget in budgets]
+  missing = [cell for cell in cells if cell not in saved]
+
+  def keep(row):
+    saved[(row["strategy"], row["budget"])] = row
+    if out:
+      runlog.write_json(out, {"table": table.fingerprint, "replays": replays,
+                              "rows": list(saved.values())})
+
+  if workers > 1 and len(missing) > 1:
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    with context.Pool(min(workers, len(missing))) as pool:
+      for row in pool.imap_unordered(_replay_cell, [(table, name, budget, replays)
+                                                    for name, budget in missing]):
+        keep(row)
   rows = []
-  for name in names:
-    for budget in budgets:
-      row = saved.get((name, budget)) or replay_row(table, name, budget, replays)
-      rows.append(row)
-      if out:
-        saved[(name, budget)] = row
-        runlog.write_json(out, {"table": table.fingerprint, "replays": replays,
-                                "rows": list(saved.values())})
-      if on_row:
-        on_row(row)
+  for cell in cells:
+    if cell not in saved:
+      keep(replay_row(table, *cell, replays))
+    rows.append(saved[cell])
+    if on_row:
+      on_row(saved[cell])
   return rows
+
+
+def _replay_cell(job) -> dict:
+  return replay_row(*job)
 
 
 def score_columns(table: Table) -> dict[str, np.ndarray]:
@@ -354,6 +373,8 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=os.path.join(ROOT, "bench", "data", "nas_replay.json"),
                       help="the replay rows, saved as they are done; a rerun resumes ('' : "
                            "none)")
+  parser.add_argument("--workers", type=int, default=1,
+                      help="processes replaying strategies side by side (one per core)")
   parser.add_argument("--supernet_scores",
                       default=os.path.join(ROOT, "bench", "data", "nas_supernet_scores.json"),
                       help="bench_nas_supernet.py score's file, for the tau table (if it exists)")
@@ -369,7 +390,7 @@ def main(argv=None) -> None:
   print("\n| strategy | k | expected best accuracy | 95 % interval | regret | most frequent pick |")
   print("|---|---|---|---|---|---|", flush=True)
   replay_table(table, args.strategies.split(","), [int(b) for b in args.budgets.split(",")],
-               args.replays, out=args.out or None, on_row=lambda row: print(
+               args.replays, out=args.out or None, workers=args.workers, on_row=lambda row: print(
                    f"| {row['strategy']} | {row['budget']} | {row['mean']:.4f} | "
                    f"[{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}] | {row['regret']:.4f} | "
                    f"{row['picks'][0]['id']} ({row['picks'][0]['share']:.0%}) |",

@@ -170,3 +170,13 @@ def test_a_mutation_avoids_trained_rows_while_any_is_left():
   rest = [r for r in rows[1:] if r != nearest]
   assert table.nearest(rows[0], parent=rows[0], avoid={nearest: 1}) in rest
   assert table.nearest(rows[0], parent=rows[0], avoid=set(rows)) in rows[1:]  # all trained
+
+
+def test_rows_replayed_in_worker_processes_equal_the_rows_replayed_in_order(tmp_path):
+  """--workers: each row is seeded by itself, so two processes give the rows one gives, in
+  the order asked, all saved."""
+  table, out = toy_table(), str(tmp_path / "replay.json")
+  names, budgets = ["local_search", "evolution"], [10, 20]
+  in_order = replay.replay_table(table, names, budgets, 8)
+  assert replay.replay_table(table, names, budgets, 8, out=out, workers=2) == in_order
+  assert len(json.loads(open(out).read())["rows"]) == 4

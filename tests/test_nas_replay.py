@@ -180,3 +180,26 @@ def test_rows_replayed_in_worker_processes_equal_the_rows_replayed_in_order(tmp_
   in_order = replay.replay_table(table, names, budgets, 8)
   assert replay.replay_table(table, names, budgets, 8, out=out, workers=2) == in_order
   assert len(json.loads(open(out).read())["rows"]) == 4
+
+
+def test_a_score_sharing_its_runs_noise_is_held_against_another_runs_accuracy():
+  """A score that IS each run's final accuracy (no architecture signal, pure seed noise)
+  ranks the mean of the same runs well, but another seed's accuracy only as well as the
+  ceiling: the independent tau exposes the shared noise."""
+  rng = np.random.default_rng(1)
+  rows = []
+  for i in range(40):
+    seeds = {}
+    for s in ("0", "1"):
+      final = 0.9 + rng.normal(0, 0.01)  # every architecture equal: noise only
+      seeds[s] = {"verification_accuracy": final, "verification_std": 0.01,
+                  "epochs": [{"epoch": 1, "loss": 1.0, replay.PAIR_KEY: final}]}
+    rows.append({"encoding": [i], "flops": 1000 + i, "params": 10, "seeds": seeds})
+  table = replay.Table({"seeds": [0, 1], "architectures": rows})
+  taus = {row["score"]: row for row in replay.tau_table(table)}
+  same_run = taus["verification_after_1_epochs"]
+  assert same_run["tau"] > 0.4  # inflated by the shared noise
+  assert abs(same_run["tau_independent"]) < 0.3
+  ceiling = taus["seed 0 vs seed 1 (ceiling)"]
+  assert ceiling["tau"] == ceiling["tau_independent"] and abs(ceiling["tau"]) < 0.3
+  assert same_run["tau_independent"] == pytest.approx(ceiling["tau"])  # the same two pairs

@@ -443,7 +443,10 @@ flags.DEFINE_integer("halving_eta", 0, "multi_trial: successive halving (multi-f
                      "within each controller step: its Q samples are trained to epoch "
                      "E / eta^2, the best 1/eta of them go on to E / eta, the best of those to "
                      "E = --trial_epochs (the same E-epoch schedule, resumed; each sample "
-                     "rewarded with the score of the last epoch it reached). 0 = off; e.g. 3.",
+                     "rewarded with the score of the last epoch it reached). 0 = off; e.g. 3. "
+                     "Recommended in a FLOPs band with --controller=random or local_search: "
+                     "the one lever that beat random search in the face-NAS table "
+                     "(docs/enas-search.md).",
                      lower_bound=0)
 flags.DEFINE_integer("trial_epochs", 2, "multi_trial: epochs of each sample's training.",
                      lower_bound=1)

@@ -321,14 +321,8 @@ def _replay_cell(job) -> dict:
   return replay_row(*job)
 
 
-def score_columns(table: Table) -> dict[str, np.ndarray]:
-  """Cheap scores per architecture (higher = predicted better), averaged over seeds."""
-  return {name: values.mean(axis=1) if values.ndim == 2 else values
-          for name, values in score_columns_per_seed(table).items()}
-
-
 def score_columns_per_seed(table: Table) -> dict[str, np.ndarray]:
-  """Cheap scores: [rows] for those that do not depend on a training seed (FLOPs, params),
+  """Cheap scores (higher = predicted better): [rows] for those that do not depend on a training seed (FLOPs, params),
   [rows, seeds] for those measured on a seed's run (jacob_cov at its initialisation, its
   first epochs' training loss and verification)."""
   out = {"flops": np.array([row["flops"] for row in table.rows], float),

@@ -52,7 +52,7 @@ def parse_sets(text: str) -> dict[str, str]:
 
 def kept_images(records: str) -> int | None:
   """Training images the cleaning kept (the manifest beside the records), if known."""
-  manifest = read_json(os.path.join(os.path.dirname(records), "cleaning_manifest.json"))
+  manifest = read_json(os.path.join(os.path.dirname(records), runlog.CLEANING_MANIFEST))
   return manifest.get("kept_images") if manifest else None
 
 

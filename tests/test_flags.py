@@ -35,6 +35,7 @@ def test_flagfile_gives_a_valid_config(path, mode, tmp_path, monkeypatch):
   aligned.mkdir(parents=True)
   (aligned / "manifest.json").write_text("{}")
   (tmp_path / "data" / "lfw" / "pairsDevTest.txt").write_text("1\nA 1 2\nA 1 B 1\n")
+  (tmp_path / "flags").symlink_to(os.path.join(ROOT, "flags"))  # a flagfile naming another
   monkeypatch.chdir(tmp_path)
   config = parse(f"--flagfile={path}", f"--mode={mode}")
   assert spaces.config_from_json(spaces.config_to_json(config)) == config

@@ -29,7 +29,7 @@ for path in (ROOT, os.path.join(ROOT, "bench")):
 import numpy as np  # noqa: E402
 
 from enas_face import runlog  # noqa: E402
-from passthrough import RunRecords, main_command, read_json, run_step, split_passthrough  # noqa: E402
+from passthrough import RunRecords, main_command, read_json, split_passthrough  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "data", "cleaning_retrain_runs.jsonl")
 
@@ -105,12 +105,9 @@ def main(argv=None) -> None:
       run_dir = os.path.join(root, f"{name}_s{seed}")
       command = main_command(flagfile, "--mode=fixed", f"--dataset=tfrecord:{folder}",
                              f"--seed={seed}", f"--run_dir={run_dir}", *extra)
-      record = records.get(command)
-      if record is None:
-        run_step(command, os.path.join(run_dir, runlog.METRICS),
-                 os.path.join(root, "logs", f"{name}_s{seed}.log"))
-        record = records.add(command, dict(run_summary(run_dir), name=f"{name}_s{seed}"))
-      done.append(record)
+      done.append(records.summarised(command, os.path.join(run_dir, runlog.METRICS),
+                                     os.path.join(root, "logs", f"{name}_s{seed}.log"),
+                                     run_summary, f"{name}_s{seed}"))
     rows.append(set_row(name, done, kept_images(folder)))
   text = table(rows)
   os.makedirs(root, exist_ok=True)

@@ -29,9 +29,11 @@ its checkpoint. A finished run is recorded in --results (bench/data/distill_runs
 committed: its metrics, FLOPs, parameters, architecture and the float TFLite batch-1 latency
 of its network, LiteRT, one thread, median, measured when it finished), keyed by its
 command (passthrough.run_key: the flagfile's contents, the teacher's file name, the flags),
-so the table grows a few runs at a time, on any machine. Prints (and writes RUNS_ROOT/distill_table.md and .json) per row: pair
-verification accuracy (mean +- std over seeds), the mean 10-fold std, TAR@FAR=1e-3, MFLOPs
-and their fraction of the teacher's, parameters and latency. Flags after `--` go to every run.
+so the table grows a few runs at a time, on any machine. Prints (and writes
+RUNS_ROOT/distill_table.md and .json) per row: pair verification accuracy (mean +- std over
+seeds), the mean 10-fold std, TAR@FAR=1e-3, MFLOPs and their fraction of the teacher's,
+parameters and latency; a row's label names its distillation flags beyond the defaults.
+Flags after `--` go to every run.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ if BENCH not in sys.path:
 from enas_face import runlog, spaces  # noqa: E402
 from enas_face.config import ModelConfig  # noqa: E402
 from bench_teacher import cost_cells, teacher_row  # noqa: E402
-from passthrough import (RunRecords, main_command, read_flagfile, read_json, run_step,  # noqa: E402
+from passthrough import (RunRecords, main_command, read_flagfile, read_json,  # noqa: E402
                          split_passthrough)
 
 RESULTS = os.path.join(ROOT, "bench", "data", "distill_runs.jsonl")
@@ -150,6 +152,12 @@ def student_flags(name: str, model: ModelConfig, budget: float, enas_flags: str)
   return flags
 
 
+def variant_flags(variant: str, distill: str, unlabelled: str) -> list[str]:
+  """The distillation flags of a variant (a row's label names those beyond the defaults)."""
+  return {"none": [], "teacher": distill.split(),
+          "unlabelled": [*distill.split(), *unlabelled.split()]}[variant]
+
+
 def tflite_latencies(run_dirs: dict[str, str], repeats: int = 50) -> dict[str, float]:
   """Median batch-1 ms of each run's float TFLite network (LiteRT, one thread)."""
   from enas_face.costs import tflite  # pylint: disable=import-outside-toplevel
@@ -240,9 +248,9 @@ def main(argv=None) -> None:
   flagfile = f"--flagfile={os.path.abspath(args.flagfile)}"
   students = {name: student_flags(name, model, budget, args.enas_flags)
               for name in args.students.split(",")}
-  variants = {"none": [], "teacher": [f"--distill_from={teacher}", *args.distill_flags.split()],
-              "unlabelled": [f"--distill_from={teacher}", *args.distill_flags.split(),
-                             *args.unlabelled_flags.split()]}
+  variants = {variant: ([f"--distill_from={teacher}"] if variant != "none" else [])
+              + variant_flags(variant, args.distill_flags, args.unlabelled_flags)
+              for variant in VARIANTS}
 
   if args.plan:
     print(f"teacher {teacher_flops / 1e6:.1f} MFLOPs, budget {budget / 1e6:.2f} MFLOPs")
@@ -259,19 +267,18 @@ def main(argv=None) -> None:
     """The run's record: from --results, or made by running it (or reading its finished
     folder) and recorded."""
     run_dir = os.path.join(root, name)
-    command = main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra)
-    record = records.get(command)
-    if record is None:
-      run_step(command, os.path.join(run_dir, done), os.path.join(root, "logs", f"{name}.log"))
-      record = records.add(command, dict(summary(run_dir), name=name))
-    return record
+    return records.summarised(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
+                              os.path.join(run_dir, done),
+                              os.path.join(root, "logs", f"{name}.log"), summary, name)
 
   evaluated = step("teacher", "--mode=evaluate_teacher", f"--distill_from={teacher}",
                    done=runlog.TEACHER_METRICS, summary=teacher_row)
   rows = [dict(evaluated, flops=int(teacher_flops))]
   for student, flags in students.items():
     for variant in args.variants.split(","):
-      note = args.distill_flags if variant != "none" and args.distill_flags != DISTILL else ""
+      note = " ".join(flag for flag in variant_flags(variant, args.distill_flags,
+                                                     args.unlabelled_flags)
+                      if flag not in variant_flags(variant, DISTILL, UNLABELLED))
       rows.append(student_row(student, variant, [
           step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
                f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))], note))

@@ -116,6 +116,15 @@ class RunRecords:
     self.records[record["key"]] = record
     return record
 
+  def summarised(self, command: list[str], done: str, log: str, summary, name: str) -> dict:
+    """The run's record: recorded, else made by running it (run_step; a finished folder is
+    only read) and recorded as summary(run folder), the folder of `done`, with its `name`."""
+    record = self.get(command)
+    if record is None:
+      run_step(command, done, log)
+      record = self.add(command, dict(summary(os.path.dirname(done)), name=name))
+    return record
+
   def run(self, command: list[str], done: str, log: str, keep: tuple[str, ...] = ()) -> float:
     """run_step with a memory: a recorded run is not run again, and its `keep` files (small
     JSON or JSONL results in its run folder: metrics, config, a search's ranking) are written back

@@ -11,6 +11,7 @@ from enas_face import runlog
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_cleaning_retrain as bench  # noqa: E402  pylint: disable=wrong-import-position
+import passthrough  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGFILE = os.path.join(ROOT, "flags", "cleaning_retrain_lfw_view1.cfg")
 
@@ -39,7 +40,7 @@ def test_each_set_and_seed_trains_once_and_a_new_machine_reads_the_records(tmp_p
                              "tar_at_far_1e-3": 0.2})
     return 1.0
 
-  monkeypatch.setattr(bench, "run_step", fake_run_step)
+  monkeypatch.setattr(passthrough, "run_step", fake_run_step)
   results = str(tmp_path / "data" / "runs.jsonl")
 
   def run(machine):

@@ -15,6 +15,7 @@ from enas_face.config import ModelConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_distill as bench  # noqa: E402  pylint: disable=wrong-import-position
+import passthrough  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def test_dlib_resnet_has_29_convolutions_and_dlibs_feature_map_sizes():
@@ -81,7 +82,7 @@ def test_main_runs_every_student_variant_and_seed_and_writes_the_table(
       shutil.copytree(tiny_fixed_run.run_dir, run_dir)
     return 1.0
 
-  monkeypatch.setattr(bench, "run_step", fake_step)
+  monkeypatch.setattr(passthrough, "run_step", fake_step)
   monkeypatch.setattr(bench, "tflite_latencies", lambda runs: {name: 2.5 for name in runs})
   teacher = tmp_path / "dlib.jsonl"
   teacher.write_text("{}\n")
@@ -124,6 +125,15 @@ def test_main_runs_every_student_variant_and_seed_and_writes_the_table(
   bench.main([f"--runs_root={tmp_path / 'other'}", "--students=enas", "--variants=none",
               *arguments[:-1], "--epochs=2"])
   assert len(commands) == 1 + 2 * 3 * 2 + 3
+  # A variant's flags beyond the defaults are named in its row's label, and only there.
+  bench.main([f"--runs_root={tmp_path / 'ce0'}", "--students=enas",
+              "--variants=teacher,unlabelled",
+              "--unlabelled_flags=--distill_ce_weight=0 --unlabelled=small_identities",
+              *arguments])
+  saved = json.loads((tmp_path / "ce0" / "distill_table.json").read_text())
+  labels = [r["label"] for r in saved["rows"]]
+  assert labels[1:] == ["enas: teacher, labelled images",
+                        "enas: teacher, labelled + unlabelled images (--distill_ce_weight=0)"]
 
 
 def test_unknown_students_or_a_missing_teacher_are_named(tmp_path, capsys):
@@ -139,7 +149,7 @@ def test_unknown_students_or_a_missing_teacher_are_named(tmp_path, capsys):
 
 
 def test_plan_prints_the_budget_and_students_and_runs_nothing(monkeypatch, tmp_path, capsys):
-  monkeypatch.setattr(bench, "run_step", lambda *a: pytest.fail("--plan ran something"))
+  monkeypatch.setattr(passthrough, "run_step", lambda *a: pytest.fail("--plan ran something"))
   bench.main([f"--flagfile={os.path.join(ROOT, 'flags', 'distill_lfw_view1.cfg')}",
               f"--teacher={tmp_path}", f"--runs_root={tmp_path / 'runs'}", "--plan"])
   printed = capsys.readouterr().out

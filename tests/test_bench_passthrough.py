@@ -82,3 +82,31 @@ def test_a_recorded_run_is_restored_not_rerun(tmp_path, monkeypatch):
   (tmp_path / "c").mkdir()
   again.run(other, str(tmp_path / "c" / "metrics.json"), "log", keep)
   assert len(started) == 2
+
+
+def test_summarised_runs_once_and_records_the_summary_with_its_name(tmp_path, monkeypatch):
+  """A bench's step (bench_distill, bench_cleaning_retrain): the record of a finished run is
+  its summary, made once; a second machine reads it back without running or summarising."""
+  started, summarised = [], []
+
+  def fake_run_step(command, done, log):
+    started.append(command)
+    runlog.write_json(done, {"verification_accuracy": 0.8})
+    return 1.0
+
+  def summary(run_dir):
+    summarised.append(run_dir)
+    return json.load(open(os.path.join(run_dir, "metrics.json")))
+
+  monkeypatch.setattr(passthrough, "run_step", fake_run_step)
+  results = str(tmp_path / "runs.jsonl")
+  command = passthrough.main_command("--seed=3", f"--run_dir={tmp_path / 'a'}")
+  (tmp_path / "a").mkdir()
+  record = passthrough.RunRecords(results).summarised(
+      command, str(tmp_path / "a" / "metrics.json"), "log", summary, "a_s3")
+  assert record["verification_accuracy"] == 0.8 and record["name"] == "a_s3"
+  assert summarised == [str(tmp_path / "a")]
+  moved = passthrough.main_command("--seed=3", f"--run_dir={tmp_path / 'b'}")
+  again = passthrough.RunRecords(results).summarised(
+      moved, str(tmp_path / "b" / "metrics.json"), "log", summary, "b_s3")
+  assert again["name"] == "a_s3" and len(started) == 1 and len(summarised) == 1

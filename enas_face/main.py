@@ -82,14 +82,19 @@ def _prepare_run_dir(config: RunConfig, chief: bool = True) -> None:
 
 
 def _saved_run_config(config: RunConfig) -> RunConfig:
-  """The run folder's own config, with this invocation's mode, export dir and formats and any
-  evaluation flag given explicitly on this command line."""
+  """The run folder's own config, with this invocation's mode, export dir and formats, any
+  evaluation flag given explicitly on this command line, and --pairs when given (a trained
+  run verified on other pair sets: `--mode=eval --pairs=...`)."""
   saved = spaces.load_config(os.path.join(config.run_dir, runlog.CONFIG))
   overrides = {field: getattr(config.eval, field) for field in enas_flags.EVAL_OVERRIDES
                if FLAGS[flag_of(EvalConfig, field)].present}
+  data = saved.data
+  if FLAGS["pairs"].present:
+    data = dataclasses.replace(saved.data, pairs=config.data.pairs)
   return dataclasses.replace(saved, mode=config.mode, run_dir=config.run_dir,
                              export_dir=config.export_dir, export_format=config.export_format,
-                             eval=dataclasses.replace(saved.eval, **overrides), sets=config.sets)
+                             eval=dataclasses.replace(saved.eval, **overrides), sets=config.sets,
+                             data=data)
 
 
 # How this invocation reads --sets frames (not the run's training data).

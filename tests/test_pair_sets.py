@@ -88,7 +88,7 @@ def clean_run(data, main_in_process, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run, main_in_process):
+def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run, data, main_in_process):
   run_dir, stdout = clean_run
   history = read_jsonl(os.path.join(run_dir, "train_history.jsonl"))
   assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -115,6 +115,14 @@ def test_fixed_run_verifies_every_set_and_keeps_the_best(clean_run, main_in_proc
   assert result.returncode == 0, result.stderr[-3000:]
   evaluated = json.load(open(os.path.join(run_dir, "metrics.json")))
   assert evaluated["pair_sets"]["cfp_fp"]["verification_accuracy"] == pytest.approx(best["value"])
+  # --mode=eval --pairs=... verifies the trained run on the sets named now, not its own.
+  cfp_fp = data["pairs"].split(",")[1]
+  result = main_in_process("--mode=eval", f"--run_dir={run_dir}", data["dataset"],
+                           f"--pairs={cfp_fp}", "--checkpoint=best")
+  assert result.returncode == 0, result.stderr[-3000:]
+  again = json.load(open(os.path.join(run_dir, "metrics.json")))
+  assert again["pair_set_names"] == ["cfp_fp"]
+  assert again["verification_accuracy"] == pytest.approx(best["value"])
 
 
 def _checkpoint_values(prefix):

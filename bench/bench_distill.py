@@ -33,6 +33,9 @@ so the table grows a few runs at a time, on any machine. Prints (and writes
 RUNS_ROOT/distill_table.md and .json) per row: pair verification accuracy (mean +- std over
 seeds), the mean 10-fold std, TAR@FAR=1e-3, MFLOPs and their fraction of the teacher's,
 parameters and latency; a row's label names its distillation flags beyond the defaults.
+--more_pairs=SPEC (e.g. tools/make_pairs.py's larger set of the pairsDevTest people) adds
+each row's accuracy on that set: the teacher's by --mode=evaluate_teacher, each finished
+student's by --mode=eval --pairs=... on its folder, recorded like the runs.
 Flags after `--` go to every run.
 """
 from __future__ import annotations
@@ -181,6 +184,31 @@ def run_summary(run_dir: str) -> dict:
           "latency_ms": tflite_latencies({"run": run_dir})["run"]}
 
 
+def pair_set_name(spec: str) -> str:
+  """The name a --pairs entry's set is reported under: its file's stem (lfw:FILE,IMAGES or
+  bin:FILE)."""
+  scheme, _, rest = spec.partition(":")
+  path = rest.split(",")[0] if scheme == "lfw" else rest
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def pair_set_summary(metrics: dict, name: str) -> dict:
+  """A run's (or a teacher's) verification of the pair set `name`, from its metrics."""
+  found = metrics["pair_sets"][name]
+  return {"verification_accuracy": float(found["verification_accuracy"]),
+          "verification_std": float(found["verification_std"]),
+          "tar_at_far_1e-3": float(found["tar_at_far_1e-3"]), "num_pairs": int(found["num_pairs"])}
+
+
+def more_pairs_cells(records: list[dict]) -> dict:
+  """A row's accuracy on the --more_pairs set, mean +- std over its records."""
+  accuracy = [r["verification_accuracy"] for r in records]
+  return {"more_accuracy_mean": float(np.mean(accuracy)),
+          "more_accuracy_std": float(np.std(accuracy)), "more_accuracies": accuracy,
+          "more_fold_std_mean": float(np.mean([r["verification_std"] for r in records])),
+          "more_num_pairs": records[0]["num_pairs"]}
+
+
 def student_row(student: str, variant: str, records: list[dict], note: str = "") -> dict:
   """The row of one student and variant over its seeds' records (run_summary); `note` is
   appended to its label (the distillation flags, when not the defaults)."""
@@ -196,17 +224,25 @@ def student_row(student: str, variant: str, records: list[dict], note: str = "")
           "latency_ms": records[0]["latency_ms"]}
 
 
-def table(rows: list[dict], teacher_flops: float, budget: float) -> str:
+def table(rows: list[dict], teacher_flops: float, budget: float, more: str = "") -> str:
+  """The markdown table; with `more` (the --more_pairs set's name) a column of each row's
+  accuracy on that set too."""
+  more_header = ""
+  if more:
+    more_header = f" {more} acc ({rows[0]['more_num_pairs']} pairs) | fold std |"
   lines = [f"Budget B = {budget / 1e6:.2f} MFLOPs ({budget / teacher_flops:.3f} of the "
            f"teacher's {teacher_flops / 1e6:.1f})", "",
-           "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 | "
-           "MFLOPs (x teacher) | params | TFLite ms (batch 1) |", "|---|---|---|---|---|---|---|"]
+           "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 |"
+           + more_header + " MFLOPs (x teacher) | params | TFLite ms (batch 1) |",
+           "|---|---|---|---|" + ("---|---|" if more else "") + "---|---|---|"]
   for r in rows:
     cost, params, latency = cost_cells(r, teacher_flops, digits=3)
     seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+    more_cells = (f" {r['more_accuracy_mean']:.4f} +- {r['more_accuracy_std']:.4f} | "
+                  f"{r['more_fold_std_mean']:.4f} |") if more else ""
     lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
-                 f"({seeds}) | {r['fold_std_mean']:.4f} | {r['tar_far_1e3']:.4f} | {cost} | "
-                 f"{params} | {latency} |")
+                 f"({seeds}) | {r['fold_std_mean']:.4f} | {r['tar_far_1e3']:.4f} |"
+                 f"{more_cells} {cost} | {params} | {latency} |")
   return "\n".join(lines) + "\n"
 
 
@@ -231,6 +267,11 @@ def main(argv=None) -> None:
   parser.add_argument("--enas_flags", default="", help="the ENAS student's own flags")
   parser.add_argument("--distill_flags", default=DISTILL)
   parser.add_argument("--unlabelled_flags", default=UNLABELLED)
+  parser.add_argument("--more_pairs", default="",
+                      help="a second pair set (lfw:PAIRS_TXT,IMAGES or bin:FILE, e.g. "
+                           "tools/make_pairs.py's larger set of the same people), every row "
+                           "verified on it too: the teacher by --mode=evaluate_teacher, each "
+                           "finished student by --mode=eval on its run folder")
   parser.add_argument("--plan", action="store_true",
                       help="print the budget, the students and the runs, and run nothing")
   args = parser.parse_args(argv)
@@ -271,20 +312,48 @@ def main(argv=None) -> None:
                               os.path.join(run_dir, done),
                               os.path.join(root, "logs", f"{name}.log"), summary, name)
 
-  evaluated = step("teacher", "--mode=evaluate_teacher", f"--distill_from={teacher}",
-                   done=runlog.TEACHER_METRICS, summary=teacher_row)
+  more = pair_set_name(args.more_pairs) if args.more_pairs else ""
+  both = f"--pairs={read_flagfile(args.flagfile)['pairs']},{args.more_pairs}"
+
+  def on_more_pairs(name: str, *flags: str, folder: str = "",
+                    metrics: str = runlog.METRICS) -> dict:
+    """The verification of the --more_pairs set by the run `name` (its flags): recorded, else
+    evaluated in its folder (the teacher: `folder`, one of its own) unless the set is in its
+    metrics already, and recorded."""
+    run_dir = os.path.join(root, folder or name)
+    command = main_command(flagfile, *flags, both, f"--run_dir={run_dir}", *extra)
+    path = os.path.join(run_dir, metrics)
+
+    def summary(_):
+      return pair_set_summary(read_json(path), more)
+
+    if records.get(command) is None and more in read_json(path, {}).get("pair_sets", {}):
+      return records.add(command, dict(summary(run_dir), name=f"{name}_{more}"))
+    return records.summarised(command, None, os.path.join(root, "logs", f"{name}_{more}.log"),
+                              summary, f"{name}_{more}")
+
+  teacher_flags = ("--mode=evaluate_teacher", f"--distill_from={teacher}")
+  evaluated = step("teacher", *teacher_flags, done=runlog.TEACHER_METRICS, summary=teacher_row)
   rows = [dict(evaluated, flops=int(teacher_flops))]
+  if more:
+    rows[0].update(more_pairs_cells([on_more_pairs(
+        "teacher", *teacher_flags, folder=f"teacher_{more}", metrics=runlog.TEACHER_METRICS)]))
   for student, flags in students.items():
     for variant in args.variants.split(","):
       note = " ".join(flag for flag in variant_flags(variant, args.distill_flags,
                                                      args.unlabelled_flags)
                       if flag not in variant_flags(variant, DISTILL, UNLABELLED))
-      rows.append(student_row(student, variant, [
-          step(f"{student}_{variant}_s{seed}", "--mode=fixed", *flags, *variants[variant],
-               f"--seed={seed}") for seed in (int(s) for s in args.seeds.split(","))], note))
+      runs = {f"{student}_{variant}_s{seed}": ["--mode=fixed", *flags, *variants[variant],
+                                               f"--seed={seed}"]
+              for seed in (int(s) for s in args.seeds.split(","))}
+      rows.append(student_row(student, variant, [step(name, *run_flags)
+                                                 for name, run_flags in runs.items()], note))
+      if more:
+        rows[-1].update(more_pairs_cells([on_more_pairs(name, *run_flags, "--mode=eval")
+                                          for name, run_flags in runs.items()]))
   rows[0] = {key: value for key, value in rows[0].items()
              if key not in ("key", "name", "code_version")}
-  text = table(rows, teacher_flops, budget)
+  text = table(rows, teacher_flops, budget, more)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
   os.makedirs(root, exist_ok=True)
   runlog.write_text(os.path.join(root, "distill_table.md"), text)

@@ -24,9 +24,10 @@ def main_command(*args: str) -> list[str]:
   return [sys.executable, "-m", "enas_face.main", *args]
 
 
-def run_step(command: list[str], done: str, log: str) -> float:
-  """Runs `command` unless `done` exists; returns its wall seconds (0 when reused)."""
-  if os.path.exists(done):
+def run_step(command: list[str], done: str | None, log: str) -> float:
+  """Runs `command` unless `done` exists (None: always); returns its wall seconds (0 when
+  reused)."""
+  if done is not None and os.path.exists(done):
     return 0.0
   os.makedirs(os.path.dirname(log), exist_ok=True)
   print(" ".join(command), flush=True)
@@ -116,13 +117,16 @@ class RunRecords:
     self.records[record["key"]] = record
     return record
 
-  def summarised(self, command: list[str], done: str, log: str, summary, name: str) -> dict:
-    """The run's record: recorded, else made by running it (run_step; a finished folder is
-    only read) and recorded as summary(run folder), the folder of `done`, with its `name`."""
+  def summarised(self, command: list[str], done: str | None, log: str, summary,
+                 name: str) -> dict:
+    """The run's record: recorded, else made by running it (run_step: a finished folder, one
+    with `done`, is only read; None: always run) and recorded as summary(the folder of
+    `done`, or None), with its `name`."""
     record = self.get(command)
     if record is None:
       run_step(command, done, log)
-      record = self.add(command, dict(summary(os.path.dirname(done)), name=name))
+      folder = os.path.dirname(done) if done is not None else None
+      record = self.add(command, dict(summary(folder), name=name))
     return record
 
   def run(self, command: list[str], done: str, log: str, keep: tuple[str, ...] = ()) -> float:

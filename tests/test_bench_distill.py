@@ -157,3 +157,54 @@ def test_plan_prints_the_budget_and_students_and_runs_nothing(monkeypatch, tmp_p
   assert "student enas: --search_space=enas_macro: 46.90 MFLOPs" in printed
   assert "--width_multiplier=0.28: 48.08 MFLOPs" in printed
   assert not os.path.exists(tmp_path / "runs")
+
+
+def test_more_pairs_verifies_every_row_on_a_second_set_once(tiny_fixed_run, monkeypatch,
+                                                            tmp_path, capsys):
+  """--more_pairs: the teacher evaluated on both sets in a folder of its own, each finished
+  student by --mode=eval on its folder; recorded, so a rerun evaluates nothing."""
+  commands = []
+
+  def pair_sets(accuracy):
+    return {name: {"verification_accuracy": accuracy + i / 100, "verification_std": 0.01,
+                   "tar_at_far_1e-3": 0.5, "num_pairs": 10 * (i + 1)}
+            for i, name in enumerate(("pairsDevTest", "people"))}
+
+  def fake_step(command, done, log):
+    commands.append(command)
+    if "--mode=evaluate_teacher" in command:
+      run_dir = os.path.dirname(done) if done else command[-1].split("=", 1)[1]
+      os.makedirs(run_dir, exist_ok=True)
+      names = ["pairsDevTest", "people"] if done is None else ["pairsDevTest"]
+      runlog.write_json(os.path.join(run_dir, runlog.TEACHER_METRICS), {
+          "teacher": "/t/dlib.jsonl", "teacher_kind": "embeddings", "pair_set_names": names,
+          "pair_sets": pair_sets(0.97)})
+    elif "--mode=eval" in command:
+      assert done is None and command[-1].startswith("--run_dir=")
+      path = os.path.join(command[-1].split("=", 1)[1], runlog.METRICS)
+      runlog.write_json(path, dict(json.load(open(path)), pair_sets=pair_sets(0.8)))
+    else:
+      shutil.copytree(tiny_fixed_run.run_dir, os.path.dirname(done))
+    return 1.0
+
+  monkeypatch.setattr(passthrough, "run_step", fake_step)
+  monkeypatch.setattr(bench, "tflite_latencies", lambda runs: {name: 2.5 for name in runs})
+  teacher = tmp_path / "dlib.jsonl"
+  teacher.write_text("{}\n")
+  arguments = [f"--flagfile={os.path.join(ROOT, 'flags', 'distill_lfw_view1.cfg')}",
+               f"--teacher={teacher}", f"--results={tmp_path / 'runs.jsonl'}", "--seeds=0,1",
+               "--students=enas", "--variants=none",
+               "--more_pairs=lfw:runs/pairs/people.txt,data/lfw/aligned_112"]
+  bench.main([f"--runs_root={tmp_path / 'a'}", *arguments])
+  evaluations = [c for c in commands if "--mode=eval" in c]
+  assert len(evaluations) == 2 and all(
+      "--pairs=lfw:data/lfw/pairsDevTest.txt,data/lfw/aligned_112,"
+      "lfw:runs/pairs/people.txt,data/lfw/aligned_112" in c for c in evaluations)
+  assert len(commands) == 2 + 2 + 2  # teacher twice, two trainings, two evaluations
+  rows = json.loads((tmp_path / "a" / "distill_table.json").read_text())["rows"]
+  assert rows[0]["more_accuracy_mean"] == pytest.approx(0.98)
+  assert rows[1]["more_accuracies"] == pytest.approx([0.81, 0.81])
+  assert rows[1]["more_num_pairs"] == 20
+  assert "| people acc (20 pairs) | fold std |" in capsys.readouterr().out
+  bench.main([f"--runs_root={tmp_path / 'b'}", *arguments])
+  assert len(commands) == 6

@@ -310,6 +310,23 @@ def test_people_pairs_are_every_same_pair_and_as_many_distinct_different_ones(tm
   assert vf.parse_lfw_pairs(str(path)) == entries  # the header "4" checks the counts
 
 
+def test_pairs_in_folds_put_both_kinds_in_every_contiguous_fold(tmp_path):
+  """folds = F: the header "F N" and F blocks of N same + N different pairs, read back by
+  parse_lfw_pairs (which checks the header) in that order; the remainder is left out."""
+  images = {"Ann": [1, 2, 3, 4, 5], "Bob": [1, 2, 3], "Cid": [1, 2]}
+  entries = vf.people_pairs(images, np.random.default_rng(0))  # 10 + 3 + 1 = 14 same
+  path = tmp_path / "pairs.txt"
+  path.write_text(vf.format_lfw_pairs(entries, folds=3))
+  assert path.read_text().splitlines()[0] == "3\t4"
+  read = vf.parse_lfw_pairs(str(path))
+  assert len(read) == 24
+  for k in range(3):
+    assert [e.is_same for e in read[8 * k:8 * (k + 1)]] == [True] * 4 + [False] * 4
+  assert set(read) <= set(entries)
+  with pytest.raises(ValueError, match="20 folds need at least 20 same pairs, got 14"):
+    vf.format_lfw_pairs(entries, folds=20)
+
+
 def test_people_pairs_cap_and_refusals():
   images = {"Ann": list(range(1, 11)), "Bob": [1, 2, 3, 4]}
   capped = vf.people_pairs(images, np.random.default_rng(1), max_same_per_person=5)
@@ -334,9 +351,9 @@ def test_make_pairs_tool_writes_a_set_of_the_pairs_files_people(tmp_path):
   output = tmp_path / "out" / "pairs.txt"
   result = subprocess.run([sys.executable, os.path.join(root, "tools", "make_pairs.py"),
                            f"--people_from={tmp_path / 'people.txt'}", f"--images={lfw}",
-                           f"--output={output}"], capture_output=True, text=True)
+                           f"--output={output}", "--folds=1"], capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
-  assert "4 same + 4 different pairs of 2 people (5 images" in result.stdout
+  assert "4 same + 4 different pairs (1 folds) of 2 people (5 images" in result.stdout
   entries = vf.parse_lfw_pairs(str(output))
   assert vf.identities_in_pairs(entries) == {"Ann_A", "Bob_B"}  # never Cid_C or Outsider
   (tmp_path / "people.txt").write_text("1\nAnn_A\t1\t2\nAnn_A\t1\tZed_Z\t1\n")

@@ -201,17 +201,25 @@ def people_pairs(images: dict[str, Sequence[int]], rng: np.random.Generator,
   return same + different
 
 
-def format_lfw_pairs(entries: Sequence[PairEntry]) -> str:
-  """The View 1 text of `entries` (N same pairs, then N different): the header "N", then one
-  pair a line; parse_lfw_pairs reads it back."""
+def format_lfw_pairs(entries: Sequence[PairEntry], folds: int = 1) -> str:
+  """The LFW text of `entries` (as many same as different pairs), one pair a line;
+  parse_lfw_pairs reads it back. folds = 1: View 1's layout, the header "N", N same pairs then
+  N different. folds = F > 1: View 2's, the header "F N" and F blocks of N same + N different
+  pairs, N = floor(same / F), so the evaluator's F contiguous folds each hold both kinds (the
+  last same % F pairs of each kind are left out)."""
   same = [e for e in entries if e.is_same]
   different = [e for e in entries if not e.is_same]
   if len(same) != len(different):
     raise ValueError(f"a View 1 file needs as many same as different pairs, got {len(same)} "
                      f"and {len(different)}")
-  lines = [str(len(same))]
-  lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[1]}" for e in same]
-  lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[0]}\t{e.second[1]}" for e in different]
+  per = len(same) // folds
+  if per < 1:
+    raise ValueError(f"{folds} folds need at least {folds} same pairs, got {len(same)}")
+  lines = [str(len(same)) if folds == 1 else f"{folds}\t{per}"]
+  for k in range(folds):
+    lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[1]}" for e in same[k * per:(k + 1) * per]]
+    lines += [f"{e.first[0]}\t{e.first[1]}\t{e.second[0]}\t{e.second[1]}"
+              for e in different[k * per:(k + 1) * per]]
   return "\n".join(lines) + "\n"
 
 

@@ -200,8 +200,12 @@ def pair_set_summary(metrics: dict, name: str) -> dict:
           "tar_at_far_1e-3": float(found["tar_at_far_1e-3"]), "num_pairs": int(found["num_pairs"])}
 
 
-def more_pairs_cells(records: list[dict]) -> dict:
-  """A row's accuracy on the --more_pairs set, mean +- std over its records."""
+def more_pairs_cells(records: list[dict | None]) -> dict:
+  """A row's accuracy on the --more_pairs set, mean +- std over its records (None: not
+  evaluated yet, left out; none at all: no cells)."""
+  records = [r for r in records if r]
+  if not records:
+    return {}
   accuracy = [r["verification_accuracy"] for r in records]
   return {"more_accuracy_mean": float(np.mean(accuracy)),
           "more_accuracy_std": float(np.std(accuracy)), "more_accuracies": accuracy,
@@ -229,7 +233,8 @@ def table(rows: list[dict], teacher_flops: float, budget: float, more: str = "")
   accuracy on that set too."""
   more_header = ""
   if more:
-    more_header = f" {more} acc ({rows[0]['more_num_pairs']} pairs) | fold std |"
+    pairs = next((r["more_num_pairs"] for r in rows if "more_num_pairs" in r), "?")
+    more_header = f" {more} acc ({pairs} pairs, mean +- std over seeds) | fold std |"
   lines = [f"Budget B = {budget / 1e6:.2f} MFLOPs ({budget / teacher_flops:.3f} of the "
            f"teacher's {teacher_flops / 1e6:.1f})", "",
            "| network | verification acc (mean +- std over seeds) | fold std | TAR@FAR=1e-3 |"
@@ -238,8 +243,12 @@ def table(rows: list[dict], teacher_flops: float, budget: float, more: str = "")
   for r in rows:
     cost, params, latency = cost_cells(r, teacher_flops, digits=3)
     seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
-    more_cells = (f" {r['more_accuracy_mean']:.4f} +- {r['more_accuracy_std']:.4f} | "
-                  f"{r['more_fold_std_mean']:.4f} |") if more else ""
+    more_cells = ""
+    if more and "more_accuracies" in r:
+      more_cells = (f" {r['more_accuracy_mean']:.4f} +- {r['more_accuracy_std']:.4f} "
+                    f"({len(r['more_accuracies'])}) | {r['more_fold_std_mean']:.4f} |")
+    elif more:
+      more_cells = " not evaluated | |"
     lines.append(f"| {r['label']} | {r['accuracy_mean']:.4f} +- {r['accuracy_std']:.4f} "
                  f"({seeds}) | {r['fold_std_mean']:.4f} | {r['tar_far_1e3']:.4f} |"
                  f"{more_cells} {cost} | {params} | {latency} |")
@@ -272,6 +281,9 @@ def main(argv=None) -> None:
                            "tools/make_pairs.py's larger set of the same people), every row "
                            "verified on it too: the teacher by --mode=evaluate_teacher, each "
                            "finished student by --mode=eval on its run folder")
+  parser.add_argument("--report", action="store_true",
+                      help="the table of the runs recorded in --results only: run nothing, "
+                           "name the runs not run yet")
   parser.add_argument("--plan", action="store_true",
                       help="print the budget, the students and the runs, and run nothing")
   args = parser.parse_args(argv)
@@ -306,8 +318,10 @@ def main(argv=None) -> None:
 
   def step(name: str, *flags: str, done: str = runlog.METRICS, summary=run_summary) -> dict:
     """The run's record: from --results, or made by running it (or reading its finished
-    folder) and recorded."""
+    folder) and recorded; with --report only from --results (None if not there)."""
     run_dir = os.path.join(root, name)
+    if args.report:
+      return records.get(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra))
     return records.summarised(main_command(flagfile, *flags, f"--run_dir={run_dir}", *extra),
                               os.path.join(run_dir, done),
                               os.path.join(root, "logs", f"{name}.log"), summary, name)
@@ -323,6 +337,8 @@ def main(argv=None) -> None:
     run_dir = os.path.join(root, folder or name)
     command = main_command(flagfile, *flags, both, f"--run_dir={run_dir}", *extra)
     path = os.path.join(run_dir, metrics)
+    if args.report:
+      return records.get(command)
 
     def summary(_):
       return pair_set_summary(read_json(path), more)
@@ -334,7 +350,9 @@ def main(argv=None) -> None:
 
   teacher_flags = ("--mode=evaluate_teacher", f"--distill_from={teacher}")
   evaluated = step("teacher", *teacher_flags, done=runlog.TEACHER_METRICS, summary=teacher_row)
-  rows = [dict(evaluated, flops=int(teacher_flops))]
+  if evaluated is None:
+    raise SystemExit(f"--report: the teacher's evaluation is not in --results={args.results}")
+  rows, not_run = [dict(evaluated, flops=int(teacher_flops))], []
   if more:
     rows[0].update(more_pairs_cells([on_more_pairs(
         "teacher", *teacher_flags, folder=f"teacher_{more}", metrics=runlog.TEACHER_METRICS)]))
@@ -346,15 +364,20 @@ def main(argv=None) -> None:
       runs = {f"{student}_{variant}_s{seed}": ["--mode=fixed", *flags, *variants[variant],
                                                f"--seed={seed}"]
               for seed in (int(s) for s in args.seeds.split(","))}
-      rows.append(student_row(student, variant, [step(name, *run_flags)
-                                                 for name, run_flags in runs.items()], note))
+      done = {name: step(name, *run_flags) for name, run_flags in runs.items()}
+      not_run += [name for name, record in done.items() if record is None]
+      if not any(done.values()):
+        continue
+      rows.append(student_row(student, variant, [r for r in done.values() if r], note))
       if more:
-        rows[-1].update(more_pairs_cells([on_more_pairs(name, *run_flags, "--mode=eval")
-                                          for name, run_flags in runs.items()]))
+        rows[-1].update(more_pairs_cells([on_more_pairs(name, *runs[name], "--mode=eval")
+                                          for name in runs if done[name]]))
   rows[0] = {key: value for key, value in rows[0].items()
              if key not in ("key", "name", "code_version")}
   text = table(rows, teacher_flops, budget, more)
   text += "".join(f"- {r['row']}: {r['architecture']}\n" for r in rows[1:])
+  if not_run:
+    text += f"\nNot run yet: {', '.join(not_run)}\n"
   os.makedirs(root, exist_ok=True)
   runlog.write_text(os.path.join(root, "distill_table.md"), text)
   runlog.write_json(os.path.join(root, "distill_table.json"), {

@@ -205,6 +205,13 @@ def test_more_pairs_verifies_every_row_on_a_second_set_once(tiny_fixed_run, monk
   assert rows[0]["more_accuracy_mean"] == pytest.approx(0.98)
   assert rows[1]["more_accuracies"] == pytest.approx([0.81, 0.81])
   assert rows[1]["more_num_pairs"] == 20
-  assert "| people acc (20 pairs) | fold std |" in capsys.readouterr().out
+  assert "| people acc (20 pairs, mean +- std over seeds) | fold std |" in capsys.readouterr().out
   bench.main([f"--runs_root={tmp_path / 'b'}", *arguments])
   assert len(commands) == 6
+  # --report: the recorded rows only, the missing runs named, nothing run.
+  bench.main([f"--runs_root={tmp_path / 'c'}", "--report", *arguments[:4],
+              "--students=enas,mobilefacenet", "--variants=none", arguments[-1]])
+  assert len(commands) == 6
+  printed = capsys.readouterr().out
+  assert "| enas: no teacher | " in printed and "mobilefacenet: no teacher" not in printed
+  assert "Not run yet: mobilefacenet_none_s0, mobilefacenet_none_s1" in printed

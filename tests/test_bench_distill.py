@@ -128,12 +128,12 @@ def test_main_runs_every_student_variant_and_seed_and_writes_the_table(
   # A variant's flags beyond the defaults are named in its row's label, and only there.
   bench.main([f"--runs_root={tmp_path / 'ce0'}", "--students=enas",
               "--variants=teacher,unlabelled",
-              "--unlabelled_flags=--distill_ce_weight=0 --unlabelled=small_identities",
+              "--unlabelled_flags=--distill_ce_weight=0.5 --unlabelled=small_identities",
               *arguments])
   saved = json.loads((tmp_path / "ce0" / "distill_table.json").read_text())
   labels = [r["label"] for r in saved["rows"]]
   assert labels[1:] == ["enas: teacher, labelled images",
-                        "enas: teacher, labelled + unlabelled images (--distill_ce_weight=0)"]
+                        "enas: teacher, labelled + unlabelled images (--distill_ce_weight=0.5)"]
 
 
 def test_unknown_students_or_a_missing_teacher_are_named(tmp_path, capsys):

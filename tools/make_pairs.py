@@ -16,12 +16,13 @@ each person, drawn at random; 0: all); different-person pairs: as many, two imag
 uniformly from all the set's images, of two different people, no pair twice (seeded by
 --seed). Pairs of people with many images dominate both halves, as they do in LFW.
 
-The evaluator's folds are contiguous blocks of the file (LFW View 2's). In View 1's layout
-(all same pairs, then all different) every fold holds one kind, and the 10-fold std mixes the
-two error rates. Measured with dlib's embeddings on pairsDevTest's people: View 1's layout
-(47,048 pairs) 0.9865 +- 0.0090; 10 folds (47,040 pairs; same pairs in person order, so a
-person's pairs mostly share a fold) 0.9882 +- 0.0067; the same pairs shuffled across folds
-0.9883 +- 0.0018. The remaining spread is between people, not pairs.
+The file is written as LFW View 2's pairs.txt is: --folds blocks, each of N same and N
+different pairs (the evaluator's folds; a View 1 file, one block, is split the same way by
+data/real.py's order_by_fold, so --folds=1 gives the same folds but for the few pairs left
+over). Same pairs come in person order, so a person's pairs mostly share a fold: the 10-fold
+std is then a spread between people. Measured with dlib's embeddings on pairsDevTest's
+people (47,040 pairs): 0.9882 +- 0.0067; with the same pairs shuffled across the folds
+0.9883 +- 0.0018.
 """
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ flags.DEFINE_integer("max_same_per_person", 0, "Same-person pairs per person at 
                      "at random); 0: all.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seeds the draws.")
 flags.DEFINE_integer("folds", 10, "Written as LFW View 2's layout: this many blocks of N same + "
-                     "N different pairs (the evaluator's contiguous folds then each hold both "
-                     "kinds; the last same % folds pairs of each kind are left out); 1: View 1's "
-                     "layout, all same pairs then all different.", lower_bound=1)
+                     "N different pairs, the evaluation's folds (the last same % folds pairs of "
+                     "each kind are left out); 1: View 1's layout, all same pairs then all "
+                     "different.", lower_bound=1)
 FLAGS = flags.FLAGS
 IMAGE_NAME = re.compile(r"^(?P<name>.+)_(?P<number>\d{4})\.jpg$")
 

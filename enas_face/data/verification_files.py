@@ -205,8 +205,8 @@ def format_lfw_pairs(entries: Sequence[PairEntry], folds: int = 1) -> str:
   """The LFW text of `entries` (as many same as different pairs), one pair a line;
   parse_lfw_pairs reads it back. folds = 1: View 1's layout, the header "N", N same pairs then
   N different. folds = F > 1: View 2's, the header "F N" and F blocks of N same + N different
-  pairs, N = floor(same / F), so the evaluator's F contiguous folds each hold both kinds (the
-  last same % F pairs of each kind are left out)."""
+  pairs, N = floor(same / F): the evaluation's F folds (the last same % F pairs of each kind
+  are left out)."""
   same = [e for e in entries if e.is_same]
   different = [e for e in entries if not e.is_same]
   if len(same) != len(different):

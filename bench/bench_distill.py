@@ -4,7 +4,7 @@ images only), and with the teacher and unlabelled images.
 
     python tools/teacher_embeddings.py --flagfile=flags/distill_lfw_view1.cfg \\
         --unlabelled=small_identities --distill_from=../shared/data/models/dlib \\
-        --teacher_splits=train,pairs,unlabelled --teacher_file=runs/teachers/lfw_view1_dlib.jsonl
+        --teacher_splits=train,val,test,pairs,unlabelled --teacher_file=runs/teachers/lfw_view1_dlib.jsonl
     python bench/bench_distill.py --flagfile=flags/distill_lfw_view1.cfg \\
         --teacher=runs/teachers/lfw_view1_dlib.jsonl --runs_root=runs/bench_distill_lfw \\
         --seeds=0,1

@@ -4,7 +4,8 @@ images only), and with the teacher and unlabelled images.
 
     python tools/teacher_embeddings.py --flagfile=flags/distill_lfw_view1.cfg \\
         --unlabelled=small_identities --distill_from=../shared/data/models/dlib \\
-        --teacher_splits=train,val,test,pairs,unlabelled --teacher_file=runs/teachers/lfw_view1_dlib.jsonl
+        --teacher_splits=train,val,test,pairs,unlabelled \\
+        --teacher_file=runs/teachers/lfw_view1_dlib.jsonl
     python bench/bench_distill.py --flagfile=flags/distill_lfw_view1.cfg \\
         --teacher=runs/teachers/lfw_view1_dlib.jsonl --runs_root=runs/bench_distill_lfw \\
         --seeds=0,1
@@ -330,7 +331,8 @@ def main(argv=None) -> None:
                               os.path.join(root, "logs", f"{name}.log"), summary, name)
 
   more = pair_set_name(args.more_pairs) if args.more_pairs else ""
-  both = f"--pairs={read_flagfile(args.flagfile)['pairs']},{args.more_pairs}"
+  sets = (read_flagfile(args.flagfile).get("pairs", ""), args.more_pairs)
+  both = "--pairs=" + ",".join(spec for spec in sets if spec)
 
   def on_more_pairs(name: str, *flags: str, folder: str = "",
                     metrics: str = runlog.METRICS) -> dict:
